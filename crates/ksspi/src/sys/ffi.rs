@@ -1,0 +1,96 @@
+//! The functions ksspi imports from `ksecdd.sys`, declared by hand.
+//!
+//! Each block names the header it mirrors. The extern block exists only on
+//! Windows (the ksecdd backend is its one user); the prototype table exists
+//! everywhere, so `scripts/abi-check.sh` can redeclare every function against
+//! mingw-w64's headers on Linux, where a conflicting prototype is an error.
+//!
+//! The async functions are declared in sspi.h without `SEC_ENTRY` in mingw-w64
+//! (and with it in the Windows SDK); on x86_64 and aarch64 `extern "system"`
+//! and `extern "C"` are the same convention, so either spelling matches.
+//!
+//! The record layer and attribute calls (EncryptMessage, DecryptMessage,
+//! QueryContextAttributesW, ApplyControlToken, FreeContextBuffer) are reached
+//! through the `SecurityFunctionTableW` that `InitSecurityInterfaceW` returns,
+//! not by import: the table carries them whatever names ksecdd exports them
+//! under (DESIGN.md, open point on SealMessage / UnsealMessage).
+
+use super::abi::abi_fns;
+use super::types::{
+    SecBufferDesc, SecGetKeyFn, SecHandle, SecurityFunctionTableW, SspiAsyncContext,
+    SspiAsyncNotifyCallback, TimeStamp, UNICODE_STRING,
+};
+use core::ffi::c_void;
+
+abi_fns! { PROTOTYPES, "sspi.h":
+    /// sspi.h: `SspiAsyncContext* SspiCreateAsyncContext();`
+    fn SspiCreateAsyncContext() -> *mut SspiAsyncContext;
+    /// sspi.h: `void SspiFreeAsyncContext(SspiAsyncContext* Handle);`
+    fn SspiFreeAsyncContext(handle: *mut SspiAsyncContext);
+    /// sspi.h: `NTSTATUS SspiReinitAsyncContext(SspiAsyncContext* Handle);`
+    fn SspiReinitAsyncContext(handle: *mut SspiAsyncContext) -> i32;
+    /// sspi.h: `SECURITY_STATUS SspiSetAsyncNotifyCallback(SspiAsyncContext*, SspiAsyncNotifyCallback, void*);`
+    fn SspiSetAsyncNotifyCallback(
+        context: *mut SspiAsyncContext,
+        callback: SspiAsyncNotifyCallback,
+        callback_data: *mut c_void,
+    ) -> i32;
+    /// sspi.h: `BOOLEAN SspiAsyncContextRequiresNotify(SspiAsyncContext* AsyncContext);`
+    fn SspiAsyncContextRequiresNotify(context: *mut SspiAsyncContext) -> u8;
+    /// sspi.h: `SECURITY_STATUS SspiGetAsyncCallStatus(SspiAsyncContext* Handle);`
+    fn SspiGetAsyncCallStatus(handle: *mut SspiAsyncContext) -> i32;
+    /// sspi.h (ISSP_MODE == 0): `SspiAcquireCredentialsHandleAsyncW`.
+    fn SspiAcquireCredentialsHandleAsyncW(
+        context: *mut SspiAsyncContext,
+        principal: *mut UNICODE_STRING,
+        package: *mut UNICODE_STRING,
+        credential_use: u32,
+        logon_id: *mut c_void,
+        auth_data: *mut c_void,
+        get_key_fn: SecGetKeyFn,
+        get_key_argument: *mut c_void,
+        credential: *mut SecHandle,
+        expiry: *mut TimeStamp,
+    ) -> i32;
+    /// sspi.h (ISSP_MODE == 0): `SspiInitializeSecurityContextAsyncW`.
+    fn SspiInitializeSecurityContextAsyncW(
+        context: *mut SspiAsyncContext,
+        credential: *mut SecHandle,
+        security_context: *mut SecHandle,
+        target_name: *mut UNICODE_STRING,
+        context_req: u32,
+        reserved1: u32,
+        target_data_rep: u32,
+        input: *mut SecBufferDesc,
+        reserved2: u32,
+        new_context: *mut SecHandle,
+        output: *mut SecBufferDesc,
+        context_attr: *mut u32,
+        expiry: *mut TimeStamp,
+    ) -> i32;
+    /// sspi.h: `SspiAcceptSecurityContextAsync`.
+    fn SspiAcceptSecurityContextAsync(
+        context: *mut SspiAsyncContext,
+        credential: *mut SecHandle,
+        security_context: *mut SecHandle,
+        input: *mut SecBufferDesc,
+        context_req: u32,
+        target_data_rep: u32,
+        new_context: *mut SecHandle,
+        output: *mut SecBufferDesc,
+        context_attr: *mut u32,
+        expiry: *mut TimeStamp,
+    ) -> i32;
+    /// sspi.h: `SECURITY_STATUS SspiFreeCredentialsHandleAsync(SspiAsyncContext*, PCredHandle);`
+    fn SspiFreeCredentialsHandleAsync(
+        context: *mut SspiAsyncContext,
+        credential: *mut SecHandle,
+    ) -> i32;
+    /// sspi.h: `SECURITY_STATUS SspiDeleteSecurityContextAsync(SspiAsyncContext*, PCtxtHandle);`
+    fn SspiDeleteSecurityContextAsync(
+        context: *mut SspiAsyncContext,
+        security_context: *mut SecHandle,
+    ) -> i32;
+    /// sspi.h: `PSecurityFunctionTableW SEC_ENTRY InitSecurityInterfaceW(void);`
+    fn InitSecurityInterfaceW() -> *mut SecurityFunctionTableW;
+}
