@@ -25,8 +25,7 @@
 use crate::irql::Irql;
 use crate::status::SecStatus;
 use crate::sys::{
-    SecBufferDesc, SecHandle, SspiAsyncContext, SspiAsyncNotifyCallback, TimeStamp,
-    UNICODE_STRING,
+    SecBufferDesc, SecHandle, SspiAsyncContext, SspiAsyncNotifyCallback, TimeStamp, UNICODE_STRING,
 };
 use core::ffi::c_void;
 use core::ptr::NonNull;

@@ -192,21 +192,39 @@ mod tests {
         assert_eq!(SecStatus::SEC_E_OK.bits(), 0);
         assert_eq!(SecStatus::SEC_I_ASYNC_CALL_PENDING.bits(), 0x0009_0368);
         assert_eq!(SecStatus::SEC_E_INCOMPLETE_MESSAGE.bits(), 0x8009_0318);
-        assert_eq!(SecStatus::SEC_E_WRONG_PRINCIPAL.name(), Some("SEC_E_WRONG_PRINCIPAL"));
-        assert_eq!(SecStatus::from_bits(0x8009_0325), SecStatus::SEC_E_UNTRUSTED_ROOT);
+        assert_eq!(
+            SecStatus::SEC_E_WRONG_PRINCIPAL.name(),
+            Some("SEC_E_WRONG_PRINCIPAL")
+        );
+        assert_eq!(
+            SecStatus::from_bits(0x8009_0325),
+            SecStatus::SEC_E_UNTRUSTED_ROOT
+        );
         assert_eq!(SecStatus::from_bits(0x1234_5678).name(), None);
     }
 
     #[test]
     fn classes_follow_the_severity_bit() {
         assert_eq!(SecStatus::SEC_E_OK.class(), StatusClass::Success);
-        assert_eq!(SecStatus::SEC_I_CONTINUE_NEEDED.class(), StatusClass::Information);
-        assert_eq!(SecStatus::SEC_I_ASYNC_CALL_PENDING.class(), StatusClass::Information);
+        assert_eq!(
+            SecStatus::SEC_I_CONTINUE_NEEDED.class(),
+            StatusClass::Information
+        );
+        assert_eq!(
+            SecStatus::SEC_I_ASYNC_CALL_PENDING.class(),
+            StatusClass::Information
+        );
         assert_eq!(SecStatus::SEC_E_INVALID_TOKEN.class(), StatusClass::Error);
         assert!(SecStatus::SEC_I_RENEGOTIATE.is_success());
         assert!(SecStatus::SEC_E_CERT_EXPIRED.is_error());
-        assert_eq!(SecStatus::SEC_E_CERT_EXPIRED.ok(), Err(SecStatus::SEC_E_CERT_EXPIRED));
-        assert_eq!(SecStatus::SEC_I_CONTEXT_EXPIRED.ok(), Ok(SecStatus::SEC_I_CONTEXT_EXPIRED));
+        assert_eq!(
+            SecStatus::SEC_E_CERT_EXPIRED.ok(),
+            Err(SecStatus::SEC_E_CERT_EXPIRED)
+        );
+        assert_eq!(
+            SecStatus::SEC_I_CONTEXT_EXPIRED.ok(),
+            Ok(SecStatus::SEC_I_CONTEXT_EXPIRED)
+        );
         // The information and error twins differ only in the severity bit.
         assert_eq!(
             SecStatus::SEC_I_CONTEXT_EXPIRED.bits() | 0x8000_0000,

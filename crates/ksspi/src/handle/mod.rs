@@ -508,11 +508,10 @@ fn release_detached<P: SspiProvider>(provider: &P, slot: HandleSlot, kind: Kind)
             core::mem::forget(detached.slot);
             return;
         }
-        // Read before arriving: once arrived, the callback may free `ctx`.
-        if !provider.async_context_requires_notify(ctx) {
-            provider.free_async_context(ctx);
-            drop(Box::from_raw(detached));
-        } else if (*detached).arrived.swap(true, Ordering::AcqRel) {
+        // Read before arriving: once arrived, the callback may free `ctx`. No
+        // callback coming, or the callback came first: finishing is ours.
+        let no_callback = !provider.async_context_requires_notify(ctx);
+        if no_callback || (*detached).arrived.swap(true, Ordering::AcqRel) {
             provider.free_async_context(ctx);
             drop(Box::from_raw(detached));
         }

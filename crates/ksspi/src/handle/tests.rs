@@ -83,7 +83,11 @@ impl TestProvider {
                 return SecStatus::SEC_E_INSUFFICIENT_MEMORY;
             }
             let c = st.live.get_mut(&key).expect("issue on a freed context");
-            assert_ne!(c.status, SecStatus::SEC_I_ASYNC_CALL_PENDING, "issue while in flight");
+            assert_ne!(
+                c.status,
+                SecStatus::SEC_I_ASYNC_CALL_PENDING,
+                "issue while in flight"
+            );
             // SAFETY: the handle pointer is valid until completion (the rule under test).
             c.target = target.map(|h| unsafe { (*h).dwLower });
             c.status = SecStatus::SEC_I_ASYNC_CALL_PENDING;
@@ -159,8 +163,15 @@ impl SspiProvider for TestProvider {
 
     unsafe fn free_async_context(&self, ctx: AsyncContextPtr) {
         let mut st = self.st();
-        let c = st.live.remove(&(ctx.as_ptr() as usize)).expect("double free of an async context");
-        assert_ne!(c.status, SecStatus::SEC_I_ASYNC_CALL_PENDING, "free while in flight");
+        let c = st
+            .live
+            .remove(&(ctx.as_ptr() as usize))
+            .expect("double free of an async context");
+        assert_ne!(
+            c.status,
+            SecStatus::SEC_I_ASYNC_CALL_PENDING,
+            "free while in flight"
+        );
         st.freed += 1;
         // SAFETY: allocated as a Box<u64> in create_async_context, freed once (removed above).
         drop(unsafe { Box::from_raw(ctx.as_ptr().cast::<u64>()) });
@@ -168,7 +179,10 @@ impl SspiProvider for TestProvider {
 
     unsafe fn reinit_async_context(&self, ctx: AsyncContextPtr) -> SecStatus {
         let mut st = self.st();
-        let c = st.live.get_mut(&(ctx.as_ptr() as usize)).expect("reinit after free");
+        let c = st
+            .live
+            .get_mut(&(ctx.as_ptr() as usize))
+            .expect("reinit after free");
         if c.status == SecStatus::SEC_I_ASYNC_CALL_PENDING {
             return SecStatus::SEC_E_INVALID_HANDLE;
         }
@@ -184,7 +198,10 @@ impl SspiProvider for TestProvider {
         data: *mut c_void,
     ) -> SecStatus {
         let mut st = self.st();
-        let c = st.live.get_mut(&(ctx.as_ptr() as usize)).expect("set callback after free");
+        let c = st
+            .live
+            .get_mut(&(ctx.as_ptr() as usize))
+            .expect("set callback after free");
         if c.status == SecStatus::SEC_I_ASYNC_CALL_PENDING {
             return SecStatus::SEC_E_INVALID_HANDLE;
         }
@@ -198,7 +215,11 @@ impl SspiProvider for TestProvider {
     }
 
     unsafe fn get_async_call_status(&self, ctx: AsyncContextPtr) -> SecStatus {
-        self.st().live.get(&(ctx.as_ptr() as usize)).expect("status after free").status
+        self.st()
+            .live
+            .get(&(ctx.as_ptr() as usize))
+            .expect("status after free")
+            .status
     }
 
     unsafe fn acquire_credentials_handle_async(
@@ -261,15 +282,32 @@ impl SspiProvider for TestProvider {
         self.issue(ctx, Some(context))
     }
 
-    unsafe fn encrypt_message(&self, _: *mut SecHandle, _: u32, _: *mut SecBufferDesc, _: u32) -> SecStatus {
+    unsafe fn encrypt_message(
+        &self,
+        _: *mut SecHandle,
+        _: u32,
+        _: *mut SecBufferDesc,
+        _: u32,
+    ) -> SecStatus {
         SecStatus::SEC_E_UNSUPPORTED_FUNCTION
     }
 
-    unsafe fn decrypt_message(&self, _: *mut SecHandle, _: *mut SecBufferDesc, _: u32, _: *mut u32) -> SecStatus {
+    unsafe fn decrypt_message(
+        &self,
+        _: *mut SecHandle,
+        _: *mut SecBufferDesc,
+        _: u32,
+        _: *mut u32,
+    ) -> SecStatus {
         SecStatus::SEC_E_UNSUPPORTED_FUNCTION
     }
 
-    unsafe fn query_context_attributes(&self, _: *mut SecHandle, _: u32, _: *mut c_void) -> SecStatus {
+    unsafe fn query_context_attributes(
+        &self,
+        _: *mut SecHandle,
+        _: u32,
+        _: *mut c_void,
+    ) -> SecStatus {
         SecStatus::SEC_E_UNSUPPORTED_FUNCTION
     }
 
@@ -287,12 +325,24 @@ fn passive() -> Passive {
 }
 
 /// Issue an accept with null arguments (the test provider reads none of them).
-fn accept(ctx: AsyncContext<TestProvider>) -> Result<InFlight<TestProvider>, Refused<TestProvider>> {
+fn accept(
+    ctx: AsyncContext<TestProvider>,
+) -> Result<InFlight<TestProvider>, Refused<TestProvider>> {
     let null = core::ptr::null_mut();
     // SAFETY: the test provider dereferences none of the pointers.
     unsafe {
         ctx.issue(&passive(), None, |p, c| {
-            p.accept_security_context_async(c, null, null, null.cast(), 0, null, null.cast(), null.cast(), null.cast())
+            p.accept_security_context_async(
+                c,
+                null,
+                null,
+                null.cast(),
+                0,
+                null,
+                null.cast(),
+                null.cast(),
+                null.cast(),
+            )
         })
     }
 }
@@ -411,7 +461,13 @@ fn a_leased_handle_is_not_released() {
     assert_eq!(refused.status, SecStatus::SEC_E_INVALID_HANDLE);
     assert_eq!(p.st().handles_released, 0);
     drop(lease);
-    let done = sc.delete(refused.context, &passive()).ok().unwrap().complete().ok().unwrap();
+    let done = sc
+        .delete(refused.context, &passive())
+        .ok()
+        .unwrap()
+        .complete()
+        .ok()
+        .unwrap();
     drop(done);
     assert_eq!(p.st().handles_released, 1);
     assert!(p.st().live.is_empty());
@@ -434,7 +490,10 @@ fn dropped_at_passive_a_handle_releases_itself_in_every_completion_mode() {
         }
         let st = p.st();
         assert_eq!(st.handles_released, 1, "{mode:?}");
-        assert!(st.live.is_empty(), "{mode:?}: the detached async context was not freed");
+        assert!(
+            st.live.is_empty(),
+            "{mode:?}: the detached async context was not freed"
+        );
         assert_eq!(st.created, st.freed);
     }
 }
@@ -448,7 +507,11 @@ fn dropped_above_passive_a_handle_is_left_not_waited_for() {
     drop(sc);
     let st = p.st();
     assert_eq!(st.created, 0, "no call may be issued at DISPATCH_LEVEL");
-    assert_eq!(st.handles_live.len(), 1, "the handle is left for the verifier to report");
+    assert_eq!(
+        st.handles_live.len(),
+        1,
+        "the handle is left for the verifier to report"
+    );
 }
 
 #[test]

@@ -57,16 +57,32 @@ mod tests {
     #[test]
     fn helpers_build_what_the_headers_describe() {
         assert!(!SecHandle::INVALID.is_valid());
-        assert!(SecHandle { dwLower: 1, dwUpper: 2 }.is_valid());
-        let mut bufs = [SecBuffer::empty(SECBUFFER_TOKEN), SecBuffer::empty(SECBUFFER_EMPTY)];
+        assert!(SecHandle {
+            dwLower: 1,
+            dwUpper: 2
+        }
+        .is_valid());
+        let mut bufs = [
+            SecBuffer::empty(SECBUFFER_TOKEN),
+            SecBuffer::empty(SECBUFFER_EMPTY),
+        ];
         let desc = SecBufferDesc::new(&mut bufs);
         assert_eq!((desc.ulVersion, desc.cBuffers), (SECBUFFER_VERSION, 2));
-        let ro = SecBuffer { BufferType: SECBUFFER_TOKEN | SECBUFFER_READONLY, ..bufs[0] };
+        let ro = SecBuffer {
+            BufferType: SECBUFFER_TOKEN | SECBUFFER_READONLY,
+            ..bufs[0]
+        };
         assert_eq!(ro.kind(), SECBUFFER_TOKEN);
         let store = SCHANNEL_CERT_HASH_STORE::new([7; 20], "MY", true);
-        assert_eq!(store.dwLength as usize, size_of::<SCHANNEL_CERT_HASH_STORE>());
+        assert_eq!(
+            store.dwLength as usize,
+            size_of::<SCHANNEL_CERT_HASH_STORE>()
+        );
         assert_eq!(store.dwFlags, SCH_MACHINE_CERT_HASH);
-        assert_eq!(&store.pwszStoreName[..3], &[u16::from(b'M'), u16::from(b'Y'), 0]);
+        assert_eq!(
+            &store.pwszStoreName[..3],
+            &[u16::from(b'M'), u16::from(b'Y'), 0]
+        );
         let mut long = [0u16; 40_000];
         assert!(UNICODE_STRING::from_units(&mut long).is_none());
         let mut name = [u16::from(b'a'); 4];
@@ -76,8 +92,16 @@ mod tests {
     #[test]
     fn the_abi_record_covers_every_declaration() {
         let structs: std::vec::Vec<_> = abi::structs().map(|s| s.c_name).collect();
-        for name in ["SecHandle", "SecBuffer", "SecBufferDesc", "TimeStamp", "SCH_CREDENTIALS",
-            "TLS_PARAMETERS", "SCHANNEL_CERT_HASH_STORE", "SecurityFunctionTableW"] {
+        for name in [
+            "SecHandle",
+            "SecBuffer",
+            "SecBufferDesc",
+            "TimeStamp",
+            "SCH_CREDENTIALS",
+            "TLS_PARAMETERS",
+            "SCHANNEL_CERT_HASH_STORE",
+            "SecurityFunctionTableW",
+        ] {
             assert!(structs.contains(&name), "{name} is not recorded");
         }
         assert!(abi::structs().all(|s| !s.fields.is_empty()));

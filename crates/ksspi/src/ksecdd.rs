@@ -1,0 +1,275 @@
+//! The ksecdd backend: [`SspiProvider`] over the functions `ksecdd.sys`
+//! exports (declared in [`crate::sys::ffi`], each naming its sspi.h prototype).
+//!
+//! This module and `src/kmdf/` in the driver are the only places that call
+//! across the FFI edge. It translates; it decides nothing.
+//!
+//! The record-layer and attribute calls go through the `SecurityFunctionTableW`
+//! from `InitSecurityInterfaceW`, which carries EncryptMessage and
+//! DecryptMessage whatever names ksecdd exports them under.
+
+use crate::irql::{Irql, Passive};
+use crate::provider::{AsyncContextPtr, SspiProvider};
+use crate::status::SecStatus;
+use crate::sys::ffi;
+use crate::sys::{
+    SecBufferDesc, SecHandle, SecurityFunctionTableW, SspiAsyncNotifyCallback, TimeStamp,
+    UNICODE_STRING,
+};
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+
+/// Kernel async SSPI as ksecdd exports it.
+#[derive(Clone, Copy)]
+pub struct Ksecdd {
+    table: &'static SecurityFunctionTableW,
+}
+
+// SAFETY: the function table is immutable, process-wide data owned by ksecdd.
+unsafe impl Send for Ksecdd {}
+// SAFETY: as above.
+unsafe impl Sync for Ksecdd {}
+
+impl Ksecdd {
+    /// Bind to ksecdd: fetch its function table (`InitSecurityInterfaceW`).
+    /// `SEC_E_SECPKG_NOT_FOUND` if it returns NULL.
+    pub fn new(_at: &Passive) -> Result<Self, SecStatus> {
+        // SAFETY: InitSecurityInterfaceW takes no arguments and returns a
+        // pointer to ksecdd's static table (or NULL), valid while ksecdd is loaded,
+        // which is as long as any driver importing it.
+        let table = unsafe { ffi::InitSecurityInterfaceW() };
+        // SAFETY: non-null, static and never written after initialisation.
+        match unsafe { table.as_ref() } {
+            Some(table) => Ok(Ksecdd { table }),
+            None => Err(SecStatus::SEC_E_SECPKG_NOT_FOUND),
+        }
+    }
+}
+
+fn status(s: i32) -> SecStatus {
+    SecStatus(s)
+}
+
+impl SspiProvider for Ksecdd {
+    fn current_irql(&self) -> Irql {
+        current_irql()
+    }
+
+    fn create_async_context(&self) -> Option<AsyncContextPtr> {
+        // SAFETY: no arguments; returns a new context or NULL.
+        NonNull::new(unsafe { ffi::SspiCreateAsyncContext() })
+    }
+
+    unsafe fn free_async_context(&self, ctx: AsyncContextPtr) {
+        // SAFETY: the caller guarantees a live, idle context not used afterwards.
+        unsafe { ffi::SspiFreeAsyncContext(ctx.as_ptr()) }
+    }
+
+    unsafe fn reinit_async_context(&self, ctx: AsyncContextPtr) -> SecStatus {
+        // SAFETY: the caller guarantees a live context.
+        SecStatus::from_ntstatus(unsafe { ffi::SspiReinitAsyncContext(ctx.as_ptr()) })
+    }
+
+    unsafe fn set_async_notify_callback(
+        &self,
+        ctx: AsyncContextPtr,
+        callback: SspiAsyncNotifyCallback,
+        data: *mut c_void,
+    ) -> SecStatus {
+        // SAFETY: the caller guarantees a live context and `data`'s lifetime.
+        status(unsafe { ffi::SspiSetAsyncNotifyCallback(ctx.as_ptr(), callback, data) })
+    }
+
+    unsafe fn async_context_requires_notify(&self, ctx: AsyncContextPtr) -> bool {
+        // SAFETY: the caller guarantees a live context.
+        unsafe { ffi::SspiAsyncContextRequiresNotify(ctx.as_ptr()) != 0 }
+    }
+
+    unsafe fn get_async_call_status(&self, ctx: AsyncContextPtr) -> SecStatus {
+        // SAFETY: the caller guarantees a live context.
+        status(unsafe { ffi::SspiGetAsyncCallStatus(ctx.as_ptr()) })
+    }
+
+    unsafe fn acquire_credentials_handle_async(
+        &self,
+        ctx: AsyncContextPtr,
+        principal: *mut UNICODE_STRING,
+        package: *mut UNICODE_STRING,
+        credential_use: u32,
+        auth_data: *mut c_void,
+        credential: *mut SecHandle,
+        expiry: *mut TimeStamp,
+    ) -> SecStatus {
+        // SAFETY: the caller keeps every pointer valid until completion.
+        status(unsafe {
+            ffi::SspiAcquireCredentialsHandleAsyncW(
+                ctx.as_ptr(),
+                principal,
+                package,
+                credential_use,
+                ptr::null_mut(),
+                auth_data,
+                None,
+                ptr::null_mut(),
+                credential,
+                expiry,
+            )
+        })
+    }
+
+    unsafe fn free_credentials_handle_async(
+        &self,
+        ctx: AsyncContextPtr,
+        credential: *mut SecHandle,
+    ) -> SecStatus {
+        // SAFETY: the caller guarantees a live context and credential.
+        status(unsafe { ffi::SspiFreeCredentialsHandleAsync(ctx.as_ptr(), credential) })
+    }
+
+    unsafe fn initialize_security_context_async(
+        &self,
+        ctx: AsyncContextPtr,
+        credential: *mut SecHandle,
+        context: *mut SecHandle,
+        target_name: *mut UNICODE_STRING,
+        context_req: u32,
+        input: *mut SecBufferDesc,
+        new_context: *mut SecHandle,
+        output: *mut SecBufferDesc,
+        context_attr: *mut u32,
+        expiry: *mut TimeStamp,
+    ) -> SecStatus {
+        // SAFETY: the caller keeps every pointer valid until completion.
+        status(unsafe {
+            ffi::SspiInitializeSecurityContextAsyncW(
+                ctx.as_ptr(),
+                credential,
+                context,
+                target_name,
+                context_req,
+                0,
+                0,
+                input,
+                0,
+                new_context,
+                output,
+                context_attr,
+                expiry,
+            )
+        })
+    }
+
+    unsafe fn accept_security_context_async(
+        &self,
+        ctx: AsyncContextPtr,
+        credential: *mut SecHandle,
+        context: *mut SecHandle,
+        input: *mut SecBufferDesc,
+        context_req: u32,
+        new_context: *mut SecHandle,
+        output: *mut SecBufferDesc,
+        context_attr: *mut u32,
+        expiry: *mut TimeStamp,
+    ) -> SecStatus {
+        // SAFETY: the caller keeps every pointer valid until completion.
+        status(unsafe {
+            ffi::SspiAcceptSecurityContextAsync(
+                ctx.as_ptr(),
+                credential,
+                context,
+                input,
+                context_req,
+                0,
+                new_context,
+                output,
+                context_attr,
+                expiry,
+            )
+        })
+    }
+
+    unsafe fn delete_security_context_async(
+        &self,
+        ctx: AsyncContextPtr,
+        context: *mut SecHandle,
+    ) -> SecStatus {
+        // SAFETY: the caller guarantees a live context and security context.
+        status(unsafe { ffi::SspiDeleteSecurityContextAsync(ctx.as_ptr(), context) })
+    }
+
+    unsafe fn encrypt_message(
+        &self,
+        context: *mut SecHandle,
+        qop: u32,
+        message: *mut SecBufferDesc,
+        sequence: u32,
+    ) -> SecStatus {
+        match self.table.EncryptMessage {
+            // SAFETY: a ksecdd table entry; the caller guarantees the arguments.
+            Some(f) => status(unsafe { f(context, qop, message, sequence) }),
+            None => SecStatus::SEC_E_UNSUPPORTED_FUNCTION,
+        }
+    }
+
+    unsafe fn decrypt_message(
+        &self,
+        context: *mut SecHandle,
+        message: *mut SecBufferDesc,
+        sequence: u32,
+        qop: *mut u32,
+    ) -> SecStatus {
+        match self.table.DecryptMessage {
+            // SAFETY: a ksecdd table entry; the caller guarantees the arguments.
+            Some(f) => status(unsafe { f(context, message, sequence, qop) }),
+            None => SecStatus::SEC_E_UNSUPPORTED_FUNCTION,
+        }
+    }
+
+    unsafe fn query_context_attributes(
+        &self,
+        context: *mut SecHandle,
+        attribute: u32,
+        buffer: *mut c_void,
+    ) -> SecStatus {
+        match self.table.QueryContextAttributesW {
+            // SAFETY: a ksecdd table entry; the caller guarantees the arguments.
+            Some(f) => status(unsafe { f(context, attribute, buffer) }),
+            None => SecStatus::SEC_E_UNSUPPORTED_FUNCTION,
+        }
+    }
+
+    unsafe fn apply_control_token(
+        &self,
+        context: *mut SecHandle,
+        input: *mut SecBufferDesc,
+    ) -> SecStatus {
+        match self.table.ApplyControlToken {
+            // SAFETY: a ksecdd table entry; the caller guarantees the arguments.
+            Some(f) => status(unsafe { f(context, input) }),
+            None => SecStatus::SEC_E_UNSUPPORTED_FUNCTION,
+        }
+    }
+
+    unsafe fn free_context_buffer(&self, buffer: *mut c_void) -> SecStatus {
+        match self.table.FreeContextBuffer {
+            // SAFETY: a ksecdd table entry; the caller guarantees the buffer.
+            Some(f) => status(unsafe { f(buffer) }),
+            None => SecStatus::SEC_E_UNSUPPORTED_FUNCTION,
+        }
+    }
+}
+
+/// `KeGetCurrentIrql` (wdm.h): on x64 a FORCEINLINE read of CR8, done the same way.
+#[cfg(target_arch = "x86_64")]
+fn current_irql() -> Irql {
+    let cr8: u64;
+    // SAFETY: reading CR8 is allowed at CPL 0, where a driver runs; it has no
+    // side effects.
+    unsafe {
+        core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags))
+    };
+    Irql(cr8 as u8)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("the ksecdd backend reads the IRQL from CR8 and supports x86_64 only");
