@@ -15,6 +15,9 @@ cargo clippy -p ksspi --features std-tools --all-targets -- -D warnings
 step "tests"
 cargo test --workspace
 
+step "loom: the issuer / callback / close races"
+RUSTFLAGS="--cfg loom" cargo test -q -p ksspi --release --test loom_sync --target-dir target/loom
+
 step "ABI conformance (sspi.h / schannel.h / winerror.h)"
 bash scripts/abi-check.sh
 

@@ -16,6 +16,7 @@
 
 extern crate alloc;
 
+pub mod engine;
 pub mod handle;
 pub mod irql;
 #[cfg(windows)]
