@@ -2,5 +2,19 @@
 //!
 //! - [`sync`]: the issuer / callback handoff and the session ownership that
 //!   decide, with one atomic operation per side, who continues.
+//! - [`conductor`]: runs a sans-IO machine's calls on one async context and
+//!   continues from the callback at the right IRQL (a trampoline).
+//! - [`session`]: the TLS handshake machine and its [`session::Session`].
+//! - [`credentials`]: asynchronous credential acquisition.
 
+mod cell;
+pub mod conductor;
+pub mod credentials;
+pub mod session;
 pub mod sync;
+
+pub use conductor::{EngineStats, Platform};
+pub use credentials::{acquire_credentials, CredentialSpec};
+pub use session::{
+    Limits, Outcome, Role, Session, SessionEvents, SessionSetup, StepError, StepReport,
+};

@@ -1,0 +1,255 @@
+//! Asynchronous credential acquisition (`SspiAcquireCredentialsHandleAsyncW`)
+//! for a TLS server (its certificate by SHA-1 thumbprint in a system store, as
+//! kernel Schannel finds it) or client, with protocol-version settings. Release
+//! is [`Credentials::release`] (`SspiFreeCredentialsHandleAsync`).
+
+use super::conductor::{Conductor, EngineStats, Issue, Machine, Move, Platform};
+use crate::handle::{AsyncContext, Credentials, HandleSlot};
+use crate::irql::Passive;
+use crate::provider::SspiProvider;
+use crate::status::SecStatus;
+use crate::sys::*;
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::ffi::c_void;
+use core::ptr;
+
+/// What credentials to acquire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialSpec {
+    /// A server certificate by SHA-1 thumbprint.
+    Server {
+        /// The certificate's SHA-1 thumbprint.
+        thumbprint: [u8; 20],
+        /// The system store (`"MY"`).
+        store: String,
+        /// LocalMachine (`SCH_MACHINE_CERT_HASH`) rather than the current user.
+        machine: bool,
+        /// `SP_PROT_*` bits to disable (`TLS_PARAMETERS.grbitDisabledProtocols`).
+        disabled_protocols: u32,
+    },
+    /// A client.
+    Client {
+        /// `SP_PROT_*` bits to disable.
+        disabled_protocols: u32,
+        /// Do not validate the server's certificate
+        /// (`SCH_CRED_MANUAL_CRED_VALIDATION`); the caller checks it.
+        manual_validation: bool,
+    },
+}
+
+/// The outcome of an acquisition, delivered once at PASSIVE_LEVEL.
+pub type AcquireDone<P> = Box<dyn FnOnce(Result<Arc<Credentials<P>>, SecStatus>) + Send>;
+
+struct Params {
+    store: SCHANNEL_CERT_HASH_STORE,
+    store_ptr: *const c_void,
+    tls: TLS_PARAMETERS,
+    sch: SCH_CREDENTIALS,
+    package: Vec<u16>,
+    package_us: UNICODE_STRING,
+    expiry: TimeStamp,
+}
+
+// SAFETY: the raw pointers point into this same struct (which never moves once
+// the machine is in its shared block) and are used by one owner at a time.
+unsafe impl Send for Params {}
+
+struct Acquire<P: SspiProvider> {
+    provider: P,
+    server: bool,
+    params: Params,
+    issued: bool,
+    result: Option<Result<Arc<Credentials<P>>, SecStatus>>,
+    done: Option<AcquireDone<P>>,
+}
+
+impl<P: SspiProvider> Machine<P> for Acquire<P> {
+    fn next(
+        &mut self,
+        ctx: &mut Option<AsyncContext<P>>,
+        _closing: bool,
+        at: &Passive,
+        stats: &EngineStats,
+    ) -> Move<P> {
+        if self.issued {
+            return Move::Finished;
+        }
+        self.issued = true;
+        let Some(mut context) = ctx.take() else {
+            self.result = Some(Err(SecStatus::SEC_E_INVALID_HANDLE));
+            return Move::Finished;
+        };
+        if let Err(status) = Issue::ready(&mut context, stats) {
+            *ctx = Some(context);
+            self.result = Some(Err(status));
+            return Move::Finished;
+        }
+        // The pointers are set here, once the machine sits in its shared block.
+        let p = &mut self.params;
+        p.store_ptr = (&p.store as *const SCHANNEL_CERT_HASH_STORE).cast();
+        p.sch.paCred = &mut p.store_ptr;
+        p.sch.pTlsParameters = &mut p.tls;
+        p.package_us = match UNICODE_STRING::from_units(&mut p.package) {
+            Some(u) => u,
+            None => {
+                *ctx = Some(context);
+                self.result = Some(Err(SecStatus::SEC_E_INVALID_PARAMETER));
+                return Move::Finished;
+            }
+        };
+        let slot = HandleSlot::new();
+        let out = slot.as_ptr();
+        let (package, auth, expiry): (*mut UNICODE_STRING, *mut c_void, *mut TimeStamp) = (
+            &mut p.package_us,
+            (&mut p.sch as *mut SCH_CREDENTIALS).cast(),
+            &mut p.expiry,
+        );
+        let use_ = if self.server {
+            SECPKG_CRED_INBOUND
+        } else {
+            SECPKG_CRED_OUTBOUND
+        };
+        // SAFETY: the parameters live in this machine and the output slot
+        // travels with the call (kept by the InFlight) until it completes.
+        let issued = unsafe {
+            context.issue(at, Some(slot), |prov, c| {
+                prov.acquire_credentials_handle_async(
+                    c,
+                    ptr::null_mut(),
+                    package,
+                    use_,
+                    auth,
+                    out,
+                    expiry,
+                )
+            })
+        };
+        match issued {
+            Ok(flight) => Move::Issued(flight),
+            Err(refused) => {
+                *ctx = Some(refused.context);
+                self.result = Some(Err(refused.status));
+                Move::Finished
+            }
+        }
+    }
+
+    fn completed(&mut self, status: SecStatus, slot: Option<HandleSlot>) {
+        self.result = Some(match (status, slot) {
+            (SecStatus::SEC_E_OK, Some(slot)) if slot.is_valid() => {
+                // SAFETY: the provider filled the slot with a credential it
+                // issued to us; nothing else owns it.
+                Ok(Arc::new(unsafe {
+                    Credentials::from_slot(self.provider.clone(), slot)
+                }))
+            }
+            (SecStatus::SEC_E_OK, _) => Err(SecStatus::SEC_E_INTERNAL_ERROR),
+            (failure, _) => Err(failure),
+        });
+    }
+
+    fn finished(&mut self) {
+        let result = self
+            .result
+            .take()
+            .unwrap_or(Err(SecStatus::SEC_E_INTERNAL_ERROR));
+        if let Some(done) = self.done.take() {
+            done(result);
+        }
+    }
+}
+
+/// Acquire credentials asynchronously. `done` runs exactly once, at
+/// PASSIVE_LEVEL, with the credentials or the failure status (possibly before
+/// this returns). `Err` means nothing was started and `done` will not run.
+pub fn acquire_credentials<P: SspiProvider, K: Platform>(
+    provider: P,
+    platform: K,
+    spec: &CredentialSpec,
+    stats: Arc<EngineStats>,
+    done: AcquireDone<P>,
+    at: &Passive,
+) -> Result<(), SecStatus> {
+    let (server, store, flags, disabled) = match spec {
+        CredentialSpec::Server {
+            thumbprint,
+            store,
+            machine,
+            disabled_protocols,
+        } => (
+            true,
+            SCHANNEL_CERT_HASH_STORE::new(*thumbprint, store, *machine),
+            SCH_CRED_NO_DEFAULT_CREDS,
+            *disabled_protocols,
+        ),
+        CredentialSpec::Client {
+            disabled_protocols,
+            manual_validation,
+        } => (
+            false,
+            SCHANNEL_CERT_HASH_STORE::new([0; 20], "", false),
+            SCH_CRED_NO_DEFAULT_CREDS
+                | if *manual_validation {
+                    SCH_CRED_MANUAL_CRED_VALIDATION
+                } else {
+                    SCH_CRED_AUTO_CRED_VALIDATION
+                },
+            *disabled_protocols,
+        ),
+    };
+    let params = Params {
+        store,
+        store_ptr: ptr::null(),
+        tls: TLS_PARAMETERS {
+            cAlpnIds: 0,
+            rgstrAlpnIds: ptr::null_mut(),
+            grbitDisabledProtocols: disabled,
+            cDisabledCrypto: 0,
+            pDisabledCrypto: ptr::null_mut(),
+            dwFlags: 0,
+        },
+        sch: SCH_CREDENTIALS {
+            dwVersion: SCH_CREDENTIALS_VERSION,
+            dwCredFormat: if server {
+                SCH_CRED_FORMAT_CERT_HASH_STORE
+            } else {
+                0
+            },
+            cCreds: u32::from(server),
+            paCred: ptr::null_mut(),
+            hRootStore: ptr::null_mut(),
+            cMappers: 0,
+            aphMappers: ptr::null_mut(),
+            dwSessionLifespan: 0,
+            dwFlags: flags,
+            cTlsParameters: 1,
+            pTlsParameters: ptr::null_mut(),
+        },
+        package: UNISP_NAME.encode_utf16().collect(),
+        package_us: UNICODE_STRING {
+            Length: 0,
+            MaximumLength: 0,
+            Buffer: ptr::null_mut(),
+        },
+        expiry: TimeStamp::default(),
+    };
+    let machine = Acquire {
+        provider: provider.clone(),
+        server,
+        params,
+        issued: false,
+        result: None,
+        done: Some(done),
+    };
+    let conductor = Conductor::new(provider, platform, machine, stats, at)?;
+    conductor
+        .start(|_| Ok::<(), ()>(()), at)
+        .map_err(|_| SecStatus::SEC_E_INTERNAL_ERROR)?;
+    // Dropping the handle requests close; the acquisition still completes and
+    // reports (the machine finishes after its one call either way).
+    drop(conductor);
+    Ok(())
+}

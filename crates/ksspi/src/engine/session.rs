@@ -1,0 +1,606 @@
+//! A TLS session's handshake, sans-IO: bytes received from the peer go in,
+//! bytes to send and an outcome come out, through one async context reused for
+//! every call (create once; reinit, issue, complete per call; free once).
+//!
+//! One [`Session::step`] runs as many calls as the input allows: a call that
+//! leaves `SECBUFFER_EXTRA` feeds the rest straight into the next call;
+//! `SEC_I_INCOMPLETE_CREDENTIALS` is answered by calling again (Schannel then
+//! proceeds without a client certificate); the step ends when the handshake
+//! needs more input (`SEC_E_INCOMPLETE_MESSAGE` with the MISSING count, or a
+//! flight fully consumed), is established (leftover bytes kept for the record
+//! layer), or failed (with the alert to send). Its outcome reaches the owner
+//! through [`SessionEvents::step_done`], at PASSIVE_LEVEL, exactly once per
+//! step, possibly before `step` returns.
+//!
+//! Buffers are sized at setup ([`Limits`]); a step allocates nothing.
+
+use super::conductor::{Conductor, EngineStats, Issue, Machine, Move, Platform, StartError};
+use crate::handle::{AsyncContext, Credentials, HandleSlot, Lease, SecurityContext};
+use crate::irql::Passive;
+use crate::provider::SspiProvider;
+use crate::status::SecStatus;
+use crate::sys::*;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ptr;
+
+/// Which side of the handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `SspiAcceptSecurityContextAsync`.
+    Server,
+    /// `SspiInitializeSecurityContextAsync` towards `target` (the name the
+    /// server's certificate must carry; `None` skips the name check).
+    Client {
+        /// The target name.
+        target: Option<alloc::string::String>,
+    },
+}
+
+/// Per-session bounds, fixed at setup, so a peer cannot make the kernel
+/// allocate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes buffered from the peer, unconsumed.
+    pub max_input: usize,
+    /// Largest single output token.
+    pub max_token: usize,
+    /// Bytes of output gathered by one step.
+    pub max_output: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_input: 64 * 1024,
+            max_token: 32 * 1024,
+            max_output: 64 * 1024,
+        }
+    }
+}
+
+/// How a step ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send the output, then step again with the peer's reply. `missing` is the
+    /// `SECBUFFER_MISSING` count when a partial record is buffered (0 if unknown).
+    NeedInput {
+        /// Bytes still missing from the buffered partial record.
+        missing: u32,
+    },
+    /// The handshake is complete (send the output, if any). Leftover input is
+    /// kept for the record layer ([`Session::take_leftover`]).
+    Established,
+    /// The handshake failed with this status; the output is the alert to send.
+    Failed(SecStatus),
+}
+
+/// The report of one step.
+#[derive(Debug)]
+pub struct StepReport<'a> {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Bytes to send to the peer (tokens, or the alert on failure).
+    pub output: &'a [u8],
+    /// SSPI calls made by the step.
+    pub calls: u32,
+}
+
+/// What a session tells its owner, at PASSIVE_LEVEL.
+pub trait SessionEvents: Send + Sync + 'static {
+    /// A step ended. Copy the output out; calling `step` from in here finds the
+    /// session busy.
+    fn step_done(&self, report: &StepReport<'_>);
+    /// The session is closed and released (its async context freed, its
+    /// security context deleted): called exactly once, last.
+    fn closed(&self);
+}
+
+/// Why [`Session::step`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepError {
+    /// A step is in flight.
+    Busy,
+    /// The session is closing or closed.
+    Closed,
+    /// The handshake already ended (established or failed).
+    Finished,
+    /// The input would exceed [`Limits::max_input`].
+    TooMuchInput,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Handshaking,
+    Established,
+    Failed(SecStatus),
+    Deleting,
+    Closed,
+}
+
+/// The raw call frame: descriptors pointing into the machine's own buffers.
+struct Frame {
+    in_bufs: [SecBuffer; 2],
+    in_desc: SecBufferDesc,
+    out_bufs: [SecBuffer; 2],
+    out_desc: SecBufferDesc,
+    attrs: u32,
+    expiry: TimeStamp,
+    target: UNICODE_STRING,
+}
+
+// SAFETY: the frame's raw pointers point into buffers owned by the same
+// machine (heap allocations that never move), used by one owner at a time.
+unsafe impl Send for Frame {}
+
+/// The handshake state machine.
+pub struct Handshake<P: SspiProvider> {
+    provider: P,
+    server: bool,
+    cred: Arc<Credentials<P>>,
+    lease: Option<Lease>,
+    sec: Option<HandleSlot>,
+    has_sec: bool,
+    target: Vec<u16>,
+    input: Vec<u8>,
+    token: Vec<u8>,
+    alert: Vec<u8>,
+    output: Vec<u8>,
+    limits: Limits,
+    frame: Frame,
+    phase: Phase,
+    outcome: Option<Outcome>,
+    calls: u32,
+    retries: u8,
+    leftover: usize,
+    events: Arc<dyn SessionEvents>,
+}
+
+const ASC_FLAGS: u32 = ASC_REQ_SEQUENCE_DETECT
+    | ASC_REQ_REPLAY_DETECT
+    | ASC_REQ_CONFIDENTIALITY
+    | ASC_REQ_EXTENDED_ERROR
+    | ASC_REQ_STREAM;
+const ISC_FLAGS: u32 = ISC_REQ_SEQUENCE_DETECT
+    | ISC_REQ_REPLAY_DETECT
+    | ISC_REQ_CONFIDENTIALITY
+    | ISC_REQ_EXTENDED_ERROR
+    | ISC_REQ_STREAM;
+const ALERT_CAPACITY: usize = 256;
+
+impl<P: SspiProvider> Handshake<P> {
+    fn new(
+        provider: P,
+        role: Role,
+        cred: Arc<Credentials<P>>,
+        limits: Limits,
+        events: Arc<dyn SessionEvents>,
+    ) -> Result<Self, SecStatus> {
+        let (server, target) = match role {
+            Role::Server => (true, Vec::new()),
+            Role::Client { target } => (
+                false,
+                target
+                    .map(|t| t.encode_utf16().collect())
+                    .unwrap_or_default(),
+            ),
+        };
+        if target.len() > 255 {
+            return Err(SecStatus::SEC_E_INVALID_PARAMETER);
+        }
+        let mut h = Handshake {
+            provider,
+            server,
+            cred,
+            lease: None,
+            sec: Some(HandleSlot::new()),
+            has_sec: false,
+            target,
+            input: Vec::with_capacity(limits.max_input),
+            token: vec![0; limits.max_token],
+            alert: vec![0; ALERT_CAPACITY],
+            output: Vec::with_capacity(limits.max_output),
+            limits,
+            frame: Frame {
+                in_bufs: [
+                    SecBuffer::empty(SECBUFFER_TOKEN),
+                    SecBuffer::empty(SECBUFFER_EMPTY),
+                ],
+                in_desc: SecBufferDesc {
+                    ulVersion: SECBUFFER_VERSION,
+                    cBuffers: 0,
+                    pBuffers: ptr::null_mut(),
+                },
+                out_bufs: [
+                    SecBuffer::empty(SECBUFFER_TOKEN),
+                    SecBuffer::empty(SECBUFFER_ALERT),
+                ],
+                out_desc: SecBufferDesc {
+                    ulVersion: SECBUFFER_VERSION,
+                    cBuffers: 0,
+                    pBuffers: ptr::null_mut(),
+                },
+                attrs: 0,
+                expiry: TimeStamp::default(),
+                target: UNICODE_STRING {
+                    Length: 0,
+                    MaximumLength: 0,
+                    Buffer: ptr::null_mut(),
+                },
+            },
+            phase: Phase::Handshaking,
+            outcome: None,
+            calls: 0,
+            retries: 0,
+            leftover: 0,
+            events,
+        };
+        if !h.target.is_empty() {
+            h.frame.target = UNICODE_STRING::from_units(&mut h.target)
+                .ok_or(SecStatus::SEC_E_INVALID_PARAMETER)?;
+        }
+        Ok(h)
+    }
+
+    fn push_input(&mut self, input: &[u8]) -> Result<(), StepError> {
+        match self.phase {
+            Phase::Handshaking => {}
+            Phase::Established | Phase::Failed(_) => return Err(StepError::Finished),
+            Phase::Deleting | Phase::Closed => return Err(StepError::Closed),
+        }
+        if self.input.len() + input.len() > self.limits.max_input {
+            return Err(StepError::TooMuchInput);
+        }
+        self.input.extend_from_slice(input);
+        self.output.clear();
+        self.calls = 0;
+        self.retries = 0;
+        Ok(())
+    }
+
+    /// Issue the next handshake call.
+    fn issue_step(
+        &mut self,
+        ctx: &mut Option<AsyncContext<P>>,
+        at: &Passive,
+        stats: &EngineStats,
+    ) -> Move<P> {
+        let Some(mut context) = ctx.take() else {
+            return self.fail(SecStatus::SEC_E_INVALID_HANDLE);
+        };
+        if let Err(status) = Issue::ready(&mut context, stats) {
+            *ctx = Some(context);
+            return self.fail(status);
+        }
+        let f = &mut self.frame;
+        f.in_bufs = [
+            SecBuffer {
+                cbBuffer: self.input.len() as u32,
+                BufferType: SECBUFFER_TOKEN,
+                pvBuffer: self.input.as_mut_ptr().cast(),
+            },
+            SecBuffer::empty(SECBUFFER_EMPTY),
+        ];
+        f.in_desc = SecBufferDesc::new(&mut f.in_bufs);
+        f.out_bufs = [
+            SecBuffer {
+                cbBuffer: self.token.len() as u32,
+                BufferType: SECBUFFER_TOKEN,
+                pvBuffer: self.token.as_mut_ptr().cast(),
+            },
+            SecBuffer {
+                cbBuffer: self.alert.len() as u32,
+                BufferType: SECBUFFER_ALERT,
+                pvBuffer: self.alert.as_mut_ptr().cast(),
+            },
+        ];
+        f.out_desc = SecBufferDesc::new(&mut f.out_bufs);
+        let lease = self.cred.lease();
+        let cred = lease.as_ptr();
+        self.lease = Some(lease);
+        let slot = self
+            .sec
+            .as_ref()
+            .map_or(ptr::null_mut(), HandleSlot::as_ptr);
+        let existing = if self.has_sec { slot } else { ptr::null_mut() };
+        let (in_desc, out_desc, attrs, expiry): (*mut _, *mut _, *mut _, *mut _) =
+            (&mut f.in_desc, &mut f.out_desc, &mut f.attrs, &mut f.expiry);
+        let target: *mut UNICODE_STRING = if self.target.is_empty() {
+            ptr::null_mut()
+        } else {
+            &mut f.target
+        };
+        let server = self.server;
+        // SAFETY: every pointer is into this machine (its frame, buffers, the
+        // security-context slot) or the leased credential, all of which stay
+        // allocated and untouched until the call completes: the machine is
+        // owned by the call until then.
+        let issued = unsafe {
+            context.issue(at, None, |p, c| {
+                if server {
+                    p.accept_security_context_async(
+                        c, cred, existing, in_desc, ASC_FLAGS, slot, out_desc, attrs, expiry,
+                    )
+                } else {
+                    p.initialize_security_context_async(
+                        c, cred, existing, target, ISC_FLAGS, in_desc, slot, out_desc, attrs,
+                        expiry,
+                    )
+                }
+            })
+        };
+        match issued {
+            Ok(flight) => Move::Issued(flight),
+            Err(refused) => {
+                self.lease = None;
+                *ctx = Some(refused.context);
+                self.fail(refused.status)
+            }
+        }
+    }
+
+    fn fail(&mut self, status: SecStatus) -> Move<P> {
+        self.phase = Phase::Failed(status);
+        self.outcome = Some(Outcome::Failed(status));
+        Move::Idle
+    }
+
+    fn append_output(&mut self, bytes_from: usize) -> bool {
+        let n = self.frame.out_bufs[bytes_from].cbBuffer as usize;
+        let src = if bytes_from == 0 {
+            &self.token
+        } else {
+            &self.alert
+        };
+        if n > src.len() || self.output.len() + n > self.limits.max_output {
+            return false;
+        }
+        self.output.extend_from_slice(&src[..n]);
+        true
+    }
+
+    fn step_completed(&mut self, status: SecStatus) {
+        self.calls += 1;
+        self.lease = None;
+        let second = self.frame.in_bufs[1];
+        let extra = if second.BufferType == SECBUFFER_EXTRA {
+            second.cbBuffer as usize
+        } else {
+            0
+        };
+        let missing = if second.BufferType == SECBUFFER_MISSING {
+            second.cbBuffer
+        } else {
+            0
+        };
+        if self.sec.as_ref().is_some_and(HandleSlot::is_valid) {
+            self.has_sec = true;
+        }
+        match status {
+            SecStatus::SEC_E_INCOMPLETE_MESSAGE => {
+                // Nothing consumed: wait for the rest of the record.
+                self.outcome = Some(Outcome::NeedInput { missing });
+            }
+            SecStatus::SEC_E_OK
+            | SecStatus::SEC_I_CONTINUE_NEEDED
+            | SecStatus::SEC_I_INCOMPLETE_CREDENTIALS => {
+                if !self.append_output(0) {
+                    self.phase = Phase::Failed(SecStatus::SEC_E_BUFFER_TOO_SMALL);
+                    self.outcome = Some(Outcome::Failed(SecStatus::SEC_E_BUFFER_TOO_SMALL));
+                    return;
+                }
+                let keep = extra.min(self.input.len());
+                self.input.drain(..self.input.len() - keep);
+                if status == SecStatus::SEC_E_OK {
+                    self.phase = Phase::Established;
+                    self.leftover = self.input.len();
+                    self.outcome = Some(Outcome::Established);
+                } else if status == SecStatus::SEC_I_INCOMPLETE_CREDENTIALS && self.retries < 2 {
+                    // Call again: Schannel goes on without a client certificate.
+                    self.retries += 1;
+                } else if status == SecStatus::SEC_I_INCOMPLETE_CREDENTIALS {
+                    self.phase = Phase::Failed(status);
+                    self.outcome = Some(Outcome::Failed(SecStatus::SEC_E_NO_CREDENTIALS));
+                } else if self.input.is_empty() {
+                    self.outcome = Some(Outcome::NeedInput { missing: 0 });
+                }
+                // else: EXTRA left over, the next call takes it.
+            }
+            failure => {
+                // The alert (extended errors), else any token, goes to the peer.
+                if !self.append_output(1) || self.frame.out_bufs[1].cbBuffer == 0 {
+                    let _ = self.append_output(0);
+                }
+                self.phase = Phase::Failed(failure);
+                self.outcome = Some(Outcome::Failed(failure));
+            }
+        }
+    }
+}
+
+impl<P: SspiProvider> Machine<P> for Handshake<P> {
+    fn next(
+        &mut self,
+        ctx: &mut Option<AsyncContext<P>>,
+        closing: bool,
+        at: &Passive,
+        stats: &EngineStats,
+    ) -> Move<P> {
+        if self.outcome.is_some() && !closing {
+            return Move::Idle;
+        }
+        if closing {
+            return match self.phase {
+                Phase::Deleting | Phase::Closed => Move::Finished,
+                _ => self.begin_delete(ctx, at, stats),
+            };
+        }
+        match self.phase {
+            Phase::Handshaking => {
+                let first_client_call = !self.server && !self.has_sec && self.calls == 0;
+                if self.input.is_empty() && !first_client_call && self.retries == 0 {
+                    self.outcome = Some(Outcome::NeedInput { missing: 0 });
+                    return Move::Idle;
+                }
+                self.issue_step(ctx, at, stats)
+            }
+            _ => Move::Idle,
+        }
+    }
+
+    fn completed(&mut self, status: SecStatus, slot: Option<HandleSlot>) {
+        match self.phase {
+            Phase::Deleting => {
+                // The security context is deleted (or its delete failed, in
+                // which case the slot is dropped: nothing more can be done).
+                drop(slot);
+                self.phase = Phase::Closed;
+            }
+            _ => self.step_completed(status),
+        }
+    }
+
+    fn went_idle(&mut self) {
+        if let Some(outcome) = self.outcome.take() {
+            let report = StepReport {
+                outcome,
+                output: &self.output,
+                calls: self.calls,
+            };
+            self.events.step_done(&report);
+        }
+    }
+
+    fn finished(&mut self) {
+        self.lease = None;
+        self.events.closed();
+    }
+}
+
+impl<P: SspiProvider> Handshake<P> {
+    /// Delete the security context (if one was made) on the session's own
+    /// async context: `SspiDeleteSecurityContextAsync`.
+    fn begin_delete(
+        &mut self,
+        ctx: &mut Option<AsyncContext<P>>,
+        at: &Passive,
+        stats: &EngineStats,
+    ) -> Move<P> {
+        self.outcome = None;
+        let slot = self.sec.take();
+        let Some(slot) = slot.filter(|s| s.is_valid()) else {
+            self.phase = Phase::Closed;
+            return Move::Finished;
+        };
+        // SAFETY: the slot holds the security context the provider issued to
+        // this session; nothing else owns it.
+        let sc = unsafe { SecurityContext::from_slot(self.provider.clone(), slot) };
+        let Some(mut context) = ctx.take() else {
+            self.phase = Phase::Closed;
+            drop(sc); // released by its own detached delete
+            return Move::Finished;
+        };
+        if Issue::ready(&mut context, stats).is_err() {
+            *ctx = Some(context);
+            self.phase = Phase::Closed;
+            drop(sc);
+            return Move::Finished;
+        }
+        match sc.delete(context, at) {
+            Ok(flight) => {
+                self.phase = Phase::Deleting;
+                Move::Issued(flight)
+            }
+            Err((sc, refused)) => {
+                // Could not queue the delete on our context: the handle's own
+                // detached release (a fresh context) tries once more.
+                *ctx = Some(refused.context);
+                drop(sc);
+                self.phase = Phase::Closed;
+                Move::Finished
+            }
+        }
+    }
+
+    /// Move the leftover bytes (input past the end of the handshake) out.
+    fn take_leftover(&mut self, out: &mut Vec<u8>) {
+        if self.phase == Phase::Established {
+            out.extend_from_slice(&self.input);
+            self.input.clear();
+            self.leftover = 0;
+        }
+    }
+}
+
+/// What a session is made of.
+pub struct SessionSetup<P: SspiProvider> {
+    /// Server or client (with its target name).
+    pub role: Role,
+    /// The credentials (shared between sessions; leased per call).
+    pub credentials: Arc<Credentials<P>>,
+    /// Buffer bounds.
+    pub limits: Limits,
+    /// Where step outcomes and the close are reported.
+    pub events: Arc<dyn SessionEvents>,
+}
+
+/// A TLS session: a handshake machine on its async context.
+pub struct Session<P: SspiProvider, K: Platform> {
+    conductor: Conductor<P, K, Handshake<P>>,
+}
+
+impl<P: SspiProvider, K: Platform> Session<P, K> {
+    /// Set a session up (all its allocation happens here).
+    pub fn new(
+        provider: P,
+        platform: K,
+        setup: SessionSetup<P>,
+        stats: Arc<EngineStats>,
+        at: &Passive,
+    ) -> Result<Self, SecStatus> {
+        let SessionSetup {
+            role,
+            credentials,
+            limits,
+            events,
+        } = setup;
+        let machine = Handshake::new(provider.clone(), role, credentials, limits, events)?;
+        Ok(Session {
+            conductor: Conductor::new(provider, platform, machine, stats, at)?,
+        })
+    }
+
+    /// Feed bytes from the peer (the first client step takes none) and run the
+    /// handshake until it needs more, ends or fails. The outcome arrives
+    /// through [`SessionEvents::step_done`].
+    pub fn step(&self, input: &[u8], at: &Passive) -> Result<(), StepError> {
+        self.conductor
+            .start(|m| m.push_input(input), at)
+            .map_err(|e| match e {
+                StartError::Busy => StepError::Busy,
+                StartError::Closing => StepError::Closed,
+                StartError::Refused(e) => e,
+            })
+    }
+
+    /// Append the bytes that followed the handshake (for the record layer).
+    /// `None` if the session is busy.
+    pub fn take_leftover(&self, out: &mut Vec<u8>) -> Option<()> {
+        self.conductor.inspect(|m| m.take_leftover(out))
+    }
+
+    /// The security context handle, once established (for the record layer).
+    pub fn security_context(&self) -> Option<SecHandle> {
+        self.conductor
+            .inspect(|m| m.sec.as_ref().filter(|_| m.has_sec).map(HandleSlot::get))
+            .flatten()
+    }
+
+    /// Close at any moment (any IRQL up to DISPATCH): everything is released
+    /// once an in-flight call completes; [`SessionEvents::closed`] follows
+    /// exactly once. Dropping the session closes it too.
+    pub fn close(&self) {
+        self.conductor.close();
+    }
+}
