@@ -167,6 +167,13 @@ impl SecStatus {
     }
 }
 
+impl Default for SecStatus {
+    /// `SEC_E_OK`.
+    fn default() -> Self {
+        SecStatus::SEC_E_OK
+    }
+}
+
 impl fmt::Display for SecStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.name() {

@@ -119,7 +119,8 @@ pub trait Machine<P: SspiProvider>: Send + 'static {
 
     /// The machine goes idle ([`Move::Idle`]): tell its owner (step outcomes),
     /// at PASSIVE_LEVEL, just before ownership is released. Starting another
-    /// move from in here finds the machine busy.
+    /// move from in here finds the machine busy; [`ReadyNotify::ready`]
+    /// follows once it would not.
     fn went_idle(&mut self) {}
 
     /// The machine finished; called once, last.
@@ -144,7 +145,15 @@ pub struct Shared<P: SspiProvider, K: Platform, M: Machine<P>> {
     own: Ownership,
     result: AtomicI32,
     stats: Arc<EngineStats>,
+    notify: Option<Arc<dyn ReadyNotify>>,
     state: OwnedCell<State<P, K, M>>,
+}
+
+/// Told when a machine has gone idle and its owner may start the next move
+/// (called after ownership is released, at PASSIVE_LEVEL).
+pub trait ReadyNotify: Send + Sync + 'static {
+    /// The machine accepts the next move now.
+    fn ready(&self);
 }
 
 /// A machine on its async context: the owner's handle.
@@ -160,6 +169,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
         platform: K,
         machine: M,
         stats: Arc<EngineStats>,
+        notify: Option<Arc<dyn ReadyNotify>>,
         at: &Passive,
     ) -> Result<Self, SecStatus> {
         let mut ctx = AsyncContext::new(provider.clone(), at)?;
@@ -182,6 +192,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
                 own: Ownership::new(),
                 result: AtomicI32::new(0),
                 stats,
+                notify,
                 state: OwnedCell::new(State {
                     machine,
                     ctx: None,
@@ -227,13 +238,14 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
                 Ok(())
             }
             Err(e) => {
+                let keepalive = self.shared.state.take().keepalive.take();
                 match self.shared.own.release() {
-                    Release::Idle => {
-                        let keepalive = self.shared.state.take().keepalive.take();
-                        drop(keepalive);
-                    }
+                    Release::Idle => drop(keepalive),
                     // A close came in meanwhile: the teardown is ours.
-                    Release::TearDown => self.shared.run(at),
+                    Release::TearDown => {
+                        self.shared.state.take().keepalive = keepalive;
+                        self.shared.run(at);
+                    }
                 }
                 Err(StartError::Refused(e))
             }
@@ -372,14 +384,24 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Shared<P, K, M> {
                     // Report while still owner: nobody can start the next move
                     // until the report is out.
                     st.machine.went_idle();
+                    let keepalive = st.keepalive.take();
+                    // Let go of the state before ownership: the moment it is
+                    // released, the next owner may take the state.
+                    drop(st);
                     match self.own.release() {
                         Release::Idle => {
-                            let keepalive = st.keepalive.take();
-                            drop(st);
+                            if let Some(notify) = &self.notify {
+                                notify.ready();
+                            }
                             drop(keepalive);
                             return;
                         }
-                        Release::TearDown => continue,
+                        Release::TearDown => {
+                            // Still ours: a close came in; tear down.
+                            st = self.state.take();
+                            st.keepalive = keepalive;
+                            continue;
+                        }
                     }
                 }
                 Move::Finished => {

@@ -244,7 +244,7 @@ pub fn acquire_credentials<P: SspiProvider, K: Platform>(
         result: None,
         done: Some(done),
     };
-    let conductor = Conductor::new(provider, platform, machine, stats, at)?;
+    let conductor = Conductor::new(provider, platform, machine, stats, None, at)?;
     conductor
         .start(|_| Ok::<(), ()>(()), at)
         .map_err(|_| SecStatus::SEC_E_INTERNAL_ERROR)?;

@@ -13,7 +13,7 @@ pub mod credentials;
 pub mod session;
 pub mod sync;
 
-pub use conductor::{EngineStats, Platform};
+pub use conductor::{EngineStats, Platform, ReadyNotify};
 pub use credentials::{acquire_credentials, CredentialSpec};
 pub use session::{
     Limits, Outcome, Role, Session, SessionEvents, SessionSetup, StepError, StepReport,

@@ -14,7 +14,9 @@
 //!
 //! Buffers are sized at setup ([`Limits`]); a step allocates nothing.
 
-use super::conductor::{Conductor, EngineStats, Issue, Machine, Move, Platform, StartError};
+use super::conductor::{
+    Conductor, EngineStats, Issue, Machine, Move, Platform, ReadyNotify, StartError,
+};
 use crate::handle::{AsyncContext, Credentials, HandleSlot, Lease, SecurityContext};
 use crate::irql::Passive;
 use crate::provider::SspiProvider;
@@ -89,9 +91,13 @@ pub struct StepReport<'a> {
 
 /// What a session tells its owner, at PASSIVE_LEVEL.
 pub trait SessionEvents: Send + Sync + 'static {
-    /// A step ended. Copy the output out; calling `step` from in here finds the
-    /// session busy.
+    /// A step ended. Copy the output out. The session is still busy: calling
+    /// `step` from in here is refused; [`SessionEvents::step_ready`] follows.
     fn step_done(&self, report: &StepReport<'_>);
+    /// The session accepts the next step now (after `step_done`). A driver
+    /// completes the pended request here, so user mode can never send the next
+    /// step before the session is ready for it.
+    fn step_ready(&self) {}
     /// The session is closed and released (its async context freed, its
     /// security context deleted): called exactly once, last.
     fn closed(&self);
@@ -138,7 +144,7 @@ unsafe impl Send for Frame {}
 pub struct Handshake<P: SspiProvider> {
     provider: P,
     server: bool,
-    cred: Arc<Credentials<P>>,
+    cred: Option<Arc<Credentials<P>>>,
     lease: Option<Lease>,
     sec: Option<HandleSlot>,
     has_sec: bool,
@@ -192,7 +198,7 @@ impl<P: SspiProvider> Handshake<P> {
         let mut h = Handshake {
             provider,
             server,
-            cred,
+            cred: Some(cred),
             lease: None,
             sec: Some(HandleSlot::new()),
             has_sec: false,
@@ -296,7 +302,10 @@ impl<P: SspiProvider> Handshake<P> {
             },
         ];
         f.out_desc = SecBufferDesc::new(&mut f.out_bufs);
-        let lease = self.cred.lease();
+        let Some(lease) = self.cred.as_ref().map(|c| c.lease()) else {
+            *ctx = Some(context);
+            return self.fail(SecStatus::SEC_E_INVALID_HANDLE);
+        };
         let cred = lease.as_ptr();
         self.lease = Some(lease);
         let slot = self
@@ -474,6 +483,7 @@ impl<P: SspiProvider> Machine<P> for Handshake<P> {
 
     fn finished(&mut self) {
         self.lease = None;
+        self.cred = None;
         self.events.closed();
     }
 }
@@ -545,6 +555,14 @@ pub struct SessionSetup<P: SspiProvider> {
     pub events: Arc<dyn SessionEvents>,
 }
 
+struct Ready(Arc<dyn SessionEvents>);
+
+impl ReadyNotify for Ready {
+    fn ready(&self) {
+        self.0.step_ready();
+    }
+}
+
 /// A TLS session: a handshake machine on its async context.
 pub struct Session<P: SspiProvider, K: Platform> {
     conductor: Conductor<P, K, Handshake<P>>,
@@ -565,9 +583,10 @@ impl<P: SspiProvider, K: Platform> Session<P, K> {
             limits,
             events,
         } = setup;
+        let notify: Arc<dyn ReadyNotify> = Arc::new(Ready(events.clone()));
         let machine = Handshake::new(provider.clone(), role, credentials, limits, events)?;
         Ok(Session {
-            conductor: Conductor::new(provider, platform, machine, stats, at)?,
+            conductor: Conductor::new(provider, platform, machine, stats, Some(notify), at)?,
         })
     }
 

@@ -1,0 +1,26 @@
+//! ksspi-sim: the host model of ksecdd + Schannel and of the kernel's rules.
+//!
+//! - [`certs`]: the model certificate store (certificates by SHA-1 thumbprint).
+//! - [`schannel`]: Schannel's handshake semantics over rustls's unbuffered API.
+//! - [`provider`]: [`ksspi::SspiProvider`] over model Schannel, with every
+//!   completion mode of the async contract (later on another thread, inline
+//!   callback, synchronous without callback, a seeded mix) and callbacks at
+//!   PASSIVE or DISPATCH.
+//! - [`platform`]: the engine's work items on the model's queue.
+//! - [`kernel`]: per-thread IRQL, spin locks, the work-item queue, bugchecks.
+//! - [`verifier`]: tracking by tag, the unload check, low-resources simulation.
+//! - [`sweep`]: run a scenario failing each fault point in turn.
+//!
+//! Every random choice follows from [`SimConfig::seed`].
+
+pub mod certs;
+mod edge;
+pub mod kernel;
+pub mod platform;
+pub mod provider;
+pub mod schannel;
+pub mod sweep;
+pub mod verifier;
+
+pub use platform::SimPlatform;
+pub use provider::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimProvider, SimStats};

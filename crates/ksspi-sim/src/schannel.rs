@@ -1,0 +1,760 @@
+//! Model Schannel: the handshake semantics of AcceptSecurityContext /
+//! InitializeSecurityContext, produced over rustls's unbuffered API (tokens
+//! are real TLS records), synchronously and without pointers. The provider
+//! (`provider.rs`) wraps it in the async SSPI surface.
+//!
+//! Semantics reproduced (Schannel's, not rustls's):
+//! - the client's first call, with no input, gives the ClientHello;
+//! - input holding no complete record gives `SEC_E_INCOMPLETE_MESSAGE` with a
+//!   MISSING count, and consumes nothing (the caller resubmits it with more);
+//! - one call consumes one flight: once a call has produced a token, records
+//!   after the one that produced it are left as EXTRA for the next call, and
+//!   a partial record at the end is EXTRA too;
+//! - `SEC_E_OK` when the handshake is complete (for a TLS 1.3 server, only once
+//!   the client's Finished is in), with any final token, and whatever input
+//!   followed as EXTRA;
+//! - failures map to Schannel's codes, with the alert rustls sends as the
+//!   alert token; a failed context stays failed;
+//! - a CertificateRequest the client cannot answer gives
+//!   `SEC_I_INCOMPLETE_CREDENTIALS` (no token); the next call goes on without a
+//!   client certificate, as Schannel does.
+
+use crate::certs::{CertStore, Identity};
+use ksspi::sys::*;
+use ksspi::SecStatus;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, UnbufferedClientConnection, WebPkiServerVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::{UnbufferedServerConnection, WebPkiClientVerifier};
+use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, Error,
+    ProtocolVersion, RootCertStore, ServerConfig, SignatureScheme, SupportedProtocolVersion,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Which TLS versions a credential allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Protocols {
+    /// TLS 1.2.
+    pub tls12: bool,
+    /// TLS 1.3.
+    pub tls13: bool,
+}
+
+impl Protocols {
+    /// From `TLS_PARAMETERS.grbitDisabledProtocols` (0: everything the model
+    /// supports, TLS 1.2 and 1.3).
+    pub fn from_disabled(disabled: u32, server: bool) -> Self {
+        let (v12, v13) = if server {
+            (SP_PROT_TLS1_2_SERVER, SP_PROT_TLS1_3_SERVER)
+        } else {
+            (SP_PROT_TLS1_2_CLIENT, SP_PROT_TLS1_3_CLIENT)
+        };
+        Protocols {
+            tls12: disabled & v12 == 0,
+            tls13: disabled & v13 == 0,
+        }
+    }
+
+    fn versions(self) -> Vec<&'static SupportedProtocolVersion> {
+        let mut v = Vec::new();
+        if self.tls13 {
+            v.push(&rustls::version::TLS13);
+        }
+        if self.tls12 {
+            v.push(&rustls::version::TLS12);
+        }
+        v
+    }
+}
+
+/// What a credential is made of.
+#[derive(Clone, Debug)]
+pub enum CredentialSpec {
+    /// A server with its certificate.
+    Server {
+        /// The certificate and key.
+        identity: Identity,
+        /// Allowed versions.
+        protocols: Protocols,
+        /// TLS 1.3 NewSessionTickets sent after the handshake (0: none).
+        tls13_tickets: usize,
+        /// Ask for, and require, a client certificate chaining to the store's roots.
+        require_client_cert: bool,
+    },
+    /// A client.
+    Client {
+        /// Allowed versions.
+        protocols: Protocols,
+        /// `SCH_CRED_MANUAL_CRED_VALIDATION`: do not validate the server's certificate.
+        manual_validation: bool,
+        /// A client certificate to offer when asked.
+        client_identity: Option<Identity>,
+    },
+}
+
+enum Kind {
+    Server(Arc<ServerConfig>),
+    Client {
+        protocols: Protocols,
+        verifier: Arc<dyn ServerCertVerifier>,
+        lax: Arc<dyn ServerCertVerifier>,
+        manual: bool,
+        identity: Option<Arc<rustls::sign::CertifiedKey>>,
+    },
+}
+
+/// An acquired credential.
+pub struct Credential {
+    kind: Kind,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Credential {
+    /// Build a credential; `SEC_E_NO_CREDENTIALS` for an unusable certificate
+    /// or key, `SEC_E_ALGORITHM_MISMATCH` if no protocol is left enabled.
+    pub fn new(spec: CredentialSpec, store: &CertStore) -> Result<Credential, SecStatus> {
+        let kind = match spec {
+            CredentialSpec::Server {
+                identity,
+                protocols,
+                tls13_tickets,
+                require_client_cert,
+            } => {
+                let versions = protocols.versions();
+                if versions.is_empty() {
+                    return Err(SecStatus::SEC_E_ALGORITHM_MISMATCH);
+                }
+                let builder = ServerConfig::builder_with_provider(provider())
+                    .with_protocol_versions(&versions)
+                    .map_err(|_| SecStatus::SEC_E_ALGORITHM_MISMATCH)?;
+                let builder = if require_client_cert {
+                    let verifier = WebPkiClientVerifier::builder_with_provider(
+                        Arc::new(roots(store)),
+                        provider(),
+                    )
+                    .build()
+                    .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
+                    builder.with_client_cert_verifier(verifier)
+                } else {
+                    builder.with_no_client_auth()
+                };
+                let key = identity
+                    .key()
+                    .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
+                let mut config = builder
+                    .with_single_cert(identity.chain.clone(), key)
+                    .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
+                config.send_tls13_tickets = tls13_tickets;
+                Kind::Server(Arc::new(config))
+            }
+            CredentialSpec::Client {
+                protocols,
+                manual_validation,
+                client_identity,
+            } => {
+                if protocols.versions().is_empty() {
+                    return Err(SecStatus::SEC_E_ALGORITHM_MISMATCH);
+                }
+                let roots = Arc::new(roots(store));
+                let verifier: Arc<dyn ServerCertVerifier> = if roots.is_empty() {
+                    // No trust anchors: every chain is untrusted.
+                    Arc::new(NoRoots(provider()))
+                } else {
+                    WebPkiServerVerifier::builder_with_provider(roots, provider())
+                        .build()
+                        .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?
+                };
+                let identity = match client_identity {
+                    None => None,
+                    Some(id) => {
+                        let key = id.key().map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
+                        let signer = provider()
+                            .key_provider
+                            .load_private_key(key)
+                            .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
+                        Some(Arc::new(rustls::sign::CertifiedKey::new(
+                            id.chain.clone(),
+                            signer,
+                        )))
+                    }
+                };
+                Kind::Client {
+                    protocols,
+                    verifier,
+                    lax: Arc::new(AcceptAny(provider())),
+                    manual: manual_validation,
+                    identity,
+                }
+            }
+        };
+        Ok(Credential { kind })
+    }
+
+    /// Whether this is a server (inbound) credential.
+    pub fn is_server(&self) -> bool {
+        matches!(self.kind, Kind::Server(_))
+    }
+}
+
+fn roots(store: &CertStore) -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    for cert in store.roots() {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
+/// The server-certificate check of a client with no trust anchors.
+#[derive(Debug)]
+struct NoRoots(Arc<CryptoProvider>);
+
+/// The server-certificate check with validation off (manual validation, or
+/// no target name): signatures are still checked, the chain and name are not.
+#[derive(Debug)]
+struct AcceptAny(Arc<CryptoProvider>);
+
+macro_rules! signature_checks {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    };
+}
+
+impl ServerCertVerifier for NoRoots {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
+    }
+    signature_checks!();
+}
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    signature_checks!();
+}
+
+/// Records that the server asked for a client certificate, and answers with
+/// the credential's identity, if it has one.
+#[derive(Debug)]
+struct AskedFor {
+    asked: AtomicBool,
+    identity: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl ResolvesClientCert for AskedFor {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.asked.store(true, Ordering::SeqCst);
+        self.identity.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+enum Conn {
+    Server(UnbufferedServerConnection),
+    Client(UnbufferedClientConnection, Arc<AskedFor>),
+}
+
+/// The result of one handshake call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    /// The status the call returns.
+    pub status: SecStatus,
+    /// The output token.
+    pub token: Vec<u8>,
+    /// With `SEC_E_INCOMPLETE_MESSAGE`: bytes still needed (SECBUFFER_MISSING).
+    pub missing: usize,
+    /// Trailing input bytes not consumed (SECBUFFER_EXTRA).
+    pub extra: usize,
+    /// On failure: the alert record(s) to send.
+    pub alert: Vec<u8>,
+}
+
+/// One TLS connection, one role, as a security context.
+pub struct Context {
+    conn: Conn,
+    /// Records rustls has been given but not yet discarded (a handshake
+    /// message spanning records is joined in place).
+    pending: Vec<u8>,
+    started: bool,
+    established: bool,
+    failed: Option<SecStatus>,
+    held: Option<Step>,
+}
+
+const MAX_RECORD: usize = 16 * 1024 + 2048;
+
+/// How the input splits into TLS records.
+enum Framing {
+    /// `n` bytes of complete records, then a partial one missing `missing` bytes (or none).
+    Records { complete: Vec<usize> },
+    /// Not TLS.
+    Garbage,
+}
+
+fn frame(input: &[u8]) -> Framing {
+    let mut ends = Vec::new();
+    let mut off = 0;
+    while input.len() - off >= 5 {
+        let h = &input[off..off + 5];
+        let valid_type = (20..=24).contains(&h[0]);
+        if !valid_type || h[1] != 3 {
+            return Framing::Garbage;
+        }
+        let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+        if len > MAX_RECORD {
+            return Framing::Garbage;
+        }
+        if input.len() - off < 5 + len {
+            break;
+        }
+        off += 5 + len;
+        ends.push(off);
+    }
+    Framing::Records { complete: ends }
+}
+
+fn missing_after(tail: &[u8]) -> usize {
+    if tail.len() < 5 {
+        5 - tail.len()
+    } else {
+        5 + usize::from(u16::from_be_bytes([tail[3], tail[4]])) - tail.len()
+    }
+}
+
+/// What driving rustls over the pending records gave.
+struct Progress {
+    produced: bool,
+    established: bool,
+    error: Option<Error>,
+}
+
+macro_rules! drive {
+    ($conn:expr, $pending:expr, $out:expr) => {{
+        let conn = $conn;
+        let pending: &mut Vec<u8> = $pending;
+        let out: &mut Vec<u8> = $out;
+        let mut progress = Progress {
+            produced: false,
+            established: false,
+            error: None,
+        };
+        for _ in 0..256 {
+            let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut pending[..]);
+            let mut stop = false;
+            match state {
+                Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+                    encode(|buf| enc.encode(buf), out);
+                    progress.produced = true;
+                }
+                Ok(ConnectionState::TransmitTlsData(tx)) => tx.done(),
+                Ok(ConnectionState::BlockedHandshake) => stop = true,
+                Ok(ConnectionState::WriteTraffic(_)) | Ok(ConnectionState::ReadTraffic(_)) => {
+                    stop = true;
+                }
+                Ok(ConnectionState::PeerClosed) | Ok(ConnectionState::Closed) => {
+                    progress.error = Some(Error::AlertReceived(AlertDescription::CloseNotify));
+                    stop = true;
+                }
+                Ok(_) => stop = true,
+                Err(e) => {
+                    progress.error = Some(e);
+                    stop = true;
+                }
+            }
+            pending.drain(..discard.min(pending.len()));
+            if stop {
+                break;
+            }
+        }
+        if progress.error.is_none() && !conn.is_handshaking() {
+            progress.established = true;
+        }
+        progress
+    }};
+}
+
+macro_rules! drain_alerts {
+    ($conn:expr, $pending:expr, $out:expr) => {{
+        let conn = $conn;
+        let pending: &mut Vec<u8> = $pending;
+        // rustls queues the alert it sends on failure; it comes out before the
+        // stored error. The pending bytes are passed again because rustls's
+        // deframer still refers to them.
+        for _ in 0..4 {
+            let status = conn.process_tls_records(&mut pending[..]);
+            let discard = status.discard;
+            let mut more = false;
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+                    encode(|buf| enc.encode(buf), $out);
+                    more = true;
+                }
+                Ok(ConnectionState::TransmitTlsData(tx)) => {
+                    tx.done();
+                    more = true;
+                }
+                _ => {}
+            }
+            pending.drain(..discard.min(pending.len()));
+            if !more {
+                break;
+            }
+        }
+    }};
+}
+
+fn encode(mut f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>, out: &mut Vec<u8>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match f(&mut buf) {
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                return;
+            }
+            Err(EncodeError::InsufficientSize(e)) => buf.resize(e.required_size, 0),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Schannel's code for a rustls failure.
+pub fn map_error(e: &Error) -> SecStatus {
+    use CertificateError as C;
+    match e {
+        Error::InvalidCertificate(c) => match c {
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                SecStatus::SEC_E_WRONG_PRINCIPAL
+            }
+            C::UnknownIssuer => SecStatus::SEC_E_UNTRUSTED_ROOT,
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => SecStatus::SEC_E_CERT_EXPIRED,
+            C::Revoked => SecStatus::SEC_E_CERT_UNKNOWN,
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                SecStatus::SEC_E_CERT_WRONG_USAGE
+            }
+            _ => SecStatus::SEC_E_CERT_UNKNOWN,
+        },
+        Error::NoCertificatesPresented => SecStatus::SEC_E_NO_CREDENTIALS,
+        Error::PeerIncompatible(_) => SecStatus::SEC_E_ALGORITHM_MISMATCH,
+        Error::AlertReceived(a) => match a {
+            AlertDescription::ProtocolVersion
+            | AlertDescription::HandshakeFailure
+            | AlertDescription::InsufficientSecurity => SecStatus::SEC_E_ALGORITHM_MISMATCH,
+            AlertDescription::BadCertificate
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateExpired => SecStatus::SEC_E_CERT_UNKNOWN,
+            AlertDescription::CloseNotify => SecStatus::SEC_I_CONTEXT_EXPIRED,
+            _ => SecStatus::SEC_E_ILLEGAL_MESSAGE,
+        },
+        Error::DecryptError => SecStatus::SEC_E_DECRYPT_FAILURE,
+        Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+            SecStatus::SEC_E_INVALID_TOKEN
+        }
+        Error::InvalidMessage(_)
+        | Error::InappropriateMessage { .. }
+        | Error::InappropriateHandshakeMessage { .. }
+        | Error::PeerMisbehaved(_) => SecStatus::SEC_E_ILLEGAL_MESSAGE,
+        Error::NoApplicationProtocol => SecStatus::SEC_E_APPLICATION_PROTOCOL_MISMATCH,
+        _ => SecStatus::SEC_E_INTERNAL_ERROR,
+    }
+}
+
+impl Context {
+    /// A server context over `cred`.
+    pub fn server(cred: &Credential) -> Result<Context, SecStatus> {
+        let Kind::Server(config) = &cred.kind else {
+            return Err(SecStatus::SEC_E_WRONG_CREDENTIAL_HANDLE);
+        };
+        let conn = UnbufferedServerConnection::new(config.clone()).map_err(|e| map_error(&e))?;
+        Ok(Context::with(Conn::Server(conn)))
+    }
+
+    /// A client context over `cred`, towards `target` (the SNI and the name the
+    /// certificate must carry; `None`: no name, and no validation).
+    pub fn client(cred: &Credential, target: Option<&str>) -> Result<Context, SecStatus> {
+        let Kind::Client {
+            protocols,
+            verifier,
+            lax,
+            manual,
+            identity,
+        } = &cred.kind
+        else {
+            return Err(SecStatus::SEC_E_WRONG_CREDENTIAL_HANDLE);
+        };
+        let (name, verifier) = match target.filter(|t| !t.is_empty()) {
+            Some(t) => (
+                ServerName::try_from(t.to_string())
+                    .map_err(|_| SecStatus::SEC_E_INVALID_PARAMETER)?,
+                if *manual {
+                    lax.clone()
+                } else {
+                    verifier.clone()
+                },
+            ),
+            None => (
+                ServerName::try_from("ksspi.invalid").expect("a valid name"),
+                lax.clone(),
+            ),
+        };
+        let asked = Arc::new(AskedFor {
+            asked: AtomicBool::new(false),
+            identity: identity.clone(),
+        });
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&protocols.versions())
+            .map_err(|_| SecStatus::SEC_E_ALGORITHM_MISMATCH)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(asked.clone());
+        config.resumption = rustls::client::Resumption::disabled();
+        config.enable_sni = target.is_some();
+        let conn =
+            UnbufferedClientConnection::new(Arc::new(config), name).map_err(|e| map_error(&e))?;
+        Ok(Context::with(Conn::Client(conn, asked)))
+    }
+
+    fn with(conn: Conn) -> Context {
+        Context {
+            conn,
+            pending: Vec::new(),
+            started: false,
+            established: false,
+            failed: None,
+            held: None,
+        }
+    }
+
+    /// Whether the handshake is complete.
+    pub fn is_established(&self) -> bool {
+        self.established
+    }
+
+    /// `dwProtocol` as Schannel reports it (`SP_PROT_TLS1_3_SERVER`, ...).
+    pub fn protocol(&self) -> Option<u32> {
+        let (server, v) = match &self.conn {
+            Conn::Server(c) => (true, c.protocol_version()),
+            Conn::Client(c, _) => (false, c.protocol_version()),
+        };
+        Some(match (v?, server) {
+            (ProtocolVersion::TLSv1_3, true) => SP_PROT_TLS1_3_SERVER,
+            (ProtocolVersion::TLSv1_3, false) => SP_PROT_TLS1_3_CLIENT,
+            (ProtocolVersion::TLSv1_2, true) => SP_PROT_TLS1_2_SERVER,
+            (ProtocolVersion::TLSv1_2, false) => SP_PROT_TLS1_2_CLIENT,
+            _ => return None,
+        })
+    }
+
+    /// The negotiated cipher suite's IANA name.
+    pub fn cipher_suite_name(&self) -> Option<&'static str> {
+        let suite = match &self.conn {
+            Conn::Server(c) => c.negotiated_cipher_suite(),
+            Conn::Client(c, _) => c.negotiated_cipher_suite(),
+        };
+        suite.and_then(|s| s.suite().as_str())
+    }
+
+    fn drive(&mut self, out: &mut Vec<u8>) -> Progress {
+        match &mut self.conn {
+            Conn::Server(c) => drive!(c, &mut self.pending, out),
+            Conn::Client(c, _) => drive!(c, &mut self.pending, out),
+        }
+    }
+
+    fn fail(&mut self, status: SecStatus, extra: usize) -> Step {
+        let mut alert = Vec::new();
+        match &mut self.conn {
+            Conn::Server(c) => drain_alerts!(c, &mut self.pending, &mut alert),
+            Conn::Client(c, _) => drain_alerts!(c, &mut self.pending, &mut alert),
+        }
+        if alert.is_empty() && !self.started_encryption() {
+            // rustls had nothing queued (garbage before any TLS): a plaintext
+            // fatal alert, as Schannel sends with extended errors.
+            let desc = match status {
+                SecStatus::SEC_E_ALGORITHM_MISMATCH => TLS1_ALERT_HANDSHAKE_FAILURE,
+                SecStatus::SEC_E_INVALID_TOKEN | SecStatus::SEC_E_ILLEGAL_MESSAGE => {
+                    TLS1_ALERT_DECODE_ERROR
+                }
+                _ => TLS1_ALERT_INTERNAL_ERROR,
+            };
+            alert = vec![21, 3, 3, 0, 2, TLS1_ALERT_FATAL as u8, desc as u8];
+        }
+        self.failed = Some(status);
+        Step {
+            status,
+            token: Vec::new(),
+            missing: 0,
+            extra,
+            alert,
+        }
+    }
+
+    fn started_encryption(&self) -> bool {
+        match &self.conn {
+            Conn::Server(c) => c.protocol_version().is_some(),
+            Conn::Client(c, _) => c.protocol_version().is_some(),
+        }
+    }
+
+    fn asked_for_certificate(&self) -> bool {
+        match &self.conn {
+            Conn::Client(_, asked) => {
+                asked.asked.swap(false, Ordering::SeqCst) && asked.identity.is_none()
+            }
+            Conn::Server(_) => false,
+        }
+    }
+
+    /// One AcceptSecurityContext / InitializeSecurityContext call.
+    pub fn step(&mut self, input: &[u8]) -> Step {
+        if let Some(status) = self.failed {
+            return Step {
+                status,
+                extra: input.len(),
+                ..Step::default()
+            };
+        }
+        if let Some(mut held) = self.held.take() {
+            held.extra = input.len();
+            return held;
+        }
+        if self.established {
+            return Step {
+                status: SecStatus::SEC_E_OUT_OF_SEQUENCE,
+                extra: input.len(),
+                ..Step::default()
+            };
+        }
+        let mut token = Vec::new();
+        if let Conn::Client(..) = self.conn {
+            if !self.started {
+                self.started = true;
+                let progress = self.drive(&mut token);
+                if let Some(e) = progress.error {
+                    return self.fail(map_error(&e), input.len());
+                }
+                return Step {
+                    status: SecStatus::SEC_I_CONTINUE_NEEDED,
+                    token,
+                    extra: input.len(),
+                    ..Step::default()
+                };
+            }
+        }
+        self.started = true;
+        let ends = match frame(input) {
+            Framing::Garbage => return self.fail(SecStatus::SEC_E_INVALID_TOKEN, 0),
+            Framing::Records { complete } => complete,
+        };
+        if ends.is_empty() {
+            return Step {
+                status: SecStatus::SEC_E_INCOMPLETE_MESSAGE,
+                missing: missing_after(input),
+                ..Step::default()
+            };
+        }
+        let mut consumed = 0;
+        let mut established = false;
+        for end in ends {
+            self.pending.extend_from_slice(&input[consumed..end]);
+            consumed = end;
+            let progress = self.drive(&mut token);
+            if let Some(e) = progress.error {
+                return self.fail(map_error(&e), input.len() - consumed);
+            }
+            if progress.established {
+                established = true;
+                break;
+            }
+            if progress.produced {
+                break; // one flight per call: the rest waits as EXTRA
+            }
+        }
+        let extra = input.len() - consumed;
+        self.established = established;
+        let status = if established {
+            SecStatus::SEC_E_OK
+        } else {
+            SecStatus::SEC_I_CONTINUE_NEEDED
+        };
+        let step = Step {
+            status,
+            token,
+            missing: 0,
+            extra,
+            alert: Vec::new(),
+        };
+        if self.asked_for_certificate() {
+            // Schannel stops here to let the caller find a certificate; the
+            // next call goes on without one.
+            self.held = Some(step);
+            return Step {
+                status: SecStatus::SEC_I_INCOMPLETE_CREDENTIALS,
+                extra,
+                ..Step::default()
+            };
+        }
+        step
+    }
+}

@@ -1,0 +1,271 @@
+//! The engine against the model: loopback handshakes (tokens in memory) for
+//! TLS 1.2 and 1.3 in every completion mode and callback IRQL, seeded mixes,
+//! tokens split at every byte, bad peers, close mid-call and low resources.
+
+mod engine_support;
+
+use engine_support::*;
+use ksspi::engine::Outcome;
+use ksspi::sys::*;
+use ksspi::SecStatus;
+use ksspi_sim::sweep::sweep;
+use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig};
+use std::sync::atomic::Ordering;
+
+const ONLY_TLS12: (u32, u32) = (SP_PROT_TLS1_3_SERVER, SP_PROT_TLS1_3_CLIENT);
+const ONLY_TLS13: (u32, u32) = (SP_PROT_TLS1_2_SERVER, SP_PROT_TLS1_2_CLIENT);
+
+fn config(completion: CompletionPolicy, irql: CallbackIrql, seed: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        completion,
+        callback_irql: irql,
+        ..SimConfig::default()
+    }
+}
+
+fn loopback(cfg: SimConfig, versions: (u32, u32), handshakes: usize) {
+    let (sim, thumb) = sim_with(cfg.clone());
+    for i in 0..handshakes {
+        let before = sim.stats();
+        let pair = Pair::new(&sim, thumb, "localhost", versions);
+        let outcome = pair.handshake(usize::MAX);
+        assert_eq!(
+            outcome,
+            (Outcome::Established, Outcome::Established),
+            "{cfg:?} handshake {i}"
+        );
+        let engine = &pair.stats;
+        let after = sim.stats();
+        // Two acquisitions and two sessions: one async context each, created once.
+        assert_eq!(engine.async_contexts.load(Ordering::Relaxed), 4);
+        assert_eq!(
+            after.async_contexts_created - before.async_contexts_created,
+            4
+        );
+        // Every later call on a session's context was preceded by a reinit.
+        let calls = engine.calls.load(Ordering::Relaxed);
+        assert_eq!(engine.reinits.load(Ordering::Relaxed), calls - 4, "{cfg:?}");
+        let s = pair.server.security_context();
+        assert!(s.is_some_and(|h| h.is_valid()));
+        pair.finish_keep_sim();
+    }
+    sim.unload()
+        .unwrap_or_else(|leaks| panic!("seed {}: {leaks}", cfg.seed));
+}
+
+#[test]
+fn loopback_in_every_completion_mode_and_callback_irql() {
+    for versions in [ONLY_TLS12, ONLY_TLS13] {
+        for mode in Completion::ALL {
+            for irql in [CallbackIrql::Passive, CallbackIrql::Dispatch] {
+                loopback(
+                    config(CompletionPolicy::Always(mode), irql, 11),
+                    versions,
+                    3,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn loopback_with_seeded_random_mixes() {
+    let seeds: u64 = std::env::var("KSSPI_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    for seed in 0..seeds {
+        let versions = if seed % 2 == 0 {
+            ONLY_TLS12
+        } else {
+            ONLY_TLS13
+        };
+        loopback(
+            config(CompletionPolicy::Mixed, CallbackIrql::Mixed, seed),
+            versions,
+            5,
+        );
+    }
+}
+
+#[test]
+fn flights_split_at_every_byte_boundary_still_complete() {
+    for versions in [ONLY_TLS12, ONLY_TLS13] {
+        for split in [1, 2, 3, 5, 7, 64, 333] {
+            let cfg = config(CompletionPolicy::Mixed, CallbackIrql::Mixed, split as u64);
+            let (sim, thumb) = sim_with(cfg);
+            let pair = Pair::new(&sim, thumb, "localhost", versions);
+            assert_eq!(
+                pair.handshake(split),
+                (Outcome::Established, Outcome::Established),
+                "split {split}"
+            );
+            pair.finish();
+        }
+    }
+}
+
+fn failing(target: &str, versions: (u32, u32)) -> (Outcome, Outcome) {
+    let (sim, thumb) = sim_with(config(CompletionPolicy::Mixed, CallbackIrql::Mixed, 3));
+    let pair = Pair::new(&sim, thumb, target, versions);
+    let out = pair.handshake(usize::MAX);
+    pair.finish();
+    out
+}
+
+#[test]
+fn a_wrong_name_fails_with_wrong_principal() {
+    let (c, s) = failing("other.example", (0, 0));
+    assert_eq!(c, Outcome::Failed(SecStatus::SEC_E_WRONG_PRINCIPAL));
+    assert!(matches!(
+        s,
+        Outcome::Failed(_) | Outcome::NeedInput { .. } | Outcome::Established
+    ));
+}
+
+#[test]
+fn no_common_version_fails_with_algorithm_mismatch() {
+    // Server speaks only 1.3, client only 1.2.
+    let (c, s) = failing("localhost", (SP_PROT_TLS1_2_SERVER, SP_PROT_TLS1_3_CLIENT));
+    assert!(
+        c == Outcome::Failed(SecStatus::SEC_E_ALGORITHM_MISMATCH)
+            || s == Outcome::Failed(SecStatus::SEC_E_ALGORITHM_MISMATCH),
+        "client {c:?}, server {s:?}"
+    );
+}
+
+#[test]
+fn garbage_from_the_peer_fails_cleanly() {
+    let (sim, thumb) = sim_with(config(CompletionPolicy::Mixed, CallbackIrql::Mixed, 5));
+    let pair = Pair::new(&sim, thumb, "localhost", (0, 0));
+    pair.server
+        .step(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &passive())
+        .unwrap();
+    let r = pair.server_events.next();
+    assert_eq!(r.outcome, Outcome::Failed(SecStatus::SEC_E_INVALID_TOKEN));
+    // The session is over: a further step is refused, not run.
+    assert_eq!(
+        pair.server.step(b"more", &passive()),
+        Err(ksspi::engine::StepError::Finished)
+    );
+    pair.finish();
+}
+
+#[test]
+fn a_truncated_stream_waits_for_the_rest() {
+    let (sim, thumb) = sim_with(config(
+        CompletionPolicy::Always(Completion::Async),
+        CallbackIrql::Dispatch,
+        5,
+    ));
+    let pair = Pair::new(&sim, thumb, "localhost", (0, 0));
+    pair.client.step(&[], &passive()).unwrap();
+    let hello = pair.client_events.next().output;
+    pair.server
+        .step(&hello[..hello.len() - 10], &passive())
+        .unwrap();
+    let r = pair.server_events.next();
+    assert_eq!(r.outcome, Outcome::NeedInput { missing: 10 });
+    assert!(r.output.is_empty());
+    pair.server
+        .step(&hello[hello.len() - 10..], &passive())
+        .unwrap();
+    let r = pair.server_events.next();
+    assert_eq!(r.outcome, Outcome::NeedInput { missing: 0 });
+    assert!(!r.output.is_empty(), "the server's flight");
+    pair.finish();
+}
+
+#[test]
+fn close_mid_call_releases_everything_once_the_call_completes() {
+    for seed in 0..6 {
+        let (sim, thumb) = sim_with(config(
+            CompletionPolicy::Always(Completion::Async),
+            CallbackIrql::Mixed,
+            seed,
+        ));
+        let pair = Pair::new(&sim, thumb, "localhost", (0, 0));
+        // Hold the "other CPUs" so the client's first call stays in flight.
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(3));
+        for _ in 0..2 {
+            let g = gate.clone();
+            sim.cpu_queue_for_tests().queue(move || {
+                g.wait();
+            });
+        }
+        pair.client.step(&[], &passive()).unwrap();
+        pair.client.close();
+        assert_eq!(
+            pair.client_events.closed.load(Ordering::SeqCst),
+            0,
+            "closed while in flight"
+        );
+        assert_eq!(
+            pair.client.step(&[], &passive()),
+            Err(ksspi::engine::StepError::Closed)
+        );
+        gate.wait();
+        pair.client_events.wait_closed();
+        pair.finish();
+    }
+}
+
+/// Both established, or one side failed with an error status.
+fn clean_end(c: Outcome, s: Outcome) -> Result<(), String> {
+    match (c, s) {
+        (Outcome::Established, Outcome::Established) => Ok(()),
+        (Outcome::Failed(st), _) | (_, Outcome::Failed(st)) if st.is_error() => Ok(()),
+        other => Err(format!(
+            "handshake ended neither established nor failed: {other:?}"
+        )),
+    }
+}
+
+#[test]
+fn a_low_resources_sweep_over_a_full_handshake_ends_cleanly_every_time() {
+    let (store, thumb, _pki) = store();
+    let cfg = config(CompletionPolicy::Mixed, CallbackIrql::Mixed, 9);
+    let report = sweep(&cfg, &store, |sim| {
+        let stats = std::sync::Arc::new(ksspi::engine::EngineStats::default());
+        let server_cred =
+            acquire(sim, &server_spec(thumb, 0), &stats).map_err(|s| format!("server creds: {s}"));
+        let client_cred =
+            acquire(sim, &client_spec(0), &stats).map_err(|s| format!("client creds: {s}"));
+        let creds: Vec<_> = [server_cred.clone(), client_cred.clone()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let outcome = match (server_cred, client_cred) {
+            (Ok(_), Ok(_)) => match Pair::from_credentials(sim, creds.clone(), "localhost") {
+                Ok(pair) => {
+                    let (c, s) = pair.handshake(usize::MAX);
+                    pair.close_only();
+                    clean_end(c, s)
+                }
+                Err(status) if status.is_error() => Ok(()),
+                Err(status) => Err(format!("session setup failed with a non-error {status}")),
+            },
+            (Err(_), _) | (_, Err(_)) => Ok(()), // a clean failure status
+        };
+        release_all(sim, creds);
+        outcome
+    });
+    println!(
+        "low-resources sweep: {} fault points, {} runs with one failing",
+        report.points, report.runs
+    );
+    assert!(
+        report.points > 20,
+        "too few fault points: {}",
+        report.points
+    );
+    assert_eq!(report.runs, report.points);
+    assert!(
+        report.failures.is_empty(),
+        "{} of {} runs did not end cleanly: {:#?}",
+        report.failures.len(),
+        report.runs,
+        report.failures
+    );
+}

@@ -1,0 +1,395 @@
+//! Driving engine sessions from a test: events land in a queue the test
+//! thread waits on (a test-side wait at PASSIVE).
+#![allow(dead_code)]
+
+use ksspi::engine::{
+    acquire_credentials, CredentialSpec, EngineStats, Limits, Outcome, Role, Session,
+    SessionEvents, SessionSetup, StepReport,
+};
+use ksspi::handle::Credentials;
+use ksspi::{Irql, Passive, SecStatus};
+use ksspi_sim::certs::{CertStore, TestPki, Thumbprint};
+use ksspi_sim::{SimConfig, SimPlatform, SimProvider};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+pub type SimSession = Session<SimProvider, SimPlatform>;
+
+pub fn passive() -> Passive {
+    Passive::check(Irql::PASSIVE).expect("the test thread runs at PASSIVE")
+}
+
+/// A CA in Root and a "localhost" leaf in MY.
+pub fn store() -> (Arc<CertStore>, Thumbprint, TestPki) {
+    let pki = TestPki::new("ksspi engine test CA");
+    let store = CertStore::new();
+    let leaf = pki.leaf(&["localhost"], false);
+    let thumb = store
+        .add_identity("MY", leaf.chain_der, leaf.key_der)
+        .unwrap();
+    store.add_root_der(pki.ca_der()).unwrap();
+    (Arc::new(store), thumb, pki)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub output: Vec<u8>,
+    pub calls: u32,
+}
+
+/// Records what a session reports.
+#[derive(Default)]
+pub struct Recorder {
+    staged: Mutex<Option<Report>>,
+    reports: Mutex<VecDeque<Report>>,
+    cv: Condvar,
+    pub closed: AtomicU32,
+}
+
+impl SessionEvents for Recorder {
+    fn step_done(&self, report: &StepReport<'_>) {
+        assert_eq!(
+            ksspi_sim::kernel::current_irql(),
+            Irql::PASSIVE,
+            "reported above PASSIVE"
+        );
+        let staged = Report {
+            outcome: report.outcome,
+            output: report.output.to_vec(),
+            calls: report.calls,
+        };
+        assert!(
+            self.staged.lock().unwrap().replace(staged).is_none(),
+            "two reports without step_ready"
+        );
+    }
+
+    fn step_ready(&self) {
+        let report = self
+            .staged
+            .lock()
+            .unwrap()
+            .take()
+            .expect("step_ready without a report");
+        self.reports.lock().unwrap().push_back(report);
+        self.cv.notify_all();
+    }
+
+    fn closed(&self) {
+        assert_eq!(
+            ksspi_sim::kernel::current_irql(),
+            Irql::PASSIVE,
+            "closed above PASSIVE"
+        );
+        self.closed.fetch_add(1, Ordering::SeqCst);
+        self.cv.notify_all();
+    }
+}
+
+impl Recorder {
+    pub fn next(&self) -> Report {
+        let mut q = self.reports.lock().unwrap();
+        loop {
+            if let Some(r) = q.pop_front() {
+                return r;
+            }
+            let (g, timeout) = self.cv.wait_timeout(q, Duration::from_secs(20)).unwrap();
+            q = g;
+            assert!(
+                !timeout.timed_out() || !q.is_empty(),
+                "no step report within 20 s"
+            );
+        }
+    }
+
+    pub fn wait_closed(&self) {
+        let mut q = self.reports.lock().unwrap();
+        while self.closed.load(Ordering::SeqCst) == 0 {
+            let (g, timeout) = self.cv.wait_timeout(q, Duration::from_secs(20)).unwrap();
+            q = g;
+            assert!(!timeout.timed_out(), "not closed within 20 s");
+        }
+    }
+}
+
+/// Acquire credentials through the engine and wait for them.
+pub fn acquire(
+    sim: &SimProvider,
+    spec: &CredentialSpec,
+    stats: &Arc<EngineStats>,
+) -> Result<Arc<Credentials<SimProvider>>, SecStatus> {
+    let slot = Arc::new((Mutex::new(None), Condvar::new()));
+    let s2 = slot.clone();
+    acquire_credentials(
+        sim.clone(),
+        SimPlatform::new(sim),
+        spec,
+        stats.clone(),
+        Box::new(move |r| {
+            *s2.0.lock().unwrap() = Some(r);
+            s2.1.notify_all();
+        }),
+        &passive(),
+    )?;
+    let mut g = slot.0.lock().unwrap();
+    while g.is_none() {
+        g = slot.1.wait_timeout(g, Duration::from_secs(20)).unwrap().0;
+    }
+    g.take().unwrap()
+}
+
+pub fn server_spec(thumb: Thumbprint, disabled: u32) -> CredentialSpec {
+    CredentialSpec::Server {
+        thumbprint: thumb,
+        store: "MY".into(),
+        machine: true,
+        disabled_protocols: disabled,
+    }
+}
+
+pub fn client_spec(disabled: u32) -> CredentialSpec {
+    CredentialSpec::Client {
+        disabled_protocols: disabled,
+        manual_validation: false,
+    }
+}
+
+/// A server and a client session over one model.
+pub struct Pair {
+    pub sim: SimProvider,
+    pub stats: Arc<EngineStats>,
+    pub server: SimSession,
+    pub client: SimSession,
+    pub server_events: Arc<Recorder>,
+    pub client_events: Arc<Recorder>,
+    pub creds: Vec<Arc<Credentials<SimProvider>>>,
+}
+
+impl Pair {
+    pub fn new(
+        sim: &SimProvider,
+        thumb: Thumbprint,
+        target: &str,
+        (s_dis, c_dis): (u32, u32),
+    ) -> Pair {
+        let stats = Arc::new(EngineStats::default());
+        let server_cred =
+            acquire(sim, &server_spec(thumb, s_dis), &stats).expect("server credentials");
+        let client_cred = acquire(sim, &client_spec(c_dis), &stats).expect("client credentials");
+        let server_events = Arc::new(Recorder::default());
+        let client_events = Arc::new(Recorder::default());
+        let at = passive();
+        let server = Session::new(
+            sim.clone(),
+            SimPlatform::new(sim),
+            SessionSetup {
+                role: Role::Server,
+                credentials: server_cred.clone(),
+                limits: Limits::default(),
+                events: server_events.clone(),
+            },
+            stats.clone(),
+            &at,
+        )
+        .unwrap();
+        let client = Session::new(
+            sim.clone(),
+            SimPlatform::new(sim),
+            SessionSetup {
+                role: Role::Client {
+                    target: Some(target.into()),
+                },
+                credentials: client_cred.clone(),
+                limits: Limits::default(),
+                events: client_events.clone(),
+            },
+            stats.clone(),
+            &at,
+        )
+        .unwrap();
+        Pair {
+            sim: sim.clone(),
+            stats,
+            server,
+            client,
+            server_events,
+            client_events,
+            creds: vec![server_cred, client_cred],
+        }
+    }
+
+    /// Pass tokens in memory until both sides are done or neither can move;
+    /// `split` feeds each flight in pieces of at most that many bytes.
+    pub fn handshake(&self, split: usize) -> (Outcome, Outcome) {
+        let at = passive();
+        self.client.step(&[], &at).unwrap();
+        let first = self.client_events.next();
+        let (mut c_out, mut s_out) = (first.outcome, Outcome::NeedInput { missing: 0 });
+        let (mut to_server, mut to_client) = (first.output, Vec::new());
+        let done = |o: Outcome| matches!(o, Outcome::Established | Outcome::Failed(_));
+        for _ in 0..64 {
+            if !to_server.is_empty() && !done(s_out) {
+                for piece in std::mem::take(&mut to_server).chunks(split.max(1)) {
+                    self.server.step(piece, &at).unwrap();
+                    let r = self.server_events.next();
+                    s_out = r.outcome;
+                    to_client.extend_from_slice(&r.output);
+                    if done(s_out) {
+                        break;
+                    }
+                }
+            } else if !to_client.is_empty() && !done(c_out) {
+                for piece in std::mem::take(&mut to_client).chunks(split.max(1)) {
+                    self.client.step(piece, &at).unwrap();
+                    let r = self.client_events.next();
+                    c_out = r.outcome;
+                    to_server.extend_from_slice(&r.output);
+                    if done(c_out) {
+                        break;
+                    }
+                }
+            } else {
+                break;
+            }
+        }
+        (c_out, s_out)
+    }
+
+    /// Sessions over credentials acquired elsewhere.
+    pub fn from_credentials(
+        sim: &SimProvider,
+        creds: Vec<Arc<Credentials<SimProvider>>>,
+        target: &str,
+    ) -> Result<Pair, SecStatus> {
+        let stats = Arc::new(EngineStats::default());
+        let server_events = Arc::new(Recorder::default());
+        let client_events = Arc::new(Recorder::default());
+        let at = passive();
+        let server = Session::new(
+            sim.clone(),
+            SimPlatform::new(sim),
+            SessionSetup {
+                role: Role::Server,
+                credentials: creds[0].clone(),
+                limits: Limits::default(),
+                events: server_events.clone(),
+            },
+            stats.clone(),
+            &at,
+        )?;
+        let client = Session::new(
+            sim.clone(),
+            SimPlatform::new(sim),
+            SessionSetup {
+                role: Role::Client {
+                    target: Some(target.into()),
+                },
+                credentials: creds[1].clone(),
+                limits: Limits::default(),
+                events: client_events.clone(),
+            },
+            stats.clone(),
+            &at,
+        );
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                server.close();
+                server_events.wait_closed();
+                return Err(e);
+            }
+        };
+        Ok(Pair {
+            sim: sim.clone(),
+            stats,
+            server,
+            client,
+            server_events,
+            client_events,
+            creds,
+        })
+    }
+
+    /// Close both sessions and wait until each reports closed, exactly once;
+    /// give back the credentials.
+    pub fn close_only(self) -> Vec<Arc<Credentials<SimProvider>>> {
+        let Pair {
+            server,
+            client,
+            server_events,
+            client_events,
+            creds,
+            ..
+        } = self;
+        server.close();
+        client.close();
+        server_events.wait_closed();
+        client_events.wait_closed();
+        drop((server, client));
+        assert_eq!(server_events.closed.load(Ordering::SeqCst), 1);
+        assert_eq!(client_events.closed.load(Ordering::SeqCst), 1);
+        creds
+    }
+
+    /// Close, release the credentials; the model goes on.
+    pub fn finish_keep_sim(self) {
+        let sim = self.sim.clone();
+        let creds = self.close_only();
+        release_all(&sim, creds);
+    }
+
+    /// Close, release, and check the model is clean at unload.
+    pub fn finish(self) {
+        let sim = self.sim.clone();
+        self.finish_keep_sim();
+        sim.unload()
+            .unwrap_or_else(|leaks| panic!("seed {}: {leaks}", sim.config().seed));
+    }
+}
+
+unsafe extern "system" fn ignore(_: *mut ksspi::sys::SspiAsyncContext, _: *mut std::ffi::c_void) {}
+
+/// Release credentials through their async call and wait for it. If the
+/// explicit release cannot be made (low resources), the handle's own drop
+/// releases it (a detached call) instead.
+pub fn release_all(sim: &SimProvider, creds: Vec<Arc<Credentials<SimProvider>>>) {
+    for cred in creds {
+        let Ok(cred) = Arc::try_unwrap(cred) else {
+            panic!("credentials still shared");
+        };
+        let Ok(mut ctx) = ksspi::AsyncContext::new(sim.clone(), &passive()) else {
+            drop(cred);
+            continue;
+        };
+        // SAFETY: the callback uses no data.
+        if unsafe { ctx.set_callback(Some(ignore), std::ptr::null_mut()) }.is_err() {
+            drop(cred);
+            continue;
+        }
+        let mut flight = match cred.release(ctx, &passive()) {
+            Ok(f) => f,
+            Err((cred, _refused)) => {
+                drop(cred);
+                continue;
+            }
+        };
+        loop {
+            match flight.complete() {
+                Ok(_) => break,
+                Err(f) => {
+                    flight = f;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    sim.wait_idle();
+}
+
+pub fn sim_with(config: SimConfig) -> (SimProvider, Thumbprint) {
+    let (store, thumb, _pki) = store();
+    (SimProvider::new(config, store), thumb)
+}
