@@ -7,9 +7,10 @@
 //! - the client's first call, with no input, gives the ClientHello;
 //! - input holding no complete record gives `SEC_E_INCOMPLETE_MESSAGE` with a
 //!   MISSING count, and consumes nothing (the caller resubmits it with more);
-//! - one call consumes one flight: once a call has produced a token, records
-//!   after the one that produced it are left as EXTRA for the next call, and
-//!   a partial record at the end is EXTRA too;
+//! - one call consumes one flight: once a call has produced a flight (any
+//!   record but a lone middlebox ChangeCipherSpec), records after the one
+//!   that produced it are left as EXTRA for the next call, and a partial
+//!   record at the end is EXTRA too;
 //! - `SEC_E_OK` when the handshake is complete (for a TLS 1.3 server, only once
 //!   the client's Finished is in), with any final token, and whatever input
 //!   followed as EXTRA;
@@ -381,6 +382,7 @@ fn missing_after(tail: &[u8]) -> usize {
 
 /// What driving rustls over the pending records gave.
 struct Progress {
+    /// A record other than a lone ChangeCipherSpec was produced: a flight.
     produced: bool,
     established: bool,
     error: Option<Error>,
@@ -401,8 +403,13 @@ macro_rules! drive {
             let mut stop = false;
             match state {
                 Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+                    let at = out.len();
                     encode(|buf| enc.encode(buf), out);
-                    progress.produced = true;
+                    // A ChangeCipherSpec alone (TLS 1.3 middlebox compatibility)
+                    // does not end a flight; anything else does.
+                    if out.get(at).is_some_and(|&content_type| content_type != 20) {
+                        progress.produced = true;
+                    }
                 }
                 Ok(ConnectionState::TransmitTlsData(tx)) => tx.done(),
                 Ok(ConnectionState::BlockedHandshake) => stop = true,

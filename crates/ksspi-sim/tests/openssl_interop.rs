@@ -1,0 +1,258 @@
+//! The model against real TLS peers on loopback: a model client completes a
+//! handshake with `openssl s_server`, and `openssl s_client` completes one with
+//! a model server, TLS 1.2 and 1.3, through the raw async provider calls.
+//! The tests start openssl themselves (`.ci/run` installs it).
+
+mod support;
+
+use ksspi::sys::{
+    SP_PROT_TLS1_2_CLIENT, SP_PROT_TLS1_2_SERVER, SP_PROT_TLS1_3_CLIENT, SP_PROT_TLS1_3_SERVER,
+};
+use ksspi::SecStatus;
+use ksspi_sim::certs::{CertStore, TestPki};
+use ksspi_sim::{CallbackIrql, CompletionPolicy, SimConfig, SimProvider};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::Peer;
+
+struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    fn new(tag: &str) -> Files {
+        let dir = std::env::temp_dir().join(format!("ksspi-openssl-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Files { dir }
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn connect_when_ready(port: u16) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("openssl s_server did not listen on {port}: {e}"),
+        }
+    }
+}
+
+fn sim(store: Arc<CertStore>) -> SimProvider {
+    let config = SimConfig {
+        completion: CompletionPolicy::Mixed,
+        callback_irql: CallbackIrql::Mixed,
+        seed: 21,
+        ..SimConfig::default()
+    };
+    SimProvider::new(config, store)
+}
+
+/// Drive one side's handshake over a socket until SEC_E_OK.
+fn handshake_over(peer: &mut Peer, sock: &mut TcpStream, client: bool) -> SecStatus {
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut inbuf: Vec<u8> = Vec::new();
+    if client {
+        let first = peer.step(&[]);
+        assert_eq!(first.status, SecStatus::SEC_I_CONTINUE_NEEDED);
+        sock.write_all(&first.token).unwrap();
+    }
+    let mut chunk = [0u8; 16384];
+    loop {
+        // Read more when the buffer holds no whole step's worth.
+        if inbuf.is_empty() {
+            let n = sock.read(&mut chunk).expect("read from openssl");
+            assert!(n > 0, "openssl closed the connection mid-handshake");
+            inbuf.extend_from_slice(&chunk[..n]);
+        }
+        let st = peer.step(&inbuf);
+        match st.status {
+            SecStatus::SEC_E_INCOMPLETE_MESSAGE => {
+                let n = sock.read(&mut chunk).expect("read from openssl");
+                assert!(n > 0, "openssl closed the connection mid-record");
+                inbuf.extend_from_slice(&chunk[..n]);
+            }
+            SecStatus::SEC_I_CONTINUE_NEEDED | SecStatus::SEC_I_INCOMPLETE_CREDENTIALS => {
+                sock.write_all(&st.token).unwrap();
+                inbuf.drain(..inbuf.len() - st.extra);
+            }
+            SecStatus::SEC_E_OK => {
+                sock.write_all(&st.token).unwrap();
+                return st.status;
+            }
+            failure => {
+                let _ = sock.write_all(&st.alert);
+                return failure;
+            }
+        }
+    }
+}
+
+fn pki_files(
+    files: &Files,
+) -> (
+    TestPki,
+    ksspi_sim::certs::LeafCert,
+    PathBuf,
+    PathBuf,
+    PathBuf,
+) {
+    let pki = TestPki::new("ksspi interop CA");
+    let leaf = pki.leaf(&["localhost"], false);
+    let cert = files.write("leaf.pem", &leaf.cert_pem);
+    let key = files.write("leaf.key", &leaf.key_pem);
+    let ca = files.write("ca.pem", &pki.ca_pem());
+    (pki, leaf, cert, key, ca)
+}
+
+#[test]
+fn a_model_client_completes_handshakes_with_openssl_s_server() {
+    for (flag, only) in [
+        ("-tls1_2", SP_PROT_TLS1_3_CLIENT),
+        ("-tls1_3", SP_PROT_TLS1_2_CLIENT),
+    ] {
+        let files = Files::new(&format!("srv{flag}"));
+        let (pki, _leaf, cert, key, _ca) = pki_files(&files);
+        let port = free_port();
+        let _server = Kill(
+            Command::new("openssl")
+                .args([
+                    "s_server",
+                    "-accept",
+                    &format!("127.0.0.1:{port}"),
+                    "-naccept",
+                    "1",
+                    flag,
+                    "-quiet",
+                ])
+                .arg("-cert")
+                .arg(&cert)
+                .arg("-key")
+                .arg(&key)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start openssl s_server (is openssl installed?)"),
+        );
+        let mut sock = connect_when_ready(port);
+        let store = Arc::new(CertStore::new());
+        store.add_root_der(pki.ca_der()).unwrap();
+        let sim = sim(store);
+        {
+            let mut client = Peer::client(&sim, "localhost", only).unwrap();
+            let status = handshake_over(&mut client, &mut sock, true);
+            assert_eq!(
+                status,
+                SecStatus::SEC_E_OK,
+                "against openssl s_server {flag}"
+            );
+        }
+        sim.unload().unwrap_or_else(|leaks| panic!("{leaks}"));
+    }
+}
+
+#[test]
+fn openssl_s_client_completes_handshakes_with_a_model_server() {
+    for (flag, only, expect) in [
+        ("-tls1_2", SP_PROT_TLS1_3_SERVER, "TLSv1.2"),
+        ("-tls1_3", SP_PROT_TLS1_2_SERVER, "TLSv1.3"),
+    ] {
+        let files = Files::new(&format!("cli{flag}"));
+        let (_pki, leaf, _cert, _key, ca) = pki_files(&files);
+        let store = Arc::new(CertStore::new());
+        let thumb = store
+            .add_identity("MY", leaf.chain_der.clone(), leaf.key_der.clone())
+            .unwrap();
+        let sim = sim(store);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-servername",
+                "localhost",
+                flag,
+                "-brief",
+                "-verify_return_error",
+            ])
+            .arg("-CAfile")
+            .arg(&ca)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start openssl s_client (is openssl installed?)");
+        let mut client = Kill(client);
+        let (mut sock, _) = listener.accept().unwrap();
+        {
+            let mut server = Peer::server(&sim, thumb, only).unwrap();
+            let status = handshake_over(&mut server, &mut sock, false);
+            assert_eq!(status, SecStatus::SEC_E_OK, "with openssl s_client {flag}");
+        }
+        // s_client reads EOF on stdin and exits after the handshake.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let exit = loop {
+            if let Some(st) = client.0.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "openssl s_client did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(sock);
+        let mut err = String::new();
+        client
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(exit.success(), "s_client failed: {err}");
+        assert!(err.contains("CONNECTION ESTABLISHED"), "{err}");
+        assert!(
+            err.contains(&format!("Protocol version: {expect}")),
+            "{err}"
+        );
+        assert!(err.contains("Verification: OK"), "{err}");
+        sim.unload().unwrap_or_else(|leaks| panic!("{leaks}"));
+    }
+}
