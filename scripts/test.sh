@@ -22,4 +22,4 @@ step "ABI conformance (sspi.h / schannel.h / winerror.h)"
 bash scripts/abi-check.sh
 
 step "kernel target (x86_64-pc-windows-msvc, no_std, ksecdd imports)"
-bash scripts/kernel-target-check.sh
+bash scripts/kernel-target-check.sh --self-test
