@@ -1,0 +1,114 @@
+//! The Windows packaging files agree with each other and with the package:
+//! the INF template names the binary the package builds, the service KMDF
+//! binds to, a `.Wdf` section stampinf fills, the hardware id devgen uses,
+//! and the SDDL that admits only SYSTEM and Administrators; the cargo-make
+//! flow maps `driver.inx` onto the INF name wdk-build expects.
+
+use std::fs;
+
+fn read(path: &str) -> String {
+    fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The binary name cargo gives the package (`ksspi-driver` -> `ksspi_driver`).
+fn binary() -> String {
+    env!("CARGO_PKG_NAME").replace('-', "_")
+}
+
+/// An INF comment starts at a `;` outside double quotes.
+fn strip_comment(line: &str) -> &str {
+    let mut quoted = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ';' if !quoted => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+fn sections(inf: &str) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for line in inf.lines() {
+        let line = strip_comment(line).trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            out.push((name.to_string(), Vec::new()));
+        } else if let Some((_, body)) = out.last_mut() {
+            body.push(line.to_string());
+        }
+    }
+    out
+}
+
+fn section<'a>(s: &'a [(String, Vec<String>)], name: &str) -> &'a [String] {
+    &s.iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no [{name}] section"))
+        .1
+}
+
+#[test]
+fn the_inf_template_describes_this_package() {
+    let inf = read("driver.inx");
+    let s = sections(&inf);
+    let sys = format!("{}.sys", binary());
+    assert!(section(&s, "SourceDisksFiles")
+        .iter()
+        .any(|l| l.starts_with(&sys)));
+    assert!(section(&s, "KSSPI_Files").contains(&sys));
+    let service = section(&s, "KSSPI_Device.NT$ARCH$.Services").join("\n");
+    assert!(
+        service.contains(&format!("AddService = {}", binary())),
+        "{service}"
+    );
+    assert!(section(&s, "KSSPI_Service")
+        .iter()
+        .any(|l| l.ends_with(&format!("%13%\\{sys}"))));
+    let wdf = section(&s, "KSSPI_Device.NT$ARCH$.Wdf").join("\n");
+    assert!(
+        wdf.contains(&format!("KmdfService = {}, KSSPI_WdfSection", binary())),
+        "{wdf}"
+    );
+    assert!(
+        section(&s, "KSSPI_WdfSection").contains(&"KmdfLibraryVersion = $KMDFVERSION$".to_string())
+    );
+    assert!(section(&s, "Standard.NT$ARCH$.10.0...16299")
+        .iter()
+        .any(|l| l.ends_with("Root\\ksspi")));
+    assert!(section(&s, "KSSPI_Security")
+        .iter()
+        .any(|l| l.contains("\"D:P(A;;GA;;;SY)(A;;GA;;;BA)\"")));
+    assert!(section(&s, "Version")
+        .iter()
+        .any(|l| l == &format!("CatalogFile = {}.cat", binary())));
+}
+
+#[test]
+fn the_packaging_flow_maps_driver_inx_and_pins_wdk_build() {
+    let make = read("Makefile.toml");
+    assert!(make.contains("load_rust_driver_makefile"));
+    assert!(make.contains("[tasks.copy-inx-to-output]"));
+    assert!(
+        make.contains("driver.inx ${WDK_BUILD_OUTPUT_DIRECTORY}/${CARGO_MAKE_CRATE_FS_NAME}.inf")
+    );
+    let cargo = read("Cargo.toml");
+    let pinned = cargo
+        .lines()
+        .find(|l| l.starts_with("wdk-build = "))
+        .expect("wdk-build in [workspace.dependencies]");
+    let version = pinned.split('"').nth(1).unwrap();
+    assert!(
+        make.contains(&format!("wdk-build = \"{version}\"")),
+        "Makefile.toml loads wdk-build {version}"
+    );
+    assert!(cargo.contains("driver-type = \"KMDF\""));
+    assert!(
+        cargo.contains("kmdf-version-major = 1")
+            && cargo.contains("target-kmdf-version-minor = 33")
+    );
+}
