@@ -74,7 +74,7 @@ fn loopback_with_seeded_random_mixes() {
     let seeds: u64 = std::env::var("KSSPI_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(400);
     for seed in 0..seeds {
         let versions = if seed % 2 == 0 {
             ONLY_TLS12
@@ -133,6 +133,100 @@ fn no_common_version_fails_with_algorithm_mismatch() {
             || s == Outcome::Failed(SecStatus::SEC_E_ALGORITHM_MISMATCH),
         "client {c:?}, server {s:?}"
     );
+}
+
+/// A pair whose model has the server's certificate but a client trust store
+/// of `roots` only.
+fn pair_with(leaf_expired: bool, trust_ca: bool) -> (Outcome, Outcome) {
+    let pki = ksspi_sim::certs::TestPki::new("bad peer CA");
+    let store = ksspi_sim::certs::CertStore::new();
+    let leaf = pki.leaf(&["localhost"], leaf_expired);
+    let thumb = store
+        .add_identity("MY", leaf.chain_der, leaf.key_der)
+        .unwrap();
+    if trust_ca {
+        store.add_root_der(pki.ca_der()).unwrap();
+    } else {
+        store
+            .add_root_der(ksspi_sim::certs::TestPki::new("a stranger").ca_der())
+            .unwrap();
+    }
+    let sim = ksspi_sim::SimProvider::new(
+        config(CompletionPolicy::Mixed, CallbackIrql::Mixed, 17),
+        std::sync::Arc::new(store),
+    );
+    let pair = Pair::new(&sim, thumb, "localhost", (0, 0));
+    let out = pair.handshake(usize::MAX);
+    pair.finish();
+    out
+}
+
+#[test]
+fn an_untrusted_root_fails_with_untrusted_root() {
+    assert_eq!(
+        pair_with(false, false).0,
+        Outcome::Failed(SecStatus::SEC_E_UNTRUSTED_ROOT)
+    );
+}
+
+#[test]
+fn an_expired_certificate_fails_with_cert_expired() {
+    assert_eq!(
+        pair_with(true, true).0,
+        Outcome::Failed(SecStatus::SEC_E_CERT_EXPIRED)
+    );
+}
+
+#[test]
+fn a_fatal_alert_from_the_peer_fails_the_session() {
+    let (sim, thumb) = sim_with(config(CompletionPolicy::Mixed, CallbackIrql::Mixed, 23));
+    let pair = Pair::new(&sim, thumb, "localhost", (0, 0));
+    pair.client.step(&[], &passive()).unwrap();
+    let _hello = pair.client_events.next();
+    // handshake_failure (40), fatal, in a plaintext alert record.
+    pair.client
+        .step(&[21, 3, 3, 0, 2, 2, 40], &passive())
+        .unwrap();
+    let r = pair.client_events.next();
+    assert_eq!(
+        r.outcome,
+        Outcome::Failed(SecStatus::SEC_E_ALGORITHM_MISMATCH)
+    );
+    pair.finish();
+}
+
+#[test]
+fn bytes_after_the_handshake_are_kept_for_the_record_layer() {
+    for versions in [ONLY_TLS12, ONLY_TLS13] {
+        let (sim, thumb) = sim_with(config(CompletionPolicy::Mixed, CallbackIrql::Mixed, 29));
+        let pair = Pair::new(&sim, thumb, "localhost", versions);
+        let at = passive();
+        pair.client.step(&[], &at).unwrap();
+        let hello = pair.client_events.next().output;
+        pair.server.step(&hello, &at).unwrap();
+        let mut flight = pair.server_events.next().output;
+        if versions == ONLY_TLS12 {
+            // TLS 1.2: the client's flight, then the server's last flight.
+            pair.client.step(&flight, &at).unwrap();
+            let answer = pair.client_events.next();
+            assert_eq!(answer.outcome, Outcome::NeedInput { missing: 0 });
+            pair.server.step(&answer.output, &at).unwrap();
+            let last = pair.server_events.next();
+            assert_eq!(last.outcome, Outcome::Established);
+            flight = last.output;
+        }
+        // The server's last flight and a record that followed it, in one read.
+        let trailer = b"\x17\x03\x03\x00\x03abc".to_vec();
+        let mut merged = flight.clone();
+        merged.extend_from_slice(&trailer);
+        pair.client.step(&merged, &at).unwrap();
+        let r = pair.client_events.next();
+        assert_eq!(r.outcome, Outcome::Established);
+        let mut leftover = Vec::new();
+        pair.client.take_leftover(&mut leftover).unwrap();
+        assert_eq!(leftover, trailer, "the trailing record, untouched");
+        pair.finish();
+    }
 }
 
 #[test]
