@@ -13,13 +13,22 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p ksspi --features std-tools --all-targets -- -D warnings
 
 step "tests"
-cargo test --workspace
+mkdir -p target
+cargo test --workspace 2>&1 | tee target/test-output.txt
 
 step "loom: the issuer / callback / close races"
-RUSTFLAGS="--cfg loom" cargo test -q -p ksspi --release --test loom_sync --target-dir target/loom
+RUSTFLAGS="--cfg loom" cargo test -q -p ksspi --release --test loom_sync --target-dir target/loom 2>&1 \
+  | tee -a target/test-output.txt
 
 step "ABI conformance (sspi.h / schannel.h / winerror.h)"
 bash scripts/abi-check.sh
 
 step "kernel target (x86_64-pc-windows-msvc, no_std, ksecdd imports)"
 bash scripts/kernel-target-check.sh --self-test
+
+# One closing line over every test run above.
+read -r passed failed < <(awk '/^test result:/ {
+    for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
+  } END { print p + 0, f + 0 }' target/test-output.txt)
+printf '\nksspi: %s passed, %s failed\n' "$passed" "$failed"
+[ "$failed" -eq 0 ]

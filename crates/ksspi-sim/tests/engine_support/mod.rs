@@ -84,6 +84,8 @@ impl SessionEvents for Recorder {
             Irql::PASSIVE,
             "closed above PASSIVE"
         );
+        // Under the queue's lock, so a waiter cannot miss the wake-up.
+        let _q = self.reports.lock().unwrap();
         self.closed.fetch_add(1, Ordering::SeqCst);
         self.cv.notify_all();
     }
@@ -110,7 +112,10 @@ impl Recorder {
         while self.closed.load(Ordering::SeqCst) == 0 {
             let (g, timeout) = self.cv.wait_timeout(q, Duration::from_secs(20)).unwrap();
             q = g;
-            assert!(!timeout.timed_out(), "not closed within 20 s");
+            assert!(
+                !timeout.timed_out() || self.closed.load(Ordering::SeqCst) > 0,
+                "not closed within 20 s"
+            );
         }
     }
 }
@@ -350,39 +355,31 @@ impl Pair {
     }
 }
 
-unsafe extern "system" fn ignore(_: *mut ksspi::sys::SspiAsyncContext, _: *mut std::ffi::c_void) {}
-
-/// Release credentials through their async call and wait for it. If the
-/// explicit release cannot be made (low resources), the handle's own drop
-/// releases it (a detached call) instead.
+/// Release credentials through the engine's async release and wait for it.
+/// If it cannot be started (low resources), the handle's own drop releases
+/// it (a detached call) instead.
 pub fn release_all(sim: &SimProvider, creds: Vec<Arc<Credentials<SimProvider>>>) {
     for cred in creds {
         let Ok(cred) = Arc::try_unwrap(cred) else {
             panic!("credentials still shared");
         };
-        let Ok(mut ctx) = ksspi::AsyncContext::new(sim.clone(), &passive()) else {
-            drop(cred);
-            continue;
-        };
-        // SAFETY: the callback uses no data.
-        if unsafe { ctx.set_callback(Some(ignore), std::ptr::null_mut()) }.is_err() {
-            drop(cred);
-            continue;
-        }
-        let mut flight = match cred.release(ctx, &passive()) {
-            Ok(f) => f,
-            Err((cred, _refused)) => {
-                drop(cred);
-                continue;
-            }
-        };
-        loop {
-            match flight.complete() {
-                Ok(_) => break,
-                Err(f) => {
-                    flight = f;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+        let done = Arc::new((Mutex::new(None), Condvar::new()));
+        let d2 = done.clone();
+        let started = ksspi::engine::release_credentials(
+            sim.clone(),
+            SimPlatform::new(sim),
+            cred,
+            Arc::default(),
+            Box::new(move |status| {
+                *d2.0.lock().unwrap() = Some(status);
+                d2.1.notify_all();
+            }),
+            &passive(),
+        );
+        if started.is_ok() {
+            let mut g = done.0.lock().unwrap();
+            while g.is_none() {
+                g = done.1.wait_timeout(g, Duration::from_secs(20)).unwrap().0;
             }
         }
     }

@@ -253,3 +253,87 @@ pub fn acquire_credentials<P: SspiProvider, K: Platform>(
     drop(conductor);
     Ok(())
 }
+
+/// The outcome of a release, delivered once at PASSIVE_LEVEL.
+pub type ReleaseDone = Box<dyn FnOnce(SecStatus) + Send>;
+
+struct Release<P: SspiProvider> {
+    credentials: Option<Credentials<P>>,
+    issued: bool,
+    status: SecStatus,
+    done: Option<ReleaseDone>,
+}
+
+impl<P: SspiProvider> Machine<P> for Release<P> {
+    fn next(
+        &mut self,
+        ctx: &mut Option<AsyncContext<P>>,
+        _closing: bool,
+        at: &Passive,
+        stats: &EngineStats,
+    ) -> Move<P> {
+        if self.issued {
+            return Move::Finished;
+        }
+        self.issued = true;
+        let (Some(mut context), Some(credentials)) = (ctx.take(), self.credentials.take()) else {
+            self.status = SecStatus::SEC_E_INVALID_HANDLE;
+            return Move::Finished;
+        };
+        if let Err(status) = Issue::ready(&mut context, stats) {
+            *ctx = Some(context);
+            self.status = status;
+            drop(credentials); // released by its own detached call
+            return Move::Finished;
+        }
+        match credentials.release(context, at) {
+            Ok(flight) => Move::Issued(flight),
+            Err((credentials, refused)) => {
+                *ctx = Some(refused.context);
+                self.status = refused.status;
+                // Still in use, or the call could not be queued: the handle's
+                // own drop releases it when it can (or leaves it for the
+                // verifier to report, if a call still uses it).
+                drop(credentials);
+                Move::Finished
+            }
+        }
+    }
+
+    fn completed(&mut self, status: SecStatus, slot: Option<HandleSlot>) {
+        self.status = status;
+        drop(slot);
+    }
+
+    fn finished(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(self.status);
+        }
+    }
+}
+
+/// Release credentials asynchronously (`SspiFreeCredentialsHandleAsync`) on an
+/// async context of their own. `done` runs exactly once, at PASSIVE_LEVEL,
+/// with the status. `Err` means nothing was started: the credentials are then
+/// released by their own drop.
+pub fn release_credentials<P: SspiProvider, K: Platform>(
+    provider: P,
+    platform: K,
+    credentials: Credentials<P>,
+    stats: Arc<EngineStats>,
+    done: ReleaseDone,
+    at: &Passive,
+) -> Result<(), SecStatus> {
+    let machine = Release {
+        credentials: Some(credentials),
+        issued: false,
+        status: SecStatus::SEC_E_OK,
+        done: Some(done),
+    };
+    let conductor = Conductor::new(provider, platform, machine, stats, None, at)?;
+    conductor
+        .start(|_| Ok::<(), ()>(()), at)
+        .map_err(|_| SecStatus::SEC_E_INTERNAL_ERROR)?;
+    drop(conductor);
+    Ok(())
+}

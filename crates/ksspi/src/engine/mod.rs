@@ -14,7 +14,7 @@ pub mod session;
 pub mod sync;
 
 pub use conductor::{EngineStats, Platform, ReadyNotify};
-pub use credentials::{acquire_credentials, CredentialSpec};
+pub use credentials::{acquire_credentials, release_credentials, CredentialSpec};
 pub use session::{
     Limits, Outcome, Role, Session, SessionEvents, SessionSetup, StepError, StepReport,
 };
