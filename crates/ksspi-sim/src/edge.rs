@@ -1,8 +1,9 @@
 //! The model's side of the FFI edge: reading and writing the caller's raw SSPI
 //! structures (`SecBufferDesc`, `UNICODE_STRING`, `SCH_CREDENTIALS`) the way
-//! ksecdd would. This is the only module of the model with `unsafe`; every
-//! pointer it follows was handed to an `Sspi*` call whose contract makes the
-//! caller keep it valid until the call completes.
+//! ksecdd would. Every pointer it follows was handed to an `Sspi*` call whose
+//! contract makes the caller keep it valid until the call completes. (The
+//! model's other `unsafe` is the provider trait's own surface and the calls
+//! into the callbacks and work items a driver registered.)
 
 use ksspi::sys::{
     SecBuffer, SecBufferDesc, SCHANNEL_CERT_HASH_STORE, SCH_CREDENTIALS,

@@ -331,15 +331,17 @@ fn a_low_resources_sweep_over_a_full_handshake_ends_cleanly_every_time() {
             .flatten()
             .collect();
         let outcome = match (server_cred, client_cred) {
-            (Ok(_), Ok(_)) => match Pair::from_credentials(sim, creds.clone(), "localhost") {
-                Ok(pair) => {
-                    let (c, s) = pair.handshake(usize::MAX);
-                    pair.close_only();
-                    clean_end(c, s)
+            (Ok(_), Ok(_)) => {
+                match Pair::from_credentials(sim, creds.clone(), "localhost", Default::default()) {
+                    Ok(pair) => {
+                        let (c, s) = pair.handshake(usize::MAX);
+                        pair.close_only();
+                        clean_end(c, s)
+                    }
+                    Err(status) if status.is_error() => Ok(()),
+                    Err(status) => Err(format!("session setup failed with a non-error {status}")),
                 }
-                Err(status) if status.is_error() => Ok(()),
-                Err(status) => Err(format!("session setup failed with a non-error {status}")),
-            },
+            }
             (Err(_), _) | (_, Err(_)) => Ok(()), // a clean failure status
         };
         release_all(sim, creds);

@@ -184,46 +184,8 @@ impl Pair {
         let server_cred =
             acquire(sim, &server_spec(thumb, s_dis), &stats).expect("server credentials");
         let client_cred = acquire(sim, &client_spec(c_dis), &stats).expect("client credentials");
-        let server_events = Arc::new(Recorder::default());
-        let client_events = Arc::new(Recorder::default());
-        let at = passive();
-        let server = Session::new(
-            sim.clone(),
-            SimPlatform::new(sim),
-            SessionSetup {
-                role: Role::Server,
-                credentials: server_cred.clone(),
-                limits: Limits::default(),
-                events: server_events.clone(),
-            },
-            stats.clone(),
-            &at,
-        )
-        .unwrap();
-        let client = Session::new(
-            sim.clone(),
-            SimPlatform::new(sim),
-            SessionSetup {
-                role: Role::Client {
-                    target: Some(target.into()),
-                },
-                credentials: client_cred.clone(),
-                limits: Limits::default(),
-                events: client_events.clone(),
-            },
-            stats.clone(),
-            &at,
-        )
-        .unwrap();
-        Pair {
-            sim: sim.clone(),
-            stats,
-            server,
-            client,
-            server_events,
-            client_events,
-            creds: vec![server_cred, client_cred],
-        }
+        Pair::from_credentials(sim, vec![server_cred, client_cred], target, stats)
+            .expect("sessions")
     }
 
     /// Pass tokens in memory until both sides are done or neither can move;
@@ -268,8 +230,8 @@ impl Pair {
         sim: &SimProvider,
         creds: Vec<Arc<Credentials<SimProvider>>>,
         target: &str,
+        stats: Arc<EngineStats>,
     ) -> Result<Pair, SecStatus> {
-        let stats = Arc::new(EngineStats::default());
         let server_events = Arc::new(Recorder::default());
         let client_events = Arc::new(Recorder::default());
         let at = passive();

@@ -244,14 +244,7 @@ pub fn acquire_credentials<P: SspiProvider, K: Platform>(
         result: None,
         done: Some(done),
     };
-    let conductor = Conductor::new(provider, platform, machine, stats, None, at)?;
-    conductor
-        .start(|_| Ok::<(), ()>(()), at)
-        .map_err(|_| SecStatus::SEC_E_INTERNAL_ERROR)?;
-    // Dropping the handle requests close; the acquisition still completes and
-    // reports (the machine finishes after its one call either way).
-    drop(conductor);
-    Ok(())
+    run_once(provider, platform, machine, stats, at)
 }
 
 /// The outcome of a release, delivered once at PASSIVE_LEVEL.
@@ -330,10 +323,21 @@ pub fn release_credentials<P: SspiProvider, K: Platform>(
         status: SecStatus::SEC_E_OK,
         done: Some(done),
     };
+    run_once(provider, platform, machine, stats, at)
+}
+
+/// Start a machine that makes one call and finishes, and let go of it: the
+/// machine reports through its own `done` (dropping the handle requests close,
+/// and the machine finishes after its one call either way).
+fn run_once<P: SspiProvider, K: Platform, M: Machine<P>>(
+    provider: P,
+    platform: K,
+    machine: M,
+    stats: Arc<EngineStats>,
+    at: &Passive,
+) -> Result<(), SecStatus> {
     let conductor = Conductor::new(provider, platform, machine, stats, None, at)?;
     conductor
         .start(|_| Ok::<(), ()>(()), at)
-        .map_err(|_| SecStatus::SEC_E_INTERNAL_ERROR)?;
-    drop(conductor);
-    Ok(())
+        .map_err(|_| SecStatus::SEC_E_INTERNAL_ERROR)
 }

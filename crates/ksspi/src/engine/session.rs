@@ -159,7 +159,6 @@ pub struct Handshake<P: SspiProvider> {
     outcome: Option<Outcome>,
     calls: u32,
     retries: u8,
-    leftover: usize,
     events: Arc<dyn SessionEvents>,
 }
 
@@ -239,7 +238,6 @@ impl<P: SspiProvider> Handshake<P> {
             outcome: None,
             calls: 0,
             retries: 0,
-            leftover: 0,
             events,
         };
         if !h.target.is_empty() {
@@ -403,7 +401,6 @@ impl<P: SspiProvider> Handshake<P> {
                 self.input.drain(..self.input.len() - keep);
                 if status == SecStatus::SEC_E_OK {
                     self.phase = Phase::Established;
-                    self.leftover = self.input.len();
                     self.outcome = Some(Outcome::Established);
                 } else if status == SecStatus::SEC_I_INCOMPLETE_CREDENTIALS && self.retries < 2 {
                     // Call again: Schannel goes on without a client certificate.
@@ -538,7 +535,6 @@ impl<P: SspiProvider> Handshake<P> {
         if self.phase == Phase::Established {
             out.extend_from_slice(&self.input);
             self.input.clear();
-            self.leftover = 0;
         }
     }
 }
