@@ -60,6 +60,10 @@ impl Machine<SimProvider> for Spinner {
         }
     }
 
+    fn wants_call(&self, closing: bool) -> bool {
+        !closing && self.left > 0
+    }
+
     fn completed(&mut self, status: SecStatus, _slot: Option<HandleSlot>) {
         assert_eq!(status, SecStatus::SEC_E_INVALID_HANDLE);
         self.left -= 1;

@@ -365,3 +365,70 @@ fn a_low_resources_sweep_over_a_full_handshake_ends_cleanly_every_time() {
         report.failures
     );
 }
+
+#[test]
+fn the_engine_works_whether_or_not_reinit_is_allowed_inside_the_callback() {
+    // DESIGN.md leaves open whether SspiReinitAsyncContext may run inside the
+    // completion callback. With the model refusing it there, the engine
+    // continues from its work item and reinitialises outside the callback.
+    for allowed in [true, false] {
+        for mode in Completion::ALL {
+            for irql in [CallbackIrql::Passive, CallbackIrql::Mixed] {
+                let cfg = SimConfig {
+                    reinit_in_callback: allowed,
+                    ..config(CompletionPolicy::Always(mode), irql, 31)
+                };
+                let (sim, thumb) = sim_with(cfg);
+                for versions in [ONLY_TLS12, ONLY_TLS13] {
+                    let pair = Pair::new(&sim, thumb, "localhost", versions);
+                    let outcome = pair.handshake(usize::MAX);
+                    assert_eq!(
+                        outcome,
+                        (Outcome::Established, Outcome::Established),
+                        "reinit in callback allowed: {allowed}, {mode:?}, {irql:?}"
+                    );
+                    let deferred = pair.stats.reinits_deferred.load(Ordering::Relaxed);
+                    if allowed || mode != Completion::Async {
+                        assert_eq!(deferred, 0, "{mode:?} {irql:?}");
+                    }
+                    pair.finish_keep_sim();
+                }
+                sim.unload().unwrap_or_else(|leaks| panic!("{leaks}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_close_completed_in_the_callback_defers_its_reinit_when_refused_there() {
+    // The client's first call is in flight when close comes; the completion
+    // callback (at PASSIVE) continues into the teardown, whose delete call
+    // needs a reinit: refused inside the callback, done from the work item.
+    let cfg = SimConfig {
+        reinit_in_callback: false,
+        ..config(
+            CompletionPolicy::Always(Completion::Async),
+            CallbackIrql::Passive,
+            37,
+        )
+    };
+    let (sim, thumb) = sim_with(cfg);
+    let pair = Pair::new(&sim, thumb, "localhost", (0, 0));
+    let gate = std::sync::Arc::new(std::sync::Barrier::new(3));
+    for _ in 0..2 {
+        let g = gate.clone();
+        sim.cpu_queue_for_tests().queue(move || {
+            g.wait();
+        });
+    }
+    pair.client.step(&[], &passive()).unwrap();
+    pair.client.close();
+    gate.wait();
+    pair.client_events.wait_closed();
+    assert!(
+        pair.stats.reinits_deferred.load(Ordering::Relaxed) > 0,
+        "the refusal was never met"
+    );
+    assert!(pair.stats.work_items.load(Ordering::Relaxed) > 0);
+    pair.finish();
+}

@@ -71,6 +71,9 @@ pub struct EngineStats {
     pub async_contexts: AtomicU64,
     /// Async contexts reinitialised.
     pub reinits: AtomicU64,
+    /// Reinits refused inside a completion callback and retried from the
+    /// work item.
+    pub reinits_deferred: AtomicU64,
 }
 
 impl EngineStats {
@@ -113,6 +116,13 @@ pub trait Machine<P: SspiProvider>: Send + 'static {
         at: &Passive,
         stats: &EngineStats,
     ) -> Move<P>;
+
+    /// Whether the next [`Machine::next`] would issue a call (so the
+    /// conductor readies the context first). `true` when unsure.
+    fn wants_call(&self, closing: bool) -> bool {
+        let _ = closing;
+        true
+    }
 
     /// The call issued by the last [`Machine::next`] completed with `status`.
     fn completed(&mut self, status: SecStatus, slot: Option<HandleSlot>);
@@ -234,7 +244,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
         };
         match prepared {
             Ok(()) => {
-                self.shared.run(at);
+                self.shared.run(at, false);
                 Ok(())
             }
             Err(e) => {
@@ -244,7 +254,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
                     // A close came in meanwhile: the teardown is ours.
                     Release::TearDown => {
                         self.shared.state.take().keepalive = keepalive;
-                        self.shared.run(at);
+                        self.shared.run(at, false);
                     }
                 }
                 Err(StartError::Refused(e))
@@ -259,7 +269,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
         if self.shared.own.release() == Release::TearDown {
             // A close came in while we looked: the teardown is ours.
             self.shared.state.take().keepalive = Some(self.shared.clone());
-            self.shared.continue_at_passive();
+            self.shared.continue_at_passive(false);
         }
         Some(r)
     }
@@ -271,7 +281,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
         match self.shared.own.close() {
             CloseClaim::TearDownNow => {
                 self.shared.state.take().keepalive = Some(self.shared.clone());
-                self.shared.continue_at_passive();
+                self.shared.continue_at_passive(false);
             }
             CloseClaim::OwnerWill | CloseClaim::AlreadyClosing => {}
         }
@@ -293,7 +303,7 @@ unsafe fn work_entry<P: SspiProvider, K: Platform, M: Machine<P>>(arg: *const ()
     // SAFETY: per the function's contract.
     let shared = unsafe { &*arg.cast::<Shared<P, K, M>>() };
     // SAFETY: work items run at PASSIVE_LEVEL (Platform's contract).
-    shared.run(&unsafe { Passive::assume() });
+    shared.run(&unsafe { Passive::assume() }, false);
 }
 
 /// The completion callback (`SspiAsyncNotifyCallback`). Read the result, then
@@ -320,27 +330,30 @@ unsafe extern "system" fn on_complete<P: SspiProvider, K: Platform, M: Machine<P
     }
     if shared.handoff.callback_arrived() {
         EngineStats::bump(&shared.stats.issuer_first);
-        shared.continue_at_passive();
+        shared.continue_at_passive(true);
     }
 }
 
 impl<P: SspiProvider, K: Platform, M: Machine<P>> Shared<P, K, M> {
     /// Continue as owner: inline at PASSIVE_LEVEL, else through the work item.
-    fn continue_at_passive(&self) {
+    /// `in_callback`: we are on the completion callback's stack.
+    fn continue_at_passive(&self, in_callback: bool) {
         match Passive::check(self.provider.current_irql()) {
-            Some(at) => self.run(&at),
-            None => {
-                EngineStats::bump(&self.stats.work_items);
-                if let Some(work) = &self.work {
-                    self.platform.queue_work_item(work);
-                }
-            }
+            Some(at) => self.run(&at, in_callback),
+            None => self.queue_work(),
+        }
+    }
+
+    fn queue_work(&self) {
+        EngineStats::bump(&self.stats.work_items);
+        if let Some(work) = &self.work {
+            self.platform.queue_work_item(work);
         }
     }
 
     /// The trampoline: collect completions and make moves until the machine
     /// waits on a callback, goes idle or finishes. Called by the owner only.
-    fn run(&self, at: &Passive) {
+    fn run(&self, at: &Passive, in_callback: bool) {
         let mut st = self.state.take();
         loop {
             if let Some(flight) = st.flight.take() {
@@ -357,6 +370,27 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Shared<P, K, M> {
                 }
             }
             let closing = self.own.is_closing();
+            // Ready the context for the machine's next call. Whether
+            // SspiReinitAsyncContext may run inside the completion callback is
+            // not documented: if it is refused there, continue from the work
+            // item instead, outside the callback, and reinit there.
+            let wants_call = st.machine.wants_call(closing);
+            if let Some(ctx) = st.ctx.as_mut() {
+                if !ctx.is_fresh() && wants_call {
+                    match ctx.reinit() {
+                        Ok(()) => EngineStats::bump(&self.stats.reinits),
+                        Err(_) if in_callback => {
+                            EngineStats::bump(&self.stats.reinits_deferred);
+                            drop(st);
+                            self.queue_work();
+                            return;
+                        }
+                        // Outside the callback the machine meets the failure
+                        // when it readies the context, and reports it.
+                        Err(_) => {}
+                    }
+                }
+            }
             // No call is in flight and we own the machine: arm the handoff
             // for whatever the machine issues next.
             self.handoff.arm();

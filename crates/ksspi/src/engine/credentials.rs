@@ -137,6 +137,10 @@ impl<P: SspiProvider> Machine<P> for Acquire<P> {
         }
     }
 
+    fn wants_call(&self, _closing: bool) -> bool {
+        !self.issued
+    }
+
     fn completed(&mut self, status: SecStatus, slot: Option<HandleSlot>) {
         self.result = Some(match (status, slot) {
             (SecStatus::SEC_E_OK, Some(slot)) if slot.is_valid() => {
@@ -291,6 +295,10 @@ impl<P: SspiProvider> Machine<P> for Release<P> {
                 Move::Finished
             }
         }
+    }
+
+    fn wants_call(&self, _closing: bool) -> bool {
+        !self.issued
     }
 
     fn completed(&mut self, status: SecStatus, slot: Option<HandleSlot>) {

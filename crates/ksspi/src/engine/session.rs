@@ -455,6 +455,17 @@ impl<P: SspiProvider> Machine<P> for Handshake<P> {
         }
     }
 
+    fn wants_call(&self, closing: bool) -> bool {
+        if closing {
+            return !matches!(self.phase, Phase::Deleting | Phase::Closed)
+                && self.sec.as_ref().is_some_and(HandleSlot::is_valid);
+        }
+        let first_client_call = !self.server && !self.has_sec && self.calls == 0;
+        self.phase == Phase::Handshaking
+            && self.outcome.is_none()
+            && (!self.input.is_empty() || first_client_call || self.retries > 0)
+    }
+
     fn completed(&mut self, status: SecStatus, slot: Option<HandleSlot>) {
         match self.phase {
             Phase::Deleting => {
