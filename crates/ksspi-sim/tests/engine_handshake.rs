@@ -71,11 +71,14 @@ fn loopback_in_every_completion_mode_and_callback_irql() {
 
 #[test]
 fn loopback_with_seeded_random_mixes() {
-    let seeds: u64 = std::env::var("KSSPI_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(400);
-    for seed in 0..seeds {
+    // KSSPI_SEED=N reruns one seed (a failure names its seed); KSSPI_SEEDS=N
+    // sets how many seeds run (400 by default, 5 handshakes each).
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let seeds = match env("KSSPI_SEED") {
+        Some(seed) => seed..seed + 1,
+        None => 0..env("KSSPI_SEEDS").unwrap_or(400),
+    };
+    for seed in seeds {
         let versions = if seed % 2 == 0 {
             ONLY_TLS12
         } else {
