@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-KERNEL_CRATES="ksspi"
+KERNEL_CRATES="ksspi ksspi-abi"
 EXPECTED=(
   SspiCreateAsyncContext SspiFreeAsyncContext SspiReinitAsyncContext
   SspiSetAsyncNotifyCallback SspiAsyncContextRequiresNotify SspiGetAsyncCallStatus

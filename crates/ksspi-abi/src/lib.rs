@@ -1,0 +1,452 @@
+//! The IOCTL contract between the ksspi driver and user mode.
+//!
+//! Every request and reply is a little-endian byte layout: a 16-byte
+//! [`Header`] (magic, ABI version, message kind, total size), fixed fields,
+//! then variable-length data (a target name, a token). Messages are encoded
+//! and decoded field by field from bytes, never cast from memory, so buffer
+//! alignment cannot matter and every length is checked. All IOCTLs are
+//! `METHOD_BUFFERED`.
+//!
+//! `no_std`, no dependencies: the driver and the harness share this crate.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod wire;
+
+pub use wire::{DecodeError, Reader, Writer};
+
+/// `CTL_CODE` (devioctl.h): `(DeviceType << 16) | (Access << 14) | (Function << 2) | Method`.
+pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32) -> u32 {
+    (device_type << 16) | (access << 14) | (function << 2) | method
+}
+
+/// `METHOD_BUFFERED` (devioctl.h).
+pub const METHOD_BUFFERED: u32 = 0;
+/// `FILE_ANY_ACCESS` (devioctl.h).
+pub const FILE_ANY_ACCESS: u32 = 0;
+/// `FILE_READ_DATA` (devioctl.h).
+pub const FILE_READ_DATA: u32 = 1;
+/// `FILE_WRITE_DATA` (devioctl.h).
+pub const FILE_WRITE_DATA: u32 = 2;
+
+/// ksspi's device type, in the range Microsoft leaves to vendors (0x8000-0xFFFF).
+pub const FILE_DEVICE_KSSPI: u32 = 0xA55A;
+
+/// Get versions, capabilities and counters.
+pub const IOCTL_KSSPI_GET_INFO: u32 =
+    ctl_code(FILE_DEVICE_KSSPI, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS);
+/// Run the in-driver self-test.
+pub const IOCTL_KSSPI_SELFTEST: u32 = ctl_code(
+    FILE_DEVICE_KSSPI,
+    0x801,
+    METHOD_BUFFERED,
+    FILE_READ_DATA | FILE_WRITE_DATA,
+);
+/// Open a session.
+pub const IOCTL_KSSPI_OPEN: u32 = ctl_code(
+    FILE_DEVICE_KSSPI,
+    0x802,
+    METHOD_BUFFERED,
+    FILE_READ_DATA | FILE_WRITE_DATA,
+);
+/// One handshake step.
+pub const IOCTL_KSSPI_STEP: u32 = ctl_code(
+    FILE_DEVICE_KSSPI,
+    0x803,
+    METHOD_BUFFERED,
+    FILE_READ_DATA | FILE_WRITE_DATA,
+);
+/// Close a session.
+pub const IOCTL_KSSPI_CLOSE: u32 = ctl_code(
+    FILE_DEVICE_KSSPI,
+    0x804,
+    METHOD_BUFFERED,
+    FILE_READ_DATA | FILE_WRITE_DATA,
+);
+/// Reserved for the record layer: encrypt.
+pub const IOCTL_KSSPI_ENCRYPT: u32 = ctl_code(
+    FILE_DEVICE_KSSPI,
+    0x805,
+    METHOD_BUFFERED,
+    FILE_READ_DATA | FILE_WRITE_DATA,
+);
+/// Reserved for the record layer: decrypt.
+pub const IOCTL_KSSPI_DECRYPT: u32 = ctl_code(
+    FILE_DEVICE_KSSPI,
+    0x806,
+    METHOD_BUFFERED,
+    FILE_READ_DATA | FILE_WRITE_DATA,
+);
+/// Reserved for the record layer: shutdown (close_notify).
+pub const IOCTL_KSSPI_SHUTDOWN: u32 = ctl_code(
+    FILE_DEVICE_KSSPI,
+    0x807,
+    METHOD_BUFFERED,
+    FILE_READ_DATA | FILE_WRITE_DATA,
+);
+
+/// `"KSSP"`, little-endian, first in every message.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"KSSP");
+/// The ABI version this crate speaks.
+pub const ABI_VERSION: u16 = 1;
+/// Largest message either side accepts (header, fields and data).
+pub const MAX_MESSAGE: usize = 256 * 1024;
+/// Largest token (input or output) in one step.
+pub const MAX_TOKEN: usize = 64 * 1024;
+/// Largest target name, in bytes of UTF-8.
+pub const MAX_TARGET: usize = 255;
+
+/// What a message is. Requests and replies have their own kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Kind {
+    /// [`InfoReply`] (GET_INFO takes an empty or header-only input).
+    InfoReply = 1,
+    /// [`SelftestRequest`].
+    SelftestRequest = 2,
+    /// [`SelftestReply`].
+    SelftestReply = 3,
+    /// [`OpenRequest`].
+    OpenRequest = 4,
+    /// [`OpenReply`].
+    OpenReply = 5,
+    /// [`StepRequest`].
+    StepRequest = 6,
+    /// [`StepReply`].
+    StepReply = 7,
+    /// [`CloseRequest`].
+    CloseRequest = 8,
+    /// A header alone: GET_INFO's request, CLOSE's reply.
+    Empty = 9,
+}
+
+impl Kind {
+    fn from_u16(v: u16) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::InfoReply,
+            2 => Kind::SelftestRequest,
+            3 => Kind::SelftestReply,
+            4 => Kind::OpenRequest,
+            5 => Kind::OpenReply,
+            6 => Kind::StepRequest,
+            7 => Kind::StepReply,
+            8 => Kind::CloseRequest,
+            9 => Kind::Empty,
+            _ => return None,
+        })
+    }
+}
+
+/// The 16 bytes that open every message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The message kind.
+    pub kind: Kind,
+    /// Total bytes: header, fixed fields and variable data.
+    pub size: u32,
+}
+
+impl Header {
+    /// Encoded size.
+    pub const LEN: usize = 16;
+
+    /// Check and read a header; `buf` must hold the whole message it announces,
+    /// and nothing more (a longer buffer is refused: `TrailingBytes`).
+    pub fn decode(buf: &[u8], expect: Kind) -> Result<(Header, Reader<'_>), DecodeError> {
+        let mut r = Reader::new(buf);
+        let magic = r.u32()?;
+        if magic != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let version = r.u16()?;
+        if version != ABI_VERSION {
+            return Err(DecodeError::BadVersion(version));
+        }
+        let kind = r.u16()?;
+        let kind = Kind::from_u16(kind).ok_or(DecodeError::BadKind(kind))?;
+        if kind != expect {
+            return Err(DecodeError::WrongKind);
+        }
+        let size = r.u32()?;
+        if r.u32()? != 0 {
+            return Err(DecodeError::Reserved);
+        }
+        if size as usize > MAX_MESSAGE {
+            return Err(DecodeError::TooLong);
+        }
+        if (size as usize) < Header::LEN || size as usize != buf.len() {
+            return Err(if (size as usize) > buf.len() {
+                DecodeError::Truncated
+            } else {
+                DecodeError::BadSize
+            });
+        }
+        Ok((Header { kind, size }, r))
+    }
+
+    fn encode(kind: Kind, size: usize, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        if size > MAX_MESSAGE {
+            return Err(DecodeError::TooLong);
+        }
+        w.u32(MAGIC)?;
+        w.u16(ABI_VERSION)?;
+        w.u16(kind as u16)?;
+        w.u32(size as u32)?;
+        w.u32(0)
+    }
+}
+
+/// A session id: slot and generation, never a kernel address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId(pub u64);
+
+impl SessionId {
+    /// From a table slot and the slot's generation.
+    pub const fn new(slot: u32, generation: u32) -> Self {
+        SessionId(((generation as u64) << 32) | slot as u64)
+    }
+    /// The table slot.
+    pub const fn slot(self) -> u32 {
+        self.0 as u32
+    }
+    /// The slot's generation when the session was opened.
+    pub const fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+mod messages;
+pub use messages::*;
+
+#[cfg(test)]
+extern crate std;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn enc<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let n = encode(m, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// Round trip, and every strict prefix and every one-byte extension refused.
+    fn check<'a, M: Message<'a> + PartialEq + core::fmt::Debug>(m: &M, bytes: &'a [u8]) {
+        assert_eq!(&decode::<M>(bytes).unwrap(), m);
+        for cut in 0..bytes.len() {
+            assert!(
+                decode::<M>(&bytes[..cut]).is_err(),
+                "a {cut}-byte prefix was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn ctl_codes_follow_devioctl_h() {
+        // CTL_CODE(FILE_DEVICE_DISK=7, 0, METHOD_BUFFERED, FILE_ANY_ACCESS) is IOCTL_DISK_GET_DRIVE_GEOMETRY.
+        assert_eq!(
+            ctl_code(7, 0, METHOD_BUFFERED, FILE_ANY_ACCESS),
+            0x0007_0000
+        );
+        assert_eq!(IOCTL_KSSPI_GET_INFO & 3, METHOD_BUFFERED);
+        let codes = [
+            IOCTL_KSSPI_GET_INFO,
+            IOCTL_KSSPI_SELFTEST,
+            IOCTL_KSSPI_OPEN,
+            IOCTL_KSSPI_STEP,
+            IOCTL_KSSPI_CLOSE,
+            IOCTL_KSSPI_ENCRYPT,
+            IOCTL_KSSPI_DECRYPT,
+            IOCTL_KSSPI_SHUTDOWN,
+        ];
+        for (i, a) in codes.iter().enumerate() {
+            assert_eq!(a >> 16, FILE_DEVICE_KSSPI);
+            assert!(codes[i + 1..].iter().all(|b| a != b));
+        }
+    }
+
+    #[test]
+    fn every_message_round_trips_and_every_truncation_is_refused() {
+        let info = InfoReply {
+            driver_version: [0, 1, 0],
+            capabilities: caps::MODEL | caps::TLS13,
+            sessions_open: 3,
+            sessions_total: 9,
+            handshakes_ok: 7,
+            handshakes_failed: 1,
+            max_sessions_per_file: 64,
+            max_buffered_per_session: 65536,
+        };
+        check(&info, &enc(&info));
+        let open = OpenRequest {
+            role: Role::Client,
+            manual_validation: false,
+            protocols: proto::ALL,
+            thumbprint: [0; 20],
+            store: [0; 16],
+            target: b"localhost",
+        };
+        check(&open, &enc(&open));
+        let mut store = [0u8; 16];
+        store[..2].copy_from_slice(b"MY");
+        let open = OpenRequest {
+            role: Role::Server,
+            manual_validation: false,
+            protocols: proto::TLS12,
+            thumbprint: [0xAB; 20],
+            store,
+            target: b"",
+        };
+        check(&open, &enc(&open));
+        let reply = OpenReply {
+            session: SessionId::new(5, 2),
+        };
+        check(&reply, &enc(&reply));
+        let step = StepRequest {
+            session: SessionId::new(1, 1),
+            input: &[0x16, 3, 3, 0, 1, 1],
+        };
+        check(&step, &enc(&step));
+        let out = StepReply {
+            status: 0x0009_0312,
+            outcome: StepOutcome::NeedInput,
+            missing: 0,
+            extra: 0,
+            output: &[1, 2, 3],
+        };
+        check(&out, &enc(&out));
+        let close = CloseRequest {
+            session: SessionId(77),
+        };
+        check(&close, &enc(&close));
+        let st = SelftestRequest {
+            count: 10,
+            concurrency: 2,
+            protocols: proto::ALL,
+            completion: 4,
+            callback_irql: 3,
+            seed: 42,
+            thumbprint: [1; 20],
+            bytes: 0,
+        };
+        check(&st, &enc(&st));
+        let sr = SelftestReply {
+            handshakes_ok: 10,
+            latency_max_us: 99,
+            leaked: 0,
+            ..SelftestReply::default()
+        };
+        check(&sr, &enc(&sr));
+        check(&Empty, &enc(&Empty));
+    }
+
+    #[test]
+    fn bad_headers_and_fields_are_refused_with_their_reason() {
+        let close = enc(&CloseRequest {
+            session: SessionId(1),
+        });
+        let mut b = close.clone();
+        b[0] ^= 1;
+        assert_eq!(decode::<CloseRequest>(&b), Err(DecodeError::BadMagic));
+        let mut b = close.clone();
+        b[4] = 9;
+        assert_eq!(decode::<CloseRequest>(&b), Err(DecodeError::BadVersion(9)));
+        assert_eq!(decode::<StepRequest>(&close), Err(DecodeError::WrongKind));
+        let mut b = close.clone();
+        b[6] = 200;
+        assert_eq!(decode::<CloseRequest>(&b), Err(DecodeError::BadKind(200)));
+        let mut b = close.clone();
+        b[12] = 1;
+        assert_eq!(decode::<CloseRequest>(&b), Err(DecodeError::Reserved));
+        let mut b = close.clone();
+        b.push(0);
+        assert_eq!(
+            decode::<CloseRequest>(&b),
+            Err(DecodeError::BadSize),
+            "a trailing byte"
+        );
+        // A size field claiming more than the buffer holds.
+        let mut b = close.clone();
+        b[8] += 1;
+        assert_eq!(decode::<CloseRequest>(&b), Err(DecodeError::Truncated));
+        // An input length that disagrees with the data.
+        let mut step = enc(&StepRequest {
+            session: SessionId(1),
+            input: &[1, 2, 3],
+        });
+        step[24] = 4;
+        assert_eq!(decode::<StepRequest>(&step), Err(DecodeError::Truncated));
+        // Out-of-range fields.
+        let bad = OpenRequest {
+            role: Role::Client,
+            manual_validation: false,
+            protocols: 8,
+            thumbprint: [0; 20],
+            store: [0; 16],
+            target: b"x",
+        };
+        assert_eq!(
+            decode::<OpenRequest>(&enc(&bad)),
+            Err(DecodeError::BadField)
+        );
+        let bad = OpenRequest {
+            role: Role::Client,
+            manual_validation: false,
+            protocols: 1,
+            thumbprint: [0; 20],
+            store: [0; 16],
+            target: &[0xFF, 0xFE],
+        };
+        assert_eq!(
+            decode::<OpenRequest>(&enc(&bad)),
+            Err(DecodeError::BadField),
+            "not UTF-8"
+        );
+        let long = [b'a'; MAX_TARGET + 1];
+        let bad = OpenRequest {
+            role: Role::Client,
+            manual_validation: false,
+            protocols: 1,
+            thumbprint: [0; 20],
+            store: [0; 16],
+            target: &long,
+        };
+        assert_eq!(decode::<OpenRequest>(&enc(&bad)), Err(DecodeError::TooLong));
+        let zero = SelftestRequest {
+            count: 0,
+            concurrency: 1,
+            protocols: 1,
+            ..SelftestRequest::default()
+        };
+        assert_eq!(
+            decode::<SelftestRequest>(&enc(&zero)),
+            Err(DecodeError::BadField)
+        );
+    }
+
+    #[test]
+    fn an_output_buffer_too_small_is_reported_not_overrun() {
+        let reply = StepReply {
+            status: 0,
+            outcome: StepOutcome::Established,
+            missing: 0,
+            extra: 0,
+            output: &[7; 100],
+        };
+        let mut small = [0u8; 64];
+        assert_eq!(encode(&reply, &mut small), Err(DecodeError::OutputTooSmall));
+        assert_eq!(DecodeError::OutputTooSmall.ntstatus() as u32, 0xC000_0023);
+        assert_eq!(DecodeError::BadVersion(2).ntstatus() as u32, 0xC000_0059);
+    }
+
+    #[test]
+    fn session_ids_carry_slot_and_generation() {
+        let id = SessionId::new(0xFFFF_FFFF, 7);
+        assert_eq!((id.slot(), id.generation()), (0xFFFF_FFFF, 7));
+    }
+}

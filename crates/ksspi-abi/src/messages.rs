@@ -1,0 +1,522 @@
+//! The messages. Each has fixed little-endian fields after the header and,
+//! for some, variable data whose length a fixed field states (and which must
+//! be exactly the rest of the message).
+
+use crate::wire::{DecodeError, Reader, Writer};
+use crate::{Header, Kind, SessionId, MAX_TARGET, MAX_TOKEN};
+
+/// A message with a fixed part and optional trailing data.
+pub trait Message<'a>: Sized {
+    /// Its kind.
+    const KIND: Kind;
+    /// Trailing data (a name, a token).
+    fn data(&self) -> &'a [u8] {
+        &[]
+    }
+    /// Write the fixed fields.
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError>;
+    /// Read the fixed fields; `rest` is the trailing data.
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError>;
+}
+
+/// Encode `m` into `out`; returns the bytes written.
+pub fn encode<'a, M: Message<'a>>(m: &M, out: &mut [u8]) -> Result<usize, DecodeError> {
+    // Measure the fixed part by writing it into a scratch buffer first.
+    let mut scratch = [0u8; 256];
+    let mut fixed = Writer::new(&mut scratch);
+    m.put(&mut fixed)?;
+    let size = Header::LEN + fixed.len() + m.data().len();
+    let fixed_len = fixed.len();
+    let mut w = Writer::new(out);
+    Header::encode(M::KIND, size, &mut w)?;
+    w.bytes(&scratch[..fixed_len])?;
+    w.bytes(m.data())?;
+    Ok(w.len())
+}
+
+/// Decode a whole message of kind `M::KIND` from `buf`.
+pub fn decode<'a, M: Message<'a>>(buf: &'a [u8]) -> Result<M, DecodeError> {
+    let (_, mut r) = Header::decode(buf, M::KIND)?;
+    M::get(&mut r)
+}
+
+/// A header alone (GET_INFO's request, CLOSE's reply).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Empty;
+
+impl<'a> Message<'a> for Empty {
+    const KIND: Kind = Kind::Empty;
+    fn put(&self, _: &mut Writer<'_>) -> Result<(), DecodeError> {
+        Ok(())
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        r.end().map(|()| Empty)
+    }
+}
+
+/// Capability bits in [`InfoReply::capabilities`].
+pub mod caps {
+    /// Running over the host model (no Windows).
+    pub const MODEL: u32 = 1;
+    /// TLS 1.2.
+    pub const TLS12: u32 = 2;
+    /// TLS 1.3.
+    pub const TLS13: u32 = 4;
+    /// The self-test IOCTL.
+    pub const SELFTEST: u32 = 8;
+    /// Encrypt / decrypt / shutdown.
+    pub const RECORD_LAYER: u32 = 16;
+}
+
+/// GET_INFO's reply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InfoReply {
+    /// The driver's version: major, minor, patch.
+    pub driver_version: [u16; 3],
+    /// [`caps`] bits.
+    pub capabilities: u32,
+    /// Sessions open now.
+    pub sessions_open: u32,
+    /// Sessions opened since load.
+    pub sessions_total: u64,
+    /// Handshakes completed since load.
+    pub handshakes_ok: u64,
+    /// Handshakes failed since load.
+    pub handshakes_failed: u64,
+    /// Limit on sessions per file handle.
+    pub max_sessions_per_file: u32,
+    /// Limit on bytes buffered per session.
+    pub max_buffered_per_session: u32,
+}
+
+impl<'a> Message<'a> for InfoReply {
+    const KIND: Kind = Kind::InfoReply;
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        for v in self.driver_version {
+            w.u16(v)?;
+        }
+        w.u16(0)?;
+        w.u32(self.capabilities)?;
+        w.u32(self.sessions_open)?;
+        w.u64(self.sessions_total)?;
+        w.u64(self.handshakes_ok)?;
+        w.u64(self.handshakes_failed)?;
+        w.u32(self.max_sessions_per_file)?;
+        w.u32(self.max_buffered_per_session)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let driver_version = [r.u16()?, r.u16()?, r.u16()?];
+        if r.u16()? != 0 {
+            return Err(DecodeError::Reserved);
+        }
+        let m = InfoReply {
+            driver_version,
+            capabilities: r.u32()?,
+            sessions_open: r.u32()?,
+            sessions_total: r.u64()?,
+            handshakes_ok: r.u64()?,
+            handshakes_failed: r.u64()?,
+            max_sessions_per_file: r.u32()?,
+            max_buffered_per_session: r.u32()?,
+        };
+        r.end()?;
+        Ok(m)
+    }
+}
+
+/// Protocol bits used by requests.
+pub mod proto {
+    /// TLS 1.2.
+    pub const TLS12: u32 = 1;
+    /// TLS 1.3.
+    pub const TLS13: u32 = 2;
+    /// Every bit this ABI defines.
+    pub const ALL: u32 = TLS12 | TLS13;
+}
+
+/// Which role a session plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Role {
+    /// AcceptSecurityContext.
+    Server = 1,
+    /// InitializeSecurityContext.
+    Client = 2,
+}
+
+/// OPEN's request: a server (certificate by thumbprint in a store) or a client
+/// (target name as trailing UTF-8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenRequest<'a> {
+    /// The role.
+    pub role: Role,
+    /// Client: skip certificate validation (`SCH_CRED_MANUAL_CRED_VALIDATION`).
+    pub manual_validation: bool,
+    /// [`proto`] bits allowed (0 is refused).
+    pub protocols: u32,
+    /// Server: the certificate's SHA-1 thumbprint.
+    pub thumbprint: [u8; 20],
+    /// Server: the store name, ASCII, NUL-padded (`"MY"`).
+    pub store: [u8; 16],
+    /// Client: the target name (UTF-8, at most [`MAX_TARGET`] bytes).
+    pub target: &'a [u8],
+}
+
+impl<'a> Message<'a> for OpenRequest<'a> {
+    const KIND: Kind = Kind::OpenRequest;
+    fn data(&self) -> &'a [u8] {
+        self.target
+    }
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        w.u8(self.role as u8)?;
+        w.u8(u8::from(self.manual_validation))?;
+        w.u16(u16::try_from(self.target.len()).map_err(|_| DecodeError::TooLong)?)?;
+        w.u32(self.protocols)?;
+        w.bytes(&self.thumbprint)?;
+        w.bytes(&self.store)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let role = match r.u8()? {
+            1 => Role::Server,
+            2 => Role::Client,
+            _ => return Err(DecodeError::BadField),
+        };
+        let manual_validation = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(DecodeError::BadField),
+        };
+        let target_len = usize::from(r.u16()?);
+        let protocols = r.u32()?;
+        if protocols == 0 || protocols & !proto::ALL != 0 {
+            return Err(DecodeError::BadField);
+        }
+        let thumbprint = r.fixed()?;
+        let store: [u8; 16] = r.fixed()?;
+        if !store.iter().all(|&b| b == 0 || b.is_ascii_graphic()) {
+            return Err(DecodeError::BadField);
+        }
+        if target_len > MAX_TARGET {
+            return Err(DecodeError::TooLong);
+        }
+        let target = r.bytes(target_len)?;
+        r.end()?;
+        if core::str::from_utf8(target).is_err() {
+            return Err(DecodeError::BadField);
+        }
+        Ok(OpenRequest {
+            role,
+            manual_validation,
+            protocols,
+            thumbprint,
+            store,
+            target,
+        })
+    }
+}
+
+/// OPEN's reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenReply {
+    /// The new session.
+    pub session: SessionId,
+}
+
+impl<'a> Message<'a> for OpenReply {
+    const KIND: Kind = Kind::OpenReply;
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        w.u64(self.session.0)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let session = SessionId(r.u64()?);
+        r.end()?;
+        Ok(OpenReply { session })
+    }
+}
+
+/// STEP's request: bytes received from the peer (empty for a client's first step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepRequest<'a> {
+    /// The session.
+    pub session: SessionId,
+    /// The bytes (at most [`MAX_TOKEN`]).
+    pub input: &'a [u8],
+}
+
+impl<'a> Message<'a> for StepRequest<'a> {
+    const KIND: Kind = Kind::StepRequest;
+    fn data(&self) -> &'a [u8] {
+        self.input
+    }
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        w.u64(self.session.0)?;
+        w.u32(u32::try_from(self.input.len()).map_err(|_| DecodeError::TooLong)?)?;
+        w.u32(0)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let session = SessionId(r.u64()?);
+        let len = r.u32()? as usize;
+        if r.u32()? != 0 {
+            return Err(DecodeError::Reserved);
+        }
+        if len > MAX_TOKEN {
+            return Err(DecodeError::TooLong);
+        }
+        let input = r.bytes(len)?;
+        r.end()?;
+        Ok(StepRequest { session, input })
+    }
+}
+
+/// How a step ended, in [`StepReply::outcome`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StepOutcome {
+    /// Send the output, then step again with the peer's reply.
+    NeedInput = 1,
+    /// Handshake complete.
+    Established = 2,
+    /// Handshake failed with `status`; the output is the alert to send.
+    Failed = 3,
+}
+
+/// STEP's reply: status, outcome and the bytes to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepReply<'a> {
+    /// The last SECURITY_STATUS.
+    pub status: i32,
+    /// How the step ended.
+    pub outcome: StepOutcome,
+    /// `SECBUFFER_MISSING` when waiting for the rest of a record.
+    pub missing: u32,
+    /// Bytes kept after the handshake (SECBUFFER_EXTRA) for the record layer.
+    pub extra: u32,
+    /// The bytes to send to the peer.
+    pub output: &'a [u8],
+}
+
+impl<'a> Message<'a> for StepReply<'a> {
+    const KIND: Kind = Kind::StepReply;
+    fn data(&self) -> &'a [u8] {
+        self.output
+    }
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        w.i32(self.status)?;
+        w.u8(self.outcome as u8)?;
+        w.u8(0)?;
+        w.u16(0)?;
+        w.u32(self.missing)?;
+        w.u32(self.extra)?;
+        w.u32(u32::try_from(self.output.len()).map_err(|_| DecodeError::TooLong)?)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let status = r.i32()?;
+        let outcome = match r.u8()? {
+            1 => StepOutcome::NeedInput,
+            2 => StepOutcome::Established,
+            3 => StepOutcome::Failed,
+            _ => return Err(DecodeError::BadField),
+        };
+        if r.u8()? != 0 || r.u16()? != 0 {
+            return Err(DecodeError::Reserved);
+        }
+        let missing = r.u32()?;
+        let extra = r.u32()?;
+        let len = r.u32()? as usize;
+        if len > MAX_TOKEN * 2 {
+            return Err(DecodeError::TooLong);
+        }
+        let output = r.bytes(len)?;
+        r.end()?;
+        Ok(StepReply {
+            status,
+            outcome,
+            missing,
+            extra,
+            output,
+        })
+    }
+}
+
+/// CLOSE's request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseRequest {
+    /// The session.
+    pub session: SessionId,
+}
+
+impl<'a> Message<'a> for CloseRequest {
+    const KIND: Kind = Kind::CloseRequest;
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        w.u64(self.session.0)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let session = SessionId(r.u64()?);
+        r.end()?;
+        Ok(CloseRequest { session })
+    }
+}
+
+/// SELFTEST's request (the model-only knobs are refused on Windows).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SelftestRequest {
+    /// Handshakes to run.
+    pub count: u32,
+    /// How many at once.
+    pub concurrency: u32,
+    /// [`proto`] bits: which versions to use (both: alternate).
+    pub protocols: u32,
+    /// Model: completion mode (0 default, 1 async, 2 inline, 3 sync, 4 mixed).
+    pub completion: u8,
+    /// Model: callback IRQL (0 default, 1 passive, 2 dispatch, 3 mixed).
+    pub callback_irql: u8,
+    /// Model: the seed.
+    pub seed: u64,
+    /// The server certificate's thumbprint (zero: the driver's test certificate).
+    pub thumbprint: [u8; 20],
+    /// Application bytes each pair exchanges after the handshake (record layer).
+    pub bytes: u32,
+}
+
+impl<'a> Message<'a> for SelftestRequest {
+    const KIND: Kind = Kind::SelftestRequest;
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        w.u32(self.count)?;
+        w.u32(self.concurrency)?;
+        w.u32(self.protocols)?;
+        w.u8(self.completion)?;
+        w.u8(self.callback_irql)?;
+        w.u16(0)?;
+        w.u64(self.seed)?;
+        w.bytes(&self.thumbprint)?;
+        w.u32(self.bytes)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let m = SelftestRequest {
+            count: r.u32()?,
+            concurrency: r.u32()?,
+            protocols: r.u32()?,
+            completion: r.u8()?,
+            callback_irql: r.u8()?,
+            seed: {
+                if r.u16()? != 0 {
+                    return Err(DecodeError::Reserved);
+                }
+                r.u64()?
+            },
+            thumbprint: r.fixed()?,
+            bytes: r.u32()?,
+        };
+        r.end()?;
+        if m.count == 0 || m.concurrency == 0 || m.protocols == 0 || m.protocols & !proto::ALL != 0
+        {
+            return Err(DecodeError::BadField);
+        }
+        if m.completion > 4 || m.callback_irql > 3 {
+            return Err(DecodeError::BadField);
+        }
+        Ok(m)
+    }
+}
+
+/// SELFTEST's reply: counters and timings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SelftestReply {
+    /// Handshakes that completed.
+    pub handshakes_ok: u64,
+    /// Handshakes that failed.
+    pub handshakes_failed: u64,
+    /// Sessions opened (two per handshake).
+    pub sessions: u64,
+    /// Async contexts created for handshakes.
+    pub async_contexts_created: u64,
+    /// Context reinitialisations.
+    pub reinits: u64,
+    /// Steps run.
+    pub steps: u64,
+    /// Calls completed later (callback after the issuer returned).
+    pub completions_pending: u64,
+    /// Calls whose callback ran before the issuer returned.
+    pub completions_inline_callback: u64,
+    /// Calls completed synchronously without a callback.
+    pub completions_sync_no_callback: u64,
+    /// Callbacks at PASSIVE_LEVEL.
+    pub callbacks_passive: u64,
+    /// Callbacks at DISPATCH_LEVEL.
+    pub callbacks_dispatch: u64,
+    /// Continuations queued as work items.
+    pub work_items: u64,
+    /// Wall time.
+    pub elapsed_us: u64,
+    /// Handshake latency, median.
+    pub latency_p50_us: u64,
+    /// Handshake latency, 99th percentile.
+    pub latency_p99_us: u64,
+    /// Handshake latency, worst.
+    pub latency_max_us: u64,
+    /// Objects alive at the end (the model's verifier; 0 on Windows).
+    pub leaked: u64,
+    /// Application bytes checked (record layer).
+    pub bytes_checked: u64,
+}
+
+impl SelftestReply {
+    fn fields(&self) -> [u64; 18] {
+        [
+            self.handshakes_ok,
+            self.handshakes_failed,
+            self.sessions,
+            self.async_contexts_created,
+            self.reinits,
+            self.steps,
+            self.completions_pending,
+            self.completions_inline_callback,
+            self.completions_sync_no_callback,
+            self.callbacks_passive,
+            self.callbacks_dispatch,
+            self.work_items,
+            self.elapsed_us,
+            self.latency_p50_us,
+            self.latency_p99_us,
+            self.latency_max_us,
+            self.leaked,
+            self.bytes_checked,
+        ]
+    }
+}
+
+impl<'a> Message<'a> for SelftestReply {
+    const KIND: Kind = Kind::SelftestReply;
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        self.fields().iter().try_for_each(|&v| w.u64(v))
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let mut v = [0u64; 18];
+        for slot in &mut v {
+            *slot = r.u64()?;
+        }
+        r.end()?;
+        let [handshakes_ok, handshakes_failed, sessions, async_contexts_created, reinits, steps, completions_pending, completions_inline_callback, completions_sync_no_callback, callbacks_passive, callbacks_dispatch, work_items, elapsed_us, latency_p50_us, latency_p99_us, latency_max_us, leaked, bytes_checked] =
+            v;
+        Ok(SelftestReply {
+            handshakes_ok,
+            handshakes_failed,
+            sessions,
+            async_contexts_created,
+            reinits,
+            steps,
+            completions_pending,
+            completions_inline_callback,
+            completions_sync_no_callback,
+            callbacks_passive,
+            callbacks_dispatch,
+            work_items,
+            elapsed_us,
+            latency_p50_us,
+            latency_p99_us,
+            latency_max_us,
+            leaked,
+            bytes_checked,
+        })
+    }
+}
