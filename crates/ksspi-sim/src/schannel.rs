@@ -442,28 +442,22 @@ macro_rules! drain_alerts {
     ($conn:expr, $pending:expr, $out:expr) => {{
         let conn = $conn;
         let pending: &mut Vec<u8> = $pending;
-        // rustls queues the alert it sends on failure; it comes out before the
-        // stored error. The pending bytes are passed again because rustls's
-        // deframer still refers to them.
-        for _ in 0..4 {
-            let status = conn.process_tls_records(&mut pending[..]);
-            let discard = status.discard;
-            let mut more = false;
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut enc)) => {
-                    encode(|buf| enc.encode(buf), $out);
-                    more = true;
-                }
-                Ok(ConnectionState::TransmitTlsData(tx)) => {
-                    tx.done();
-                    more = true;
-                }
-                _ => {}
-            }
-            pending.drain(..discard.min(pending.len()));
-            if !more {
+        // rustls queues the alert it sends on failure. While something is
+        // queued, process_tls_records hands it out before looking at any
+        // input, so it is safe to call (and only then: processing the input
+        // again would fail again and queue a second fatal alert). The pending
+        // bytes are passed because rustls's deframer still refers to them.
+        for _ in 0..8 {
+            if !conn.wants_write() {
                 break;
             }
+            let status = conn.process_tls_records(&mut pending[..]);
+            let discard = status.discard;
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut enc)) => encode(|buf| enc.encode(buf), $out),
+                _ => break,
+            }
+            pending.drain(..discard.min(pending.len()));
         }
     }};
 }

@@ -435,3 +435,154 @@ fn a_close_completed_in_the_callback_defers_its_reinit_when_refused_there() {
     assert!(pair.stats.work_items.load(Ordering::Relaxed) > 0);
     pair.finish();
 }
+
+/// Sessions with `limits`, over fresh credentials, and the two recorders.
+fn limited_pair(
+    sim: &ksspi_sim::SimProvider,
+    thumb: ksspi_sim::certs::Thumbprint,
+    limits: ksspi::engine::Limits,
+) -> Pair {
+    use ksspi::engine::{Role, Session, SessionSetup};
+    let pair = Pair::new(sim, thumb, "localhost", (0, 0));
+    let creds = pair.close_only();
+    let stats = std::sync::Arc::new(ksspi::engine::EngineStats::default());
+    let server_events = std::sync::Arc::new(Recorder::default());
+    let client_events = std::sync::Arc::new(Recorder::default());
+    let at = passive();
+    let make = |role: Role, cred, events: &std::sync::Arc<Recorder>| {
+        Session::new(
+            sim.clone(),
+            ksspi_sim::SimPlatform::new(sim),
+            SessionSetup {
+                role,
+                credentials: cred,
+                limits,
+                events: events.clone(),
+            },
+            stats.clone(),
+            &at,
+        )
+        .unwrap()
+    };
+    Pair {
+        sim: sim.clone(),
+        stats: stats.clone(),
+        server: make(Role::Server, creds[0].clone(), &server_events),
+        client: make(
+            Role::Client {
+                target: Some("localhost".into()),
+            },
+            creds[1].clone(),
+            &client_events,
+        ),
+        server_events,
+        client_events,
+        creds,
+    }
+}
+
+#[test]
+fn limits_refuse_too_much_input_and_fail_an_oversized_token_cleanly() {
+    let (sim, thumb) = sim_with(config(CompletionPolicy::Mixed, CallbackIrql::Mixed, 41));
+    // Input beyond max_input is refused before anything runs.
+    let limits = ksspi::engine::Limits {
+        max_input: 64,
+        ..Default::default()
+    };
+    let pair = limited_pair(&sim, thumb, limits);
+    assert_eq!(
+        pair.server.step(&[0x16; 65], &passive()),
+        Err(ksspi::engine::StepError::TooMuchInput)
+    );
+    pair.client.step(&[], &passive()).unwrap();
+    let _ = pair.client_events.next();
+    pair.finish_keep_sim();
+    // A server flight bigger than max_token fails the step with a status,
+    // not a truncated token.
+    let limits = ksspi::engine::Limits {
+        max_token: 300,
+        ..Default::default()
+    };
+    let pair = limited_pair(&sim, thumb, limits);
+    pair.client.step(&[], &passive()).unwrap();
+    let hello = pair.client_events.next().output;
+    pair.server.step(&hello, &passive()).unwrap();
+    let r = pair.server_events.next();
+    assert_eq!(
+        r.outcome,
+        Outcome::Failed(SecStatus::SEC_E_BUFFER_TOO_SMALL)
+    );
+    pair.finish_keep_sim();
+    sim.unload().unwrap_or_else(|leaks| panic!("{leaks}"));
+}
+
+#[test]
+fn hostile_bytes_at_every_stage_fail_cleanly_and_leak_nothing() {
+    // A seeded stream of mutations of real flights and random records, fed to
+    // either side at each stage: every step ends with an outcome, no panic,
+    // and the model is clean at unload.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..400u64 {
+        let (sim, thumb) = sim_with(config(CompletionPolicy::Mixed, CallbackIrql::Mixed, round));
+        let pair = Pair::new(
+            &sim,
+            thumb,
+            "localhost",
+            if round % 2 == 0 {
+                ONLY_TLS12
+            } else {
+                ONLY_TLS13
+            },
+        );
+        let at = passive();
+        pair.client.step(&[], &at).unwrap();
+        let mut hello = pair.client_events.next().output;
+        let target_server = round % 3 != 0;
+        let mut input = if target_server {
+            hello.clone()
+        } else {
+            pair.server.step(&hello, &at).unwrap();
+            pair.server_events.next().output
+        };
+        match rand() % 4 {
+            0 => {
+                let i = (rand() as usize) % input.len();
+                input[i] ^= 1 << (rand() % 8);
+            }
+            1 => input.truncate((rand() as usize) % input.len()),
+            2 => {
+                let n = 5 + (rand() as usize) % 64;
+                input = (0..n).map(|_| rand() as u8).collect();
+                input[0] = 22;
+                input[1] = 3;
+            }
+            _ => {
+                hello.reverse();
+                input.extend_from_slice(&hello);
+            }
+        }
+        let (session, events) = if target_server {
+            (&pair.server, &pair.server_events)
+        } else {
+            (&pair.client, &pair.client_events)
+        };
+        if session.step(&input, &at).is_ok() {
+            let r = events.next();
+            if let Outcome::Failed(status) = r.outcome {
+                assert!(
+                    status.is_error(),
+                    "round {round}: failed with a non-error {status}"
+                );
+            }
+        }
+        pair.finish_keep_sim();
+        sim.unload()
+            .unwrap_or_else(|leaks| panic!("round {round}: {leaks}"));
+    }
+}

@@ -379,3 +379,56 @@ fn flights_split_at_every_boundary_complete() {
     }
     drop((s, c, flight));
 }
+
+#[test]
+fn hostile_tokens_at_any_point_of_a_handshake_never_panic() {
+    // Run handshakes and, at a seeded step, flip, cut, extend or replace the
+    // token in flight; whatever happens, each call returns a status, failed
+    // contexts stay failed, and nothing panics.
+    let w = world();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..300 {
+        let protocols = if round % 2 == 0 { TLS12 } else { TLS13 };
+        let mut s = server(&w, &["localhost"], false, protocols, round % 3, false);
+        let mut c = client_in(&w.store, ALL, Some("localhost"));
+        let strike = rand() % 4;
+        let mut token = c.step(&[]).token;
+        for stage in 0..4 {
+            if stage == strike && !token.is_empty() {
+                match rand() % 4 {
+                    0 => {
+                        let i = (rand() as usize) % token.len();
+                        token[i] ^= 1 << (rand() % 8);
+                    }
+                    1 => token.truncate((rand() as usize) % token.len()),
+                    2 => token.extend((0..(rand() % 40)).map(|_| rand() as u8)),
+                    _ => {
+                        let n = 5 + (rand() as usize) % 200;
+                        token = (0..n).map(|_| rand() as u8).collect();
+                        token[0] = [20u8, 21, 22, 23][(rand() % 4) as usize];
+                        token[1] = 3;
+                        token[3] = 0;
+                        token[4] = (n - 5) as u8;
+                    }
+                }
+            }
+            let side = if stage % 2 == 0 { &mut s } else { &mut c };
+            let st = side.step(&token);
+            if st.status.is_error() && st.status != SecStatus::SEC_E_INCOMPLETE_MESSAGE {
+                // Failed contexts stay failed.
+                assert_eq!(side.step(&token).status, st.status, "round {round}");
+                break;
+            }
+            token = st.token;
+            if token.is_empty() {
+                break;
+            }
+        }
+    }
+}
