@@ -99,7 +99,9 @@ pub trait SessionEvents: Send + Sync + 'static {
     /// step before the session is ready for it.
     fn step_ready(&self) {}
     /// The session is closed and released (its async context freed, its
-    /// security context deleted): called exactly once, last.
+    /// security context deleted): called exactly once, last. A step cut short
+    /// by the close gets no `step_done`: `closed` stands for it (a driver
+    /// completes a request still pended on the session here).
     fn closed(&self);
 }
 
