@@ -66,7 +66,9 @@ pub enum CallbackIrql {
     Mixed,
 }
 
-/// The model's policy; every choice it makes follows from `seed`.
+/// The model's policy; every choice it makes follows from `seed` (per call:
+/// the seed, the async context's creation number and the call's number on
+/// it, so the choices do not depend on thread timing).
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// The seed for every random choice.
@@ -136,6 +138,8 @@ struct AsyncCtx {
     in_flight: bool,
     used: bool,
     requires_notify: bool,
+    /// Calls issued on this context so far.
+    calls: u64,
 }
 
 type CtxEntry = Arc<Mutex<Context>>;
@@ -155,7 +159,6 @@ thread_local! {
 /// The shared state behind a [`SimProvider`].
 pub struct Sim {
     config: SimConfig,
-    rng: Mutex<ChaCha8Rng>,
     store: Arc<CertStore>,
     verifier: Verifier,
     tables: Mutex<Tables>,
@@ -178,7 +181,6 @@ impl SimProvider {
     pub fn new(config: SimConfig, store: Arc<CertStore>) -> Self {
         let cpus = WorkQueue::new(config.cpus);
         SimProvider(Arc::new(Sim {
-            rng: Mutex::new(ChaCha8Rng::seed_from_u64(config.seed)),
             config,
             store,
             verifier: Verifier::new(),
@@ -268,22 +270,29 @@ impl SimProvider {
         self.0.next_addr.fetch_add(1, Ordering::Relaxed) as usize
     }
 
-    fn random(&self) -> u64 {
-        self.0.rng.lock().unwrap().next_u64()
+    /// The random draws for one call: a ChaCha8 stream keyed by the seed, the
+    /// context's creation number and the call's number on that context, so a
+    /// call's choices do not depend on how threads interleave.
+    fn draws(&self, ctx_id: u64, call: u64) -> ChaCha8Rng {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&self.0.config.seed.to_le_bytes());
+        key[8..16].copy_from_slice(&ctx_id.to_le_bytes());
+        key[16..24].copy_from_slice(&call.to_le_bytes());
+        ChaCha8Rng::from_seed(key)
     }
 
-    fn pick_completion(&self) -> Completion {
+    fn pick_completion(&self, draws: &mut ChaCha8Rng) -> Completion {
         match self.0.config.completion {
             CompletionPolicy::Always(c) => c,
-            CompletionPolicy::Mixed => Completion::ALL[(self.random() % 4) as usize],
+            CompletionPolicy::Mixed => Completion::ALL[(draws.next_u64() % 4) as usize],
         }
     }
 
-    fn pick_irql(&self) -> Irql {
+    fn pick_irql(&self, draws: &mut ChaCha8Rng) -> Irql {
         match self.0.config.callback_irql {
             CallbackIrql::Passive => Irql::PASSIVE,
             CallbackIrql::Dispatch => Irql::DISPATCH,
-            CallbackIrql::Mixed if self.random() % 2 == 0 => Irql::PASSIVE,
+            CallbackIrql::Mixed if draws.next_u64() % 2 == 0 => Irql::PASSIVE,
             CallbackIrql::Mixed => Irql::DISPATCH,
         }
     }
@@ -337,8 +346,13 @@ impl SimProvider {
         if self.0.verifier.fault_point(FaultKind::Call) {
             return SecStatus::SEC_E_INSUFFICIENT_MEMORY;
         }
-        let mode = self.pick_completion();
-        let irql = self.pick_irql();
+        let (ctx_id, call) = self.with_ctx(ctx, function, |c| {
+            c.calls += 1;
+            (c.id, c.calls)
+        });
+        let mut draws = self.draws(ctx_id, call);
+        let mode = self.pick_completion(&mut draws);
+        let irql = self.pick_irql(&mut draws);
         self.0.counters.calls.fetch_add(1, Ordering::Relaxed);
         self.with_ctx(ctx, function, |c| {
             c.in_flight = true;
@@ -644,6 +658,7 @@ impl SspiProvider for SimProvider {
                 in_flight: false,
                 used: false,
                 requires_notify: false,
+                calls: 0,
             },
         );
         self.0.counters.created.fetch_add(1, Ordering::Relaxed);
