@@ -94,6 +94,12 @@ pub const ABI_VERSION: u16 = 1;
 pub const MAX_MESSAGE: usize = 256 * 1024;
 /// Largest token (input or output) in one step.
 pub const MAX_TOKEN: usize = 64 * 1024;
+/// The output buffer a STEP request must come with: a reply carrying up to
+/// `max_output` bytes of output.
+pub const fn step_reply_capacity(max_output: usize) -> usize {
+    Header::LEN + 20 + max_output
+}
+
 /// Largest target name, in bytes of UTF-8.
 pub const MAX_TARGET: usize = 255;
 
@@ -304,6 +310,7 @@ mod tests {
         };
         check(&open, &enc(&open));
         let reply = OpenReply {
+            status: 0,
             session: SessionId::new(5, 2),
         };
         check(&reply, &enc(&reply));
@@ -442,6 +449,19 @@ mod tests {
         assert_eq!(encode(&reply, &mut small), Err(DecodeError::OutputTooSmall));
         assert_eq!(DecodeError::OutputTooSmall.ntstatus() as u32, 0xC000_0023);
         assert_eq!(DecodeError::BadVersion(2).ntstatus() as u32, 0xC000_0059);
+    }
+
+    #[test]
+    fn the_step_reply_capacity_fits_exactly() {
+        let out = [9u8; 300];
+        let reply = StepReply {
+            status: 0,
+            outcome: StepOutcome::NeedInput,
+            missing: 0,
+            extra: 0,
+            output: &out,
+        };
+        assert_eq!(enc(&reply).len(), step_reply_capacity(out.len()));
     }
 
     #[test]

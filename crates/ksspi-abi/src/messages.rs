@@ -215,22 +215,30 @@ impl<'a> Message<'a> for OpenRequest<'a> {
     }
 }
 
-/// OPEN's reply.
+/// OPEN's reply: the acquisition's status and, when it succeeded, the session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenReply {
-    /// The new session.
+    /// The SECURITY_STATUS of acquiring the session's credentials.
+    pub status: i32,
+    /// The new session (0 when `status` is an error).
     pub session: SessionId,
 }
 
 impl<'a> Message<'a> for OpenReply {
     const KIND: Kind = Kind::OpenReply;
     fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        w.i32(self.status)?;
+        w.u32(0)?;
         w.u64(self.session.0)
     }
     fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let status = r.i32()?;
+        if r.u32()? != 0 {
+            return Err(DecodeError::Reserved);
+        }
         let session = SessionId(r.u64()?);
         r.end()?;
-        Ok(OpenReply { session })
+        Ok(OpenReply { status, session })
     }
 }
 

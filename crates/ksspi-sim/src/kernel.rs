@@ -34,6 +34,31 @@ pub fn raise_irql(to: Irql) -> IrqlGuard {
     IrqlGuard { old }
 }
 
+/// `KeRaiseIrql` without a guard: raise to `to`, return the old IRQL.
+pub fn raise_to(to: Irql) -> Irql {
+    let old = current_irql();
+    if to < old {
+        bugcheck(
+            Bugcheck::IrqlNotGreaterOrEqual,
+            format_args!("KeRaiseIrql to {to} from {old}"),
+        );
+    }
+    IRQL.with(|c| c.set(to.0));
+    old
+}
+
+/// `KeLowerIrql` back to `old` (which must not be above the current IRQL).
+pub fn lower_to(old: Irql) {
+    let now = current_irql();
+    if old > now {
+        bugcheck(
+            Bugcheck::IrqlNotLessOrEqual,
+            format_args!("KeLowerIrql to {old} from {now}"),
+        );
+    }
+    IRQL.with(|c| c.set(old.0));
+}
+
 /// Restores the previous IRQL when dropped.
 #[must_use = "the IRQL is lowered when the guard drops"]
 pub struct IrqlGuard {

@@ -5,7 +5,7 @@
 use crate::kernel::{bugcheck, Bugcheck};
 use crate::provider::SimProvider;
 use ksspi::engine::Platform;
-use ksspi::SecStatus;
+use ksspi::{Irql, SecStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -71,5 +71,13 @@ impl Platform for SimPlatform {
             // `arg` alive while the item is queued.
             unsafe { (inner.run)(inner.arg as *const ()) };
         });
+    }
+
+    fn raise_to_dispatch(&self) -> Irql {
+        crate::kernel::raise_to(Irql::DISPATCH)
+    }
+
+    fn lower_irql(&self, old: Irql) {
+        crate::kernel::lower_to(old)
     }
 }

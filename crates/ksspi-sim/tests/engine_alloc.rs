@@ -107,6 +107,12 @@ impl Platform for Kernel {
     fn queue_work_item(&self, item: &Self::WorkItem) {
         outside(|| self.0.queue_work_item(item))
     }
+    fn raise_to_dispatch(&self) -> Irql {
+        self.0.raise_to_dispatch()
+    }
+    fn lower_irql(&self, old: Irql) {
+        self.0.lower_irql(old)
+    }
 }
 
 struct Events(Arc<Recorder>);

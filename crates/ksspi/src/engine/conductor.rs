@@ -48,6 +48,13 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// Queue it (at any IRQL up to DISPATCH_LEVEL; no allocation, no wait). The
     /// engine never has the same item queued twice.
     fn queue_work_item(&self, item: &Self::WorkItem);
+
+    /// Raise the current thread to DISPATCH_LEVEL (`KeRaiseIrql`), for a spin
+    /// lock; returns the IRQL to go back to.
+    fn raise_to_dispatch(&self) -> Irql;
+
+    /// Go back to `old` (`KeLowerIrql`).
+    fn lower_irql(&self, old: Irql);
 }
 
 /// Counters the engine keeps across machines (for the self-test report).
