@@ -1,9 +1,19 @@
 //! ksspi-driver: the KMDF driver package.
 //!
-//! Its portable device engine and its KMDF glue (`src/kmdf/`, Windows only)
-//! arrive with the driver issue; today the package holds the build and
-//! packaging (build.rs, Makefile.toml, driver.inx) around the `ksspi` library.
+//! - [`device`]: the portable device engine: the session table (opaque ids,
+//!   slot + generation), per-file ownership, validation of every IOCTL buffer,
+//!   step requests pended while their call is in flight and completed from the
+//!   continuation, cancellation, cleanup and unload. It decides; the KMDF glue
+//!   (`src/kmdf/`, Windows only, next) only translates.
+//! - [`ntstatus`]: the NTSTATUS values the engine completes requests with.
+//! - [`lock`]: a spin lock that raises to DISPATCH_LEVEL through the platform.
 // On Windows the driver is no_std (wdk-alloc and wdk-panic arrive with the
 // KMDF glue); on other hosts the package is an ordinary std library so the
 // device engine can be tested over the model.
 #![cfg_attr(all(windows, not(test)), no_std)]
+
+extern crate alloc;
+
+pub mod device;
+pub mod lock;
+pub mod ntstatus;

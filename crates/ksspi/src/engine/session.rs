@@ -87,6 +87,9 @@ pub struct StepReport<'a> {
     pub output: &'a [u8],
     /// SSPI calls made by the step.
     pub calls: u32,
+    /// With [`Outcome::Established`]: bytes that followed the handshake, kept
+    /// for the record layer (SECBUFFER_EXTRA).
+    pub leftover: usize,
 }
 
 /// What a session tells its owner, at PASSIVE_LEVEL.
@@ -482,10 +485,16 @@ impl<P: SspiProvider> Machine<P> for Handshake<P> {
 
     fn went_idle(&mut self) {
         if let Some(outcome) = self.outcome.take() {
+            let leftover = if outcome == Outcome::Established {
+                self.input.len()
+            } else {
+                0
+            };
             let report = StepReport {
                 outcome,
                 output: &self.output,
                 calls: self.calls,
+                leftover,
             };
             self.events.step_done(&report);
         }

@@ -1,0 +1,681 @@
+//! The device engine: everything the driver decides, portable and tested over
+//! the model. The KMDF glue hands it file opens, IOCTLs (with the request that
+//! carries them), cancellations, cleanups and unload; it completes every
+//! request exactly once, never hands a kernel address to user mode (sessions
+//! are slot + generation ids), refuses a session id on any file handle but the
+//! one that opened it, and bounds what a user can make the kernel hold.
+//!
+//! Request lifetimes: `ioctl` always takes the request. Bad input is completed
+//! at once with its NTSTATUS and nothing changes. OPEN pends while the
+//! session's credentials are acquired; STEP pends while its calls run and is
+//! completed from the session's continuation (`step_ready`, after the session
+//! can take the next step); CLOSE completes at once and the session is
+//! released once any in-flight call completes. A cancelled STEP completes with
+//! `STATUS_CANCELLED` and closes its session (an SSPI call in flight cannot be
+//! taken back; the handshake cannot go on without its result).
+
+use crate::lock::SpinLock;
+use crate::ntstatus::*;
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::{Arc, Weak};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use ksspi::engine::{
+    acquire_credentials, release_credentials, CredentialSpec, EngineStats, Limits, Outcome,
+    Platform, Role, Session, SessionEvents, SessionSetup, StepError, StepReport,
+};
+use ksspi::handle::Credentials;
+use ksspi::provider::SspiProvider;
+use ksspi::sys::{
+    SP_PROT_TLS1_2_CLIENT, SP_PROT_TLS1_2_SERVER, SP_PROT_TLS1_3_CLIENT, SP_PROT_TLS1_3_SERVER,
+};
+use ksspi::{Passive, SecStatus};
+use ksspi_abi::*;
+
+/// A pended or pending IOCTL request, as the glue gives it to the engine
+/// (`WDFREQUEST` on Windows).
+pub trait Request: Send + 'static {
+    /// Bytes the request's output buffer holds (METHOD_BUFFERED).
+    fn output_capacity(&self) -> usize;
+    /// Copy `reply` to the output buffer and complete with `status` (and
+    /// `reply.len()` bytes of information). Callable at DISPATCH_LEVEL.
+    fn complete(self, status: NtStatus, reply: &[u8]);
+}
+
+/// A file handle on the device (`WDFFILEOBJECT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileId(pub u64);
+
+/// The device's bounds.
+#[derive(Clone, Debug)]
+pub struct DeviceConfig {
+    /// Sessions open at once, over all files.
+    pub max_sessions: u32,
+    /// Sessions open at once on one file handle.
+    pub max_sessions_per_file: u32,
+    /// Per-session buffers (and so the bytes a session may hold).
+    pub limits: Limits,
+    /// Running over the host model (reported by GET_INFO).
+    pub model: bool,
+    /// The driver's version.
+    pub version: [u16; 3],
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        DeviceConfig {
+            max_sessions: 1024,
+            max_sessions_per_file: 64,
+            limits: Limits::default(),
+            model: !cfg!(windows),
+            version: [0, 1, 0],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Opening,
+    Open,
+    Closing,
+}
+
+struct Entry<P: SspiProvider, K: Platform, R> {
+    file: FileId,
+    phase: Phase,
+    session: Option<Arc<Session<P, K>>>,
+    credentials: Option<Arc<Credentials<P>>>,
+    pending: Option<R>,
+    reply: Vec<u8>,
+    reply_len: usize,
+}
+
+struct Slot<P: SspiProvider, K: Platform, R> {
+    generation: u32,
+    entry: Option<Entry<P, K, R>>,
+}
+
+struct Table<P: SspiProvider, K: Platform, R> {
+    slots: Vec<Slot<P, K, R>>,
+    open: u32,
+}
+
+impl<P: SspiProvider, K: Platform, R> Table<P, K, R> {
+    fn entry(&mut self, id: SessionId, file: FileId) -> Option<&mut Entry<P, K, R>> {
+        let slot = self.slots.get_mut(id.slot() as usize)?;
+        if slot.generation != id.generation() {
+            return None;
+        }
+        slot.entry.as_mut().filter(|e| e.file == file)
+    }
+
+    fn entry_any_file(&mut self, id: SessionId) -> Option<&mut Entry<P, K, R>> {
+        let slot = self.slots.get_mut(id.slot() as usize)?;
+        if slot.generation != id.generation() {
+            return None;
+        }
+        slot.entry.as_mut()
+    }
+
+    fn remove(&mut self, id: SessionId) -> Option<Entry<P, K, R>> {
+        let slot = self.slots.get_mut(id.slot() as usize)?;
+        if slot.generation != id.generation() {
+            return None;
+        }
+        let entry = slot.entry.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.open -= 1;
+        Some(entry)
+    }
+
+    fn count(&self, file: FileId) -> u32 {
+        self.slots
+            .iter()
+            .filter(|s| s.entry.as_ref().is_some_and(|e| e.file == file))
+            .count() as u32
+    }
+}
+
+struct Shared<P: SspiProvider, K: Platform, R: Request> {
+    provider: P,
+    platform: K,
+    config: DeviceConfig,
+    table: SpinLock<Table<P, K, R>>,
+    stats: Arc<EngineStats>,
+    next_file: AtomicU64,
+    sessions_total: AtomicU64,
+    handshakes_ok: AtomicU64,
+    handshakes_failed: AtomicU64,
+}
+
+/// The device engine.
+pub struct Device<P: SspiProvider, K: Platform, R: Request> {
+    shared: Arc<Shared<P, K, R>>,
+}
+
+impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
+    /// A device with `config`'s bounds (its session table is allocated here).
+    pub fn new(provider: P, platform: K, config: DeviceConfig) -> Self {
+        let slots = (0..config.max_sessions)
+            .map(|_| Slot {
+                generation: 1,
+                entry: None,
+            })
+            .collect();
+        Device {
+            shared: Arc::new(Shared {
+                provider,
+                platform,
+                config,
+                table: SpinLock::new(Table { slots, open: 0 }),
+                stats: Arc::default(),
+                next_file: AtomicU64::new(1),
+                sessions_total: AtomicU64::new(0),
+                handshakes_ok: AtomicU64::new(0),
+                handshakes_failed: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The engine counters (calls, completions, callbacks, work items).
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.shared.stats
+    }
+
+    /// A new file handle (`EvtDeviceFileCreate`).
+    pub fn open_file(&self) -> FileId {
+        FileId(self.shared.next_file.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Sessions alive (open, opening or closing) on `file`.
+    pub fn sessions_of(&self, file: FileId) -> u32 {
+        self.shared.table.lock(&self.shared.platform).count(file)
+    }
+
+    /// Sessions alive on the device.
+    pub fn sessions_alive(&self) -> u32 {
+        self.shared.table.lock(&self.shared.platform).open
+    }
+
+    /// One IOCTL (`EvtIoDeviceControl`), at PASSIVE_LEVEL. The engine takes the
+    /// request and completes it, now or later, exactly once.
+    pub fn ioctl(&self, file: FileId, code: u32, input: &[u8], request: R, at: &Passive) {
+        let s = &self.shared;
+        match code {
+            IOCTL_KSSPI_GET_INFO => s.info(input, request),
+            IOCTL_KSSPI_OPEN => s.open(file, input, request, at),
+            IOCTL_KSSPI_STEP => s.step(file, input, request, at),
+            IOCTL_KSSPI_CLOSE => s.close(file, input, request),
+            IOCTL_KSSPI_SELFTEST | IOCTL_KSSPI_ENCRYPT | IOCTL_KSSPI_DECRYPT
+            | IOCTL_KSSPI_SHUTDOWN => request.complete(STATUS_NOT_SUPPORTED, &[]),
+            _ => request.complete(STATUS_INVALID_DEVICE_REQUEST, &[]),
+        }
+    }
+
+    /// A pended request on `session` was cancelled (`EvtRequestCancel`), at up
+    /// to DISPATCH_LEVEL: it completes with `STATUS_CANCELLED` and the session
+    /// closes. False if nothing was pended there.
+    pub fn cancel(&self, file: FileId, session: SessionId) -> bool {
+        let s = &self.shared;
+        let (request, to_close) = {
+            let mut table = s.table.lock(&s.platform);
+            let Some(entry) = table.entry(session, file) else {
+                return false;
+            };
+            let Some(request) = entry.pending.take() else {
+                return false;
+            };
+            entry.phase = Phase::Closing;
+            (request, entry.session.clone())
+        };
+        request.complete(STATUS_CANCELLED, &[]);
+        if let Some(session) = to_close {
+            session.close();
+        }
+        true
+    }
+
+    /// The file handle is being closed (`EvtFileCleanup`): close its sessions.
+    /// Returns how many are still alive; they go once their in-flight calls
+    /// complete ([`Device::sessions_of`] reaches 0).
+    pub fn cleanup(&self, file: FileId) -> u32 {
+        self.shared.close_where(|e| e.file == file);
+        self.sessions_of(file)
+    }
+
+    /// Unload: close every session. Returns how many are still alive; the glue
+    /// waits for [`Device::sessions_alive`] to reach 0 before it lets go.
+    pub fn unload(&self) -> u32 {
+        self.shared.close_where(|_| true);
+        self.sessions_alive()
+    }
+}
+
+/// The SECURITY_STATUS a step's outcome reports.
+fn step_status(outcome: Outcome, missing: u32) -> (SecStatus, StepOutcome) {
+    match outcome {
+        Outcome::NeedInput { .. } if missing > 0 => {
+            (SecStatus::SEC_E_INCOMPLETE_MESSAGE, StepOutcome::NeedInput)
+        }
+        Outcome::NeedInput { .. } => (SecStatus::SEC_I_CONTINUE_NEEDED, StepOutcome::NeedInput),
+        Outcome::Established => (SecStatus::SEC_E_OK, StepOutcome::Established),
+        Outcome::Failed(status) => (status, StepOutcome::Failed),
+    }
+}
+
+/// `SP_PROT_*` bits to disable for the ABI's allowed [`proto`] bits.
+fn disabled_protocols(allowed: u32, server: bool) -> u32 {
+    let (v12, v13) = if server {
+        (SP_PROT_TLS1_2_SERVER, SP_PROT_TLS1_3_SERVER)
+    } else {
+        (SP_PROT_TLS1_2_CLIENT, SP_PROT_TLS1_3_CLIENT)
+    };
+    let mut disabled = 0;
+    if allowed & proto::TLS12 == 0 {
+        disabled |= v12;
+    }
+    if allowed & proto::TLS13 == 0 {
+        disabled |= v13;
+    }
+    disabled
+}
+
+fn complete_with<'a, M: Message<'a>, R: Request>(request: R, m: &M) {
+    let mut buf = [0u8; 256];
+    match encode(m, &mut buf) {
+        Ok(n) if n <= request.output_capacity() => request.complete(STATUS_SUCCESS, &buf[..n]),
+        _ => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
+    }
+}
+
+impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
+    fn info(&self, input: &[u8], request: R) {
+        if !input.is_empty() {
+            if let Err(e) = decode::<Empty>(input) {
+                return request.complete(e.ntstatus(), &[]);
+            }
+        }
+        let open = self.table.lock(&self.platform).open;
+        let mut capabilities = caps::TLS12 | caps::TLS13;
+        if self.config.model {
+            capabilities |= caps::MODEL;
+        }
+        let reply = InfoReply {
+            driver_version: self.config.version,
+            capabilities,
+            sessions_open: open,
+            sessions_total: self.sessions_total.load(Ordering::Relaxed),
+            handshakes_ok: self.handshakes_ok.load(Ordering::Relaxed),
+            handshakes_failed: self.handshakes_failed.load(Ordering::Relaxed),
+            max_sessions_per_file: self.config.max_sessions_per_file,
+            max_buffered_per_session: self.config.limits.max_input as u32,
+        };
+        complete_with(request, &reply);
+    }
+
+    fn open(self: &Arc<Self>, file: FileId, input: &[u8], request: R, at: &Passive) {
+        let open = match decode::<OpenRequest>(input) {
+            Ok(o) => o,
+            Err(e) => return request.complete(e.ntstatus(), &[]),
+        };
+        if request.output_capacity() < Header::LEN + 16 {
+            return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
+        }
+        let server = open.role == ksspi_abi::Role::Server;
+        let spec = if server {
+            let end = open
+                .store
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(open.store.len());
+            let store = core::str::from_utf8(&open.store[..end]).unwrap_or("MY");
+            CredentialSpec::Server {
+                thumbprint: open.thumbprint,
+                store: String::from(if store.is_empty() { "MY" } else { store }),
+                machine: true,
+                disabled_protocols: disabled_protocols(open.protocols, true),
+            }
+        } else {
+            CredentialSpec::Client {
+                disabled_protocols: disabled_protocols(open.protocols, false),
+                manual_validation: open.manual_validation,
+            }
+        };
+        let role = if server {
+            Role::Server
+        } else {
+            let target = core::str::from_utf8(open.target).unwrap_or_default();
+            Role::Client {
+                target: (!target.is_empty()).then(|| String::from(target)),
+            }
+        };
+        // Allocate outside the lock.
+        let reply = vec![0u8; step_reply_capacity(self.config.limits.max_output)];
+        let id = {
+            let mut table = self.table.lock(&self.platform);
+            if table.count(file) >= self.config.max_sessions_per_file {
+                drop(table);
+                return request.complete(STATUS_QUOTA_EXCEEDED, &[]);
+            }
+            let Some(index) = table.slots.iter().position(|s| s.entry.is_none()) else {
+                drop(table);
+                return request.complete(STATUS_INSUFFICIENT_RESOURCES, &[]);
+            };
+            let slot = &mut table.slots[index];
+            slot.entry = Some(Entry {
+                file,
+                phase: Phase::Opening,
+                session: None,
+                credentials: None,
+                pending: Some(request),
+                reply,
+                reply_len: 0,
+            });
+            let id = SessionId::new(index as u32, slot.generation);
+            table.open += 1;
+            id
+        };
+        self.sessions_total.fetch_add(1, Ordering::Relaxed);
+        let device = Arc::downgrade(self);
+        let done = Box::new(move |result: Result<Arc<Credentials<P>>, SecStatus>| {
+            if let Some(device) = device.upgrade() {
+                device.opened(id, role, result);
+            } else if let Ok(cred) = result {
+                drop(cred); // the device is gone: the handle releases itself
+            }
+        });
+        let started = acquire_credentials(
+            self.provider.clone(),
+            self.platform.clone(),
+            &spec,
+            self.stats.clone(),
+            done,
+            at,
+        );
+        if let Err(status) = started {
+            self.open_failed(id, status);
+        }
+    }
+
+    /// The credentials for session `id` arrived (or did not): make the session
+    /// and complete OPEN. At PASSIVE_LEVEL.
+    fn opened(
+        self: &Arc<Self>,
+        id: SessionId,
+        role: Role,
+        result: Result<Arc<Credentials<P>>, SecStatus>,
+    ) {
+        let credentials = match result {
+            Ok(c) => c,
+            Err(status) => return self.open_failed(id, status),
+        };
+        let Some(at) = Passive::check(self.provider.current_irql()) else {
+            // acquire_credentials reports at PASSIVE_LEVEL.
+            return self.open_failed(id, SecStatus::SEC_E_INTERNAL_ERROR);
+        };
+        let events: Arc<dyn SessionEvents> = Arc::new(EntryEvents {
+            device: Arc::downgrade(self),
+            id,
+        });
+        let setup = SessionSetup {
+            role,
+            credentials: credentials.clone(),
+            limits: self.config.limits,
+            events,
+        };
+        let session = match Session::new(
+            self.provider.clone(),
+            self.platform.clone(),
+            setup,
+            self.stats.clone(),
+            &at,
+        ) {
+            Ok(s) => Arc::new(s),
+            Err(status) => {
+                self.release(credentials, &at);
+                return self.open_failed(id, status);
+            }
+        };
+        let mut table = self.table.lock(&self.platform);
+        let Some(entry) = table.entry_any_file(id) else {
+            drop(table);
+            session.close();
+            return;
+        };
+        if entry.phase == Phase::Closing {
+            // Closed or cancelled while opening: OPEN was completed then; the
+            // session goes now and is removed when it reports closed.
+            entry.session = Some(session.clone());
+            entry.credentials = Some(credentials);
+            drop(table);
+            session.close();
+            return;
+        }
+        entry.phase = Phase::Open;
+        entry.session = Some(session);
+        entry.credentials = Some(credentials);
+        if let Some(request) = entry.pending.take() {
+            complete_with(
+                request,
+                &OpenReply {
+                    status: 0,
+                    session: id,
+                },
+            );
+        }
+    }
+
+    fn open_failed(&self, id: SessionId, status: SecStatus) {
+        let entry = self.table.lock(&self.platform).remove(id);
+        if let Some(mut entry) = entry {
+            if let Some(request) = entry.pending.take() {
+                complete_with(
+                    request,
+                    &OpenReply {
+                        status: status.0,
+                        session: SessionId(0),
+                    },
+                );
+            }
+        }
+    }
+
+    fn release(&self, credentials: Arc<Credentials<P>>, at: &Passive) {
+        // Shared only with sessions, which are gone by now; if not, the last
+        // holder's drop releases it.
+        if let Ok(credentials) = Arc::try_unwrap(credentials) {
+            let _ = release_credentials(
+                self.provider.clone(),
+                self.platform.clone(),
+                credentials,
+                self.stats.clone(),
+                Box::new(|_| {}),
+                at,
+            );
+        }
+    }
+
+    fn step(&self, file: FileId, input: &[u8], request: R, at: &Passive) {
+        let step = match decode::<StepRequest>(input) {
+            Ok(s) => s,
+            Err(e) => return request.complete(e.ntstatus(), &[]),
+        };
+        if request.output_capacity() < step_reply_capacity(self.config.limits.max_output) {
+            return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
+        }
+        let session = {
+            let mut table = self.table.lock(&self.platform);
+            let entry = match table.entry(step.session, file) {
+                Some(e) if e.phase == Phase::Open => e,
+                _ => {
+                    drop(table);
+                    return request.complete(STATUS_INVALID_HANDLE, &[]);
+                }
+            };
+            if entry.pending.is_some() {
+                drop(table);
+                return request.complete(STATUS_DEVICE_BUSY, &[]);
+            }
+            entry.pending = Some(request);
+            entry.session.clone()
+        };
+        let result = match session {
+            Some(session) => session.step(step.input, at),
+            None => Err(StepError::Closed),
+        };
+        if let Err(e) = result {
+            let status = match e {
+                StepError::Busy => STATUS_DEVICE_BUSY,
+                StepError::Closed => STATUS_INVALID_HANDLE,
+                StepError::Finished => STATUS_INVALID_DEVICE_REQUEST,
+                StepError::TooMuchInput => STATUS_QUOTA_EXCEEDED,
+            };
+            let request = self
+                .table
+                .lock(&self.platform)
+                .entry(step.session, file)
+                .and_then(|e| e.pending.take());
+            if let Some(request) = request {
+                request.complete(status, &[]);
+            }
+        }
+    }
+
+    fn close(&self, file: FileId, input: &[u8], request: R) {
+        let close = match decode::<CloseRequest>(input) {
+            Ok(c) => c,
+            Err(e) => return request.complete(e.ntstatus(), &[]),
+        };
+        if request.output_capacity() < Header::LEN {
+            return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
+        }
+        let (session, opening) = {
+            let mut table = self.table.lock(&self.platform);
+            let Some(entry) = table
+                .entry(close.session, file)
+                .filter(|e| e.phase != Phase::Closing)
+            else {
+                drop(table);
+                return request.complete(STATUS_INVALID_HANDLE, &[]);
+            };
+            let opening = if entry.phase == Phase::Opening {
+                entry.pending.take()
+            } else {
+                None
+            };
+            entry.phase = Phase::Closing;
+            (entry.session.clone(), opening)
+        };
+        if let Some(open) = opening {
+            open.complete(STATUS_CANCELLED, &[]);
+        }
+        if let Some(session) = session {
+            session.close();
+        }
+        complete_with(request, &Empty);
+    }
+
+    /// Close every session `which` selects.
+    fn close_where(&self, which: impl Fn(&Entry<P, K, R>) -> bool) {
+        let slots = self.config.max_sessions as usize;
+        for index in 0..slots {
+            let (session, opening) = {
+                let mut table = self.table.lock(&self.platform);
+                let Some(entry) = table.slots[index].entry.as_mut() else {
+                    continue;
+                };
+                if !which(entry) || entry.phase == Phase::Closing {
+                    continue;
+                }
+                let opening = if entry.phase == Phase::Opening {
+                    entry.pending.take()
+                } else {
+                    None
+                };
+                entry.phase = Phase::Closing;
+                (entry.session.clone(), opening)
+            };
+            if let Some(open) = opening {
+                open.complete(STATUS_CANCELLED, &[]);
+            }
+            if let Some(session) = session {
+                session.close();
+            }
+        }
+    }
+}
+
+/// A session's events, routed to its table entry.
+struct EntryEvents<P: SspiProvider, K: Platform, R: Request> {
+    device: Weak<Shared<P, K, R>>,
+    id: SessionId,
+}
+
+impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, K, R> {
+    fn step_done(&self, report: &StepReport<'_>) {
+        let Some(device) = self.device.upgrade() else {
+            return;
+        };
+        let missing = match report.outcome {
+            Outcome::NeedInput { missing } => missing,
+            _ => 0,
+        };
+        let (status, outcome) = step_status(report.outcome, missing);
+        match report.outcome {
+            Outcome::Established => device.handshakes_ok.fetch_add(1, Ordering::Relaxed),
+            Outcome::Failed(_) => device.handshakes_failed.fetch_add(1, Ordering::Relaxed),
+            Outcome::NeedInput { .. } => 0,
+        };
+        let reply = StepReply {
+            status: status.0,
+            outcome,
+            missing,
+            extra: report.leftover as u32,
+            output: report.output,
+        };
+        let mut table = device.table.lock(&device.platform);
+        if let Some(entry) = table.entry_any_file(self.id) {
+            entry.reply_len = encode(&reply, &mut entry.reply).unwrap_or(0);
+        }
+    }
+
+    fn step_ready(&self) {
+        let Some(device) = self.device.upgrade() else {
+            return;
+        };
+        let mut table = device.table.lock(&device.platform);
+        if let Some(entry) = table.entry_any_file(self.id) {
+            if let Some(request) = entry.pending.take() {
+                let reply = &entry.reply[..entry.reply_len];
+                if entry.reply_len == 0 {
+                    request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
+                } else {
+                    request.complete(STATUS_SUCCESS, reply);
+                }
+                entry.reply_len = 0;
+            }
+        }
+    }
+
+    fn closed(&self) {
+        let Some(device) = self.device.upgrade() else {
+            return;
+        };
+        let entry = device.table.lock(&device.platform).remove(self.id);
+        let Some(mut entry) = entry else {
+            return;
+        };
+        if let Some(request) = entry.pending.take() {
+            request.complete(STATUS_CANCELLED, &[]);
+        }
+        drop(entry.session.take());
+        if let (Some(credentials), Some(at)) = (
+            entry.credentials.take(),
+            Passive::check(device.provider.current_irql()),
+        ) {
+            device.release(credentials, &at);
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The device engine over the model: IOCTLs as user mode sends them, every
+//! request completed exactly once with the right NTSTATUS, sessions owned by
+//! their file handle, bounds, cancellation, cleanup, and nothing left behind.
+
+use ksspi::engine::Platform;
+use ksspi::{Irql, Passive, SecStatus};
+use ksspi_abi::*;
+use ksspi_driver::device::{Device, DeviceConfig, FileId, Request};
+use ksspi_driver::ntstatus::*;
+use ksspi_sim::certs::{CertStore, TestPki, Thumbprint};
+use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimPlatform, SimProvider};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+type Done = Arc<(Mutex<Vec<(NtStatus, Vec<u8>)>>, Condvar)>;
+
+/// A request whose completion the test waits for.
+struct TestRequest {
+    capacity: usize,
+    done: Done,
+}
+
+impl Request for TestRequest {
+    fn output_capacity(&self) -> usize {
+        self.capacity
+    }
+    fn complete(self, status: NtStatus, reply: &[u8]) {
+        assert!(
+            reply.len() <= self.capacity,
+            "reply overruns the output buffer"
+        );
+        self.done.0.lock().unwrap().push((status, reply.to_vec()));
+        self.done.1.notify_all();
+    }
+}
+
+type Dev = Device<SimProvider, SimPlatform, TestRequest>;
+
+struct World {
+    sim: SimProvider,
+    dev: Dev,
+    thumb: Thumbprint,
+}
+
+fn world(completion: CompletionPolicy, config: DeviceConfig) -> World {
+    let pki = TestPki::new("device CA");
+    let store = CertStore::new();
+    let leaf = pki.leaf(&["localhost"], false);
+    let thumb = store
+        .add_identity("MY", leaf.chain_der, leaf.key_der)
+        .unwrap();
+    store.add_root_der(pki.ca_der()).unwrap();
+    let sim = SimProvider::new(
+        SimConfig {
+            completion,
+            callback_irql: CallbackIrql::Mixed,
+            seed: 5,
+            ..SimConfig::default()
+        },
+        Arc::new(store),
+    );
+    let dev = Device::new(sim.clone(), SimPlatform::new(&sim), config);
+    World { sim, dev, thumb }
+}
+
+fn at() -> Passive {
+    Passive::check(Irql::PASSIVE).unwrap()
+}
+
+impl World {
+    /// Send an IOCTL; returns the completion handle.
+    fn send(&self, file: FileId, code: u32, input: &[u8], capacity: usize) -> Done {
+        let done: Done = Arc::default();
+        self.dev.ioctl(
+            file,
+            code,
+            input,
+            TestRequest {
+                capacity,
+                done: done.clone(),
+            },
+            &at(),
+        );
+        done
+    }
+
+    /// Send and wait for the completion.
+    fn call(&self, file: FileId, code: u32, input: &[u8], capacity: usize) -> (NtStatus, Vec<u8>) {
+        wait(&self.send(file, code, input, capacity))
+    }
+
+    fn open(&self, file: FileId, role: Role, target: &[u8]) -> (NtStatus, OpenReply) {
+        let mut store = [0u8; 16];
+        store[..2].copy_from_slice(b"MY");
+        let req = OpenRequest {
+            role,
+            manual_validation: false,
+            protocols: proto::ALL,
+            thumbprint: self.thumb,
+            store,
+            target,
+        };
+        let (status, reply) = self.call(file, IOCTL_KSSPI_OPEN, &enc(&req), 64);
+        let open = if status == STATUS_SUCCESS {
+            decode::<OpenReply>(&reply).unwrap()
+        } else {
+            OpenReply {
+                status: 0,
+                session: SessionId(0),
+            }
+        };
+        (status, open)
+    }
+
+    fn step(&self, file: FileId, session: SessionId, input: &[u8]) -> (NtStatus, Vec<u8>) {
+        let req = StepRequest { session, input };
+        self.call(
+            file,
+            IOCTL_KSSPI_STEP,
+            &enc(&req),
+            step_reply_capacity(64 * 1024),
+        )
+    }
+
+    fn close(&self, file: FileId, session: SessionId) -> NtStatus {
+        self.call(file, IOCTL_KSSPI_CLOSE, &enc(&CloseRequest { session }), 64)
+            .0
+    }
+
+    /// Wait for every session to be released, then check the model is clean.
+    fn finish(self) {
+        for _ in 0..2000 {
+            if self.dev.sessions_alive() == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(self.dev.sessions_alive(), 0, "sessions left");
+        self.sim.wait_idle();
+        drop(self.dev);
+        self.sim.unload().unwrap_or_else(|leaks| panic!("{leaks}"));
+    }
+}
+
+fn wait(done: &Done) -> (NtStatus, Vec<u8>) {
+    let mut g = done.0.lock().unwrap();
+    while g.is_empty() {
+        let (g2, t) = done.1.wait_timeout(g, Duration::from_secs(20)).unwrap();
+        g = g2;
+        assert!(
+            !t.timed_out() || !g.is_empty(),
+            "request not completed within 20 s"
+        );
+    }
+    assert_eq!(g.len(), 1, "a request completed more than once");
+    g[0].clone()
+}
+
+fn enc<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let n = encode(m, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// A full handshake through STEP IOCTLs between two sessions.
+fn handshake(
+    w: &World,
+    file: FileId,
+    server: SessionId,
+    client: SessionId,
+) -> (StepOutcome, StepOutcome) {
+    let (st, reply) = w.step(file, client, &[]);
+    assert_eq!(st, STATUS_SUCCESS);
+    let mut c = decode::<StepReply>(&reply).unwrap();
+    let mut to_server = c.output.to_vec();
+    let mut s_out = StepOutcome::NeedInput;
+    let mut c_out = c.outcome;
+    for _ in 0..10 {
+        if s_out == StepOutcome::NeedInput && !to_server.is_empty() {
+            let (st, reply) = w.step(file, server, &to_server);
+            assert_eq!(st, STATUS_SUCCESS);
+            let s = decode::<StepReply>(&reply).unwrap();
+            s_out = s.outcome;
+            let to_client = s.output.to_vec();
+            to_server.clear();
+            if c_out == StepOutcome::NeedInput && !to_client.is_empty() {
+                let (st, reply) = w.step(file, client, &to_client);
+                assert_eq!(st, STATUS_SUCCESS);
+                c = decode::<StepReply>(&reply).unwrap();
+                c_out = c.outcome;
+                to_server = c.output.to_vec();
+            }
+        } else {
+            break;
+        }
+    }
+    (c_out, s_out)
+}
+
+#[test]
+fn info_and_a_handshake_through_the_ioctls_in_every_completion_mode() {
+    for mode in Completion::ALL {
+        let w = world(CompletionPolicy::Always(mode), DeviceConfig::default());
+        let file = w.dev.open_file();
+        let (st, reply) = w.call(file, IOCTL_KSSPI_GET_INFO, &[], 256);
+        assert_eq!(st, STATUS_SUCCESS);
+        let info = decode::<InfoReply>(&reply).unwrap();
+        assert!(info.capabilities & caps::MODEL != 0);
+        let (st, server) = w.open(file, Role::Server, b"");
+        assert_eq!((st, server.status), (STATUS_SUCCESS, 0));
+        let (st, client) = w.open(file, Role::Client, b"localhost");
+        assert_eq!((st, client.status), (STATUS_SUCCESS, 0));
+        assert_ne!(server.session, client.session);
+        assert_eq!(
+            handshake(&w, file, server.session, client.session),
+            (StepOutcome::Established, StepOutcome::Established),
+            "{mode:?}"
+        );
+        // A step after the end is refused, not run.
+        assert_eq!(
+            w.step(file, client.session, b"x").0,
+            STATUS_INVALID_DEVICE_REQUEST
+        );
+        let (_, reply) = w.call(file, IOCTL_KSSPI_GET_INFO, &[], 256);
+        let info = decode::<InfoReply>(&reply).unwrap();
+        assert_eq!((info.handshakes_ok, info.sessions_open), (2, 2));
+        assert_eq!(w.close(file, server.session), STATUS_SUCCESS);
+        assert_eq!(w.close(file, client.session), STATUS_SUCCESS);
+        // Closed ids are stale at once.
+        assert_eq!(w.close(file, client.session), STATUS_INVALID_HANDLE);
+        w.finish();
+    }
+}
+
+#[test]
+fn bad_buffers_get_their_status_and_change_nothing() {
+    let w = world(CompletionPolicy::Mixed, DeviceConfig::default());
+    let file = w.dev.open_file();
+    let (_, client) = w.open(file, Role::Client, b"localhost");
+    let step = enc(&StepRequest {
+        session: client.session,
+        input: &[],
+    });
+    // Short, oversized claim, wrong version, garbage, unknown and reserved IOCTLs.
+    assert_eq!(
+        w.call(file, IOCTL_KSSPI_STEP, &step[..10], 1 << 17).0,
+        STATUS_BUFFER_TOO_SMALL
+    );
+    let mut v2 = step.clone();
+    v2[4] = 2;
+    assert_eq!(
+        w.call(file, IOCTL_KSSPI_STEP, &v2, 1 << 17).0,
+        STATUS_REVISION_MISMATCH
+    );
+    assert_eq!(
+        w.call(file, IOCTL_KSSPI_STEP, b"definitely not a request", 1 << 17)
+            .0,
+        STATUS_INVALID_PARAMETER
+    );
+    assert_eq!(
+        w.call(file, 0x0022_0000, &step, 1 << 17).0,
+        STATUS_INVALID_DEVICE_REQUEST
+    );
+    assert_eq!(
+        w.call(file, IOCTL_KSSPI_ENCRYPT, &step, 1 << 17).0,
+        STATUS_NOT_SUPPORTED
+    );
+    // An output buffer too small for any step reply.
+    assert_eq!(
+        w.call(file, IOCTL_KSSPI_STEP, &step, 100).0,
+        STATUS_BUFFER_TOO_SMALL
+    );
+    // Nothing changed: the session steps normally.
+    let (st, reply) = w.step(file, client.session, &[]);
+    assert_eq!(st, STATUS_SUCCESS);
+    assert_eq!(
+        decode::<StepReply>(&reply).unwrap().outcome,
+        StepOutcome::NeedInput
+    );
+    // An unknown thumbprint: OPEN completes with the acquisition's status.
+    let mut store = [0u8; 16];
+    store[..2].copy_from_slice(b"MY");
+    let bad = OpenRequest {
+        role: Role::Server,
+        manual_validation: false,
+        protocols: proto::ALL,
+        thumbprint: [0xEE; 20],
+        store,
+        target: b"",
+    };
+    let (st, reply) = w.call(file, IOCTL_KSSPI_OPEN, &enc(&bad), 64);
+    assert_eq!(st, STATUS_SUCCESS);
+    assert_eq!(
+        decode::<OpenReply>(&reply).unwrap().status,
+        SecStatus::SEC_E_NO_CREDENTIALS.0
+    );
+    assert_eq!(w.dev.cleanup(file), w.dev.sessions_of(file));
+    w.finish();
+}
+
+#[test]
+fn a_session_belongs_to_the_file_that_opened_it() {
+    let w = world(CompletionPolicy::Mixed, DeviceConfig::default());
+    let (a, b) = (w.dev.open_file(), w.dev.open_file());
+    let (_, client) = w.open(a, Role::Client, b"localhost");
+    assert_eq!(w.step(b, client.session, &[]).0, STATUS_INVALID_HANDLE);
+    assert_eq!(w.close(b, client.session), STATUS_INVALID_HANDLE);
+    // A forged id: same slot, another generation.
+    let forged = SessionId::new(client.session.slot(), client.session.generation() + 1);
+    assert_eq!(w.step(a, forged, &[]).0, STATUS_INVALID_HANDLE);
+    assert_eq!(w.step(a, client.session, &[]).0, STATUS_SUCCESS);
+    w.dev.cleanup(a);
+    w.dev.cleanup(b);
+    w.finish();
+}
+
+#[test]
+fn sessions_per_file_are_bounded() {
+    let config = DeviceConfig {
+        max_sessions_per_file: 2,
+        ..DeviceConfig::default()
+    };
+    let w = world(CompletionPolicy::Mixed, config);
+    let (a, b) = (w.dev.open_file(), w.dev.open_file());
+    assert_eq!(w.open(a, Role::Client, b"x").0, STATUS_SUCCESS);
+    assert_eq!(w.open(a, Role::Client, b"x").0, STATUS_SUCCESS);
+    assert_eq!(w.open(a, Role::Client, b"x").0, STATUS_QUOTA_EXCEEDED);
+    assert_eq!(
+        w.open(b, Role::Client, b"x").0,
+        STATUS_SUCCESS,
+        "another file has its own quota"
+    );
+    w.dev.unload();
+    w.finish();
+}
+
+/// Hold the model's completion threads so calls stay in flight.
+fn hold_cpus(w: &World) -> Arc<std::sync::Barrier> {
+    let gate = Arc::new(std::sync::Barrier::new(3));
+    for _ in 0..2 {
+        let g = gate.clone();
+        w.sim.cpu_queue_for_tests().queue(move || {
+            g.wait();
+        });
+    }
+    gate
+}
+
+#[test]
+fn a_cancelled_step_completes_once_and_its_session_goes() {
+    let w = world(
+        CompletionPolicy::Always(Completion::Async),
+        DeviceConfig::default(),
+    );
+    let file = w.dev.open_file();
+    let (_, client) = w.open(file, Role::Client, b"localhost");
+    let gate = hold_cpus(&w);
+    let pending = w.send(
+        file,
+        IOCTL_KSSPI_STEP,
+        &enc(&StepRequest {
+            session: client.session,
+            input: &[],
+        }),
+        step_reply_capacity(64 * 1024),
+    );
+    assert!(
+        pending.0.lock().unwrap().is_empty(),
+        "the step pends while its call is in flight"
+    );
+    // A second step on the same session is refused while one pends.
+    assert_eq!(w.step(file, client.session, &[]).0, STATUS_DEVICE_BUSY);
+    // Cancel, from DISPATCH_LEVEL as a cancel routine may run.
+    let cancelled = {
+        let platform = SimPlatform::new(&w.sim);
+        let old = platform.raise_to_dispatch();
+        let r = w.dev.cancel(file, client.session);
+        platform.lower_irql(old);
+        r
+    };
+    assert!(cancelled);
+    assert_eq!(wait(&pending).0, STATUS_CANCELLED);
+    assert!(
+        !w.dev.cancel(file, client.session),
+        "nothing left to cancel"
+    );
+    gate.wait();
+    w.finish();
+}
+
+#[test]
+fn cleanup_closes_a_files_sessions_mid_step_and_completes_everything_once() {
+    let w = world(
+        CompletionPolicy::Always(Completion::Async),
+        DeviceConfig::default(),
+    );
+    let (a, other) = (w.dev.open_file(), w.dev.open_file());
+    let (_, c1) = w.open(a, Role::Client, b"localhost");
+    let (_, c2) = w.open(a, Role::Client, b"localhost");
+    let (_, keep) = w.open(other, Role::Client, b"localhost");
+    let gate = hold_cpus(&w);
+    let p1 = w.send(
+        a,
+        IOCTL_KSSPI_STEP,
+        &enc(&StepRequest {
+            session: c1.session,
+            input: &[],
+        }),
+        step_reply_capacity(64 * 1024),
+    );
+    let left = w.dev.cleanup(a);
+    // c1 waits for its in-flight call; c2 had none and is gone already.
+    assert_eq!(left, 1);
+    gate.wait();
+    let (st, _) = wait(&p1);
+    assert!(st == STATUS_CANCELLED || st == STATUS_SUCCESS, "{st:#x}");
+    for _ in 0..2000 {
+        if w.dev.sessions_of(a) == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(w.dev.sessions_of(a), 0);
+    assert_eq!(w.step(a, c2.session, &[]).0, STATUS_INVALID_HANDLE);
+    // The other file's session is untouched.
+    assert_eq!(w.step(other, keep.session, &[]).0, STATUS_SUCCESS);
+    w.dev.unload();
+    w.finish();
+}
