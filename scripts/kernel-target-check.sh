@@ -13,6 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KERNEL_CRATES="ksspi ksspi-abi"
+# The driver package's portable part (the device engine), built as an rlib
+# with --cfg ksspi_host_check: without the WDK here, the KMDF glue and its
+# wdk crates are left out.
+DRIVER_PACKAGE="ksspi-driver"
 EXPECTED=(
   SspiCreateAsyncContext SspiFreeAsyncContext SspiReinitAsyncContext
   SspiSetAsyncNotifyCallback SspiAsyncContextRequiresNotify SspiGetAsyncCallStatus
@@ -33,7 +37,7 @@ fi
 
 # rustup's cargo comes first on PATH: name Debian's explicitly.
 kcargo() {
-  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-C target-feature=+crt-static" \
+  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-C target-feature=+crt-static ${EXTRA_RUSTFLAGS:-}" \
     /usr/bin/cargo "$@" -Zbuild-std=core,alloc -Zbuild-std-features=compiler-builtins-mem \
     --target x86_64-pc-windows-msvc
 }
@@ -42,6 +46,10 @@ for crate in $KERNEL_CRATES; do
   echo "kernel-target: building $crate for x86_64-pc-windows-msvc (no_std)"
   kcargo build -q -p "$crate" --release --target-dir target/kernel
 done
+
+echo "kernel-target: building $DRIVER_PACKAGE's device engine for x86_64-pc-windows-msvc (no_std)"
+EXTRA_RUSTFLAGS="--cfg ksspi_host_check" kcargo rustc -q -p "$DRIVER_PACKAGE" --lib --crate-type rlib \
+  --release --target-dir target/kernel-driver
 
 out=target/kernel-probe
 echo "kernel-target: building and linking the probe"
