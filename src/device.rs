@@ -208,8 +208,10 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
             IOCTL_KSSPI_OPEN => s.open(file, input, request, at),
             IOCTL_KSSPI_STEP => s.step(file, input, request, at),
             IOCTL_KSSPI_CLOSE => s.close(file, input, request),
-            IOCTL_KSSPI_SELFTEST | IOCTL_KSSPI_ENCRYPT | IOCTL_KSSPI_DECRYPT
-            | IOCTL_KSSPI_SHUTDOWN => request.complete(STATUS_NOT_SUPPORTED, &[]),
+            IOCTL_KSSPI_SELFTEST => s.selftest(input, request, at),
+            IOCTL_KSSPI_ENCRYPT | IOCTL_KSSPI_DECRYPT | IOCTL_KSSPI_SHUTDOWN => {
+                request.complete(STATUS_NOT_SUPPORTED, &[])
+            }
             _ => request.complete(STATUS_INVALID_DEVICE_REQUEST, &[]),
         }
     }
@@ -313,6 +315,32 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             max_buffered_per_session: self.config.limits.max_input as u32,
         };
         complete_with(request, &reply);
+    }
+
+    fn selftest(&self, input: &[u8], request: R, at: &Passive) {
+        let plan = match decode::<SelftestRequest>(input) {
+            Ok(p) => p,
+            Err(e) => return request.complete(e.ntstatus(), &[]),
+        };
+        // The completion mode and callback IRQL are the model's policy, set by
+        // whoever built the model; a real driver cannot choose them.
+        if !self.config.model && (plan.completion != 0 || plan.callback_irql != 0) {
+            return request.complete(STATUS_NOT_SUPPORTED, &[]);
+        }
+        if plan.bytes != 0 {
+            return request.complete(STATUS_NOT_SUPPORTED, &[]); // record layer: later
+        }
+        if request.output_capacity() < Header::LEN + 144 {
+            return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
+        }
+        crate::selftest::start(
+            self.provider.clone(),
+            self.platform.clone(),
+            plan,
+            self.config.limits,
+            request,
+            at,
+        );
     }
 
     fn open(self: &Arc<Self>, file: FileId, input: &[u8], request: R, at: &Passive) {

@@ -17,3 +17,4 @@ extern crate alloc;
 pub mod device;
 pub mod lock;
 pub mod ntstatus;
+mod selftest;

@@ -31,6 +31,18 @@ impl Request for TestRequest {
         );
         self.done.0.lock().unwrap().push((status, reply.to_vec()));
         self.done.1.notify_all();
+        std::mem::forget(self); // completed: not a dropped request
+    }
+}
+
+/// Marks a request the engine dropped without completing it (on Windows, an
+/// IRP that never completes).
+const DROPPED: NtStatus = 0x7FFF_DEAD;
+
+impl Drop for TestRequest {
+    fn drop(&mut self) {
+        self.done.0.lock().unwrap().push((DROPPED, Vec::new()));
+        self.done.1.notify_all();
     }
 }
 
@@ -153,6 +165,10 @@ fn wait(done: &Done) -> (NtStatus, Vec<u8>) {
         );
     }
     assert_eq!(g.len(), 1, "a request completed more than once");
+    assert_ne!(
+        g[0].0, DROPPED,
+        "the engine dropped a request without completing it"
+    );
     g[0].clone()
 }
 
@@ -427,4 +443,108 @@ fn cleanup_closes_a_files_sessions_mid_step_and_completes_everything_once() {
     assert_eq!(w.step(other, keep.session, &[]).0, STATUS_SUCCESS);
     w.dev.unload();
     w.finish();
+}
+
+fn selftest(w: &World, count: u32, concurrency: u32) -> (NtStatus, Option<SelftestReply>) {
+    let file = w.dev.open_file();
+    let req = SelftestRequest {
+        count,
+        concurrency,
+        protocols: proto::ALL,
+        thumbprint: w.thumb,
+        ..SelftestRequest::default()
+    };
+    let (st, reply) = w.call(file, IOCTL_KSSPI_SELFTEST, &enc(&req), 512);
+    (
+        st,
+        (st == STATUS_SUCCESS).then(|| decode::<SelftestReply>(&reply).unwrap()),
+    )
+}
+
+#[test]
+fn the_selftest_runs_n_handshakes_at_concurrency_c_in_every_mode() {
+    for policy in Completion::ALL
+        .map(CompletionPolicy::Always)
+        .into_iter()
+        .chain([CompletionPolicy::Mixed])
+    {
+        let w = world(policy, DeviceConfig::default());
+        let (st, reply) = selftest(&w, 60, 8);
+        assert_eq!(st, STATUS_SUCCESS);
+        let r = reply.unwrap();
+        assert_eq!(
+            (r.handshakes_ok, r.handshakes_failed),
+            (60, 0),
+            "{policy:?}: {r:?}"
+        );
+        assert_eq!(r.sessions, 120);
+        assert_eq!(
+            r.async_contexts_created, r.sessions,
+            "one async context per session"
+        );
+        assert!(r.steps >= 60 * 3, "{r:?}");
+        assert!(r.latency_p50_us <= r.latency_p99_us && r.latency_p99_us <= r.latency_max_us);
+        assert!(r.elapsed_us > 0);
+        let by_mode =
+            r.completions_pending + r.completions_inline_callback + r.completions_sync_no_callback;
+        assert!(by_mode > 0, "{r:?}");
+        w.finish();
+    }
+}
+
+#[test]
+fn a_selftest_with_an_unknown_certificate_reports_every_handshake_failed() {
+    let mut w = world(CompletionPolicy::Mixed, DeviceConfig::default());
+    w.thumb = [0x42; 20];
+    let (st, reply) = selftest(&w, 5, 2);
+    assert_eq!(st, STATUS_SUCCESS);
+    let r = reply.unwrap();
+    assert_eq!((r.handshakes_ok, r.handshakes_failed), (0, 5));
+    w.finish();
+}
+
+#[test]
+fn a_low_resources_sweep_over_a_selftest_ends_cleanly_every_time() {
+    let pki = TestPki::new("sweep CA");
+    let store = CertStore::new();
+    let leaf = pki.leaf(&["localhost"], false);
+    let thumb = store
+        .add_identity("MY", leaf.chain_der, leaf.key_der)
+        .unwrap();
+    let store = Arc::new(store);
+    let config = SimConfig {
+        completion: CompletionPolicy::Mixed,
+        callback_irql: CallbackIrql::Mixed,
+        seed: 3,
+        ..SimConfig::default()
+    };
+    let report = ksspi_sim::sweep::sweep(&config, &store, |sim| {
+        let dev: Dev = Device::new(sim.clone(), SimPlatform::new(sim), DeviceConfig::default());
+        let w = World {
+            sim: sim.clone(),
+            dev,
+            thumb,
+        };
+        let (st, reply) = selftest(&w, 3, 2);
+        let verdict = match (st, reply) {
+            (STATUS_SUCCESS, Some(r)) if r.handshakes_ok + r.handshakes_failed == 3 => Ok(()),
+            (STATUS_SUCCESS, r) => Err(format!("counts do not add up: {r:?}")),
+            (other, _) if other < 0 => Ok(()), // a clean error status
+            (other, _) => Err(format!("non-error status {other:#x}")),
+        };
+        for _ in 0..2000 {
+            if w.dev.sessions_alive() == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        sim.wait_idle();
+        verdict
+    });
+    println!(
+        "self-test sweep: {} fault points, {} runs",
+        report.points, report.runs
+    );
+    assert!(report.points > 30, "{}", report.points);
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
 }

@@ -80,4 +80,12 @@ impl Platform for SimPlatform {
     fn lower_irql(&self, old: Irql) {
         crate::kernel::lower_to(old)
     }
+
+    fn now_us(&self) -> u64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_micros() as u64
+    }
 }

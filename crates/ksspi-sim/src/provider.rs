@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 
 /// How an async call completes (DESIGN.md, contract item 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,7 +28,7 @@ pub enum Completion {
     /// function returned or racing it.
     Async,
     /// (a) on another thread, and the callback has *finished* before the issuing
-    /// function returns.
+    /// function returns (each such call gets a thread of its own).
     AsyncBeforeReturn,
     /// (b) synchronously, the callback inline on the issuer's stack.
     Inline,
@@ -369,14 +369,16 @@ impl SimProvider {
             Completion::Inline | Completion::Sync => run(),
             Completion::Async => self.0.cpus.queue(run),
             Completion::AsyncBeforeReturn => {
-                let (tx, rx) = mpsc::channel();
-                self.0.cpus.queue(move || {
-                    run();
-                    let _ = tx.send(());
-                });
-                // The issuer waits here only to force the ordering; a real
-                // issuer never waits (this is the model's own thread).
-                let _ = rx.recv();
+                // A CPU of its own: the issuer waits only to force the ordering
+                // (a real issuer never waits), and taking a pool thread here
+                // could leave none for a call issued from a callback.
+                let cpu = std::thread::Builder::new()
+                    .name("ksspi-sim-cpu-before-return".into())
+                    .spawn(run)
+                    .expect("spawn a completion thread");
+                if let Err(panic) = cpu.join() {
+                    std::panic::resume_unwind(panic);
+                }
             }
         }
         SecStatus::SEC_E_OK

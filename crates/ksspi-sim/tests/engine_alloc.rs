@@ -113,6 +113,9 @@ impl Platform for Kernel {
     fn lower_irql(&self, old: Irql) {
         self.0.lower_irql(old)
     }
+    fn now_us(&self) -> u64 {
+        self.0.now_us()
+    }
 }
 
 struct Events(Arc<Recorder>);

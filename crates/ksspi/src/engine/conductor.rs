@@ -55,6 +55,10 @@ pub trait Platform: Clone + Send + Sync + 'static {
 
     /// Go back to `old` (`KeLowerIrql`).
     fn lower_irql(&self, old: Irql);
+
+    /// A monotonic clock in microseconds (`KeQueryInterruptTime` / 10), for
+    /// the self-test's timings.
+    fn now_us(&self) -> u64;
 }
 
 /// Counters the engine keeps across machines (for the self-test report).
