@@ -21,3 +21,4 @@ pub const STATUS_DELETE_PENDING: NtStatus = nt(0xC000_0056);
 pub const STATUS_QUOTA_EXCEEDED: NtStatus = nt(0xC000_0044);
 pub const STATUS_NOT_SUPPORTED: NtStatus = nt(0xC000_00BB);
 pub const STATUS_REVISION_MISMATCH: NtStatus = nt(0xC000_0059);
+pub const STATUS_INVALID_BUFFER_SIZE: NtStatus = nt(0xC000_0206);
