@@ -92,6 +92,33 @@ struct Entry<P: SspiProvider, K: Platform, R> {
     reply_len: usize,
 }
 
+impl<P: SspiProvider, K: Platform, R> Entry<P, K, R> {
+    /// Mark the entry closing (under the table lock); returns the session to
+    /// close and a pending OPEN to cancel, for [`end_close`] outside the lock.
+    fn begin_close(&mut self) -> (Option<Arc<Session<P, K>>>, Option<R>) {
+        let opening = if self.phase == Phase::Opening {
+            self.pending.take()
+        } else {
+            None
+        };
+        self.phase = Phase::Closing;
+        (self.session.clone(), opening)
+    }
+}
+
+/// The part of a close that runs outside the table lock.
+fn end_close<P: SspiProvider, K: Platform, R: Request>(
+    session: Option<Arc<Session<P, K>>>,
+    opening: Option<R>,
+) {
+    if let Some(open) = opening {
+        open.complete(STATUS_CANCELLED, &[]);
+    }
+    if let Some(session) = session {
+        session.close();
+    }
+}
+
 struct Slot<P: SspiProvider, K: Platform, R> {
     generation: u32,
     entry: Option<Entry<P, K, R>>,
@@ -588,20 +615,9 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 drop(table);
                 return request.complete(STATUS_INVALID_HANDLE, &[]);
             };
-            let opening = if entry.phase == Phase::Opening {
-                entry.pending.take()
-            } else {
-                None
-            };
-            entry.phase = Phase::Closing;
-            (entry.session.clone(), opening)
+            entry.begin_close()
         };
-        if let Some(open) = opening {
-            open.complete(STATUS_CANCELLED, &[]);
-        }
-        if let Some(session) = session {
-            session.close();
-        }
+        end_close(session, opening);
         complete_with(request, &Empty);
     }
 
@@ -617,20 +633,9 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 if !which(entry) || entry.phase == Phase::Closing {
                     continue;
                 }
-                let opening = if entry.phase == Phase::Opening {
-                    entry.pending.take()
-                } else {
-                    None
-                };
-                entry.phase = Phase::Closing;
-                (entry.session.clone(), opening)
+                entry.begin_close()
             };
-            if let Some(open) = opening {
-                open.complete(STATUS_CANCELLED, &[]);
-            }
-            if let Some(session) = session {
-                session.close();
-            }
+            end_close(session, opening);
         }
     }
 }
