@@ -327,7 +327,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             }
         }
         let open = self.table.lock(&self.platform).open;
-        let mut capabilities = caps::TLS12 | caps::TLS13;
+        let mut capabilities = caps::TLS12 | caps::TLS13 | caps::SELFTEST;
         if self.config.model {
             capabilities |= caps::MODEL;
         }

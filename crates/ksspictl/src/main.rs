@@ -1,0 +1,417 @@
+//! ksspictl: drive the ksspi driver through its IOCTLs.
+//!
+//! On hosts without Windows the driver's device engine runs in-process over
+//! the model (`--completion` and `--callback-irql` choose the model's
+//! behaviour); the Windows backend (DeviceIoControl on the device interface)
+//! arrives with the KMDF glue.
+
+mod model;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use ksspi_abi::*;
+use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig};
+use model::Model;
+use serde::Serialize;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "ksspictl",
+    version,
+    about = "Drive the ksspi kernel TLS driver through its IOCTLs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Versions, capabilities and counters.
+    Info {
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the driver's self-test: handshakes between a server and a client
+    /// session inside the driver.
+    Selftest(SelftestArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Tls {
+    #[value(name = "1.2")]
+    V12,
+    #[value(name = "1.3")]
+    V13,
+    Both,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompletionArg {
+    Async,
+    Inline,
+    Sync,
+    Mixed,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum IrqlArg {
+    Passive,
+    Dispatch,
+    Mixed,
+}
+
+#[derive(clap::Args)]
+struct SelftestArgs {
+    /// Handshakes to run.
+    #[arg(long, default_value_t = 100)]
+    count: u32,
+    /// Handshakes at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
+    /// TLS versions (both: alternate).
+    #[arg(long, value_enum, default_value_t = Tls::Both)]
+    tls: Tls,
+    /// Model: how async calls complete.
+    #[arg(long, value_enum)]
+    completion: Option<CompletionArg>,
+    /// Model: the IRQL completion callbacks run at.
+    #[arg(long = "callback-irql", value_enum)]
+    callback_irql: Option<IrqlArg>,
+    /// Model: the seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn model_config(args: &SelftestArgs) -> SimConfig {
+    let completion = match args.completion.unwrap_or(CompletionArg::Mixed) {
+        CompletionArg::Async => CompletionPolicy::Always(Completion::Async),
+        CompletionArg::Inline => CompletionPolicy::Always(Completion::Inline),
+        CompletionArg::Sync => CompletionPolicy::Always(Completion::Sync),
+        CompletionArg::Mixed => CompletionPolicy::Mixed,
+    };
+    let callback_irql = match args.callback_irql.unwrap_or(IrqlArg::Mixed) {
+        IrqlArg::Passive => CallbackIrql::Passive,
+        IrqlArg::Dispatch => CallbackIrql::Dispatch,
+        IrqlArg::Mixed => CallbackIrql::Mixed,
+    };
+    SimConfig {
+        seed: args.seed,
+        completion,
+        callback_irql,
+        ..SimConfig::default()
+    }
+}
+
+/// A failure: one line on stderr, non-zero exit.
+struct Failure(String);
+
+fn ntstatus_name(status: i32) -> String {
+    format!("NTSTATUS {:#010x}", status as u32)
+}
+
+#[derive(Serialize)]
+struct Completions {
+    pending: u64,
+    inline_callback: u64,
+    sync_no_callback: u64,
+}
+
+#[derive(Serialize)]
+struct Callbacks {
+    passive: u64,
+    dispatch: u64,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    p50: u64,
+    p99: u64,
+    max: u64,
+}
+
+#[derive(Serialize)]
+struct SelftestJson {
+    backend: &'static str,
+    count: u32,
+    concurrency: u32,
+    handshakes_ok: u64,
+    handshakes_failed: u64,
+    sessions: u64,
+    async_contexts_created: u64,
+    reinits: u64,
+    steps: u64,
+    completions: Completions,
+    callbacks: Callbacks,
+    work_items: u64,
+    elapsed_us: u64,
+    handshakes_per_second: f64,
+    latency_us: Latency,
+    leaked: u64,
+}
+
+fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
+    if args.count == 0 || args.concurrency == 0 {
+        return Err(Failure(
+            "--count and --concurrency must be at least 1".into(),
+        ));
+    }
+    let model = Model::new(model_config(args));
+    let protocols = match args.tls {
+        Tls::V12 => proto::TLS12,
+        Tls::V13 => proto::TLS13,
+        Tls::Both => proto::ALL,
+    };
+    let request = SelftestRequest {
+        count: args.count,
+        concurrency: args.concurrency,
+        protocols,
+        completion: 0,
+        callback_irql: 0,
+        seed: args.seed,
+        thumbprint: model.thumbprint,
+        bytes: 0,
+    };
+    let mut input = vec![0u8; 256];
+    let n = encode(&request, &mut input)
+        .map_err(|e| Failure(format!("encoding the request: {e:?}")))?;
+    let pending = model.send(IOCTL_KSSPI_SELFTEST, &input[..n], 512);
+    let spinner = (!args.json).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} self-test: {msg} [{elapsed}]")
+                .expect("a valid template"),
+        );
+        bar.set_message(format!(
+            "{} handshakes at concurrency {} over the model",
+            args.count, args.concurrency
+        ));
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+    let (status, reply) = pending
+        .recv_timeout(Duration::from_secs(600))
+        .map_err(|_| Failure("the self-test did not complete within 600 s".into()))?;
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    if status != 0 {
+        return Err(Failure(format!(
+            "the self-test request failed: {}",
+            ntstatus_name(status)
+        )));
+    }
+    let r = decode::<SelftestReply>(&reply)
+        .map_err(|e| Failure(format!("a malformed self-test reply: {e:?}")))?;
+    let leaked = model.unload();
+    let rate = if r.elapsed_us > 0 {
+        r.handshakes_ok as f64 * 1e6 / r.elapsed_us as f64
+    } else {
+        0.0
+    };
+    let json = SelftestJson {
+        backend: "model",
+        count: args.count,
+        concurrency: args.concurrency,
+        handshakes_ok: r.handshakes_ok,
+        handshakes_failed: r.handshakes_failed,
+        sessions: r.sessions,
+        async_contexts_created: r.async_contexts_created,
+        reinits: r.reinits,
+        steps: r.steps,
+        completions: Completions {
+            pending: r.completions_pending,
+            inline_callback: r.completions_inline_callback,
+            sync_no_callback: r.completions_sync_no_callback,
+        },
+        callbacks: Callbacks {
+            passive: r.callbacks_passive,
+            dispatch: r.callbacks_dispatch,
+        },
+        work_items: r.work_items,
+        elapsed_us: r.elapsed_us,
+        handshakes_per_second: (rate * 10.0).round() / 10.0,
+        latency_us: Latency {
+            p50: r.latency_p50_us,
+            p99: r.latency_p99_us,
+            max: r.latency_max_us,
+        },
+        leaked,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&json).expect("serialisable"));
+    } else {
+        print_table(&json);
+    }
+    if json.handshakes_failed > 0 {
+        return Err(Failure(format!(
+            "{} of {} handshakes failed",
+            json.handshakes_failed, args.count
+        )));
+    }
+    if json.leaked > 0 {
+        return Err(Failure(format!("{} objects leaked at unload", json.leaked)));
+    }
+    Ok(())
+}
+
+fn print_table(j: &SelftestJson) {
+    let rows: [(&str, String); 16] = [
+        ("backend", j.backend.to_string()),
+        ("handshakes ok", j.handshakes_ok.to_string()),
+        ("handshakes failed", j.handshakes_failed.to_string()),
+        ("sessions", j.sessions.to_string()),
+        (
+            "async contexts created",
+            j.async_contexts_created.to_string(),
+        ),
+        ("reinits", j.reinits.to_string()),
+        ("steps", j.steps.to_string()),
+        (
+            "completed later (callback after return)",
+            j.completions.pending.to_string(),
+        ),
+        (
+            "completed with callback before return",
+            j.completions.inline_callback.to_string(),
+        ),
+        (
+            "completed synchronously, no callback",
+            j.completions.sync_no_callback.to_string(),
+        ),
+        (
+            "callbacks at PASSIVE / DISPATCH",
+            format!("{} / {}", j.callbacks.passive, j.callbacks.dispatch),
+        ),
+        ("work items queued", j.work_items.to_string()),
+        ("elapsed", format!("{:.3} s", j.elapsed_us as f64 / 1e6)),
+        (
+            "handshakes per second",
+            format!("{:.1}", j.handshakes_per_second),
+        ),
+        (
+            "latency p50 / p99 / max",
+            format!(
+                "{} / {} / {} µs",
+                j.latency_us.p50, j.latency_us.p99, j.latency_us.max
+            ),
+        ),
+        ("leaked at unload", j.leaked.to_string()),
+    ];
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "ksspi self-test: {} handshakes at concurrency {}",
+        j.count, j.concurrency
+    );
+    for (k, v) in rows {
+        println!("  {k:<width$}  {v}");
+    }
+}
+
+#[derive(Serialize)]
+struct InfoJson {
+    backend: &'static str,
+    abi_version: u16,
+    driver_version: String,
+    capabilities: Vec<&'static str>,
+    sessions_open: u32,
+    sessions_total: u64,
+    handshakes_ok: u64,
+    handshakes_failed: u64,
+    max_sessions_per_file: u32,
+    max_buffered_per_session: u32,
+}
+
+fn info(json: bool) -> Result<(), Failure> {
+    let model = Model::new(SimConfig::default());
+    let (status, reply) = model
+        .send(IOCTL_KSSPI_GET_INFO, &[], 256)
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| Failure("GET_INFO did not complete".into()))?;
+    if status != 0 {
+        return Err(Failure(format!(
+            "GET_INFO failed: {}",
+            ntstatus_name(status)
+        )));
+    }
+    let r = decode::<InfoReply>(&reply)
+        .map_err(|e| Failure(format!("a malformed info reply: {e:?}")))?;
+    let leaked = model.unload();
+    if leaked > 0 {
+        return Err(Failure(format!("{leaked} objects leaked at unload")));
+    }
+    let mut capabilities = Vec::new();
+    for (bit, name) in [
+        (caps::MODEL, "model"),
+        (caps::TLS12, "tls1.2"),
+        (caps::TLS13, "tls1.3"),
+        (caps::SELFTEST, "selftest"),
+        (caps::RECORD_LAYER, "record-layer"),
+    ] {
+        if r.capabilities & bit != 0 {
+            capabilities.push(name);
+        }
+    }
+    let j = InfoJson {
+        backend: "model",
+        abi_version: ABI_VERSION,
+        driver_version: format!(
+            "{}.{}.{}",
+            r.driver_version[0], r.driver_version[1], r.driver_version[2]
+        ),
+        capabilities,
+        sessions_open: r.sessions_open,
+        sessions_total: r.sessions_total,
+        handshakes_ok: r.handshakes_ok,
+        handshakes_failed: r.handshakes_failed,
+        max_sessions_per_file: r.max_sessions_per_file,
+        max_buffered_per_session: r.max_buffered_per_session,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&j).expect("serialisable"));
+    } else {
+        println!(
+            "ksspi driver {} (ABI {}), backend: {}",
+            j.driver_version, j.abi_version, j.backend
+        );
+        println!("  capabilities: {}", j.capabilities.join(", "));
+        println!(
+            "  sessions open / total: {} / {}",
+            j.sessions_open, j.sessions_total
+        );
+        println!(
+            "  handshakes ok / failed: {} / {}",
+            j.handshakes_ok, j.handshakes_failed
+        );
+        println!(
+            "  limits: {} sessions per file, {} bytes buffered per session",
+            j.max_sessions_per_file, j.max_buffered_per_session
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Info { json } => info(*json),
+        Command::Selftest(args) => selftest(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(reason)) => {
+            eprintln!("ksspictl: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
