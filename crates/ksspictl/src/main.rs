@@ -6,6 +6,7 @@
 //! arrives with the KMDF glue.
 
 mod model;
+mod relay;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -38,6 +39,41 @@ enum Command {
     /// Run the driver's self-test: handshakes between a server and a client
     /// session inside the driver.
     Selftest(SelftestArgs),
+    /// Handshake with a TLS server through a driver client session.
+    Connect {
+        /// The server, HOST:PORT.
+        addr: String,
+        /// The name the server's certificate must carry (default: HOST).
+        #[arg(long = "server-name")]
+        server_name: Option<String>,
+        /// Trust this CA (PEM) (the model's Root store).
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
+        /// TLS versions.
+        #[arg(long, value_enum, default_value_t = Tls::Both)]
+        tls: Tls,
+    },
+    /// Accept TLS clients and run each handshake through a driver server session.
+    Serve {
+        /// Where to listen, ADDR:PORT.
+        #[arg(long)]
+        listen: String,
+        /// The server certificate (PEM), with --key.
+        #[arg(long, requires = "key")]
+        cert: Option<std::path::PathBuf>,
+        /// The private key (PEM), with --cert.
+        #[arg(long, requires = "cert")]
+        key: Option<std::path::PathBuf>,
+        /// A self-signed certificate for this name.
+        #[arg(long = "self-signed")]
+        self_signed: Option<String>,
+        /// TLS versions.
+        #[arg(long, value_enum, default_value_t = Tls::Both)]
+        tls: Tls,
+        /// Serve one connection, then exit with its result.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -110,7 +146,137 @@ fn model_config(args: &SelftestArgs) -> SimConfig {
 }
 
 /// A failure: one line on stderr, non-zero exit.
-struct Failure(String);
+pub struct Failure(pub String);
+
+fn protocols(tls: Tls) -> u32 {
+    match tls {
+        Tls::V12 => proto::TLS12,
+        Tls::V13 => proto::TLS13,
+        Tls::Both => proto::ALL,
+    }
+}
+
+fn read_file(path: &std::path::Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| Failure(format!("{}: {e}", path.display())))
+}
+
+fn connect(
+    addr: &str,
+    server_name: Option<&str>,
+    ca: Option<&std::path::Path>,
+    tls: Tls,
+) -> Result<(), Failure> {
+    let model = Model::new(SimConfig::default());
+    if let Some(ca) = ca {
+        model
+            .sim
+            .store()
+            .add_root_pem(&read_file(ca)?)
+            .map_err(|e| Failure(format!("{}: {e}", ca.display())))?;
+    }
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let name = server_name.unwrap_or(host);
+    let session = relay::open(&model, false, [0; 20], name, protocols(tls))?;
+    let mut sock = std::net::TcpStream::connect(addr)
+        .map_err(|e| Failure(format!("connecting to {addr}: {e}")))?;
+    let peer = sock
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| addr.to_string());
+    let result = relay::handshake(&model, session, &mut sock, true);
+    relay::close(&model, session);
+    let leaked = model.unload();
+    let hs = result?;
+    if !hs.established {
+        return Err(Failure(format!(
+            "handshake with {peer} failed: {}",
+            hs.status
+        )));
+    }
+    println!(
+        "connected to {peer} as {name}: handshake complete ({})",
+        hs.status
+    );
+    if leaked > 0 {
+        return Err(Failure(format!("{leaked} objects leaked at unload")));
+    }
+    Ok(())
+}
+
+fn serve(listen: &str, identity: Identity, tls: Tls, once: bool) -> Result<(), Failure> {
+    let model = std::sync::Arc::new(Model::new(SimConfig::default()));
+    let thumbprint = match identity {
+        Identity::Generated => model.thumbprint,
+        Identity::Pem(cert, key) => model
+            .sim
+            .store()
+            .add_identity_pem("MY", &cert, &key)
+            .map_err(|e| Failure(format!("the server certificate: {e}")))?,
+        Identity::SelfSigned(name) => {
+            let leaf = ksspi_sim::certs::self_signed(&[name.as_str()]);
+            model
+                .sim
+                .store()
+                .add_identity("MY", leaf.chain_der, leaf.key_der)
+                .map_err(|e| Failure(format!("the self-signed certificate: {e}")))?
+        }
+    };
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| Failure(format!("listening on {listen}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| listen.to_string());
+    println!("listening on {local}");
+    let serve_one = move |model: &Model, mut sock: std::net::TcpStream| -> Result<(), Failure> {
+        let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let session = relay::open(model, true, thumbprint, "", protocols(tls))?;
+        let result = relay::handshake(model, session, &mut sock, false);
+        relay::close(model, session);
+        let hs = result?;
+        if hs.established {
+            println!("{peer}: handshake complete ({})", hs.status);
+            // No record layer yet: hold the connection until the peer closes
+            // it (its close_notify is read and dropped), then let go.
+            relay::drain_until_closed(&mut sock);
+            Ok(())
+        } else {
+            Err(Failure(format!("{peer}: handshake failed: {}", hs.status)))
+        }
+    };
+    if once {
+        let (sock, _) = listener
+            .accept()
+            .map_err(|e| Failure(format!("accepting: {e}")))?;
+        let result = serve_one(&model, sock);
+        let model = std::sync::Arc::try_unwrap(model)
+            .map_err(|_| Failure("the model is still shared".into()))?;
+        let leaked = model.unload();
+        result?;
+        if leaked > 0 {
+            return Err(Failure(format!("{leaked} objects leaked at unload")));
+        }
+        return Ok(());
+    }
+    for sock in listener.incoming() {
+        let Ok(sock) = sock else { continue };
+        let model = model.clone();
+        std::thread::spawn(move || {
+            // A failed handshake never stops the server.
+            if let Err(Failure(reason)) = serve_one(&model, sock) {
+                eprintln!("ksspictl: {reason}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Where the server's certificate comes from.
+enum Identity {
+    Generated,
+    Pem(String, String),
+    SelfSigned(String),
+}
 
 fn ntstatus_name(status: i32) -> String {
     format!("NTSTATUS {:#010x}", status as u32)
@@ -406,6 +572,30 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Info { json } => info(*json),
         Command::Selftest(args) => selftest(args),
+        Command::Connect {
+            addr,
+            server_name,
+            ca,
+            tls,
+        } => connect(addr, server_name.as_deref(), ca.as_deref(), *tls),
+        Command::Serve {
+            listen,
+            cert,
+            key,
+            self_signed,
+            tls,
+            once,
+        } => {
+            let identity = match (cert, key, self_signed) {
+                (Some(c), Some(k), _) => match (read_file(c), read_file(k)) {
+                    (Ok(c), Ok(k)) => Ok(Identity::Pem(c, k)),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                },
+                (_, _, Some(name)) => Ok(Identity::SelfSigned(name.clone())),
+                _ => Ok(Identity::Generated),
+            };
+            identity.and_then(|identity| serve(listen, identity, *tls, *once))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,222 @@
+//! `ksspictl connect` against a real `openssl s_server`, and a real
+//! `openssl s_client` against `ksspictl serve`, on loopback, TLS 1.2 and 1.3;
+//! clean failures for a wrong server name and an untrusted certificate. The
+//! tests start openssl themselves (`.ci/run` installs it).
+
+use ksspi_sim::certs::TestPki;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("ksspictl-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "openssl s_server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A CA and a "localhost" leaf, as PEM files.
+fn pki(dir: &Dir) -> (PathBuf, PathBuf, PathBuf) {
+    let pki = TestPki::new("ksspictl interop CA");
+    let leaf = pki.leaf(&["localhost"], false);
+    (
+        dir.file("ca.pem", &pki.ca_pem()),
+        dir.file("leaf.pem", &leaf.cert_pem),
+        dir.file("leaf.key", &leaf.key_pem),
+    )
+}
+
+fn s_server(port: u16, cert: &PathBuf, key: &PathBuf, flag: &str) -> Kill {
+    // s_server's -naccept 1 accepts one connection; a probe connection from
+    // wait_listening would use it up, so it accepts two.
+    let child = Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-naccept",
+            "2",
+            "-quiet",
+            flag,
+        ])
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start openssl s_server (is openssl installed?)");
+    wait_listening(port);
+    Kill(child)
+}
+
+fn ksspictl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ksspictl"))
+        .args(args)
+        .output()
+        .expect("run ksspictl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn connect_completes_handshakes_with_openssl_s_server() {
+    for (flag, tls) in [("-tls1_2", "1.2"), ("-tls1_3", "1.3")] {
+        let dir = Dir::new(&format!("connect{tls}"));
+        let (ca, cert, key) = pki(&dir);
+        let port = free_port();
+        let _server = s_server(port, &cert, &key, flag);
+        let addr = format!("127.0.0.1:{port}");
+        let ca = ca.to_str().unwrap();
+        let (code, out, err) = ksspictl(&[
+            "connect",
+            &addr,
+            "--server-name",
+            "localhost",
+            "--ca",
+            ca,
+            "--tls",
+            tls,
+        ]);
+        assert_eq!(code, 0, "TLS {tls}: {err}");
+        assert!(out.contains("handshake complete"), "{out}");
+    }
+}
+
+#[test]
+fn connect_fails_cleanly_on_a_wrong_name_and_an_untrusted_certificate() {
+    let dir = Dir::new("connect-bad");
+    let (ca, cert, key) = pki(&dir);
+    let port = free_port();
+    let _server = s_server(port, &cert, &key, "-tls1_3");
+    let addr = format!("127.0.0.1:{port}");
+    let (code, _, err) = ksspictl(&[
+        "connect",
+        &addr,
+        "--server-name",
+        "elsewhere.example",
+        "--ca",
+        ca.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("SEC_E_WRONG_PRINCIPAL (0x80090322)"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let port = free_port();
+    let _server = s_server(port, &cert, &key, "-tls1_2");
+    let addr = format!("127.0.0.1:{port}");
+    let (code, _, err) = ksspictl(&["connect", &addr, "--server-name", "localhost"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("SEC_E_UNTRUSTED_ROOT (0x80090325)"), "{err}");
+}
+
+#[test]
+fn openssl_s_client_completes_handshakes_with_serve() {
+    for (flag, expect) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let dir = Dir::new(&format!("serve{expect}"));
+        let (ca, cert, key) = pki(&dir);
+        let mut serve = Kill(
+            Command::new(env!("CARGO_BIN_EXE_ksspictl"))
+                .args(["serve", "--listen", "127.0.0.1:0", "--once"])
+                .arg("--cert")
+                .arg(&cert)
+                .arg("--key")
+                .arg(&key)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = BufReader::new(serve.0.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let addr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("{first}"))
+            .to_string();
+        let client = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &addr,
+                "-servername",
+                "localhost",
+                flag,
+                "-brief",
+                "-verify_return_error",
+            ])
+            .arg("-CAfile")
+            .arg(&ca)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run openssl s_client");
+        let client_err = String::from_utf8_lossy(&client.stderr);
+        assert!(client.status.success(), "s_client: {client_err}");
+        assert!(
+            client_err.contains(&format!("Protocol version: {expect}")),
+            "{client_err}"
+        );
+        assert!(client_err.contains("Verification: OK"), "{client_err}");
+        let status = serve.0.wait().unwrap();
+        let mut err = String::new();
+        serve
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(status.success(), "serve: {err}");
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        assert!(
+            rest.iter().any(|l| l.contains("handshake complete")),
+            "{rest:?}"
+        );
+    }
+}
