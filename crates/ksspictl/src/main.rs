@@ -39,6 +39,25 @@ enum Command {
     /// Run the driver's self-test: handshakes between a server and a client
     /// session inside the driver.
     Selftest(SelftestArgs),
+    /// Long mixed runs: self-test batches with fresh seeds, every completion
+    /// mode and callback IRQL mixed, until the time is up.
+    Stress {
+        /// How long to run.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Handshakes at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: u32,
+        /// TLS versions.
+        #[arg(long, value_enum, default_value_t = Tls::Both)]
+        tls: Tls,
+        /// The first seed (each batch uses the next).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// One JSON object on stdout at the end.
+        #[arg(long)]
+        json: bool,
+    },
     /// Handshake with a TLS server through a driver client session.
     Connect {
         /// The server, HOST:PORT.
@@ -322,25 +341,22 @@ struct SelftestJson {
     leaked: u64,
 }
 
-fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
-    if args.count == 0 || args.concurrency == 0 {
-        return Err(Failure(
-            "--count and --concurrency must be at least 1".into(),
-        ));
-    }
-    let model = Model::new(model_config(args));
-    let protocols = match args.tls {
-        Tls::V12 => proto::TLS12,
-        Tls::V13 => proto::TLS13,
-        Tls::Both => proto::ALL,
-    };
+/// One self-test over a fresh model: the reply and what leaked at unload.
+fn run_selftest(
+    config: SimConfig,
+    count: u32,
+    concurrency: u32,
+    protocols: u32,
+    spinner: bool,
+) -> Result<(SelftestReply, u64), Failure> {
+    let model = Model::new(config);
     let request = SelftestRequest {
-        count: args.count,
-        concurrency: args.concurrency,
+        count,
+        concurrency,
         protocols,
         completion: 0,
         callback_irql: 0,
-        seed: args.seed,
+        seed: model.sim.config().seed,
         thumbprint: model.thumbprint,
         bytes: 0,
     };
@@ -348,15 +364,14 @@ fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
     let n = encode(&request, &mut input)
         .map_err(|e| Failure(format!("encoding the request: {e:?}")))?;
     let pending = model.send(IOCTL_KSSPI_SELFTEST, &input[..n], 512);
-    let spinner = (!args.json).then(|| {
+    let bar = spinner.then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
             ProgressStyle::with_template("{spinner} self-test: {msg} [{elapsed}]")
                 .expect("a valid template"),
         );
         bar.set_message(format!(
-            "{} handshakes at concurrency {} over the model",
-            args.count, args.concurrency
+            "{count} handshakes at concurrency {concurrency} over the model"
         ));
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
@@ -364,7 +379,7 @@ fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
     let (status, reply) = pending
         .recv_timeout(Duration::from_secs(600))
         .map_err(|_| Failure("the self-test did not complete within 600 s".into()))?;
-    if let Some(bar) = spinner {
+    if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     if status != 0 {
@@ -375,7 +390,99 @@ fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
     }
     let r = decode::<SelftestReply>(&reply)
         .map_err(|e| Failure(format!("a malformed self-test reply: {e:?}")))?;
-    let leaked = model.unload();
+    Ok((r, model.unload()))
+}
+
+#[derive(Serialize)]
+struct StressJson {
+    backend: &'static str,
+    duration_s: f64,
+    batches: u64,
+    handshakes_ok: u64,
+    handshakes_failed: u64,
+    handshakes_per_second: f64,
+    latency_max_us: u64,
+    leaked: u64,
+}
+
+fn stress(duration: u64, concurrency: u32, tls: Tls, seed: u64, json: bool) -> Result<(), Failure> {
+    if concurrency == 0 {
+        return Err(Failure("--concurrency must be at least 1".into()));
+    }
+    let start = std::time::Instant::now();
+    let deadline = start + Duration::from_secs(duration);
+    let bar = (!json).then(|| {
+        let bar = ProgressBar::new(duration);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} s  {msg}")
+                .expect("a valid template"),
+        );
+        bar
+    });
+    let (mut batches, mut ok, mut failed, mut leaked, mut worst) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    while std::time::Instant::now() < deadline {
+        let config = SimConfig {
+            seed: seed + batches,
+            completion: CompletionPolicy::Mixed,
+            callback_irql: CallbackIrql::Mixed,
+            ..SimConfig::default()
+        };
+        let (r, l) = run_selftest(config, concurrency * 4, concurrency, protocols(tls), false)?;
+        batches += 1;
+        ok += r.handshakes_ok;
+        failed += r.handshakes_failed;
+        leaked += l;
+        worst = worst.max(r.latency_max_us);
+        if let Some(bar) = &bar {
+            bar.set_position(start.elapsed().as_secs().min(duration));
+            bar.set_message(format!(
+                "{ok} ok, {failed} failed, {leaked} leaked, {batches} batches"
+            ));
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let summary = StressJson {
+        backend: "model",
+        duration_s: (secs * 10.0).round() / 10.0,
+        batches,
+        handshakes_ok: ok,
+        handshakes_failed: failed,
+        handshakes_per_second: ((ok as f64 / secs) * 10.0).round() / 10.0,
+        latency_max_us: worst,
+        leaked,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&summary).expect("serialisable"));
+    } else {
+        println!(
+            "stress: {:.1} s, {} batches, {} handshakes ok, {} failed, {:.1}/s, worst latency {} µs, {} leaked",
+            summary.duration_s, batches, ok, failed, summary.handshakes_per_second, worst, leaked
+        );
+    }
+    if failed > 0 || leaked > 0 {
+        return Err(Failure(format!(
+            "{failed} handshakes failed, {leaked} objects leaked"
+        )));
+    }
+    Ok(())
+}
+
+fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
+    if args.count == 0 || args.concurrency == 0 {
+        return Err(Failure(
+            "--count and --concurrency must be at least 1".into(),
+        ));
+    }
+    let (r, leaked) = run_selftest(
+        model_config(args),
+        args.count,
+        args.concurrency,
+        protocols(args.tls),
+        !args.json,
+    )?;
     let rate = if r.elapsed_us > 0 {
         r.handshakes_ok as f64 * 1e6 / r.elapsed_us as f64
     } else {
@@ -572,6 +679,13 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Info { json } => info(*json),
         Command::Selftest(args) => selftest(args),
+        Command::Stress {
+            duration,
+            concurrency,
+            tls,
+            seed,
+            json,
+        } => stress(*duration, *concurrency, *tls, *seed, *json),
         Command::Connect {
             addr,
             server_name,

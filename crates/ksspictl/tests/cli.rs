@@ -110,3 +110,23 @@ fn bad_arguments_fail_with_one_line() {
     assert_ne!(code, 0);
     assert!(err.contains("sometimes"), "{err}");
 }
+
+#[test]
+fn stress_runs_mixed_batches_for_the_time_given() {
+    let (code, out, err) = ksspictl(&[
+        "stress",
+        "--duration",
+        "2",
+        "--concurrency",
+        "8",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j = json(&out);
+    assert!(j["batches"].as_u64().unwrap() >= 1, "{j}");
+    assert!(j["handshakes_ok"].as_u64().unwrap() >= 32, "{j}");
+    assert_eq!(j["handshakes_failed"], 0);
+    assert_eq!(j["leaked"], 0);
+}
