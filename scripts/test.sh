@@ -16,6 +16,9 @@ step "tests"
 mkdir -p target
 cargo test --workspace 2>&1 | tee target/test-output.txt
 
+step "main job: ksspictl selftest over the model"
+cargo run -q -p ksspictl -- selftest --count 300 --concurrency 32 --completion mixed --callback-irql mixed
+
 step "loom: the issuer / callback / close races"
 RUSTFLAGS="--cfg loom" cargo test -q -p ksspi --release --test loom_sync --target-dir target/loom 2>&1 \
   | tee -a target/test-output.txt

@@ -676,6 +676,11 @@ fn info(json: bool) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(windows)]
+    eprintln!(
+        "ksspictl: note: this build drives the device engine over the in-process model; \
+         the DeviceIoControl backend for the installed driver arrives with the KMDF glue"
+    );
     let result = match &cli.command {
         Command::Info { json } => info(*json),
         Command::Selftest(args) => selftest(args),
