@@ -548,3 +548,34 @@ fn a_low_resources_sweep_over_a_selftest_ends_cleanly_every_time() {
     assert!(report.points > 30, "{}", report.points);
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
 }
+
+#[test]
+fn cleanup_while_open_pends_cancels_it_and_leaves_nothing() {
+    let w = world(
+        CompletionPolicy::Always(Completion::Async),
+        DeviceConfig::default(),
+    );
+    let file = w.dev.open_file();
+    let gate = hold_cpus(&w);
+    let mut store = [0u8; 16];
+    store[..2].copy_from_slice(b"MY");
+    let req = OpenRequest {
+        role: Role::Server,
+        manual_validation: false,
+        protocols: proto::ALL,
+        thumbprint: w.thumb,
+        store,
+        target: b"",
+    };
+    let pending = w.send(file, IOCTL_KSSPI_OPEN, &enc(&req), 64);
+    assert!(
+        pending.0.lock().unwrap().is_empty(),
+        "OPEN pends while its credentials are acquired"
+    );
+    assert_eq!(w.dev.sessions_of(file), 1);
+    w.dev.cleanup(file);
+    assert_eq!(wait(&pending).0, STATUS_CANCELLED);
+    gate.wait();
+    // The acquisition completes later; its credentials and session go too.
+    w.finish();
+}
