@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Dir(PathBuf);
 
@@ -48,14 +48,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "openssl s_server did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A CA and a "localhost" leaf, as PEM files.
 fn pki(dir: &Dir) -> (PathBuf, PathBuf, PathBuf) {
     let pki = TestPki::new("ksspictl interop CA");
@@ -68,16 +60,15 @@ fn pki(dir: &Dir) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 fn s_server(port: u16, cert: &PathBuf, key: &PathBuf, flag: &str) -> Kill {
-    // s_server's -naccept 1 accepts one connection; a probe connection from
-    // wait_listening would use it up, so it accepts two.
-    let child = Command::new("openssl")
+    // Wait for s_server's "ACCEPT" line rather than probing the port (a probe
+    // would use up one of its accepts).
+    let mut child = Command::new("openssl")
         .args([
             "s_server",
             "-accept",
             &format!("127.0.0.1:{port}"),
             "-naccept",
-            "2",
-            "-quiet",
+            "1",
             flag,
         ])
         .arg("-cert")
@@ -85,11 +76,21 @@ fn s_server(port: u16, cert: &PathBuf, key: &PathBuf, flag: &str) -> Kill {
         .arg("-key")
         .arg(key)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start openssl s_server (is openssl installed?)");
-    wait_listening(port);
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("ACCEPT") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("openssl s_server did not start listening");
     Kill(child)
 }
 
