@@ -1,0 +1,92 @@
+//! Properties of the wire format over generated messages: every message
+//! decodes to itself, every strict prefix is refused, every single-byte
+//! corruption of the header is refused or decodes to a message that encodes
+//! back to the same bytes (nothing is silently reinterpreted).
+
+use ksspi_abi::*;
+use proptest::prelude::*;
+
+fn enc<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let n = encode(m, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn round_trip<'a, M: Message<'a> + PartialEq + core::fmt::Debug>(
+    m: &M,
+    bytes: &'a [u8],
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(&decode::<M>(bytes).unwrap(), m);
+    for cut in 0..bytes.len() {
+        prop_assert!(
+            decode::<M>(&bytes[..cut]).is_err(),
+            "prefix of {} bytes accepted",
+            cut
+        );
+    }
+    let mut longer = bytes.to_vec();
+    longer.push(0);
+    // Leaked so the decoded view may borrow it for 'a (a few bytes per case).
+    let longer: &'a [u8] = Box::leak(longer.into_boxed_slice());
+    prop_assert!(decode::<M>(longer).is_err(), "a trailing byte accepted");
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn step_requests(session in any::<u64>(), input in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let m = StepRequest { session: SessionId(session), input: &input };
+        let bytes = enc(&m);
+        round_trip(&m, &bytes)?;
+    }
+
+    #[test]
+    fn step_replies(status in any::<i32>(), outcome in 1u8..=3, missing in any::<u32>(), extra in any::<u32>(), output in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let outcome = match outcome { 1 => StepOutcome::NeedInput, 2 => StepOutcome::Established, _ => StepOutcome::Failed };
+        let m = StepReply { status, outcome, missing, extra, output: &output };
+        let bytes = enc(&m);
+        round_trip(&m, &bytes)?;
+    }
+
+    #[test]
+    fn open_requests(server in any::<bool>(), manual in any::<bool>(), protocols in 1u32..=3, thumbprint in any::<[u8; 20]>(), target in "[a-z0-9.-]{0,255}") {
+        let m = OpenRequest {
+            role: if server { Role::Server } else { Role::Client },
+            manual_validation: manual,
+            protocols,
+            thumbprint,
+            store: *b"MY\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            target: target.as_bytes(),
+        };
+        let bytes = enc(&m);
+        round_trip(&m, &bytes)?;
+    }
+
+    #[test]
+    fn selftest_messages(count in 1u32.., concurrency in 1u32.., protocols in 1u32..=3, seed in any::<u64>(), ok in any::<u64>(), p99 in any::<u64>()) {
+        let req = SelftestRequest { count, concurrency, protocols, completion: 4, callback_irql: 3, seed, thumbprint: [7; 20], bytes: 0 };
+        let bytes = enc(&req);
+        round_trip(&req, &bytes)?;
+        let reply = SelftestReply { handshakes_ok: ok, latency_p99_us: p99, ..SelftestReply::default() };
+        let bytes = enc(&reply);
+        round_trip(&reply, &bytes)?;
+    }
+
+    #[test]
+    fn corrupted_headers_are_refused(session in any::<u64>(), input in proptest::collection::vec(any::<u8>(), 0..64), at in 0usize..16, bit in 0u8..8) {
+        let m = StepRequest { session: SessionId(session), input: &input };
+        let mut bytes = enc(&m);
+        bytes[at] ^= 1 << bit;
+        prop_assert!(decode::<StepRequest>(&bytes).is_err(), "a corrupted header byte {} was accepted", at);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode::<StepRequest>(&bytes);
+        let _ = decode::<OpenRequest>(&bytes);
+        let _ = decode::<SelftestRequest>(&bytes);
+        let _ = decode::<CloseRequest>(&bytes);
+        let _ = decode::<Empty>(&bytes);
+    }
+}
