@@ -666,6 +666,8 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
             outcome,
             missing,
             extra: report.leftover as u32,
+            protocol: report.connection.map_or(0, |c| c.dwProtocol),
+            cipher: report.connection.map_or(0, |c| c.aiCipher),
             output: report.output,
         };
         let mut table = device.table.lock(&device.platform);

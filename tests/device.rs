@@ -198,6 +198,9 @@ fn handshake(
             assert_eq!(st, STATUS_SUCCESS);
             let s = decode::<StepReply>(&reply).unwrap();
             s_out = s.outcome;
+            if s_out == StepOutcome::Established {
+                assert_ne!(s.protocol, 0, "an established step names its protocol");
+            }
             let to_client = s.output.to_vec();
             to_server.clear();
             if c_out == StepOutcome::NeedInput && !to_client.is_empty() {

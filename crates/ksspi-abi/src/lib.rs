@@ -97,7 +97,7 @@ pub const MAX_TOKEN: usize = 64 * 1024;
 /// The output buffer a STEP request must come with: a reply carrying up to
 /// `max_output` bytes of output.
 pub const fn step_reply_capacity(max_output: usize) -> usize {
-    Header::LEN + 20 + max_output
+    Header::LEN + 28 + max_output
 }
 
 /// Largest target name, in bytes of UTF-8.
@@ -324,6 +324,8 @@ mod tests {
             outcome: StepOutcome::NeedInput,
             missing: 0,
             extra: 0,
+            protocol: 0,
+            cipher: 0,
             output: &[1, 2, 3],
         };
         check(&out, &enc(&out));
@@ -443,6 +445,8 @@ mod tests {
             outcome: StepOutcome::Established,
             missing: 0,
             extra: 0,
+            protocol: 0,
+            cipher: 0,
             output: &[7; 100],
         };
         let mut small = [0u8; 64];
@@ -459,6 +463,8 @@ mod tests {
             outcome: StepOutcome::NeedInput,
             missing: 0,
             extra: 0,
+            protocol: 0,
+            cipher: 0,
             output: &out,
         };
         assert_eq!(enc(&reply).len(), step_reply_capacity(out.len()));

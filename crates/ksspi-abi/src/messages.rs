@@ -299,6 +299,10 @@ pub struct StepReply<'a> {
     pub missing: u32,
     /// Bytes kept after the handshake (SECBUFFER_EXTRA) for the record layer.
     pub extra: u32,
+    /// Once established: the negotiated protocol (`SP_PROT_*`), else 0.
+    pub protocol: u32,
+    /// Once established: the cipher's `ALG_ID` (0 if it has none), else 0.
+    pub cipher: u32,
     /// The bytes to send to the peer.
     pub output: &'a [u8],
 }
@@ -315,6 +319,8 @@ impl<'a> Message<'a> for StepReply<'a> {
         w.u16(0)?;
         w.u32(self.missing)?;
         w.u32(self.extra)?;
+        w.u32(self.protocol)?;
+        w.u32(self.cipher)?;
         w.u32(u32::try_from(self.output.len()).map_err(|_| DecodeError::TooLong)?)
     }
     fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
@@ -330,6 +336,8 @@ impl<'a> Message<'a> for StepReply<'a> {
         }
         let missing = r.u32()?;
         let extra = r.u32()?;
+        let protocol = r.u32()?;
+        let cipher = r.u32()?;
         let len = r.u32()? as usize;
         if len > MAX_TOKEN * 2 {
             return Err(DecodeError::TooLong);
@@ -341,6 +349,8 @@ impl<'a> Message<'a> for StepReply<'a> {
             outcome,
             missing,
             extra,
+            protocol,
+            cipher,
             output,
         })
     }

@@ -42,9 +42,9 @@ proptest! {
     }
 
     #[test]
-    fn step_replies(status in any::<i32>(), outcome in 1u8..=3, missing in any::<u32>(), extra in any::<u32>(), output in proptest::collection::vec(any::<u8>(), 0..2048)) {
+    fn step_replies(status in any::<i32>(), outcome in 1u8..=3, missing in any::<u32>(), extra in any::<u32>(), protocol in any::<u32>(), cipher in any::<u32>(), output in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let outcome = match outcome { 1 => StepOutcome::NeedInput, 2 => StepOutcome::Established, _ => StepOutcome::Failed };
-        let m = StepReply { status, outcome, missing, extra, output: &output };
+        let m = StepReply { status, outcome, missing, extra, protocol, cipher, output: &output };
         let bytes = enc(&m);
         round_trip(&m, &bytes)?;
     }

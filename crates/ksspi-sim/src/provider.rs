@@ -973,11 +973,49 @@ impl SspiProvider for SimProvider {
 
     unsafe fn query_context_attributes(
         &self,
-        _: *mut SecHandle,
-        _: u32,
-        _: *mut c_void,
+        context: *mut SecHandle,
+        attribute: u32,
+        buffer: *mut c_void,
     ) -> SecStatus {
-        SecStatus::SEC_E_UNSUPPORTED_FUNCTION
+        let entry = match self.security_context(context) {
+            Ok(Some(e)) => e,
+            Ok(None) | Err(_) => return SecStatus::SEC_E_INVALID_HANDLE,
+        };
+        let ctx = entry.lock().unwrap_or_else(|e| e.into_inner());
+        match attribute {
+            SECPKG_ATTR_CONNECTION_INFO if !buffer.is_null() => {
+                let Some(protocol) = ctx.protocol() else {
+                    return SecStatus::SEC_E_INVALID_HANDLE;
+                };
+                let suite = ctx.cipher_suite_name().unwrap_or("");
+                let (cipher, strength) = if suite.contains("AES_256") {
+                    (CALG_AES_256, 256)
+                } else if suite.contains("AES_128") {
+                    (CALG_AES_128, 128)
+                } else {
+                    (0, 256) // ChaCha20-Poly1305 has no ALG_ID
+                };
+                let hash = if suite.ends_with("SHA384") {
+                    CALG_SHA_384
+                } else {
+                    CALG_SHA_256
+                };
+                let info = SecPkgContext_ConnectionInfo {
+                    dwProtocol: protocol,
+                    aiCipher: cipher,
+                    dwCipherStrength: strength,
+                    aiHash: hash,
+                    dwHashStrength: if hash == CALG_SHA_384 { 384 } else { 256 },
+                    aiExch: CALG_ECDH_EPHEM,
+                    dwExchStrength: 256,
+                };
+                // SAFETY: the caller passed a SecPkgContext_ConnectionInfo for
+                // this attribute (QueryContextAttributesW's contract).
+                unsafe { buffer.cast::<SecPkgContext_ConnectionInfo>().write(info) };
+                SecStatus::SEC_E_OK
+            }
+            _ => SecStatus::SEC_E_UNSUPPORTED_FUNCTION,
+        }
     }
 
     unsafe fn apply_control_token(&self, _: *mut SecHandle, _: *mut SecBufferDesc) -> SecStatus {

@@ -213,8 +213,10 @@ fn connect(
         )));
     }
     println!(
-        "connected to {peer} as {name}: handshake complete ({})",
-        hs.status
+        "connected to {peer} as {name}: handshake complete ({}), protocol {}, cipher {}",
+        hs.status,
+        hs.protocol_name(),
+        hs.cipher_name()
     );
     if leaked > 0 {
         return Err(Failure(format!("{leaked} objects leaked at unload")));
@@ -254,7 +256,12 @@ fn serve(listen: &str, identity: Identity, tls: Tls, once: bool) -> Result<(), F
         relay::close(model, session);
         let hs = result?;
         if hs.established {
-            println!("{peer}: handshake complete ({})", hs.status);
+            println!(
+                "{peer}: handshake complete ({}), protocol {}, cipher {}",
+                hs.status,
+                hs.protocol_name(),
+                hs.cipher_name()
+            );
             // No record layer yet: hold the connection until the peer closes
             // it (its close_notify is read and dropped), then let go.
             relay::drain_until_closed(&mut sock);

@@ -14,6 +14,35 @@ use std::time::Duration;
 pub struct Handshake {
     pub status: SecStatus,
     pub established: bool,
+    /// The negotiated protocol (`SP_PROT_*`), once established.
+    pub protocol: u32,
+    /// The cipher's `ALG_ID`, once established (0 if it has none).
+    pub cipher: u32,
+}
+
+impl Handshake {
+    /// "TLS 1.3", "TLS 1.2" or "unknown".
+    pub fn protocol_name(&self) -> &'static str {
+        use ksspi::sys::{SP_PROT_TLS1_2, SP_PROT_TLS1_3};
+        if self.protocol & SP_PROT_TLS1_3 != 0 {
+            "TLS 1.3"
+        } else if self.protocol & SP_PROT_TLS1_2 != 0 {
+            "TLS 1.2"
+        } else {
+            "unknown"
+        }
+    }
+
+    /// The cipher by its ALG_ID.
+    pub fn cipher_name(&self) -> &'static str {
+        use ksspi::sys::{CALG_AES_128, CALG_AES_256};
+        match self.cipher {
+            CALG_AES_128 => "AES-128",
+            CALG_AES_256 => "AES-256",
+            0 => "ChaCha20-Poly1305 or unnamed",
+            _ => "other",
+        }
+    }
 }
 
 fn call(model: &Model, code: u32, input: &[u8], capacity: usize) -> Result<Vec<u8>, Failure> {
@@ -116,12 +145,16 @@ pub fn handshake(
                 return Ok(Handshake {
                     status: SecStatus(step.status),
                     established: true,
+                    protocol: step.protocol,
+                    cipher: step.cipher,
                 })
             }
             StepOutcome::Failed => {
                 return Ok(Handshake {
                     status: SecStatus(step.status),
                     established: false,
+                    protocol: 0,
+                    cipher: 0,
                 })
             }
         }

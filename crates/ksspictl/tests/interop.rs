@@ -127,6 +127,8 @@ fn connect_completes_handshakes_with_openssl_s_server() {
         ]);
         assert_eq!(code, 0, "TLS {tls}: {err}");
         assert!(out.contains("handshake complete"), "{out}");
+        // The protocol the driver session reports is the one s_server was limited to.
+        assert!(out.contains(&format!("protocol TLS {tls}")), "{out}");
     }
 }
 

@@ -17,7 +17,9 @@
 use super::conductor::{
     Conductor, EngineStats, Issue, Machine, Move, Platform, ReadyNotify, StartError,
 };
-use crate::handle::{AsyncContext, Credentials, HandleSlot, Lease, SecurityContext};
+use crate::handle::{
+    query_connection_info, AsyncContext, Credentials, HandleSlot, Lease, SecurityContext,
+};
 use crate::irql::Passive;
 use crate::provider::SspiProvider;
 use crate::status::SecStatus;
@@ -90,6 +92,9 @@ pub struct StepReport<'a> {
     /// With [`Outcome::Established`]: bytes that followed the handshake, kept
     /// for the record layer (SECBUFFER_EXTRA).
     pub leftover: usize,
+    /// With [`Outcome::Established`]: the negotiated protocol and cipher
+    /// (`SECPKG_ATTR_CONNECTION_INFO`), if the provider answered.
+    pub connection: Option<SecPkgContext_ConnectionInfo>,
 }
 
 /// What a session tells its owner, at PASSIVE_LEVEL.
@@ -162,6 +167,7 @@ pub struct Handshake<P: SspiProvider> {
     frame: Frame,
     phase: Phase,
     outcome: Option<Outcome>,
+    connection: Option<SecPkgContext_ConnectionInfo>,
     calls: u32,
     retries: u8,
     events: Arc<dyn SessionEvents>,
@@ -241,6 +247,7 @@ impl<P: SspiProvider> Handshake<P> {
             },
             phase: Phase::Handshaking,
             outcome: None,
+            connection: None,
             calls: 0,
             retries: 0,
             events,
@@ -405,6 +412,10 @@ impl<P: SspiProvider> Handshake<P> {
                 let keep = extra.min(self.input.len());
                 self.input.drain(..self.input.len() - keep);
                 if status == SecStatus::SEC_E_OK {
+                    self.connection = self
+                        .sec
+                        .as_ref()
+                        .and_then(|slot| query_connection_info(&self.provider, slot).ok());
                     self.phase = Phase::Established;
                     self.outcome = Some(Outcome::Established);
                 } else if status == SecStatus::SEC_I_INCOMPLETE_CREDENTIALS && self.retries < 2 {
@@ -495,6 +506,7 @@ impl<P: SspiProvider> Machine<P> for Handshake<P> {
                 output: &self.output,
                 calls: self.calls,
                 leftover,
+                connection: self.connection.filter(|_| outcome == Outcome::Established),
             };
             self.events.step_done(&report);
         }

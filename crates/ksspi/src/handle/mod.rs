@@ -351,6 +351,25 @@ fn lease(slot: &HandleSlot) -> Lease {
     }
 }
 
+/// `QueryContextAttributesW(SECPKG_ATTR_CONNECTION_INFO)` on an established
+/// security context: protocol, cipher, hash and key exchange.
+pub fn query_connection_info<P: SspiProvider>(
+    provider: &P,
+    context: &HandleSlot,
+) -> Result<crate::sys::SecPkgContext_ConnectionInfo, SecStatus> {
+    let mut info = crate::sys::SecPkgContext_ConnectionInfo::default();
+    // SAFETY: the slot holds a live security context its owner is not using
+    // in a call right now, and `info` is the structure the attribute names.
+    let status = unsafe {
+        provider.query_context_attributes(
+            context.as_ptr(),
+            crate::sys::SECPKG_ATTR_CONNECTION_INFO,
+            (&mut info as *mut crate::sys::SecPkgContext_ConnectionInfo).cast(),
+        )
+    };
+    status.ok().map(|_| info)
+}
+
 /// Which async release a handle needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
