@@ -295,7 +295,7 @@ fn step_status(outcome: Outcome, missing: u32) -> (SecStatus, StepOutcome) {
 }
 
 /// `SP_PROT_*` bits to disable for the ABI's allowed [`proto`] bits.
-fn disabled_protocols(allowed: u32, server: bool) -> u32 {
+pub(crate) fn disabled_protocols(allowed: u32, server: bool) -> u32 {
     let (v12, v13) = if server {
         (SP_PROT_TLS1_2_SERVER, SP_PROT_TLS1_3_SERVER)
     } else {
@@ -311,7 +311,9 @@ fn disabled_protocols(allowed: u32, server: bool) -> u32 {
     disabled
 }
 
-fn complete_with<'a, M: Message<'a>, R: Request>(request: R, m: &M) {
+/// Encode `m` into the request's output and complete it with `STATUS_SUCCESS`
+/// (`STATUS_BUFFER_TOO_SMALL` if it does not fit).
+pub(crate) fn complete_with<'a, M: Message<'a>, R: Request>(request: R, m: &M) {
     let mut buf = [0u8; 256];
     match encode(m, &mut buf) {
         Ok(n) if n <= request.output_capacity() => request.complete(STATUS_SUCCESS, &buf[..n]),

@@ -9,9 +9,8 @@
 //! trampoline idea as the conductor's, one level up), and each direction has
 //! its own inbox, so nothing is copied twice or allocated per step.
 
-use crate::device::Request;
+use crate::device::{complete_with, disabled_protocols, Request};
 use crate::lock::SpinLock;
-use crate::ntstatus::*;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -24,9 +23,6 @@ use ksspi::engine::{
 };
 use ksspi::handle::Credentials;
 use ksspi::provider::SspiProvider;
-use ksspi::sys::{
-    SP_PROT_TLS1_2_CLIENT, SP_PROT_TLS1_2_SERVER, SP_PROT_TLS1_3_CLIENT, SP_PROT_TLS1_3_SERVER,
-};
 use ksspi::{Passive, SecStatus};
 use ksspi_abi::{proto, SelftestReply, SelftestRequest};
 
@@ -91,16 +87,6 @@ pub(crate) struct Run<P: SspiProvider, K: Platform, R: Request> {
     keepalive: SpinLock<Option<Arc<Run<P, K, R>>>>,
 }
 
-fn disabled(allowed: u32, server: bool) -> u32 {
-    let (v12, v13) = if server {
-        (SP_PROT_TLS1_2_SERVER, SP_PROT_TLS1_3_SERVER)
-    } else {
-        (SP_PROT_TLS1_2_CLIENT, SP_PROT_TLS1_3_CLIENT)
-    };
-    (if allowed & proto::TLS12 == 0 { v12 } else { 0 })
-        | (if allowed & proto::TLS13 == 0 { v13 } else { 0 })
-}
-
 /// Start a self-test; `request` completes when it ends.
 pub(crate) fn start<P: SspiProvider, K: Platform, R: Request>(
     provider: P,
@@ -152,13 +138,13 @@ pub(crate) fn start<P: SspiProvider, K: Platform, R: Request>(
                 thumbprint: plan.thumbprint,
                 store: String::from("MY"),
                 machine: true,
-                disabled_protocols: disabled(allowed, true),
+                disabled_protocols: disabled_protocols(allowed, true),
             }
         } else {
             // The self-test checks the handshake machinery, not the PKI: the
             // client does not validate the server's certificate.
             CredentialSpec::Client {
-                disabled_protocols: disabled(allowed, false),
+                disabled_protocols: disabled_protocols(allowed, false),
                 manual_validation: true,
             }
         };
@@ -203,7 +189,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             // No credentials, no handshake: every one of them failed.
             self.failed
                 .store(u64::from(self.plan.count), Ordering::Relaxed);
-            return self.finish_run(STATUS_SUCCESS);
+            return self.finish_run();
         }
         let first = self.plan.concurrency.min(self.plan.count);
         {
@@ -416,13 +402,13 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
         }
         let ended = self.ended.fetch_add(1, Ordering::AcqRel) + 1;
         if ended >= self.plan.count {
-            self.finish_run(STATUS_SUCCESS);
+            self.finish_run();
         } else if self.started.load(Ordering::Acquire) < self.plan.count {
             self.queue(Action::Start);
         }
     }
 
-    fn finish_run(self: &Arc<Self>, status: NtStatus) {
+    fn finish_run(self: &Arc<Self>) {
         let Some(request) = self.request.lock(&self.platform).take() else {
             return;
         };
@@ -481,11 +467,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
                 }
             }
         }
-        let mut buf = [0u8; 256];
-        match ksspi_abi::encode(&reply, &mut buf) {
-            Ok(n) if n <= request.output_capacity() => request.complete(status, &buf[..n]),
-            _ => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
-        }
+        complete_with(request, &reply);
         // Let go of ourselves (dropped after the lock is released).
         let me = self.keepalive.lock(&self.platform).take();
         drop(me);
