@@ -7,7 +7,7 @@ use ksspi::{Irql, Passive, SecStatus};
 use ksspi_abi::*;
 use ksspi_driver::device::{Device, DeviceConfig, FileId, Request};
 use ksspi_driver::ntstatus::*;
-use ksspi_sim::certs::{CertStore, TestPki, Thumbprint};
+use ksspi_sim::certs::{TestPki, Thumbprint};
 use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimPlatform, SimProvider};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -55,13 +55,7 @@ struct World {
 }
 
 fn world(completion: CompletionPolicy, config: DeviceConfig) -> World {
-    let pki = TestPki::new("device CA");
-    let store = CertStore::new();
-    let leaf = pki.leaf(&["localhost"], false);
-    let thumb = store
-        .add_identity("MY", leaf.chain_der, leaf.key_der)
-        .unwrap();
-    store.add_root_der(pki.ca_der()).unwrap();
+    let (store, thumb) = TestPki::new("device CA").store(&["localhost"]);
     let sim = SimProvider::new(
         SimConfig {
             completion,
@@ -508,12 +502,7 @@ fn a_selftest_with_an_unknown_certificate_reports_every_handshake_failed() {
 
 #[test]
 fn a_low_resources_sweep_over_a_selftest_ends_cleanly_every_time() {
-    let pki = TestPki::new("sweep CA");
-    let store = CertStore::new();
-    let leaf = pki.leaf(&["localhost"], false);
-    let thumb = store
-        .add_identity("MY", leaf.chain_der, leaf.key_der)
-        .unwrap();
+    let (store, thumb) = TestPki::new("sweep CA").store(&["localhost"]);
     let store = Arc::new(store);
     let config = SimConfig {
         completion: CompletionPolicy::Mixed,

@@ -232,6 +232,20 @@ impl TestPki {
         self.pem.clone()
     }
 
+    /// A certificate store as a test server and its clients see it: this CA
+    /// in Root, and a valid leaf for `names` in MY (returned by thumbprint).
+    pub fn store(&self, names: &[&str]) -> (CertStore, Thumbprint) {
+        let store = CertStore::new();
+        let leaf = self.leaf(names, false);
+        let thumb = store
+            .add_identity("MY", leaf.chain_der, leaf.key_der)
+            .expect("a generated certificate is valid");
+        store
+            .add_root_der(self.der.clone())
+            .expect("a generated CA is valid");
+        (store, thumb)
+    }
+
     /// A server leaf for `names`, signed by the CA; valid now, or expired a
     /// year ago if `expired`.
     pub fn leaf(&self, names: &[&str], expired: bool) -> LeafCert {

@@ -5,7 +5,7 @@
 use ksspi::{Irql, Passive};
 use ksspi_driver::device::{Device, DeviceConfig, FileId, Request};
 use ksspi_driver::ntstatus::NtStatus;
-use ksspi_sim::certs::{CertStore, TestPki, Thumbprint};
+use ksspi_sim::certs::{TestPki, Thumbprint};
 use ksspi_sim::{SimConfig, SimPlatform, SimProvider};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -38,15 +38,7 @@ impl Model {
     /// A model device with a fresh test PKI: a CA in Root, a "localhost"
     /// server certificate in MY.
     pub fn new(config: SimConfig) -> Model {
-        let pki = TestPki::new("ksspictl model CA");
-        let store = CertStore::new();
-        let leaf = pki.leaf(&["localhost"], false);
-        let thumbprint = store
-            .add_identity("MY", leaf.chain_der, leaf.key_der)
-            .expect("a generated certificate is valid");
-        store
-            .add_root_der(pki.ca_der())
-            .expect("a generated CA is valid");
+        let (store, thumbprint) = TestPki::new("ksspictl model CA").store(&["localhost"]);
         let sim = SimProvider::new(config, Arc::new(store));
         let device = Device::new(sim.clone(), SimPlatform::new(&sim), DeviceConfig::default());
         let file = device.open_file();

@@ -24,12 +24,7 @@ pub fn passive() -> Passive {
 /// A CA in Root and a "localhost" leaf in MY.
 pub fn store() -> (Arc<CertStore>, Thumbprint, TestPki) {
     let pki = TestPki::new("ksspi engine test CA");
-    let store = CertStore::new();
-    let leaf = pki.leaf(&["localhost"], false);
-    let thumb = store
-        .add_identity("MY", leaf.chain_der, leaf.key_der)
-        .unwrap();
-    store.add_root_der(pki.ca_der()).unwrap();
+    let (store, thumb) = pki.store(&["localhost"]);
     (Arc::new(store), thumb, pki)
 }
 

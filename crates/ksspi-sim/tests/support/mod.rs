@@ -15,12 +15,7 @@ use std::time::Duration;
 /// A store with a CA in Root and a "localhost" server certificate in MY.
 pub fn pki_store() -> (Arc<CertStore>, Thumbprint, TestPki) {
     let pki = TestPki::new("ksspi test CA");
-    let store = CertStore::new();
-    let leaf = pki.leaf(&["localhost", "ksspi.test"], false);
-    let thumb = store
-        .add_identity("MY", leaf.chain_der.clone(), leaf.key_der.clone())
-        .expect("add identity");
-    store.add_root_der(pki.ca_der()).expect("add root");
+    let (store, thumb) = pki.store(&["localhost", "ksspi.test"]);
     (Arc::new(store), thumb, pki)
 }
 
