@@ -10,6 +10,7 @@
 //! - [`kernel`]: per-thread IRQL, spin locks, the work-item queue, bugchecks.
 //! - [`verifier`]: tracking by tag, the unload check, low-resources simulation.
 //! - [`sweep`]: run a scenario failing each fault point in turn.
+//! - [`testing`]: temp dirs, child guards and free ports for tests with real peers.
 //!
 //! Every random choice follows from [`SimConfig::seed`].
 
@@ -20,6 +21,7 @@ pub mod platform;
 pub mod provider;
 pub mod schannel;
 pub mod sweep;
+pub mod testing;
 pub mod verifier;
 
 pub use platform::SimPlatform;

@@ -10,54 +10,15 @@ use ksspi::sys::{
 };
 use ksspi::SecStatus;
 use ksspi_sim::certs::{CertStore, TestPki};
+use ksspi_sim::testing::{free_port, ChildGuard, TempDir};
 use ksspi_sim::{CallbackIrql, CompletionPolicy, SimConfig, SimProvider};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::Peer;
-
-struct Files {
-    dir: PathBuf,
-}
-
-impl Files {
-    fn new(tag: &str) -> Files {
-        let dir = std::env::temp_dir().join(format!("ksspi-openssl-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Files { dir }
-    }
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn connect_when_ready(port: u16) -> TcpStream {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -125,7 +86,7 @@ fn handshake_over(peer: &mut Peer, sock: &mut TcpStream, client: bool) -> SecSta
 }
 
 fn pki_files(
-    files: &Files,
+    files: &TempDir,
 ) -> (
     TestPki,
     ksspi_sim::certs::LeafCert,
@@ -147,10 +108,10 @@ fn a_model_client_completes_handshakes_with_openssl_s_server() {
         ("-tls1_2", SP_PROT_TLS1_3_CLIENT),
         ("-tls1_3", SP_PROT_TLS1_2_CLIENT),
     ] {
-        let files = Files::new(&format!("srv{flag}"));
+        let files = TempDir::new(&format!("ksspi-openssl-srv{flag}"));
         let (pki, _leaf, cert, key, _ca) = pki_files(&files);
         let port = free_port();
-        let _server = Kill(
+        let _server = ChildGuard(
             Command::new("openssl")
                 .args([
                     "s_server",
@@ -194,7 +155,7 @@ fn openssl_s_client_completes_handshakes_with_a_model_server() {
         ("-tls1_2", SP_PROT_TLS1_3_SERVER, "TLSv1.2"),
         ("-tls1_3", SP_PROT_TLS1_2_SERVER, "TLSv1.3"),
     ] {
-        let files = Files::new(&format!("cli{flag}"));
+        let files = TempDir::new(&format!("ksspi-openssl-cli{flag}"));
         let (_pki, leaf, _cert, _key, ca) = pki_files(&files);
         let store = Arc::new(CertStore::new());
         let thumb = store
@@ -221,7 +182,7 @@ fn openssl_s_client_completes_handshakes_with_a_model_server() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start openssl s_client (is openssl installed?)");
-        let mut client = Kill(client);
+        let mut client = ChildGuard(client);
         let (mut sock, _) = listener.accept().unwrap();
         {
             let mut server = Peer::server(&sim, thumb, only).unwrap();

@@ -2,19 +2,9 @@
 //! --json` over the model, and a one-line reason with a non-zero exit on bad
 //! arguments.
 
-use std::process::Command;
+mod common;
 
-fn ksspictl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ksspictl"))
-        .args(args)
-        .output()
-        .expect("run ksspictl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::ksspictl;
 
 fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.trim())

@@ -3,63 +3,29 @@
 //! clean failures for a wrong server name and an untrusted certificate. The
 //! tests start openssl themselves (`.ci/run` installs it).
 
+mod common;
+
+use common::ksspictl;
+
 use ksspi_sim::certs::TestPki;
+use ksspi_sim::testing::{free_port, ChildGuard, TempDir};
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("ksspictl-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A CA and a "localhost" leaf, as PEM files.
-fn pki(dir: &Dir) -> (PathBuf, PathBuf, PathBuf) {
+fn pki(dir: &TempDir) -> (PathBuf, PathBuf, PathBuf) {
     let pki = TestPki::new("ksspictl interop CA");
     let leaf = pki.leaf(&["localhost"], false);
     (
-        dir.file("ca.pem", &pki.ca_pem()),
-        dir.file("leaf.pem", &leaf.cert_pem),
-        dir.file("leaf.key", &leaf.key_pem),
+        dir.write("ca.pem", &pki.ca_pem()),
+        dir.write("leaf.pem", &leaf.cert_pem),
+        dir.write("leaf.key", &leaf.key_pem),
     )
 }
 
-fn s_server(port: u16, cert: &PathBuf, key: &PathBuf, flag: &str) -> Kill {
+fn s_server(port: u16, cert: &PathBuf, key: &PathBuf, flag: &str) -> ChildGuard {
     // Wait for s_server's "ACCEPT" line rather than probing the port (a probe
     // would use up one of its accepts).
     let mut child = Command::new("openssl")
@@ -91,25 +57,13 @@ fn s_server(port: u16, cert: &PathBuf, key: &PathBuf, flag: &str) -> Kill {
     });
     rx.recv_timeout(Duration::from_secs(10))
         .expect("openssl s_server did not start listening");
-    Kill(child)
-}
-
-fn ksspictl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ksspictl"))
-        .args(args)
-        .output()
-        .expect("run ksspictl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    ChildGuard(child)
 }
 
 #[test]
 fn connect_completes_handshakes_with_openssl_s_server() {
     for (flag, tls) in [("-tls1_2", "1.2"), ("-tls1_3", "1.3")] {
-        let dir = Dir::new(&format!("connect{tls}"));
+        let dir = TempDir::new(&format!("ksspictl-connect{tls}"));
         let (ca, cert, key) = pki(&dir);
         let port = free_port();
         let _server = s_server(port, &cert, &key, flag);
@@ -134,7 +88,7 @@ fn connect_completes_handshakes_with_openssl_s_server() {
 
 #[test]
 fn connect_fails_cleanly_on_a_wrong_name_and_an_untrusted_certificate() {
-    let dir = Dir::new("connect-bad");
+    let dir = TempDir::new("ksspictl-connect-bad");
     let (ca, cert, key) = pki(&dir);
     let port = free_port();
     let _server = s_server(port, &cert, &key, "-tls1_3");
@@ -161,9 +115,9 @@ fn connect_fails_cleanly_on_a_wrong_name_and_an_untrusted_certificate() {
 #[test]
 fn openssl_s_client_completes_handshakes_with_serve() {
     for (flag, expect) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
-        let dir = Dir::new(&format!("serve{expect}"));
+        let dir = TempDir::new(&format!("ksspictl-serve{expect}"));
         let (ca, cert, key) = pki(&dir);
-        let mut serve = Kill(
+        let mut serve = ChildGuard(
             Command::new(env!("CARGO_BIN_EXE_ksspictl"))
                 .args(["serve", "--listen", "127.0.0.1:0", "--once"])
                 .arg("--cert")
