@@ -348,18 +348,6 @@ fn sessions_per_file_are_bounded() {
     w.finish();
 }
 
-/// Hold the model's completion threads so calls stay in flight.
-fn hold_cpus(w: &World) -> Arc<std::sync::Barrier> {
-    let gate = Arc::new(std::sync::Barrier::new(3));
-    for _ in 0..2 {
-        let g = gate.clone();
-        w.sim.cpu_queue_for_tests().queue(move || {
-            g.wait();
-        });
-    }
-    gate
-}
-
 #[test]
 fn a_cancelled_step_completes_once_and_its_session_goes() {
     let w = world(
@@ -368,7 +356,7 @@ fn a_cancelled_step_completes_once_and_its_session_goes() {
     );
     let file = w.dev.open_file();
     let (_, client) = w.open(file, Role::Client, b"localhost");
-    let gate = hold_cpus(&w);
+    let gate = w.sim.hold_completions();
     let pending = w.send(
         file,
         IOCTL_KSSPI_STEP,
@@ -398,7 +386,7 @@ fn a_cancelled_step_completes_once_and_its_session_goes() {
         !w.dev.cancel(file, client.session),
         "nothing left to cancel"
     );
-    gate.wait();
+    gate.release();
     w.finish();
 }
 
@@ -412,7 +400,7 @@ fn cleanup_closes_a_files_sessions_mid_step_and_completes_everything_once() {
     let (_, c1) = w.open(a, Role::Client, b"localhost");
     let (_, c2) = w.open(a, Role::Client, b"localhost");
     let (_, keep) = w.open(other, Role::Client, b"localhost");
-    let gate = hold_cpus(&w);
+    let gate = w.sim.hold_completions();
     let p1 = w.send(
         a,
         IOCTL_KSSPI_STEP,
@@ -425,7 +413,7 @@ fn cleanup_closes_a_files_sessions_mid_step_and_completes_everything_once() {
     let left = w.dev.cleanup(a);
     // c1 waits for its in-flight call; c2 had none and is gone already.
     assert_eq!(left, 1);
-    gate.wait();
+    gate.release();
     let (st, _) = wait(&p1);
     assert!(st == STATUS_CANCELLED || st == STATUS_SUCCESS, "{st:#x}");
     for _ in 0..2000 {
@@ -548,7 +536,7 @@ fn cleanup_while_open_pends_cancels_it_and_leaves_nothing() {
         DeviceConfig::default(),
     );
     let file = w.dev.open_file();
-    let gate = hold_cpus(&w);
+    let gate = w.sim.hold_completions();
     let mut store = [0u8; 16];
     store[..2].copy_from_slice(b"MY");
     let req = OpenRequest {
@@ -567,7 +555,7 @@ fn cleanup_while_open_pends_cancels_it_and_leaves_nothing() {
     assert_eq!(w.dev.sessions_of(file), 1);
     w.dev.cleanup(file);
     assert_eq!(wait(&pending).0, STATUS_CANCELLED);
-    gate.wait();
+    gate.release();
     // The acquisition completes later; its credentials and session go too.
     w.finish();
 }

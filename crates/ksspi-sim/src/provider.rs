@@ -156,6 +156,17 @@ thread_local! {
     static IN_CALLBACK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// Completion threads held by [`SimProvider::hold_completions`].
+#[must_use = "the completion threads stay blocked until the hold is released"]
+pub struct CompletionHold(Arc<std::sync::Barrier>);
+
+impl CompletionHold {
+    /// Let the completion threads go.
+    pub fn release(self) {
+        self.0.wait();
+    }
+}
+
 /// The shared state behind a [`SimProvider`].
 pub struct Sim {
     config: SimConfig,
@@ -212,10 +223,18 @@ impl SimProvider {
         &self.0.verifier
     }
 
-    /// The completion threads' queue (the "other CPUs"), for tests that need to
-    /// hold a call in flight.
-    pub fn cpu_queue_for_tests(&self) -> &WorkQueue {
-        &self.0.cpus
+    /// Keep every completion thread (the "other CPUs") busy until the hold is
+    /// released, so `Async` calls issued meanwhile stay in flight.
+    pub fn hold_completions(&self) -> CompletionHold {
+        let cpus = self.0.config.cpus.max(1);
+        let gate = Arc::new(std::sync::Barrier::new(cpus + 1));
+        for _ in 0..cpus {
+            let gate = gate.clone();
+            self.0.cpus.queue(move || {
+                gate.wait();
+            });
+        }
+        CompletionHold(gate)
     }
 
     /// The work-item queue (runs at PASSIVE on a system-thread stand-in).

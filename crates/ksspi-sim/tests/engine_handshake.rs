@@ -284,13 +284,7 @@ fn close_mid_call_releases_everything_once_the_call_completes() {
         ));
         let pair = Pair::new(&sim, thumb, "localhost", (0, 0));
         // Hold the "other CPUs" so the client's first call stays in flight.
-        let gate = std::sync::Arc::new(std::sync::Barrier::new(3));
-        for _ in 0..2 {
-            let g = gate.clone();
-            sim.cpu_queue_for_tests().queue(move || {
-                g.wait();
-            });
-        }
+        let gate = sim.hold_completions();
         pair.client.step(&[], &passive()).unwrap();
         pair.client.close();
         assert_eq!(
@@ -302,7 +296,7 @@ fn close_mid_call_releases_everything_once_the_call_completes() {
             pair.client.step(&[], &passive()),
             Err(ksspi::engine::StepError::Closed)
         );
-        gate.wait();
+        gate.release();
         pair.client_events.wait_closed();
         pair.finish();
     }
@@ -417,16 +411,10 @@ fn a_close_completed_in_the_callback_defers_its_reinit_when_refused_there() {
     };
     let (sim, thumb) = sim_with(cfg);
     let pair = Pair::new(&sim, thumb, "localhost", (0, 0));
-    let gate = std::sync::Arc::new(std::sync::Barrier::new(3));
-    for _ in 0..2 {
-        let g = gate.clone();
-        sim.cpu_queue_for_tests().queue(move || {
-            g.wait();
-        });
-    }
+    let gate = sim.hold_completions();
     pair.client.step(&[], &passive()).unwrap();
     pair.client.close();
-    gate.wait();
+    gate.release();
     pair.client_events.wait_closed();
     assert!(
         pair.stats.reinits_deferred.load(Ordering::Relaxed) > 0,

@@ -72,23 +72,12 @@ fn issuing_above_passive_is_caught() {
 fn freeing_in_flight_is_caught() {
     let sim = sim(Completion::Async);
     let ctx = with_callback(&sim);
-    // Hold the completion threads so the call stays in flight.
-    let gate = Arc::new(std::sync::Barrier::new(3));
-    for _ in 0..2 {
-        let g = gate.clone();
-        sim_cpus_block(&sim, g);
-    }
+    // Hold the completion threads so the call stays in flight (never
+    // released: the test stops first).
+    let _gate = sim.hold_completions();
     assert_eq!(issue_accept(&sim, ctx), SecStatus::SEC_E_OK);
     // SAFETY: deliberately breaking the rule under test.
     unsafe { sim.free_async_context(ctx) };
-}
-
-/// Occupy one completion thread until the barrier releases it (never, here:
-/// the test stops first).
-fn sim_cpus_block(sim: &SimProvider, gate: Arc<std::sync::Barrier>) {
-    sim.cpu_queue_for_tests().queue(move || {
-        gate.wait();
-    });
 }
 
 #[test]
@@ -96,10 +85,7 @@ fn sim_cpus_block(sim: &SimProvider, gate: Arc<std::sync::Barrier>) {
 fn reinit_in_flight_is_caught() {
     let sim = sim(Completion::Async);
     let ctx = with_callback(&sim);
-    let gate = Arc::new(std::sync::Barrier::new(3));
-    for _ in 0..2 {
-        sim_cpus_block(&sim, gate.clone());
-    }
+    let _gate = sim.hold_completions();
     assert_eq!(issue_accept(&sim, ctx), SecStatus::SEC_E_OK);
     // SAFETY: deliberately breaking the rule under test.
     unsafe { sim.reinit_async_context(ctx) };
@@ -109,10 +95,7 @@ fn reinit_in_flight_is_caught() {
 fn set_callback_in_flight_fails_as_windows_does() {
     let sim = sim(Completion::Async);
     let ctx = with_callback(&sim);
-    let gate = Arc::new(std::sync::Barrier::new(3));
-    for _ in 0..2 {
-        sim_cpus_block(&sim, gate.clone());
-    }
+    let gate = sim.hold_completions();
     assert_eq!(issue_accept(&sim, ctx), SecStatus::SEC_E_OK);
     // SAFETY: a live context; the call is in flight.
     assert!(unsafe { sim.set_async_notify_callback(ctx, Some(ignore), null_mut()) }.is_error());
@@ -121,7 +104,7 @@ fn set_callback_in_flight_fails_as_windows_does() {
         unsafe { sim.get_async_call_status(ctx) },
         SecStatus::SEC_I_ASYNC_CALL_PENDING
     );
-    gate.wait();
+    gate.release();
     sim.wait_idle();
     // SAFETY: the call completed (with an error: no credential).
     assert_eq!(
