@@ -39,9 +39,46 @@ use ksspi_abi::*;
 pub trait Request: Send + 'static {
     /// Bytes the request's output buffer holds (METHOD_BUFFERED).
     fn output_capacity(&self) -> usize;
+
+    /// The engine keeps the request pending under `key` (OPEN while the
+    /// credentials are acquired, STEP while its calls run). The glue makes it
+    /// cancelable (`WdfRequestMarkCancelableEx`) and keeps `key` for its cancel
+    /// routine, which hands it to [`Device::cancel`]. Returns false if the
+    /// request is cancelled already: the engine then completes it with
+    /// `STATUS_CANCELLED` at once. Called under the table lock, at
+    /// DISPATCH_LEVEL. A request the engine never pends (the self-test) is
+    /// not cancelable: it ends when its bounded run ends.
+    fn pend(&mut self, key: PendKey) -> bool {
+        let _ = key;
+        true
+    }
+
     /// Copy `reply` to the output buffer and complete with `status` (and
     /// `reply.len()` bytes of information). Callable at DISPATCH_LEVEL.
     fn complete(self, status: NtStatus, reply: &[u8]);
+
+    /// Complete with `STATUS_CANCELLED` from inside the glue's cancel routine
+    /// (through [`Device::cancel`]): the request is being cancelled, so there
+    /// is nothing to unmark.
+    fn cancelled(self)
+    where
+        Self: Sized,
+    {
+        self.complete(STATUS_CANCELLED, &[]);
+    }
+}
+
+/// What identifies one pended request to [`Device::cancel`]: its file, its
+/// session, and a serial number, so a late cancel never hits a later request
+/// pended on the same session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendKey {
+    /// The file handle the request came on.
+    pub file: FileId,
+    /// The session it waits on.
+    pub session: SessionId,
+    /// The device-wide serial number of this pend.
+    pub serial: u64,
 }
 
 /// A file handle on the device (`WDFFILEOBJECT`).
@@ -88,6 +125,7 @@ struct Entry<P: SspiProvider, K: Platform, R> {
     session: Option<Arc<Session<P, K>>>,
     credentials: Option<Arc<Credentials<P>>>,
     pending: Option<R>,
+    pending_serial: u64,
     reply: Vec<u8>,
     reply_len: usize,
 }
@@ -172,6 +210,7 @@ struct Shared<P: SspiProvider, K: Platform, R: Request> {
     table: SpinLock<Table<P, K, R>>,
     stats: Arc<EngineStats>,
     next_file: AtomicU64,
+    next_pend: AtomicU64,
     sessions_total: AtomicU64,
     handshakes_ok: AtomicU64,
     handshakes_failed: AtomicU64,
@@ -199,6 +238,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
                 table: SpinLock::new(Table { slots, open: 0 }),
                 stats: Arc::default(),
                 next_file: AtomicU64::new(1),
+                next_pend: AtomicU64::new(1),
                 sessions_total: AtomicU64::new(0),
                 handshakes_ok: AtomicU64::new(0),
                 handshakes_failed: AtomicU64::new(0),
@@ -243,27 +283,44 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
         }
     }
 
-    /// A pended request on `session` was cancelled (`EvtRequestCancel`), at up
-    /// to DISPATCH_LEVEL: it completes with `STATUS_CANCELLED` and the session
-    /// closes. False if nothing was pended there.
-    pub fn cancel(&self, file: FileId, session: SessionId) -> bool {
+    /// The request pended under `key` was cancelled (`EvtRequestCancel`), at
+    /// up to DISPATCH_LEVEL. If the engine still holds it, it completes it
+    /// through [`Request::cancelled`] and returns true. If not (its completion
+    /// is under way and lost the race with the cancel), it returns false and
+    /// the glue completes it. Either way the session closes: the step's result
+    /// is lost to user mode, and an SSPI call cannot be taken back.
+    pub fn cancel(&self, key: PendKey) -> bool {
         let s = &self.shared;
         let (request, to_close) = {
             let mut table = s.table.lock(&s.platform);
-            let Some(entry) = table.entry(session, file) else {
+            let Some(entry) = table.entry(key.session, key.file) else {
                 return false;
             };
-            let Some(request) = entry.pending.take() else {
-                return false;
+            let request = if entry.pending_serial == key.serial {
+                entry.pending.take()
+            } else {
+                None
             };
-            entry.phase = Phase::Closing;
-            (request, entry.session.clone())
+            if request.is_none() && entry.pending.is_some() {
+                // A later request pends there now: this cancel is stale.
+                return false;
+            }
+            let opening = entry.phase == Phase::Opening;
+            if entry.phase == Phase::Closing {
+                (request, None)
+            } else {
+                entry.phase = Phase::Closing;
+                (request, if opening { None } else { entry.session.clone() })
+            }
         };
-        request.complete(STATUS_CANCELLED, &[]);
+        let completed = request.is_some();
+        if let Some(request) = request {
+            request.cancelled();
+        }
         if let Some(session) = to_close {
             session.close();
         }
-        true
+        completed
     }
 
     /// The file handle is being closed (`EvtFileCleanup`): close its sessions.
@@ -421,16 +478,27 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 return request.complete(STATUS_INSUFFICIENT_RESOURCES, &[]);
             };
             let slot = &mut table.slots[index];
+            let id = SessionId::new(index as u32, slot.generation);
+            let serial = self.next_pend.fetch_add(1, Ordering::Relaxed);
+            let mut request = request;
+            if !request.pend(PendKey {
+                file,
+                session: id,
+                serial,
+            }) {
+                drop(table);
+                return request.complete(STATUS_CANCELLED, &[]);
+            }
             slot.entry = Some(Entry {
                 file,
                 phase: Phase::Opening,
                 session: None,
                 credentials: None,
                 pending: Some(request),
+                pending_serial: serial,
                 reply,
                 reply_len: 0,
             });
-            let id = SessionId::new(index as u32, slot.generation);
             table.open += 1;
             id
         };
@@ -575,7 +643,18 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 drop(table);
                 return request.complete(STATUS_DEVICE_BUSY, &[]);
             }
+            let serial = self.next_pend.fetch_add(1, Ordering::Relaxed);
+            let mut request = request;
+            if !request.pend(PendKey {
+                file,
+                session: step.session,
+                serial,
+            }) {
+                drop(table);
+                return request.complete(STATUS_CANCELLED, &[]);
+            }
             entry.pending = Some(request);
+            entry.pending_serial = serial;
             entry.session.clone()
         };
         let result = match session {

@@ -5,7 +5,7 @@
 use ksspi::engine::Platform;
 use ksspi::{Irql, Passive, SecStatus};
 use ksspi_abi::*;
-use ksspi_driver::device::{Device, DeviceConfig, FileId, Request};
+use ksspi_driver::device::{Device, DeviceConfig, FileId, PendKey, Request};
 use ksspi_driver::ntstatus::*;
 use ksspi_sim::certs::{TestPki, Thumbprint};
 use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimPlatform, SimProvider};
@@ -18,11 +18,20 @@ type Done = Arc<(Mutex<Vec<(NtStatus, Vec<u8>)>>, Condvar)>;
 struct TestRequest {
     capacity: usize,
     done: Done,
+    /// Where the engine's [`PendKey`] goes when it pends the request (what
+    /// the KMDF glue keeps for its cancel routine).
+    key: Arc<Mutex<Option<PendKey>>>,
+    /// Cancelled before the engine could pend it.
+    cancelled_early: bool,
 }
 
 impl Request for TestRequest {
     fn output_capacity(&self) -> usize {
         self.capacity
+    }
+    fn pend(&mut self, key: PendKey) -> bool {
+        *self.key.lock().unwrap() = Some(key);
+        !self.cancelled_early
     }
     fn complete(self, status: NtStatus, reply: &[u8]) {
         assert!(
@@ -76,7 +85,22 @@ fn at() -> Passive {
 impl World {
     /// Send an IOCTL; returns the completion handle.
     fn send(&self, file: FileId, code: u32, input: &[u8], capacity: usize) -> Done {
+        self.send_tracked(file, code, input, capacity, false).0
+    }
+
+    /// Send an IOCTL; returns the completion handle and where the engine's
+    /// pend key lands. `cancelled_early`: the request is cancelled before the
+    /// engine can pend it.
+    fn send_tracked(
+        &self,
+        file: FileId,
+        code: u32,
+        input: &[u8],
+        capacity: usize,
+        cancelled_early: bool,
+    ) -> (Done, Arc<Mutex<Option<PendKey>>>) {
         let done: Done = Arc::default();
+        let key: Arc<Mutex<Option<PendKey>>> = Arc::default();
         self.dev.ioctl(
             file,
             code,
@@ -84,10 +108,21 @@ impl World {
             TestRequest {
                 capacity,
                 done: done.clone(),
+                key: key.clone(),
+                cancelled_early,
             },
             &at(),
         );
-        done
+        (done, key)
+    }
+
+    /// A cancel routine's call, made at DISPATCH_LEVEL as one may run.
+    fn cancel_at_dispatch(&self, key: PendKey) -> bool {
+        let platform = SimPlatform::new(&self.sim);
+        let old = platform.raise_to_dispatch();
+        let r = self.dev.cancel(key);
+        platform.lower_irql(old);
+        r
     }
 
     /// Send and wait for the completion.
@@ -348,6 +383,13 @@ fn sessions_per_file_are_bounded() {
     w.finish();
 }
 
+fn step_input(session: SessionId) -> Vec<u8> {
+    enc(&StepRequest {
+        session,
+        input: &[],
+    })
+}
+
 #[test]
 fn a_cancelled_step_completes_once_and_its_session_goes() {
     let w = world(
@@ -357,37 +399,143 @@ fn a_cancelled_step_completes_once_and_its_session_goes() {
     let file = w.dev.open_file();
     let (_, client) = w.open(file, Role::Client, b"localhost");
     let gate = w.sim.hold_completions();
-    let pending = w.send(
+    let (pending, key) = w.send_tracked(
         file,
         IOCTL_KSSPI_STEP,
-        &enc(&StepRequest {
-            session: client.session,
-            input: &[],
-        }),
+        &step_input(client.session),
         step_reply_capacity(64 * 1024),
+        false,
     );
     assert!(
         pending.0.lock().unwrap().is_empty(),
         "the step pends while its call is in flight"
     );
+    let key = key.lock().unwrap().expect("the engine pended the step");
+    assert_eq!((key.file, key.session), (file, client.session));
     // A second step on the same session is refused while one pends.
     assert_eq!(w.step(file, client.session, &[]).0, STATUS_DEVICE_BUSY);
-    // Cancel, from DISPATCH_LEVEL as a cancel routine may run.
-    let cancelled = {
-        let platform = SimPlatform::new(&w.sim);
-        let old = platform.raise_to_dispatch();
-        let r = w.dev.cancel(file, client.session);
-        platform.lower_irql(old);
-        r
-    };
-    assert!(cancelled);
+    assert!(w.cancel_at_dispatch(key), "the engine completes it");
     assert_eq!(wait(&pending).0, STATUS_CANCELLED);
-    assert!(
-        !w.dev.cancel(file, client.session),
-        "nothing left to cancel"
+    assert!(!w.cancel_at_dispatch(key), "nothing left to cancel");
+    assert_eq!(
+        w.step(file, client.session, &[]).0,
+        STATUS_INVALID_HANDLE,
+        "the session is closed"
     );
     gate.release();
+    assert_eq!(pending.0.lock().unwrap().len(), 1, "completed exactly once");
     w.finish();
+}
+
+#[test]
+fn a_request_cancelled_before_it_pends_completes_cancelled_and_changes_nothing() {
+    let w = world(
+        CompletionPolicy::Always(Completion::Async),
+        DeviceConfig::default(),
+    );
+    let file = w.dev.open_file();
+    let (_, client) = w.open(file, Role::Client, b"localhost");
+    let (done, _) = w.send_tracked(
+        file,
+        IOCTL_KSSPI_STEP,
+        &step_input(client.session),
+        step_reply_capacity(64 * 1024),
+        true,
+    );
+    assert_eq!(wait(&done).0, STATUS_CANCELLED);
+    // The step never started: the session takes the next one.
+    let (st, reply) = w.step(file, client.session, &[]);
+    assert_eq!(st, STATUS_SUCCESS);
+    let reply = decode::<StepReply>(&reply).unwrap();
+    assert_eq!(reply.outcome, StepOutcome::NeedInput);
+    assert!(!reply.output.is_empty(), "a ClientHello");
+    // An OPEN cancelled before it pends makes no session.
+    let mut store = [0u8; 16];
+    store[..2].copy_from_slice(b"MY");
+    let open = OpenRequest {
+        role: Role::Client,
+        manual_validation: false,
+        protocols: proto::ALL,
+        thumbprint: w.thumb,
+        store,
+        target: b"localhost",
+    };
+    let (done, _) = w.send_tracked(file, IOCTL_KSSPI_OPEN, &enc(&open), 64, true);
+    assert_eq!(wait(&done).0, STATUS_CANCELLED);
+    assert_eq!(w.dev.sessions_of(file), 1);
+    w.dev.unload();
+    w.finish();
+}
+
+#[test]
+fn a_stale_cancel_leaves_a_later_step_alone_and_a_late_one_closes_the_session() {
+    let w = world(
+        CompletionPolicy::Always(Completion::Async),
+        DeviceConfig::default(),
+    );
+    let file = w.dev.open_file();
+    let (_, client) = w.open(file, Role::Client, b"localhost");
+    // A first step is completed by the engine; its key stays with a cancel
+    // routine that runs late.
+    let (first, old_key) = w.send_tracked(
+        file,
+        IOCTL_KSSPI_STEP,
+        &step_input(client.session),
+        step_reply_capacity(64 * 1024),
+        true,
+    );
+    assert_eq!(wait(&first).0, STATUS_CANCELLED);
+    let old_key = old_key.lock().unwrap().unwrap();
+    // A second step pends...
+    let gate = w.sim.hold_completions();
+    let (second, new_key) = w.send_tracked(
+        file,
+        IOCTL_KSSPI_STEP,
+        &step_input(client.session),
+        step_reply_capacity(64 * 1024),
+        false,
+    );
+    let new_key = new_key.lock().unwrap().unwrap();
+    assert_ne!(old_key.serial, new_key.serial);
+    // ...and the stale key does not touch it.
+    assert!(!w.cancel_at_dispatch(old_key));
+    assert!(second.0.lock().unwrap().is_empty(), "still pending");
+    gate.release();
+    let (st, _) = wait(&second);
+    assert_eq!(st, STATUS_SUCCESS);
+    // A cancel that arrives after the engine completed its request (the
+    // glue completes it) still closes the session: its reply is lost.
+    assert!(!w.cancel_at_dispatch(new_key));
+    assert_eq!(w.step(file, client.session, &[]).0, STATUS_INVALID_HANDLE);
+    w.finish();
+}
+
+#[test]
+fn a_cancelled_open_completes_once_and_leaves_nothing() {
+    let w = world(
+        CompletionPolicy::Always(Completion::Async),
+        DeviceConfig::default(),
+    );
+    let file = w.dev.open_file();
+    let gate = w.sim.hold_completions();
+    let mut store = [0u8; 16];
+    store[..2].copy_from_slice(b"MY");
+    let open = OpenRequest {
+        role: Role::Server,
+        manual_validation: false,
+        protocols: proto::ALL,
+        thumbprint: w.thumb,
+        store,
+        target: b"",
+    };
+    let (done, key) = w.send_tracked(file, IOCTL_KSSPI_OPEN, &enc(&open), 64, false);
+    let key = key.lock().unwrap().expect("OPEN pends");
+    assert!(w.cancel_at_dispatch(key));
+    assert_eq!(wait(&done).0, STATUS_CANCELLED);
+    gate.release();
+    // The acquisition completes later; its credentials and session go too.
+    w.finish();
+    assert_eq!(done.0.lock().unwrap().len(), 1, "completed exactly once");
 }
 
 #[test]
