@@ -29,6 +29,9 @@ bash scripts/abi-check.sh
 step "kernel target (x86_64-pc-windows-msvc, no_std, ksecdd imports)"
 bash scripts/kernel-target-check.sh --self-test
 
+step "harness on Windows (type-check of the DeviceIoControl backend)"
+bash scripts/windows-harness-check.sh
+
 # One closing line over every test run above.
 read -r passed failed < <(awk '/^test result:/ {
     for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }

@@ -86,6 +86,29 @@ pub const IOCTL_KSSPI_SHUTDOWN: u32 = ctl_code(
     FILE_READ_DATA | FILE_WRITE_DATA,
 );
 
+/// A GUID as Windows lays it out (guiddef.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Guid {
+    /// The first 4 bytes, as a little-endian u32.
+    pub data1: u32,
+    /// The next 2.
+    pub data2: u16,
+    /// The next 2.
+    pub data3: u16,
+    /// The last 8, in order.
+    pub data4: [u8; 8],
+}
+
+/// The device interface the driver registers (`WdfDeviceCreateDeviceInterface`)
+/// and the harness finds the device by (`CM_Get_Device_Interface_List`):
+/// {52646557-6FD3-470B-97E8-DD55294BC57D}.
+pub const GUID_DEVINTERFACE_KSSPI: Guid = Guid {
+    data1: 0x5264_6557,
+    data2: 0x6FD3,
+    data3: 0x470B,
+    data4: [0x97, 0xE8, 0xDD, 0x55, 0x29, 0x4B, 0xC5, 0x7D],
+};
+
 /// `"KSSP"`, little-endian, first in every message.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"KSSP");
 /// The ABI version this crate speaks.

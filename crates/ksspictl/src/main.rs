@@ -1,17 +1,25 @@
 //! ksspictl: drive the ksspi driver through its IOCTLs.
 //!
-//! On hosts without Windows the driver's device engine runs in-process over
-//! the model (`--completion` and `--callback-irql` choose the model's
-//! behaviour); the Windows backend (DeviceIoControl on the device interface)
-//! arrives with the KMDF glue.
+//! On Windows it opens the installed driver through its device interface and
+//! sends DeviceIoControl requests ([`windows`]). On other hosts the driver's
+//! device engine runs in-process over the model ([`model`]; `--completion`
+//! and `--callback-irql` choose the model's behaviour). Everything else (the
+//! commands, the relay to TCP peers, the output) is the same code.
 
+mod backend;
+#[cfg(not(windows))]
 mod model;
 mod relay;
+#[cfg(windows)]
+mod windows;
 
+use backend::Driver;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use ksspi_abi::*;
+#[cfg(not(windows))]
 use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig};
+#[cfg(not(windows))]
 use model::Model;
 use serde::Serialize;
 use std::process::ExitCode;
@@ -54,6 +62,10 @@ enum Command {
         /// The first seed (each batch uses the next).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The server certificate's SHA-1 thumbprint in LocalMachine\My
+        /// (needed on Windows; the model generates one).
+        #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint)]
+        cert_thumbprint: Option<[u8; 20]>,
         /// One JSON object on stdout at the end.
         #[arg(long)]
         json: bool,
@@ -65,7 +77,8 @@ enum Command {
         /// The name the server's certificate must carry (default: HOST).
         #[arg(long = "server-name")]
         server_name: Option<String>,
-        /// Trust this CA (PEM) (the model's Root store).
+        /// Trust this CA (PEM) (the model's Root store; on Windows import it
+        /// into LocalMachine\Root instead).
         #[arg(long)]
         ca: Option<std::path::PathBuf>,
         /// TLS versions.
@@ -77,14 +90,18 @@ enum Command {
         /// Where to listen, ADDR:PORT.
         #[arg(long)]
         listen: String,
-        /// The server certificate (PEM), with --key.
+        /// The server certificate by SHA-1 thumbprint in LocalMachine\My
+        /// (how kernel Schannel finds it on Windows).
+        #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint, conflicts_with_all = ["cert", "self_signed"])]
+        cert_thumbprint: Option<[u8; 20]>,
+        /// The server certificate (PEM), with --key (model only).
         #[arg(long, requires = "key")]
         cert: Option<std::path::PathBuf>,
         /// The private key (PEM), with --cert.
         #[arg(long, requires = "cert")]
         key: Option<std::path::PathBuf>,
-        /// A self-signed certificate for this name.
-        #[arg(long = "self-signed")]
+        /// A self-signed certificate for this name (model only).
+        #[arg(long = "self-signed", conflicts_with = "cert")]
         self_signed: Option<String>,
         /// TLS versions.
         #[arg(long, value_enum, default_value_t = Tls::Both)]
@@ -139,11 +156,30 @@ struct SelftestArgs {
     /// Model: the seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The server certificate's SHA-1 thumbprint in LocalMachine\My (needed
+    /// on Windows; the model generates one).
+    #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint)]
+    cert_thumbprint: Option<[u8; 20]>,
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
 }
 
+/// A SHA-1 thumbprint: 40 hex digits (spaces and colons ignored).
+fn parse_thumbprint(s: &str) -> Result<[u8; 20], String> {
+    let hex: Vec<u8> = s.bytes().filter(|b| !matches!(b, b' ' | b':')).collect();
+    if hex.len() != 40 {
+        return Err(format!("a thumbprint has 40 hex digits, not {}", hex.len()));
+    }
+    let mut out = [0u8; 20];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).map_err(|_| "not hex".to_string())?;
+        out[i] = u8::from_str_radix(text, 16).map_err(|_| format!("{text:?} is not hex"))?;
+    }
+    Ok(out)
+}
+
+#[cfg(not(windows))]
 fn model_config(args: &SelftestArgs) -> SimConfig {
     let completion = match args.completion.unwrap_or(CompletionArg::Mixed) {
         CompletionArg::Async => CompletionPolicy::Always(Completion::Async),
@@ -179,12 +215,9 @@ fn read_file(path: &std::path::Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| Failure(format!("{}: {e}", path.display())))
 }
 
-fn connect(
-    addr: &str,
-    server_name: Option<&str>,
-    ca: Option<&std::path::Path>,
-    tls: Tls,
-) -> Result<(), Failure> {
+/// The driver for `connect`, trusting `ca` (model only).
+#[cfg(not(windows))]
+fn client_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
     let model = Model::new(SimConfig::default());
     if let Some(ca) = ca {
         model
@@ -193,19 +226,43 @@ fn connect(
             .add_root_pem(&read_file(ca)?)
             .map_err(|e| Failure(format!("{}: {e}", ca.display())))?;
     }
+    Ok(Box::new(model))
+}
+
+#[cfg(windows)]
+fn client_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
+    if ca.is_some() {
+        return Err(Failure(
+            "--ca applies to the model; kernel Schannel trusts LocalMachine\\Root: \
+             import the CA there (certutil -addstore root ca.cer)"
+                .into(),
+        ));
+    }
+    Ok(Box::new(windows::WinDriver::open()?))
+}
+
+fn connect(
+    addr: &str,
+    server_name: Option<&str>,
+    ca: Option<&std::path::Path>,
+    tls: Tls,
+) -> Result<(), Failure> {
+    let driver = client_driver(ca)?;
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let name = server_name.unwrap_or(host);
-    let session = relay::open(&model, false, [0; 20], name, protocols(tls))?;
-    let mut sock = std::net::TcpStream::connect(addr)
-        .map_err(|e| Failure(format!("connecting to {addr}: {e}")))?;
-    let peer = sock
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| addr.to_string());
-    let result = relay::handshake(&model, session, &mut sock, true);
-    relay::close(&model, session);
-    let leaked = model.unload();
-    let hs = result?;
+    let session = relay::open(driver.as_ref(), false, [0; 20], name, protocols(tls))?;
+    let sock = std::net::TcpStream::connect(addr)
+        .map_err(|e| Failure(format!("connecting to {addr}: {e}")));
+    let result = sock.and_then(|mut sock| {
+        let peer = sock
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| addr.to_string());
+        relay::handshake(driver.as_ref(), session, &mut sock, true).map(|hs| (peer, hs))
+    });
+    relay::close(driver.as_ref(), session);
+    let leaked = driver.finish();
+    let (peer, hs) = result?;
     if !hs.established {
         return Err(Failure(format!(
             "handshake with {peer} failed: {}",
@@ -224,10 +281,13 @@ fn connect(
     Ok(())
 }
 
-fn serve(listen: &str, identity: Identity, tls: Tls, once: bool) -> Result<(), Failure> {
-    let model = std::sync::Arc::new(Model::new(SimConfig::default()));
+/// The driver for `serve` and the thumbprint of the certificate it serves.
+#[cfg(not(windows))]
+fn server_driver(identity: Identity) -> Result<(Box<dyn Driver>, [u8; 20]), Failure> {
+    let model = Model::new(SimConfig::default());
     let thumbprint = match identity {
         Identity::Generated => model.thumbprint,
+        Identity::Thumbprint(t) => t,
         Identity::Pem(cert, key) => model
             .sim
             .store()
@@ -242,6 +302,32 @@ fn serve(listen: &str, identity: Identity, tls: Tls, once: bool) -> Result<(), F
                 .map_err(|e| Failure(format!("the self-signed certificate: {e}")))?
         }
     };
+    Ok((Box::new(model), thumbprint))
+}
+
+#[cfg(windows)]
+fn server_driver(identity: Identity) -> Result<(Box<dyn Driver>, [u8; 20]), Failure> {
+    let thumbprint = match identity {
+        Identity::Thumbprint(t) => t,
+        Identity::Generated => return Err(Failure(NEED_THUMBPRINT.into())),
+        Identity::Pem(..) | Identity::SelfSigned(_) => {
+            return Err(Failure(
+                "--cert/--key and --self-signed apply to the model; kernel Schannel takes the \
+                 server certificate from LocalMachine\\My: use --cert-thumbprint"
+                    .into(),
+            ))
+        }
+    };
+    Ok((Box::new(windows::WinDriver::open()?), thumbprint))
+}
+
+#[cfg(windows)]
+const NEED_THUMBPRINT: &str = "on Windows the driver needs a server certificate in \
+     LocalMachine\\My: pass --cert-thumbprint HEX (docs/WINDOWS.md shows how to make one)";
+
+fn serve(listen: &str, identity: Identity, tls: Tls, once: bool) -> Result<(), Failure> {
+    let (driver, thumbprint) = server_driver(identity)?;
+    let driver = std::sync::Arc::new(driver);
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| Failure(format!("listening on {listen}: {e}")))?;
     let local = listener
@@ -249,35 +335,36 @@ fn serve(listen: &str, identity: Identity, tls: Tls, once: bool) -> Result<(), F
         .map(|a| a.to_string())
         .unwrap_or_else(|_| listen.to_string());
     println!("listening on {local}");
-    let serve_one = move |model: &Model, mut sock: std::net::TcpStream| -> Result<(), Failure> {
-        let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        let session = relay::open(model, true, thumbprint, "", protocols(tls))?;
-        let result = relay::handshake(model, session, &mut sock, false);
-        relay::close(model, session);
-        let hs = result?;
-        if hs.established {
-            println!(
-                "{peer}: handshake complete ({}), protocol {}, cipher {}",
-                hs.status,
-                hs.protocol_name(),
-                hs.cipher_name()
-            );
-            // No record layer yet: hold the connection until the peer closes
-            // it (its close_notify is read and dropped), then let go.
-            relay::drain_until_closed(&mut sock);
-            Ok(())
-        } else {
-            Err(Failure(format!("{peer}: handshake failed: {}", hs.status)))
-        }
-    };
+    let serve_one =
+        move |driver: &dyn Driver, mut sock: std::net::TcpStream| -> Result<(), Failure> {
+            let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            let session = relay::open(driver, true, thumbprint, "", protocols(tls))?;
+            let result = relay::handshake(driver, session, &mut sock, false);
+            relay::close(driver, session);
+            let hs = result?;
+            if hs.established {
+                println!(
+                    "{peer}: handshake complete ({}), protocol {}, cipher {}",
+                    hs.status,
+                    hs.protocol_name(),
+                    hs.cipher_name()
+                );
+                // No record layer yet: hold the connection until the peer closes
+                // it (its close_notify is read and dropped), then let go.
+                relay::drain_until_closed(&mut sock);
+                Ok(())
+            } else {
+                Err(Failure(format!("{peer}: handshake failed: {}", hs.status)))
+            }
+        };
     if once {
         let (sock, _) = listener
             .accept()
             .map_err(|e| Failure(format!("accepting: {e}")))?;
-        let result = serve_one(&model, sock);
-        let model = std::sync::Arc::try_unwrap(model)
-            .map_err(|_| Failure("the model is still shared".into()))?;
-        let leaked = model.unload();
+        let result = serve_one(driver.as_ref().as_ref(), sock);
+        let driver = std::sync::Arc::try_unwrap(driver)
+            .map_err(|_| Failure("the driver is still shared".into()))?;
+        let leaked = driver.finish();
         result?;
         if leaked > 0 {
             return Err(Failure(format!("{leaked} objects leaked at unload")));
@@ -286,10 +373,10 @@ fn serve(listen: &str, identity: Identity, tls: Tls, once: bool) -> Result<(), F
     }
     for sock in listener.incoming() {
         let Ok(sock) = sock else { continue };
-        let model = model.clone();
+        let driver = driver.clone();
         std::thread::spawn(move || {
             // A failed handshake never stops the server.
-            if let Err(Failure(reason)) = serve_one(&model, sock) {
+            if let Err(Failure(reason)) = serve_one(driver.as_ref().as_ref(), sock) {
                 eprintln!("ksspictl: {reason}");
             }
         });
@@ -298,8 +385,10 @@ fn serve(listen: &str, identity: Identity, tls: Tls, once: bool) -> Result<(), F
 }
 
 /// Where the server's certificate comes from.
+#[cfg_attr(windows, allow(dead_code))] // PEM and self-signed are refused there
 enum Identity {
     Generated,
+    Thumbprint([u8; 20]),
     Pem(String, String),
     SelfSigned(String),
 }
@@ -348,29 +437,68 @@ struct SelftestJson {
     leaked: u64,
 }
 
-/// One self-test over a fresh model: the reply and what leaked at unload.
+/// What a self-test runs on: the driver, the server certificate and the seed.
+struct Target {
+    driver: Box<dyn Driver>,
+    thumbprint: [u8; 20],
+    seed: u64,
+}
+
+/// The driver for one self-test batch and the server certificate's
+/// thumbprint: a fresh model with `config`, or the installed driver.
+#[cfg(not(windows))]
+fn selftest_driver(
+    config: Option<SimConfig>,
+    thumbprint: Option<[u8; 20]>,
+) -> Result<Target, Failure> {
+    let config = config.unwrap_or_default();
+    let seed = config.seed;
+    let model = Model::new(config);
+    let thumbprint = thumbprint.unwrap_or(model.thumbprint);
+    Ok(Target {
+        driver: Box::new(model),
+        thumbprint,
+        seed,
+    })
+}
+
+#[cfg(windows)]
+fn selftest_driver(config: Option<()>, thumbprint: Option<[u8; 20]>) -> Result<Target, Failure> {
+    let _ = config;
+    let thumbprint = thumbprint.ok_or_else(|| Failure(NEED_THUMBPRINT.into()))?;
+    Ok(Target {
+        driver: Box::new(windows::WinDriver::open()?),
+        thumbprint,
+        seed: 0,
+    })
+}
+
+/// One self-test: the reply, the backend's name and what leaked at unload.
 fn run_selftest(
-    config: SimConfig,
+    Target {
+        driver,
+        thumbprint,
+        seed,
+    }: Target,
     count: u32,
     concurrency: u32,
     protocols: u32,
     spinner: bool,
-) -> Result<(SelftestReply, u64), Failure> {
-    let model = Model::new(config);
+) -> Result<(SelftestReply, &'static str, u64), Failure> {
     let request = SelftestRequest {
         count,
         concurrency,
         protocols,
         completion: 0,
         callback_irql: 0,
-        seed: model.sim.config().seed,
-        thumbprint: model.thumbprint,
+        seed,
+        thumbprint,
         bytes: 0,
     };
     let mut input = vec![0u8; 256];
     let n = encode(&request, &mut input)
         .map_err(|e| Failure(format!("encoding the request: {e:?}")))?;
-    let pending = model.send(IOCTL_KSSPI_SELFTEST, &input[..n], 512);
+    let backend = driver.backend();
     let bar = spinner.then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
@@ -378,18 +506,18 @@ fn run_selftest(
                 .expect("a valid template"),
         );
         bar.set_message(format!(
-            "{count} handshakes at concurrency {concurrency} over the model"
+            "{count} handshakes at concurrency {concurrency} ({backend})"
         ));
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
     });
-    let (status, reply) = pending
-        .recv_timeout(Duration::from_secs(600))
-        .map_err(|_| Failure("the self-test did not complete within 600 s".into()))?;
+    let result = driver.call(IOCTL_KSSPI_SELFTEST, &input[..n], 512);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let (status, reply) = result?;
     if status != 0 {
+        driver.finish();
         return Err(Failure(format!(
             "the self-test request failed: {}",
             ntstatus_name(status)
@@ -397,7 +525,7 @@ fn run_selftest(
     }
     let r = decode::<SelftestReply>(&reply)
         .map_err(|e| Failure(format!("a malformed self-test reply: {e:?}")))?;
-    Ok((r, model.unload()))
+    Ok((r, backend, driver.finish()))
 }
 
 #[derive(Serialize)]
@@ -412,7 +540,14 @@ struct StressJson {
     leaked: u64,
 }
 
-fn stress(duration: u64, concurrency: u32, tls: Tls, seed: u64, json: bool) -> Result<(), Failure> {
+fn stress(
+    duration: u64,
+    concurrency: u32,
+    tls: Tls,
+    seed: u64,
+    thumbprint: Option<[u8; 20]>,
+    json: bool,
+) -> Result<(), Failure> {
     if concurrency == 0 {
         return Err(Failure("--concurrency must be at least 1".into()));
     }
@@ -427,14 +562,28 @@ fn stress(duration: u64, concurrency: u32, tls: Tls, seed: u64, json: bool) -> R
         bar
     });
     let (mut batches, mut ok, mut failed, mut leaked, mut worst) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut backend = "model";
     while std::time::Instant::now() < deadline {
-        let config = SimConfig {
+        #[cfg(not(windows))]
+        let config = Some(SimConfig {
             seed: seed + batches,
             completion: CompletionPolicy::Mixed,
             callback_irql: CallbackIrql::Mixed,
             ..SimConfig::default()
+        });
+        #[cfg(windows)]
+        let config = {
+            let _ = seed;
+            None
         };
-        let (r, l) = run_selftest(config, concurrency * 4, concurrency, protocols(tls), false)?;
+        let (r, b, l) = run_selftest(
+            selftest_driver(config, thumbprint)?,
+            concurrency * 4,
+            concurrency,
+            protocols(tls),
+            false,
+        )?;
+        backend = b;
         batches += 1;
         ok += r.handshakes_ok;
         failed += r.handshakes_failed;
@@ -452,7 +601,7 @@ fn stress(duration: u64, concurrency: u32, tls: Tls, seed: u64, json: bool) -> R
     }
     let secs = start.elapsed().as_secs_f64();
     let summary = StressJson {
-        backend: "model",
+        backend,
         duration_s: (secs * 10.0).round() / 10.0,
         batches,
         handshakes_ok: ok,
@@ -483,8 +632,21 @@ fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
             "--count and --concurrency must be at least 1".into(),
         ));
     }
-    let (r, leaked) = run_selftest(
-        model_config(args),
+    #[cfg(not(windows))]
+    let config = Some(model_config(args));
+    #[cfg(windows)]
+    let config = {
+        if args.completion.is_some() || args.callback_irql.is_some() {
+            return Err(Failure(
+                "--completion and --callback-irql choose the model's behaviour; on Windows \
+                 ksecdd decides how calls complete"
+                    .into(),
+            ));
+        }
+        None
+    };
+    let (r, backend, leaked) = run_selftest(
+        selftest_driver(config, args.cert_thumbprint)?,
         args.count,
         args.concurrency,
         protocols(args.tls),
@@ -496,7 +658,7 @@ fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
         0.0
     };
     let json = SelftestJson {
-        backend: "model",
+        backend,
         count: args.count,
         concurrency: args.concurrency,
         handshakes_ok: r.handshakes_ok,
@@ -613,11 +775,9 @@ struct InfoJson {
 }
 
 fn info(json: bool) -> Result<(), Failure> {
-    let model = Model::new(SimConfig::default());
-    let (status, reply) = model
-        .send(IOCTL_KSSPI_GET_INFO, &[], 256)
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| Failure("GET_INFO did not complete".into()))?;
+    let driver = selftest_driver(None, Some([0; 20]))?.driver;
+    let backend = driver.backend();
+    let (status, reply) = driver.call(IOCTL_KSSPI_GET_INFO, &[], 256)?;
     if status != 0 {
         return Err(Failure(format!(
             "GET_INFO failed: {}",
@@ -626,7 +786,7 @@ fn info(json: bool) -> Result<(), Failure> {
     }
     let r = decode::<InfoReply>(&reply)
         .map_err(|e| Failure(format!("a malformed info reply: {e:?}")))?;
-    let leaked = model.unload();
+    let leaked = driver.finish();
     if leaked > 0 {
         return Err(Failure(format!("{leaked} objects leaked at unload")));
     }
@@ -643,7 +803,7 @@ fn info(json: bool) -> Result<(), Failure> {
         }
     }
     let j = InfoJson {
-        backend: "model",
+        backend,
         abi_version: ABI_VERSION,
         driver_version: format!(
             "{}.{}.{}",
@@ -683,11 +843,6 @@ fn info(json: bool) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    #[cfg(windows)]
-    eprintln!(
-        "ksspictl: note: this build drives the device engine over the in-process model; \
-         the DeviceIoControl backend for the installed driver arrives with the KMDF glue"
-    );
     let result = match &cli.command {
         Command::Info { json } => info(*json),
         Command::Selftest(args) => selftest(args),
@@ -696,8 +851,16 @@ fn main() -> ExitCode {
             concurrency,
             tls,
             seed,
+            cert_thumbprint,
             json,
-        } => stress(*duration, *concurrency, *tls, *seed, *json),
+        } => stress(
+            *duration,
+            *concurrency,
+            *tls,
+            *seed,
+            *cert_thumbprint,
+            *json,
+        ),
         Command::Connect {
             addr,
             server_name,
@@ -706,18 +869,20 @@ fn main() -> ExitCode {
         } => connect(addr, server_name.as_deref(), ca.as_deref(), *tls),
         Command::Serve {
             listen,
+            cert_thumbprint,
             cert,
             key,
             self_signed,
             tls,
             once,
         } => {
-            let identity = match (cert, key, self_signed) {
-                (Some(c), Some(k), _) => match (read_file(c), read_file(k)) {
+            let identity = match (cert_thumbprint, cert, key, self_signed) {
+                (Some(t), ..) => Ok(Identity::Thumbprint(*t)),
+                (_, Some(c), Some(k), _) => match (read_file(c), read_file(k)) {
                     (Ok(c), Ok(k)) => Ok(Identity::Pem(c, k)),
                     (Err(e), _) | (_, Err(e)) => Err(e),
                 },
-                (_, _, Some(name)) => Ok(Identity::SelfSigned(name.clone())),
+                (.., Some(name)) => Ok(Identity::SelfSigned(name.clone())),
                 _ => Ok(Identity::Generated),
             };
             identity.and_then(|identity| serve(listen, identity, *tls, *once))

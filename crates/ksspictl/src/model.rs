@@ -2,6 +2,8 @@
 //! in-process, over the model of ksecdd + Schannel, with a generated server
 //! certificate in the model's LocalMachine\My store.
 
+use crate::backend::Driver;
+use crate::Failure;
 use ksspi::{Irql, Passive};
 use ksspi_driver::device::{Device, DeviceConfig, FileId, Request};
 use ksspi_driver::ntstatus::NtStatus;
@@ -71,7 +73,7 @@ impl Model {
 
     /// Close everything, wait for it to go, and count what the model's
     /// verifier still holds.
-    pub fn unload(self) -> u64 {
+    fn unload(self) -> u64 {
         self.device.cleanup(self.file);
         self.device.unload();
         for _ in 0..2000 {
@@ -89,5 +91,21 @@ impl Model {
                 report.0.len() as u64
             }
         }
+    }
+}
+
+impl Driver for Model {
+    fn backend(&self) -> &'static str {
+        "model"
+    }
+
+    fn call(&self, code: u32, input: &[u8], capacity: usize) -> Result<(i32, Vec<u8>), Failure> {
+        self.send(code, input, capacity)
+            .recv_timeout(Duration::from_secs(600))
+            .map_err(|_| Failure("the driver did not complete the request within 600 s".into()))
+    }
+
+    fn finish(self: Box<Self>) -> u64 {
+        self.unload()
     }
 }

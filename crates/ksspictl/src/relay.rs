@@ -2,7 +2,7 @@
 //! its tokens over TCP to a real TLS peer, so the kernel path meets real
 //! implementations.
 
-use crate::model::Model;
+use crate::backend::Driver;
 use crate::Failure;
 use ksspi::SecStatus;
 use ksspi_abi::*;
@@ -45,11 +45,8 @@ impl Handshake {
     }
 }
 
-fn call(model: &Model, code: u32, input: &[u8], capacity: usize) -> Result<Vec<u8>, Failure> {
-    let (status, reply) = model
-        .send(code, input, capacity)
-        .recv_timeout(Duration::from_secs(60))
-        .map_err(|_| Failure("the driver did not complete the request within 60 s".into()))?;
+fn call(driver: &dyn Driver, code: u32, input: &[u8], capacity: usize) -> Result<Vec<u8>, Failure> {
+    let (status, reply) = driver.call(code, input, capacity)?;
     if status != 0 {
         return Err(Failure(format!(
             "the request failed: NTSTATUS {:#010x}",
@@ -69,7 +66,7 @@ fn encoded<'a, M: Message<'a>>(m: &M, extra: usize) -> Result<Vec<u8>, Failure> 
 /// Open a session: a server (certificate by thumbprint in MY) or a client
 /// (target name).
 pub fn open(
-    model: &Model,
+    driver: &dyn Driver,
     server: bool,
     thumbprint: [u8; 20],
     target: &str,
@@ -85,7 +82,7 @@ pub fn open(
         store,
         target: target.as_bytes(),
     };
-    let reply = call(model, IOCTL_KSSPI_OPEN, &encoded(&req, target.len())?, 64)?;
+    let reply = call(driver, IOCTL_KSSPI_OPEN, &encoded(&req, target.len())?, 64)?;
     let open = decode::<OpenReply>(&reply)
         .map_err(|e| Failure(format!("a malformed OPEN reply: {e:?}")))?;
     if open.status < 0 {
@@ -99,7 +96,7 @@ pub fn open(
 
 /// Run the handshake of `session` over `sock`. A client starts with an empty step.
 pub fn handshake(
-    model: &Model,
+    driver: &dyn Driver,
     session: SessionId,
     sock: &mut TcpStream,
     client: bool,
@@ -128,7 +125,7 @@ pub fn handshake(
             input: &input,
         };
         let reply = call(
-            model,
+            driver,
             IOCTL_KSSPI_STEP,
             &encoded(&req, input.len())?,
             step_reply_capacity(64 * 1024),
@@ -162,9 +159,9 @@ pub fn handshake(
 }
 
 /// Close a session.
-pub fn close(model: &Model, session: SessionId) {
+pub fn close(driver: &dyn Driver, session: SessionId) {
     if let Ok(req) = encoded(&CloseRequest { session }, 0) {
-        let _ = call(model, IOCTL_KSSPI_CLOSE, &req, 64);
+        let _ = call(driver, IOCTL_KSSPI_CLOSE, &req, 64);
     }
 }
 

@@ -1,0 +1,262 @@
+//! The device object: its security descriptor, file-object callbacks,
+//! request context, device interface and queue, as in the samples'
+//! `device.rs`; and the engine's lifetime, from device creation to the
+//! device's cleanup callback.
+
+use super::context::{
+    device_context, file_context, wdf_size, DEVICE_CONTEXT_INFO, FILE_CONTEXT_INFO,
+    REQUEST_CONTEXT_INFO,
+};
+use super::platform::{current_irql, KmdfPlatform};
+use super::{queue, Engine};
+use crate::device::{DeviceConfig, FileId};
+use alloc::boxed::Box;
+use ksspi::ksecdd::Ksecdd;
+use ksspi::Passive;
+use ksspi_abi::GUID_DEVINTERFACE_KSSPI;
+use wdk::{nt_success, println};
+use wdk_sys::{
+    call_unsafe_wdf_function_binding, ntddk::KeDelayExecutionThread, _MODE, _WDF_EXECUTION_LEVEL,
+    _WDF_FILEOBJECT_CLASS, _WDF_SYNCHRONIZATION_SCOPE, _WDF_TRI_STATE, GUID, KPROCESSOR_MODE,
+    LARGE_INTEGER, NTSTATUS, STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS, UNICODE_STRING,
+    WDFDEVICE, WDFDEVICE_INIT, WDFFILEOBJECT, WDFOBJECT, WDFREQUEST, WDF_FILEOBJECT_CONFIG,
+    WDF_NO_HANDLE, WDF_OBJECT_ATTRIBUTES,
+};
+
+/// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL` (wdmsec.h): only SYSTEM and Administrators.
+const SDDL: &str = "D:P(A;;GA;;;SY)(A;;GA;;;BA)";
+
+const fn utf16<const N: usize>(s: &str) -> [u16; N] {
+    let bytes = s.as_bytes();
+    assert!(bytes.len() == N);
+    let mut out = [0u16; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = bytes[i] as u16;
+        i += 1;
+    }
+    out
+}
+
+static SDDL_UTF16: [u16; SDDL.len()] = utf16(SDDL);
+
+/// The device interface GUID, from the ABI crate the harness also uses.
+const INTERFACE: GUID = GUID {
+    Data1: GUID_DEVINTERFACE_KSSPI.data1,
+    Data2: GUID_DEVINTERFACE_KSSPI.data2,
+    Data3: GUID_DEVINTERFACE_KSSPI.data3,
+    Data4: GUID_DEVINTERFACE_KSSPI.data4,
+};
+
+/// Attributes with a context type, inheriting execution level and
+/// synchronisation scope (`WDF_OBJECT_ATTRIBUTES_INIT_CONTEXT_TYPE`).
+fn attributes_with(info: *const wdk_sys::WDF_OBJECT_CONTEXT_TYPE_INFO) -> WDF_OBJECT_ATTRIBUTES {
+    WDF_OBJECT_ATTRIBUTES {
+        Size: wdf_size::<WDF_OBJECT_ATTRIBUTES>(),
+        ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelInheritFromParent,
+        SynchronizationScope: _WDF_SYNCHRONIZATION_SCOPE::WdfSynchronizationScopeInheritFromParent,
+        ContextTypeInfo: info,
+        ..WDF_OBJECT_ATTRIBUTES::default()
+    }
+}
+
+/// Create the device object and everything hanging off it (EvtDriverDeviceAdd).
+pub fn create(mut device_init: &mut WDFDEVICE_INIT) -> NTSTATUS {
+    // Only SYSTEM and Administrators may open the device.
+    let sddl = UNICODE_STRING {
+        Length: (SDDL_UTF16.len() * 2) as u16,
+        MaximumLength: (SDDL_UTF16.len() * 2) as u16,
+        Buffer: SDDL_UTF16.as_ptr().cast_mut(),
+    };
+    // SAFETY: device_init is WDF's, not yet consumed; the string outlives the
+    // call (WDF copies it) and is never written through.
+    let status = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceInitAssignSDDLString,
+            device_init,
+            &raw const sddl
+        )
+    };
+    if !nt_success(status) {
+        println!("ksspi: WdfDeviceInitAssignSDDLString failed {status:#010X}");
+        return status;
+    }
+
+    // File objects: each handle gets an engine file id; cleanup closes its
+    // sessions.
+    let mut file_config = WDF_FILEOBJECT_CONFIG {
+        Size: wdf_size::<WDF_FILEOBJECT_CONFIG>(),
+        EvtDeviceFileCreate: Some(evt_device_file_create),
+        EvtFileClose: None,
+        EvtFileCleanup: Some(evt_file_cleanup),
+        AutoForwardCleanupClose: _WDF_TRI_STATE::WdfUseDefault,
+        FileObjectClass: _WDF_FILEOBJECT_CLASS::WdfFileObjectWdfCannotUseFsContexts,
+        ..WDF_FILEOBJECT_CONFIG::default()
+    };
+    let mut file_attributes = attributes_with(FILE_CONTEXT_INFO.unique());
+    // SAFETY: device_init is WDF's; both structures outlive the call.
+    unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceInitSetFileObjectConfig,
+            device_init,
+            &raw mut file_config,
+            &raw mut file_attributes,
+        );
+    };
+
+    // Every request carries a RequestContext (the cancel routine's key).
+    let mut request_attributes = attributes_with(REQUEST_CONTEXT_INFO.unique());
+    // SAFETY: as above.
+    unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceInitSetRequestAttributes,
+            device_init,
+            &raw mut request_attributes
+        );
+    };
+
+    let mut attributes = WDF_OBJECT_ATTRIBUTES {
+        EvtCleanupCallback: Some(evt_device_cleanup),
+        ..attributes_with(DEVICE_CONTEXT_INFO.unique())
+    };
+    let mut device = WDF_NO_HANDLE as WDFDEVICE;
+    // SAFETY: WdfDeviceCreate consumes device_init (on success and failure);
+    // it is not used afterwards.
+    let status = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceCreate,
+            (core::ptr::addr_of_mut!(device_init)).cast(),
+            &raw mut attributes,
+            &raw mut device,
+        )
+    };
+    if !nt_success(status) {
+        println!("ksspi: WdfDeviceCreate failed {status:#010X}");
+        return status;
+    }
+
+    let Some(at) = Passive::check(current_irql()) else {
+        return STATUS_INVALID_DEVICE_STATE;
+    };
+    let provider = match Ksecdd::new(&at) {
+        Ok(p) => p,
+        Err(e) => {
+            println!(
+                "ksspi: ksecdd has no security function table ({:#010X})",
+                e.0
+            );
+            return STATUS_INVALID_DEVICE_STATE;
+        }
+    };
+    let engine = Box::new(Engine::new(
+        provider,
+        KmdfPlatform::new(device),
+        DeviceConfig::default(),
+    ));
+    // SAFETY: the device was created with a DeviceContext; nothing else uses
+    // it until the queue and interface below exist.
+    unsafe { (*device_context(device as WDFOBJECT)).engine = Box::into_raw(engine) };
+
+    // SAFETY: a live device; the GUID is static; no reference string.
+    let status = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceCreateDeviceInterface,
+            device,
+            &INTERFACE,
+            core::ptr::null_mut(),
+        )
+    };
+    if !nt_success(status) {
+        println!("ksspi: WdfDeviceCreateDeviceInterface failed {status:#010X}");
+        return status;
+    }
+    // SAFETY: a live device, at PASSIVE_LEVEL.
+    unsafe { queue::initialize(device) }
+}
+
+/// The engine of a device.
+///
+/// # Safety
+/// `device` is a live ksspi device whose engine is set (after `create`,
+/// before its cleanup callback).
+pub unsafe fn engine_of(device: WDFDEVICE) -> Option<&'static Engine> {
+    // SAFETY: per the caller; the engine lives until the cleanup callback,
+    // after every request and file callback of the device.
+    unsafe { (*device_context(device as WDFOBJECT)).engine.as_ref() }
+}
+
+/// The engine's id for a file object.
+///
+/// # Safety
+/// `file` is a live file object of a ksspi device.
+pub unsafe fn file_id(file: WDFFILEOBJECT) -> FileId {
+    // SAFETY: per the caller; file objects carry a FileContext.
+    FileId(unsafe { (*file_context(file as WDFOBJECT)).id })
+}
+
+/// EvtDeviceFileCreate: a new handle gets an engine file id.
+extern "C" fn evt_device_file_create(device: WDFDEVICE, request: WDFREQUEST, file: WDFFILEOBJECT) {
+    // SAFETY: WDF passes live objects of this device.
+    let status = match unsafe { engine_of(device) } {
+        Some(engine) => {
+            // SAFETY: the file object carries a FileContext, not yet shared.
+            unsafe { (*file_context(file as WDFOBJECT)).id = engine.open_file().0 };
+            STATUS_SUCCESS
+        }
+        None => STATUS_INVALID_DEVICE_STATE,
+    };
+    // SAFETY: the create request is ours to complete.
+    unsafe { call_unsafe_wdf_function_binding!(WdfRequestComplete, request, status) };
+}
+
+/// EvtFileCleanup: the last handle to a file object closed. Close its
+/// sessions and wait (at PASSIVE_LEVEL) until calls in flight have completed
+/// and every session is gone.
+extern "C" fn evt_file_cleanup(file: WDFFILEOBJECT) {
+    // SAFETY: a live file object of a ksspi device.
+    let device = unsafe { call_unsafe_wdf_function_binding!(WdfFileObjectGetDevice, file) };
+    // SAFETY: as above.
+    let (Some(engine), id) = (unsafe { engine_of(device) }, unsafe { file_id(file) }) else {
+        return;
+    };
+    if engine.cleanup(id) > 0 {
+        wait_until(|| engine.sessions_of(id) == 0);
+    }
+}
+
+/// The device object's cleanup callback: close every session, wait for them
+/// to go, then drop the engine.
+extern "C" fn evt_device_cleanup(object: WDFOBJECT) {
+    // SAFETY: the device's context; no callback of the device runs any more
+    // except completions of calls still in flight, which the wait covers.
+    let ctx = unsafe { &mut *device_context(object) };
+    if ctx.engine.is_null() {
+        return;
+    }
+    // SAFETY: set from Box::into_raw in `create`.
+    let engine = unsafe { &*ctx.engine };
+    if engine.unload() > 0 {
+        wait_until(|| engine.sessions_alive() == 0);
+    }
+    // SAFETY: from Box::into_raw; nothing refers to it any more.
+    drop(unsafe { Box::from_raw(ctx.engine.cast_mut()) });
+    ctx.engine = core::ptr::null();
+}
+
+/// Sleep 10 ms at a time (at PASSIVE_LEVEL) until `done`, logging each second.
+fn wait_until(mut done: impl FnMut() -> bool) {
+    let mut waited_ms = 0u32;
+    while !done() {
+        let mut interval = LARGE_INTEGER {
+            QuadPart: -10 * 1000 * 10, // 10 ms, relative, in 100 ns units
+        };
+        // SAFETY: at PASSIVE_LEVEL (cleanup callbacks), non-alertable.
+        unsafe {
+            KeDelayExecutionThread(_MODE::KernelMode as KPROCESSOR_MODE, 0, &raw mut interval)
+        };
+        waited_ms += 10;
+        if waited_ms % 1000 == 0 {
+            println!("ksspi: waiting for SSPI calls in flight ({waited_ms} ms)");
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The default queue and its EvtIoDeviceControl; [`WdfRequest`], the engine's
+//! [`Request`] over a `WDFREQUEST`; and the cancel routine.
+//!
+//! Cancellation follows the samples' echo queue (`WdfRequestMarkCancelableEx`
+//! under the lock, `WdfRequestUnmarkCancelable` before completing, and an
+//! ownership count when both sides race): the engine pends a request and the
+//! wrapper marks it cancelable with the engine's [`PendKey`]. The cancel
+//! routine hands the key to [`Device::cancel`](crate::device::Device::cancel);
+//! if the engine no longer holds the request (its completion is under way and
+//! found it cancelled), the completing side and the cancel routine each add a
+//! claim and the second one completes it with STATUS_CANCELLED.
+
+use super::context::{request_context, wdf_size, RequestContext};
+use super::device::{engine_of, file_id};
+use super::platform::current_irql;
+use crate::device::{PendKey, Request};
+use crate::ntstatus::NtStatus;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use ksspi::Passive;
+use ksspi_abi::MAX_MESSAGE;
+use wdk::{nt_success, println};
+use wdk_sys::{
+    call_unsafe_wdf_function_binding, _WDF_EXECUTION_LEVEL, _WDF_IO_QUEUE_DISPATCH_TYPE,
+    _WDF_SYNCHRONIZATION_SCOPE, _WDF_TRI_STATE, NTSTATUS, PVOID, STATUS_CANCELLED,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_BUFFER_SIZE, STATUS_INVALID_DEVICE_STATE, ULONG,
+    WDFDEVICE, WDFOBJECT, WDFQUEUE, WDFREQUEST, WDF_IO_QUEUE_CONFIG, WDF_NO_HANDLE,
+    WDF_OBJECT_ATTRIBUTES,
+};
+
+/// Create the default parallel queue (every request presented at once: a
+/// pended STEP must not hold up other sessions), at PASSIVE_LEVEL.
+///
+/// # Safety
+/// `device` is a live device object, and this runs at PASSIVE_LEVEL.
+pub unsafe fn initialize(device: WDFDEVICE) -> NTSTATUS {
+    let mut config = WDF_IO_QUEUE_CONFIG {
+        Size: wdf_size::<WDF_IO_QUEUE_CONFIG>(),
+        PowerManaged: _WDF_TRI_STATE::WdfUseDefault,
+        DefaultQueue: u8::from(true),
+        DispatchType: _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchParallel,
+        EvtIoDeviceControl: Some(evt_io_device_control),
+        ..WDF_IO_QUEUE_CONFIG::default()
+    };
+    // WDF_IO_QUEUE_CONFIG_INIT_DEFAULT_QUEUE: no limit on presented requests
+    // (zero would present none).
+    config.Settings.Parallel.NumberOfPresentedRequests = ULONG::MAX;
+    // The engine wants PASSIVE_LEVEL for IOCTLs (it issues SSPI calls there).
+    let mut attributes = WDF_OBJECT_ATTRIBUTES {
+        Size: wdf_size::<WDF_OBJECT_ATTRIBUTES>(),
+        ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelPassive,
+        SynchronizationScope: _WDF_SYNCHRONIZATION_SCOPE::WdfSynchronizationScopeNone,
+        ..WDF_OBJECT_ATTRIBUTES::default()
+    };
+    let mut queue = WDF_NO_HANDLE as WDFQUEUE;
+    // SAFETY: per the caller; config and attributes outlive the call.
+    let status = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfIoQueueCreate,
+            device,
+            &raw mut config,
+            &raw mut attributes,
+            &raw mut queue
+        )
+    };
+    if !nt_success(status) {
+        println!("ksspi: WdfIoQueueCreate failed {status:#010X}");
+    }
+    status
+}
+
+/// Complete `request` with `status` and `information` bytes.
+fn complete(request: WDFREQUEST, status: NTSTATUS, information: usize) {
+    // SAFETY: the caller owns the request's completion (exactly once).
+    unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfRequestCompleteWithInformation,
+            request,
+            status,
+            information as u64
+        )
+    };
+}
+
+/// EvtIoDeviceControl: copy the input out of the system buffer (which the
+/// reply later overwrites: METHOD_BUFFERED shares it) and hand the request to
+/// the engine.
+extern "C" fn evt_io_device_control(
+    queue: WDFQUEUE,
+    request: WDFREQUEST,
+    output_length: usize,
+    input_length: usize,
+    code: ULONG,
+) {
+    // SAFETY: a live queue of a ksspi device.
+    let device = unsafe { call_unsafe_wdf_function_binding!(WdfIoQueueGetDevice, queue) };
+    // SAFETY: as above; the engine lives until the device's cleanup.
+    let Some(engine) = (unsafe { engine_of(device) }) else {
+        return complete(request, STATUS_INVALID_DEVICE_STATE, 0);
+    };
+    let Some(at) = Passive::check(current_irql()) else {
+        return complete(request, STATUS_INVALID_DEVICE_STATE, 0);
+    };
+    if input_length > MAX_MESSAGE {
+        return complete(request, STATUS_INVALID_BUFFER_SIZE, 0);
+    }
+    let mut input = Vec::new();
+    if input_length > 0 {
+        if input.try_reserve_exact(input_length).is_err() {
+            return complete(request, STATUS_INSUFFICIENT_RESOURCES, 0);
+        }
+        let mut buffer: PVOID = core::ptr::null_mut();
+        let mut length: usize = 0;
+        // SAFETY: a live request; both out-parameters are ours.
+        let status = unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfRequestRetrieveInputBuffer,
+                request,
+                0,
+                &raw mut buffer,
+                &raw mut length
+            )
+        };
+        if !nt_success(status) {
+            return complete(request, status, 0);
+        }
+        // SAFETY: WDF returned `length` readable bytes at `buffer` (the system
+        // buffer, valid until the request completes, which is after this copy).
+        input
+            .extend_from_slice(unsafe { core::slice::from_raw_parts(buffer.cast::<u8>(), length) });
+    }
+    // SAFETY: a live request.
+    let file_object =
+        unsafe { call_unsafe_wdf_function_binding!(WdfRequestGetFileObject, request) };
+    if file_object.is_null() {
+        return complete(request, STATUS_INVALID_DEVICE_STATE, 0);
+    }
+    // SAFETY: a file object of this device.
+    let file = unsafe { file_id(file_object) };
+    let request = WdfRequest {
+        request,
+        output: output_length,
+        marked: false,
+    };
+    engine.ioctl(file, code, &input, request, &at);
+}
+
+/// A `WDFREQUEST` the engine owns until it completes it.
+pub struct WdfRequest {
+    request: WDFREQUEST,
+    output: usize,
+    /// Marked cancelable (and not yet unmarked).
+    marked: bool,
+}
+
+// SAFETY: a WDFREQUEST may be completed from any thread at IRQL <=
+// DISPATCH_LEVEL; the engine hands it between threads without sharing it.
+unsafe impl Send for WdfRequest {}
+
+impl WdfRequest {
+    fn context(&self) -> &RequestContext {
+        // SAFETY: every request of the device carries a RequestContext
+        // (WdfDeviceInitSetRequestAttributes); it lives as long as the request.
+        unsafe { &*request_context(self.request as WDFOBJECT) }
+    }
+
+    /// Copy `reply` into the output buffer and complete.
+    fn finish(self, status: NtStatus, reply: &[u8]) {
+        if reply.is_empty() {
+            return complete(self.request, status, 0);
+        }
+        let mut buffer: PVOID = core::ptr::null_mut();
+        // SAFETY: a live request; the out-parameter is ours; no length wanted.
+        let got = unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfRequestRetrieveOutputBuffer,
+                self.request,
+                reply.len(),
+                &raw mut buffer,
+                core::ptr::null_mut()
+            )
+        };
+        if !nt_success(got) {
+            return complete(self.request, got, 0);
+        }
+        // SAFETY: WDF checked the buffer holds at least reply.len() bytes; the
+        // input was copied out before the engine saw it, so nothing else
+        // refers to the system buffer.
+        unsafe { core::ptr::copy_nonoverlapping(reply.as_ptr(), buffer.cast::<u8>(), reply.len()) };
+        complete(self.request, status, reply.len());
+    }
+}
+
+impl Request for WdfRequest {
+    fn output_capacity(&self) -> usize {
+        self.output
+    }
+
+    fn pend(&mut self, key: PendKey) -> bool {
+        // SAFETY: the context is this request's; nothing else reads it until
+        // the request is cancelable.
+        unsafe {
+            let ctx = &mut *request_context(self.request as WDFOBJECT);
+            ctx.key = key;
+            ctx.claims.store(0, Ordering::Relaxed);
+        }
+        // SAFETY: a live request the driver owns. The Ex form never calls the
+        // cancel routine itself (it returns STATUS_CANCELLED instead), so it is
+        // safe under the engine's table lock, as in the samples' echo queue.
+        let status = unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfRequestMarkCancelableEx,
+                self.request,
+                Some(evt_request_cancel)
+            )
+        };
+        self.marked = nt_success(status);
+        self.marked
+    }
+
+    fn complete(self, status: NtStatus, reply: &[u8]) {
+        if self.marked {
+            // SAFETY: marked by `pend` and not unmarked since.
+            let unmarked = unsafe {
+                call_unsafe_wdf_function_binding!(WdfRequestUnmarkCancelable, self.request)
+            };
+            if unmarked == STATUS_CANCELLED {
+                // The cancel routine runs or will run and finds the engine no
+                // longer holds the request: the second claim completes it.
+                if self.context().claims.fetch_add(1, Ordering::AcqRel) == 1 {
+                    complete(self.request, STATUS_CANCELLED, 0);
+                }
+                return;
+            }
+        }
+        self.finish(status, reply);
+    }
+
+    fn cancelled(self) {
+        // Inside the cancel routine: the request is already unmarked.
+        complete(self.request, STATUS_CANCELLED, 0);
+    }
+}
+
+/// EvtRequestCancel: hand the request's key to the engine. If the engine
+/// still held it, it has completed it; if not, the completing side and this
+/// routine settle who completes it.
+extern "C" fn evt_request_cancel(request: WDFREQUEST) {
+    // SAFETY: a live request of the default queue of a ksspi device.
+    let queue = unsafe { call_unsafe_wdf_function_binding!(WdfRequestGetIoQueue, request) };
+    // SAFETY: as above.
+    let device = unsafe { call_unsafe_wdf_function_binding!(WdfIoQueueGetDevice, queue) };
+    // SAFETY: the request carries a RequestContext, written before it was
+    // marked cancelable.
+    let ctx = unsafe { &*request_context(request as WDFOBJECT) };
+    // SAFETY: the device is live while it has requests.
+    if let Some(engine) = unsafe { engine_of(device) } {
+        if engine.cancel(ctx.key) {
+            return;
+        }
+    }
+    if ctx.claims.fetch_add(1, Ordering::AcqRel) == 1 {
+        complete(request, STATUS_CANCELLED, 0);
+    }
+}
