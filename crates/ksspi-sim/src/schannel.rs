@@ -28,7 +28,7 @@ use rustls::client::{ResolvesClientCert, UnbufferedClientConnection, WebPkiServe
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{UnbufferedServerConnection, WebPkiClientVerifier};
-use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use rustls::{
     AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, Error,
     ProtocolVersion, RootCertStore, ServerConfig, SignatureScheme, SupportedProtocolVersion,
@@ -338,7 +338,51 @@ pub struct Context {
     established: bool,
     failed: Option<SecStatus>,
     held: Option<Step>,
+    /// A post-handshake record DecryptMessage consumed and answered with
+    /// SEC_I_RENEGOTIATE: its length, for the handshake call that is handed it.
+    post_handshake: Option<usize>,
+    /// What rustls wrote in answer to a post-handshake message (a KeyUpdate),
+    /// for that handshake call's output.
+    post_handshake_out: Vec<u8>,
+    /// The peer's close_notify arrived.
+    peer_closed: bool,
+    /// ApplyControlToken(SCHANNEL_SHUTDOWN) was applied: the next handshake
+    /// call produces close_notify.
+    shutdown: bool,
 }
+
+/// `SecPkgContext_StreamSizes`, as the model's contexts report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamSizes {
+    /// Bytes of record before the data (`cbHeader`).
+    pub header: usize,
+    /// Bytes after it (`cbTrailer`).
+    pub trailer: usize,
+    /// The most data one EncryptMessage takes (`cbMaximumMessage`).
+    pub max_message: usize,
+}
+
+/// One DecryptMessage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unsealed {
+    /// SEC_E_OK, SEC_E_INCOMPLETE_MESSAGE, SEC_I_RENEGOTIATE,
+    /// SEC_I_CONTEXT_EXPIRED or an error.
+    pub status: SecStatus,
+    /// The plaintext of the first record.
+    pub data: Vec<u8>,
+    /// Bytes of the record before its plaintext (the STREAM_HEADER).
+    pub header: usize,
+    /// Length of the record decrypted (0 if none).
+    pub record: usize,
+    /// Input after the record (SECBUFFER_EXTRA); with SEC_I_RENEGOTIATE, the
+    /// post-handshake record itself and what follows.
+    pub extra: usize,
+    /// With SEC_E_INCOMPLETE_MESSAGE: bytes still needed (SECBUFFER_MISSING).
+    pub missing: usize,
+}
+
+/// The largest plaintext one record carries.
+pub const MAX_PLAINTEXT: usize = 16 * 1024;
 
 const MAX_RECORD: usize = 16 * 1024 + 2048;
 
@@ -584,6 +628,10 @@ impl Context {
             established: false,
             failed: None,
             held: None,
+            post_handshake: None,
+            post_handshake_out: Vec::new(),
+            peer_closed: false,
+            shutdown: false,
         }
     }
 
@@ -681,11 +729,7 @@ impl Context {
             return held;
         }
         if self.established {
-            return Step {
-                status: SecStatus::SEC_E_OUT_OF_SEQUENCE,
-                extra: input.len(),
-                ..Step::default()
-            };
+            return self.step_established(input);
         }
         let mut token = Vec::new();
         if let Conn::Client(..) = self.conn {
@@ -757,5 +801,265 @@ impl Context {
             };
         }
         step
+    }
+}
+
+macro_rules! with_conn {
+    ($self:expr, $c:ident => $body:expr) => {
+        match &mut $self.conn {
+            Conn::Server($c) => $body,
+            Conn::Client($c, _) => $body,
+        }
+    };
+}
+
+/// Encode what `f` writes into a buffer grown as it asks.
+fn encrypt_into(
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+    out: &mut Vec<u8>,
+) -> Result<(), SecStatus> {
+    let mut buf = vec![0u8; MAX_PLAINTEXT + 512];
+    loop {
+        match f(&mut buf) {
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(e)) => buf.resize(e.required_size, 0),
+            Err(_) => return Err(SecStatus::SEC_E_CONTEXT_EXPIRED),
+        }
+    }
+}
+
+/// The record layer: EncryptMessage, DecryptMessage, stream sizes, and the
+/// handshake calls after the handshake (post-handshake messages, shutdown).
+impl Context {
+    /// `SECPKG_ATTR_STREAM_SIZES`, once established.
+    pub fn stream_sizes(&self) -> Option<StreamSizes> {
+        if !self.established {
+            return None;
+        }
+        let tls13 = self.protocol()? & (SP_PROT_TLS1_3_SERVER | SP_PROT_TLS1_3_CLIENT) != 0;
+        let suite = self.cipher_suite_name().unwrap_or("");
+        let (header, trailer) = if tls13 {
+            (5, 17) // content type byte and the 16-byte tag after the data
+        } else if suite.contains("GCM") {
+            (13, 16) // the 8-byte explicit nonce before, the tag after
+        } else {
+            (5, 16) // ChaCha20-Poly1305: the tag after
+        };
+        Some(StreamSizes {
+            header,
+            trailer,
+            max_message: MAX_PLAINTEXT,
+        })
+    }
+
+    fn usable(&self) -> Result<(), SecStatus> {
+        if let Some(status) = self.failed {
+            return Err(status);
+        }
+        if !self.established {
+            return Err(SecStatus::SEC_E_INVALID_HANDLE);
+        }
+        Ok(())
+    }
+
+    /// EncryptMessage: one record carrying `data` (at most
+    /// [`MAX_PLAINTEXT`] bytes): header, ciphertext, trailer.
+    pub fn encrypt(&mut self, data: &[u8]) -> Result<Vec<u8>, SecStatus> {
+        self.usable()?;
+        if data.len() > MAX_PLAINTEXT {
+            return Err(SecStatus::SEC_E_BUFFER_TOO_SMALL);
+        }
+        if self.shutdown {
+            return Err(SecStatus::SEC_E_CONTEXT_EXPIRED);
+        }
+        let mut out = Vec::new();
+        let mut empty: [u8; 0] = [];
+        let result = with_conn!(self, c => {
+            match c.process_tls_records(&mut empty).state {
+                Ok(ConnectionState::WriteTraffic(mut wt)) => {
+                    encrypt_into(|buf| wt.encrypt(data, buf), &mut out)
+                }
+                Ok(_) => Err(SecStatus::SEC_E_CONTEXT_EXPIRED),
+                Err(e) => Err(map_error(&e)),
+            }
+        });
+        result.map(|()| out)
+    }
+
+    /// DecryptMessage over a byte stream: the first record of `input`.
+    pub fn decrypt(&mut self, input: &[u8]) -> Unsealed {
+        let refuse = |status| Unsealed {
+            status,
+            extra: 0,
+            ..Unsealed::default()
+        };
+        if let Err(status) = self.usable() {
+            return refuse(status);
+        }
+        if self.peer_closed {
+            return refuse(SecStatus::SEC_I_CONTEXT_EXPIRED);
+        }
+        if self.post_handshake.is_some() {
+            // The post-handshake record must go to the handshake call first.
+            return refuse(SecStatus::SEC_E_OUT_OF_SEQUENCE);
+        }
+        let ends = match frame(input) {
+            Framing::Garbage => {
+                self.failed = Some(SecStatus::SEC_E_DECRYPT_FAILURE);
+                return refuse(SecStatus::SEC_E_DECRYPT_FAILURE);
+            }
+            Framing::Records { complete } => complete,
+        };
+        let Some(&record) = ends.first() else {
+            return Unsealed {
+                status: SecStatus::SEC_E_INCOMPLETE_MESSAGE,
+                missing: missing_after(input),
+                ..Unsealed::default()
+            };
+        };
+        let header = self.stream_sizes().map_or(5, |s| s.header);
+        let mut buf = input[..record].to_vec();
+        let mut data = Vec::new();
+        let mut closed = false;
+        let mut error = None;
+        let mut answer = Vec::new();
+        with_conn!(self, c => {
+            let mut off = 0;
+            for _ in 0..16 {
+                let UnbufferedStatus { discard, state } = c.process_tls_records(&mut buf[off..]);
+                let mut stop = false;
+                match state {
+                    Ok(ConnectionState::ReadTraffic(mut rt)) => {
+                        while let Some(r) = rt.next_record() {
+                            match r {
+                                Ok(app) => data.extend_from_slice(app.payload),
+                                Err(e) => {
+                                    error = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+                        encode(|b| enc.encode(b), &mut answer)
+                    }
+                    Ok(ConnectionState::TransmitTlsData(tx)) => tx.done(),
+                    Ok(ConnectionState::PeerClosed) | Ok(ConnectionState::Closed) => {
+                        closed = true;
+                        stop = true;
+                    }
+                    Ok(_) => stop = true,
+                    Err(e) => {
+                        error = Some(e);
+                        stop = true;
+                    }
+                }
+                off += discard;
+                if stop || error.is_some() {
+                    break;
+                }
+            }
+        });
+        if let Some(e) = error {
+            let status = map_error(&e);
+            let status = if status == SecStatus::SEC_I_CONTEXT_EXPIRED {
+                status
+            } else {
+                self.failed = Some(status);
+                status
+            };
+            return refuse(status);
+        }
+        let extra = input.len() - record;
+        if closed {
+            self.peer_closed = true;
+            return Unsealed {
+                status: SecStatus::SEC_I_CONTEXT_EXPIRED,
+                record,
+                extra,
+                ..Unsealed::default()
+            };
+        }
+        if data.is_empty() {
+            // A handshake message after the handshake (a TLS 1.3
+            // NewSessionTicket or KeyUpdate): Schannel says
+            // SEC_I_RENEGOTIATE and wants the record handed to the handshake
+            // call, so it stays in EXTRA.
+            self.post_handshake = Some(record);
+            self.post_handshake_out = answer;
+            return Unsealed {
+                status: SecStatus::SEC_I_RENEGOTIATE,
+                extra: input.len(),
+                ..Unsealed::default()
+            };
+        }
+        Unsealed {
+            status: SecStatus::SEC_E_OK,
+            data,
+            header,
+            record,
+            extra,
+            missing: 0,
+        }
+    }
+
+    /// ApplyControlToken(SCHANNEL_SHUTDOWN): the next handshake call
+    /// produces close_notify.
+    pub fn apply_shutdown(&mut self) -> SecStatus {
+        if self.failed.is_some() || !self.established {
+            return SecStatus::SEC_E_INVALID_HANDLE;
+        }
+        self.shutdown = true;
+        SecStatus::SEC_E_OK
+    }
+
+    /// A handshake call once established: the post-handshake record
+    /// DecryptMessage handed back, or the close_notify after a shutdown.
+    fn step_established(&mut self, input: &[u8]) -> Step {
+        if self.shutdown {
+            let mut token = Vec::new();
+            let mut empty: [u8; 0] = [];
+            let sent = with_conn!(self, c => {
+                match c.process_tls_records(&mut empty).state {
+                    Ok(ConnectionState::WriteTraffic(mut wt)) => {
+                        encrypt_into(|buf| wt.queue_close_notify(buf), &mut token)
+                    }
+                    _ => Err(SecStatus::SEC_E_CONTEXT_EXPIRED),
+                }
+            });
+            self.failed = Some(SecStatus::SEC_E_CONTEXT_EXPIRED);
+            return match sent {
+                Ok(()) => Step {
+                    status: SecStatus::SEC_E_OK,
+                    token,
+                    extra: input.len(),
+                    ..Step::default()
+                },
+                Err(status) => Step {
+                    status,
+                    extra: input.len(),
+                    ..Step::default()
+                },
+            };
+        }
+        match self.post_handshake.take() {
+            Some(record) if input.len() >= record => Step {
+                status: SecStatus::SEC_E_OK,
+                token: std::mem::take(&mut self.post_handshake_out),
+                extra: input.len() - record,
+                ..Step::default()
+            },
+            held => {
+                self.post_handshake = held;
+                Step {
+                    status: SecStatus::SEC_E_OUT_OF_SEQUENCE,
+                    extra: input.len(),
+                    ..Step::default()
+                }
+            }
+        }
     }
 }
