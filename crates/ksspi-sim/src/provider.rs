@@ -972,22 +972,138 @@ impl SspiProvider for SimProvider {
 
     unsafe fn encrypt_message(
         &self,
-        _: *mut SecHandle,
-        _: u32,
-        _: *mut SecBufferDesc,
-        _: u32,
+        context: *mut SecHandle,
+        _qop: u32,
+        message: *mut SecBufferDesc,
+        _sequence: u32,
     ) -> SecStatus {
-        SecStatus::SEC_E_UNSUPPORTED_FUNCTION
+        kernel::require_passive("EncryptMessage");
+        let entry = match self.security_context(context) {
+            Ok(Some(e)) => e,
+            Ok(None) | Err(_) => return SecStatus::SEC_E_INVALID_HANDLE,
+        };
+        // SAFETY: the caller passes a descriptor valid for the call.
+        let Some(buffers) = (unsafe { record_buffers(message) }) else {
+            return SecStatus::SEC_E_INVALID_TOKEN;
+        };
+        let find = |kind: u32| buffers.iter().position(|b| b.kind() == kind);
+        let (Some(h), Some(d), Some(t)) = (
+            find(SECBUFFER_STREAM_HEADER),
+            find(SECBUFFER_DATA),
+            find(SECBUFFER_STREAM_TRAILER),
+        ) else {
+            return SecStatus::SEC_E_INVALID_TOKEN;
+        };
+        let mut ctx = entry.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(sizes) = ctx.stream_sizes() else {
+            return SecStatus::SEC_E_INVALID_HANDLE;
+        };
+        let n = buffers[d].cbBuffer as usize;
+        if (buffers[h].cbBuffer as usize) < sizes.header
+            || (buffers[t].cbBuffer as usize) < sizes.trailer
+            || n > sizes.max_message
+            || (n > 0 && buffers[d].pvBuffer.is_null())
+        {
+            return SecStatus::SEC_E_BUFFER_TOO_SMALL;
+        }
+        // SAFETY: the caller's DATA buffer holds `n` bytes.
+        let data = unsafe { bytes(&buffers[d]) }.to_vec();
+        let record = match ctx.encrypt(&data) {
+            Ok(r) => r,
+            Err(status) => return status,
+        };
+        debug_assert_eq!(record.len(), sizes.header + n + sizes.trailer);
+        let (head, rest) = record.split_at(sizes.header);
+        let (body, tail) = rest.split_at(n);
+        // SAFETY: each buffer holds at least what is copied (checked above).
+        unsafe {
+            copy_to(&buffers[h], head);
+            copy_to(&buffers[d], body);
+            copy_to(&buffers[t], tail);
+        }
+        buffers[h].cbBuffer = head.len() as u32;
+        buffers[t].cbBuffer = tail.len() as u32;
+        SecStatus::SEC_E_OK
     }
 
     unsafe fn decrypt_message(
         &self,
-        _: *mut SecHandle,
-        _: *mut SecBufferDesc,
-        _: u32,
-        _: *mut u32,
+        context: *mut SecHandle,
+        message: *mut SecBufferDesc,
+        _sequence: u32,
+        qop: *mut u32,
     ) -> SecStatus {
-        SecStatus::SEC_E_UNSUPPORTED_FUNCTION
+        kernel::require_passive("DecryptMessage");
+        let entry = match self.security_context(context) {
+            Ok(Some(e)) => e,
+            Ok(None) | Err(_) => return SecStatus::SEC_E_INVALID_HANDLE,
+        };
+        // SAFETY: the caller passes a descriptor valid for the call.
+        let Some(buffers) = (unsafe { record_buffers(message) }) else {
+            return SecStatus::SEC_E_INVALID_TOKEN;
+        };
+        let Some(d) = buffers.iter().position(|b| b.kind() == SECBUFFER_DATA) else {
+            return SecStatus::SEC_E_INVALID_TOKEN;
+        };
+        let empty: Vec<usize> = (0..buffers.len())
+            .filter(|&i| buffers[i].kind() == SECBUFFER_EMPTY)
+            .collect();
+        if empty.len() < 3 || (buffers[d].cbBuffer > 0 && buffers[d].pvBuffer.is_null()) {
+            return SecStatus::SEC_E_INVALID_TOKEN;
+        }
+        // SAFETY: the caller's DATA buffer holds its cbBuffer bytes.
+        let input = unsafe { bytes(&buffers[d]) }.to_vec();
+        let base = buffers[d].pvBuffer.cast::<u8>();
+        let u = entry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .decrypt(&input);
+        if !qop.is_null() {
+            // SAFETY: the caller's out-parameter.
+            unsafe { qop.write(0) };
+        }
+        let set = |b: &mut SecBuffer, kind: u32, at: usize, len: usize| {
+            b.BufferType = kind;
+            // SAFETY: `at` is within the caller's DATA buffer.
+            b.pvBuffer = unsafe { base.add(at) }.cast();
+            b.cbBuffer = len as u32;
+        };
+        match u.status {
+            SecStatus::SEC_E_OK => {
+                let trailer = u.record - u.header - u.data.len();
+                // The plaintext replaces the ciphertext in place.
+                // SAFETY: the record lies within the DATA buffer.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(u.data.as_ptr(), base.add(u.header), u.data.len())
+                };
+                set(&mut buffers[d], SECBUFFER_STREAM_HEADER, 0, u.header);
+                set(
+                    &mut buffers[empty[0]],
+                    SECBUFFER_DATA,
+                    u.header,
+                    u.data.len(),
+                );
+                set(
+                    &mut buffers[empty[1]],
+                    SECBUFFER_STREAM_TRAILER,
+                    u.header + u.data.len(),
+                    trailer,
+                );
+                if u.extra > 0 {
+                    set(&mut buffers[empty[2]], SECBUFFER_EXTRA, u.record, u.extra);
+                }
+            }
+            SecStatus::SEC_E_INCOMPLETE_MESSAGE => {
+                buffers[empty[0]].BufferType = SECBUFFER_MISSING;
+                buffers[empty[0]].cbBuffer = u.missing as u32;
+            }
+            SecStatus::SEC_I_RENEGOTIATE | SecStatus::SEC_I_CONTEXT_EXPIRED if u.extra > 0 => {
+                let at = input.len() - u.extra;
+                set(&mut buffers[empty[0]], SECBUFFER_EXTRA, at, u.extra);
+            }
+            _ => {}
+        }
+        u.status
     }
 
     unsafe fn query_context_attributes(
@@ -1033,12 +1149,56 @@ impl SspiProvider for SimProvider {
                 unsafe { buffer.cast::<SecPkgContext_ConnectionInfo>().write(info) };
                 SecStatus::SEC_E_OK
             }
+            SECPKG_ATTR_STREAM_SIZES if !buffer.is_null() => {
+                let Some(sizes) = ctx.stream_sizes() else {
+                    return SecStatus::SEC_E_INVALID_HANDLE;
+                };
+                let out = SecPkgContext_StreamSizes {
+                    cbHeader: sizes.header as u32,
+                    cbTrailer: sizes.trailer as u32,
+                    cbMaximumMessage: sizes.max_message as u32,
+                    cBuffers: 4,
+                    cbBlockSize: 16,
+                };
+                // SAFETY: the caller passed a SecPkgContext_StreamSizes for
+                // this attribute.
+                unsafe { buffer.cast::<SecPkgContext_StreamSizes>().write(out) };
+                SecStatus::SEC_E_OK
+            }
             _ => SecStatus::SEC_E_UNSUPPORTED_FUNCTION,
         }
     }
 
-    unsafe fn apply_control_token(&self, _: *mut SecHandle, _: *mut SecBufferDesc) -> SecStatus {
-        SecStatus::SEC_E_UNSUPPORTED_FUNCTION
+    unsafe fn apply_control_token(
+        &self,
+        context: *mut SecHandle,
+        input: *mut SecBufferDesc,
+    ) -> SecStatus {
+        kernel::require_passive("ApplyControlToken");
+        let entry = match self.security_context(context) {
+            Ok(Some(e)) => e,
+            Ok(None) | Err(_) => return SecStatus::SEC_E_INVALID_HANDLE,
+        };
+        // SAFETY: the caller passes a descriptor valid for the call.
+        let Some(buffers) = (unsafe { record_buffers(input) }) else {
+            return SecStatus::SEC_E_INVALID_TOKEN;
+        };
+        let token = buffers
+            .iter()
+            .find(|b| b.kind() == SECBUFFER_TOKEN && b.cbBuffer >= 4 && !b.pvBuffer.is_null());
+        let Some(token) = token else {
+            return SecStatus::SEC_E_INVALID_TOKEN;
+        };
+        // SAFETY: a TOKEN buffer of at least 4 bytes.
+        let control = u32::from_le_bytes(unsafe { bytes(token) }[..4].try_into().unwrap());
+        if control != SCHANNEL_SHUTDOWN {
+            return SecStatus::SEC_E_UNSUPPORTED_FUNCTION;
+        }
+        let status = entry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply_shutdown();
+        status
     }
 
     unsafe fn free_context_buffer(&self, buffer: *mut c_void) -> SecStatus {
@@ -1058,5 +1218,44 @@ impl SspiProvider for SimProvider {
                 ),
             ),
         }
+    }
+}
+
+/// The buffers of a record-layer call's descriptor.
+///
+/// # Safety
+/// `desc` is null or a valid descriptor whose buffers outlive the call.
+unsafe fn record_buffers<'a>(desc: *mut SecBufferDesc) -> Option<&'a mut [SecBuffer]> {
+    // SAFETY: per the caller.
+    let desc = unsafe { desc.as_ref() }?;
+    if desc.ulVersion != SECBUFFER_VERSION || desc.pBuffers.is_null() || desc.cBuffers > 16 {
+        return None;
+    }
+    // SAFETY: the descriptor's buffers, valid for the call.
+    Some(unsafe { std::slice::from_raw_parts_mut(desc.pBuffers, desc.cBuffers as usize) })
+}
+
+/// A buffer's bytes.
+///
+/// # Safety
+/// `b.pvBuffer` holds `b.cbBuffer` bytes (or the length is 0).
+unsafe fn bytes(b: &SecBuffer) -> &[u8] {
+    if b.cbBuffer == 0 || b.pvBuffer.is_null() {
+        return &[];
+    }
+    // SAFETY: per the caller.
+    unsafe { std::slice::from_raw_parts(b.pvBuffer.cast::<u8>(), b.cbBuffer as usize) }
+}
+
+/// Copy `data` to the start of a buffer.
+///
+/// # Safety
+/// `b.pvBuffer` holds at least `data.len()` bytes.
+unsafe fn copy_to(b: &SecBuffer, data: &[u8]) {
+    if !data.is_empty() {
+        // SAFETY: per the caller; caller and provider memory do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), b.pvBuffer.cast::<u8>(), data.len())
+        };
     }
 }

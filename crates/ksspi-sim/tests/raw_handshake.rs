@@ -138,3 +138,117 @@ fn an_unknown_thumbprint_gives_no_credentials() {
     );
     sim.unload().unwrap_or_else(|leaks| panic!("{leaks}"));
 }
+
+/// The record layer through the raw provider calls: STREAM_SIZES,
+/// EncryptMessage into header / data / trailer buffers, DecryptMessage in
+/// place with the buffer types Schannel rewrites, MISSING, and shutdown.
+#[test]
+fn encrypt_and_decrypt_message_fill_the_buffers_as_schannel_does() {
+    use ksspi::provider::SspiProvider;
+    use ksspi::sys::*;
+    for (s_dis, c_dis) in [ONLY_TLS12, ONLY_TLS13] {
+        let (sim, thumb) = sim(
+            CompletionPolicy::Always(Completion::Async),
+            CallbackIrql::Mixed,
+            3,
+        );
+        let mut server = Peer::server(&sim, thumb, s_dis).unwrap();
+        let mut client = Peer::client(&sim, "localhost", c_dis).unwrap();
+        let (c, s) = handshake(&mut client, &mut server);
+        assert_eq!((c, s), (SecStatus::SEC_E_OK, SecStatus::SEC_E_OK));
+        let mut cctx = client.ctx.unwrap();
+        let mut sctx = server.ctx.unwrap();
+        let mut sizes = SecPkgContext_StreamSizes::default();
+        // SAFETY: a live context and a StreamSizes for the attribute.
+        let st = unsafe {
+            sim.query_context_attributes(
+                &mut cctx,
+                SECPKG_ATTR_STREAM_SIZES,
+                (&mut sizes as *mut SecPkgContext_StreamSizes).cast(),
+            )
+        };
+        assert_eq!(st, SecStatus::SEC_E_OK);
+        assert_eq!(sizes.cbMaximumMessage, 16 * 1024);
+        let message = b"through the provider";
+        let (h, t) = (sizes.cbHeader as usize, sizes.cbTrailer as usize);
+        let mut record = vec![0u8; h + message.len() + t];
+        record[h..h + message.len()].copy_from_slice(message);
+        let base = record.as_mut_ptr();
+        let mut buffers = [
+            SecBuffer {
+                cbBuffer: h as u32,
+                BufferType: SECBUFFER_STREAM_HEADER,
+                pvBuffer: base.cast(),
+            },
+            SecBuffer {
+                cbBuffer: message.len() as u32,
+                BufferType: SECBUFFER_DATA,
+                // SAFETY: within `record`.
+                pvBuffer: unsafe { base.add(h) }.cast(),
+            },
+            SecBuffer {
+                cbBuffer: t as u32,
+                BufferType: SECBUFFER_STREAM_TRAILER,
+                // SAFETY: within `record`.
+                pvBuffer: unsafe { base.add(h + message.len()) }.cast(),
+            },
+            SecBuffer::empty(SECBUFFER_EMPTY),
+        ];
+        let mut desc = SecBufferDesc::new(&mut buffers);
+        // SAFETY: a live context; the buffers point into `record`.
+        let st = unsafe { sim.encrypt_message(&mut cctx, 0, &mut desc, 0) };
+        assert_eq!(st, SecStatus::SEC_E_OK);
+        assert_eq!(buffers[2].cbBuffer as usize, t);
+        assert_ne!(&record[h..h + message.len()], message, "encrypted in place");
+        // A second record after the first: the first decrypts, the second is EXTRA.
+        record.extend_from_slice(&record.clone());
+        // Only the first 3 bytes: MISSING says how many more the header needs.
+        let decrypt = |input: &mut [u8], sctx: &mut SecHandle| {
+            let mut buffers = [
+                SecBuffer {
+                    cbBuffer: input.len() as u32,
+                    BufferType: SECBUFFER_DATA,
+                    pvBuffer: input.as_mut_ptr().cast(),
+                },
+                SecBuffer::empty(SECBUFFER_EMPTY),
+                SecBuffer::empty(SECBUFFER_EMPTY),
+                SecBuffer::empty(SECBUFFER_EMPTY),
+            ];
+            let mut desc = SecBufferDesc::new(&mut buffers);
+            // SAFETY: a live context; the buffers point into `input`.
+            let st = unsafe { sim.decrypt_message(sctx, &mut desc, 0, std::ptr::null_mut()) };
+            (st, buffers.map(|b| (b.kind(), b.cbBuffer)))
+        };
+        let (st, bufs) = decrypt(&mut record[..3], &mut sctx);
+        assert_eq!(st, SecStatus::SEC_E_INCOMPLETE_MESSAGE);
+        assert!(bufs.contains(&(SECBUFFER_MISSING, 2)), "{bufs:?}");
+        let one = h + message.len() + t;
+        let (st, bufs) = decrypt(&mut record[..one + 4], &mut sctx);
+        assert_eq!(st, SecStatus::SEC_E_OK);
+        assert_eq!(
+            bufs,
+            [
+                (SECBUFFER_STREAM_HEADER, h as u32),
+                (SECBUFFER_DATA, message.len() as u32),
+                (SECBUFFER_STREAM_TRAILER, t as u32),
+                (SECBUFFER_EXTRA, 4),
+            ]
+        );
+        assert_eq!(&record[h..h + message.len()], message, "decrypted in place");
+        // Shutdown: no more records after it.
+        let mut control = SCHANNEL_SHUTDOWN.to_le_bytes();
+        let mut token = [SecBuffer {
+            cbBuffer: 4,
+            BufferType: SECBUFFER_TOKEN,
+            pvBuffer: control.as_mut_ptr().cast(),
+        }];
+        let mut desc = SecBufferDesc::new(&mut token);
+        // SAFETY: a live context and a 4-byte TOKEN buffer.
+        assert_eq!(
+            unsafe { sim.apply_control_token(&mut cctx, &mut desc) },
+            SecStatus::SEC_E_OK
+        );
+        drop((client, server));
+        sim.unload().unwrap_or_else(|leaks| panic!("{leaks}"));
+    }
+}
