@@ -305,12 +305,12 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
                 // A later request pends there now: this cancel is stale.
                 return false;
             }
-            let opening = entry.phase == Phase::Opening;
             if entry.phase == Phase::Closing {
                 (request, None)
             } else {
+                // While opening there is no session yet; `opened` closes it.
                 entry.phase = Phase::Closing;
-                (request, if opening { None } else { entry.session.clone() })
+                (request, entry.session.clone())
             }
         };
         let completed = request.is_some();

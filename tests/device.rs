@@ -130,18 +130,22 @@ impl World {
         wait(&self.send(file, code, input, capacity))
     }
 
-    fn open(&self, file: FileId, role: Role, target: &[u8]) -> (NtStatus, OpenReply) {
+    /// An encoded OPEN for `role`: the world's certificate in MY, or `target`.
+    fn open_input(&self, role: Role, target: &[u8]) -> Vec<u8> {
         let mut store = [0u8; 16];
         store[..2].copy_from_slice(b"MY");
-        let req = OpenRequest {
+        enc(&OpenRequest {
             role,
             manual_validation: false,
             protocols: proto::ALL,
             thumbprint: self.thumb,
             store,
             target,
-        };
-        let (status, reply) = self.call(file, IOCTL_KSSPI_OPEN, &enc(&req), 64);
+        })
+    }
+
+    fn open(&self, file: FileId, role: Role, target: &[u8]) -> (NtStatus, OpenReply) {
+        let (status, reply) = self.call(file, IOCTL_KSSPI_OPEN, &self.open_input(role, target), 64);
         let open = if status == STATUS_SUCCESS {
             decode::<OpenReply>(&reply).unwrap()
         } else {
@@ -286,10 +290,7 @@ fn bad_buffers_get_their_status_and_change_nothing() {
     let w = world(CompletionPolicy::Mixed, DeviceConfig::default());
     let file = w.dev.open_file();
     let (_, client) = w.open(file, Role::Client, b"localhost");
-    let step = enc(&StepRequest {
-        session: client.session,
-        input: &[],
-    });
+    let step = step_input(client.session);
     // Short, oversized claim, wrong version, garbage, unknown and reserved IOCTLs.
     assert_eq!(
         w.call(file, IOCTL_KSSPI_STEP, &step[..10], 1 << 17).0,
@@ -450,17 +451,8 @@ fn a_request_cancelled_before_it_pends_completes_cancelled_and_changes_nothing()
     assert_eq!(reply.outcome, StepOutcome::NeedInput);
     assert!(!reply.output.is_empty(), "a ClientHello");
     // An OPEN cancelled before it pends makes no session.
-    let mut store = [0u8; 16];
-    store[..2].copy_from_slice(b"MY");
-    let open = OpenRequest {
-        role: Role::Client,
-        manual_validation: false,
-        protocols: proto::ALL,
-        thumbprint: w.thumb,
-        store,
-        target: b"localhost",
-    };
-    let (done, _) = w.send_tracked(file, IOCTL_KSSPI_OPEN, &enc(&open), 64, true);
+    let open = w.open_input(Role::Client, b"localhost");
+    let (done, _) = w.send_tracked(file, IOCTL_KSSPI_OPEN, &open, 64, true);
     assert_eq!(wait(&done).0, STATUS_CANCELLED);
     assert_eq!(w.dev.sessions_of(file), 1);
     w.dev.unload();
@@ -518,17 +510,8 @@ fn a_cancelled_open_completes_once_and_leaves_nothing() {
     );
     let file = w.dev.open_file();
     let gate = w.sim.hold_completions();
-    let mut store = [0u8; 16];
-    store[..2].copy_from_slice(b"MY");
-    let open = OpenRequest {
-        role: Role::Server,
-        manual_validation: false,
-        protocols: proto::ALL,
-        thumbprint: w.thumb,
-        store,
-        target: b"",
-    };
-    let (done, key) = w.send_tracked(file, IOCTL_KSSPI_OPEN, &enc(&open), 64, false);
+    let open = w.open_input(Role::Server, b"");
+    let (done, key) = w.send_tracked(file, IOCTL_KSSPI_OPEN, &open, 64, false);
     let key = key.lock().unwrap().expect("OPEN pends");
     assert!(w.cancel_at_dispatch(key));
     assert_eq!(wait(&done).0, STATUS_CANCELLED);
@@ -552,10 +535,7 @@ fn cleanup_closes_a_files_sessions_mid_step_and_completes_everything_once() {
     let p1 = w.send(
         a,
         IOCTL_KSSPI_STEP,
-        &enc(&StepRequest {
-            session: c1.session,
-            input: &[],
-        }),
+        &step_input(c1.session),
         step_reply_capacity(64 * 1024),
     );
     let left = w.dev.cleanup(a);
@@ -685,17 +665,7 @@ fn cleanup_while_open_pends_cancels_it_and_leaves_nothing() {
     );
     let file = w.dev.open_file();
     let gate = w.sim.hold_completions();
-    let mut store = [0u8; 16];
-    store[..2].copy_from_slice(b"MY");
-    let req = OpenRequest {
-        role: Role::Server,
-        manual_validation: false,
-        protocols: proto::ALL,
-        thumbprint: w.thumb,
-        store,
-        target: b"",
-    };
-    let pending = w.send(file, IOCTL_KSSPI_OPEN, &enc(&req), 64);
+    let pending = w.send(file, IOCTL_KSSPI_OPEN, &w.open_input(Role::Server, b""), 64);
     assert!(
         pending.0.lock().unwrap().is_empty(),
         "OPEN pends while its credentials are acquired"

@@ -7,13 +7,28 @@
 use super::Engine;
 use crate::device::PendKey;
 use core::sync::atomic::AtomicU8;
-use wdk_sys::{call_unsafe_wdf_function_binding, ULONG, WDFOBJECT, WDF_OBJECT_CONTEXT_TYPE_INFO};
+use wdk_sys::{
+    call_unsafe_wdf_function_binding, _WDF_EXECUTION_LEVEL, _WDF_SYNCHRONIZATION_SCOPE, ULONG,
+    WDFOBJECT, WDF_OBJECT_ATTRIBUTES, WDF_OBJECT_CONTEXT_TYPE_INFO,
+};
 
 /// `sizeof(T)` as the `Size` member of a WDF structure (`WDF_STRUCTURE_SIZE`).
 pub const fn wdf_size<T>() -> ULONG {
     let size = core::mem::size_of::<T>();
     assert!(size <= ULONG::MAX as usize);
     size as ULONG
+}
+
+/// Attributes with a context type, inheriting execution level and
+/// synchronisation scope (`WDF_OBJECT_ATTRIBUTES_INIT_CONTEXT_TYPE`).
+pub fn attributes_with(info: *const WDF_OBJECT_CONTEXT_TYPE_INFO) -> WDF_OBJECT_ATTRIBUTES {
+    WDF_OBJECT_ATTRIBUTES {
+        Size: wdf_size::<WDF_OBJECT_ATTRIBUTES>(),
+        ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelInheritFromParent,
+        SynchronizationScope: _WDF_SYNCHRONIZATION_SCOPE::WdfSynchronizationScopeInheritFromParent,
+        ContextTypeInfo: info,
+        ..WDF_OBJECT_ATTRIBUTES::default()
+    }
 }
 
 /// A context type's `WDF_OBJECT_CONTEXT_TYPE_INFO`.

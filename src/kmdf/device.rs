@@ -4,8 +4,8 @@
 //! device's cleanup callback.
 
 use super::context::{
-    device_context, file_context, wdf_size, DEVICE_CONTEXT_INFO, FILE_CONTEXT_INFO,
-    REQUEST_CONTEXT_INFO,
+    attributes_with, device_context, file_context, wdf_size, DEVICE_CONTEXT_INFO,
+    FILE_CONTEXT_INFO, REQUEST_CONTEXT_INFO,
 };
 use super::platform::{current_irql, KmdfPlatform};
 use super::{queue, Engine};
@@ -16,11 +16,10 @@ use ksspi::Passive;
 use ksspi_abi::GUID_DEVINTERFACE_KSSPI;
 use wdk::{nt_success, println};
 use wdk_sys::{
-    call_unsafe_wdf_function_binding, ntddk::KeDelayExecutionThread, _MODE, _WDF_EXECUTION_LEVEL,
-    _WDF_FILEOBJECT_CLASS, _WDF_SYNCHRONIZATION_SCOPE, _WDF_TRI_STATE, GUID, KPROCESSOR_MODE,
-    LARGE_INTEGER, NTSTATUS, STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS, UNICODE_STRING,
-    WDFDEVICE, WDFDEVICE_INIT, WDFFILEOBJECT, WDFOBJECT, WDFREQUEST, WDF_FILEOBJECT_CONFIG,
-    WDF_NO_HANDLE, WDF_OBJECT_ATTRIBUTES,
+    call_unsafe_wdf_function_binding, ntddk::KeDelayExecutionThread, _MODE, _WDF_FILEOBJECT_CLASS,
+    _WDF_TRI_STATE, GUID, KPROCESSOR_MODE, LARGE_INTEGER, NTSTATUS, STATUS_INVALID_DEVICE_STATE,
+    STATUS_SUCCESS, UNICODE_STRING, WDFDEVICE, WDFDEVICE_INIT, WDFFILEOBJECT, WDFOBJECT,
+    WDFREQUEST, WDF_FILEOBJECT_CONFIG, WDF_NO_HANDLE, WDF_OBJECT_ATTRIBUTES,
 };
 
 /// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL` (wdmsec.h): only SYSTEM and Administrators.
@@ -47,18 +46,6 @@ const INTERFACE: GUID = GUID {
     Data3: GUID_DEVINTERFACE_KSSPI.data3,
     Data4: GUID_DEVINTERFACE_KSSPI.data4,
 };
-
-/// Attributes with a context type, inheriting execution level and
-/// synchronisation scope (`WDF_OBJECT_ATTRIBUTES_INIT_CONTEXT_TYPE`).
-fn attributes_with(info: *const wdk_sys::WDF_OBJECT_CONTEXT_TYPE_INFO) -> WDF_OBJECT_ATTRIBUTES {
-    WDF_OBJECT_ATTRIBUTES {
-        Size: wdf_size::<WDF_OBJECT_ATTRIBUTES>(),
-        ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelInheritFromParent,
-        SynchronizationScope: _WDF_SYNCHRONIZATION_SCOPE::WdfSynchronizationScopeInheritFromParent,
-        ContextTypeInfo: info,
-        ..WDF_OBJECT_ATTRIBUTES::default()
-    }
-}
 
 /// Create the device object and everything hanging off it (EvtDriverDeviceAdd).
 pub fn create(mut device_init: &mut WDFDEVICE_INIT) -> NTSTATUS {

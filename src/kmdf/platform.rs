@@ -2,14 +2,13 @@
 //! continuation, the IRQL (CR8, as wdm.h's x64 inline functions do it) and
 //! the interrupt-time clock.
 
-use super::context::{wdf_size, work_item_context, WORK_ITEM_CONTEXT_INFO};
+use super::context::{attributes_with, wdf_size, work_item_context, WORK_ITEM_CONTEXT_INFO};
 use ksspi::engine::Platform;
 use ksspi::{Irql, SecStatus};
 use wdk::nt_success;
 use wdk_sys::{
-    call_unsafe_wdf_function_binding, ntddk::KeQueryInterruptTimePrecise, _WDF_EXECUTION_LEVEL,
-    _WDF_SYNCHRONIZATION_SCOPE, WDFDEVICE, WDFOBJECT, WDFWORKITEM, WDF_OBJECT_ATTRIBUTES,
-    WDF_WORKITEM_CONFIG,
+    call_unsafe_wdf_function_binding, ntddk::KeQueryInterruptTimePrecise, WDFDEVICE, WDFOBJECT,
+    WDFWORKITEM, WDF_OBJECT_ATTRIBUTES, WDF_WORKITEM_CONFIG,
 };
 
 /// Work items parented to the device; the IRQL and the clock.
@@ -75,13 +74,8 @@ impl Platform for KmdfPlatform {
             ..WDF_WORKITEM_CONFIG::default()
         };
         let mut attributes = WDF_OBJECT_ATTRIBUTES {
-            Size: wdf_size::<WDF_OBJECT_ATTRIBUTES>(),
-            ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelInheritFromParent,
-            SynchronizationScope:
-                _WDF_SYNCHRONIZATION_SCOPE::WdfSynchronizationScopeInheritFromParent,
-            ContextTypeInfo: WORK_ITEM_CONTEXT_INFO.unique(),
             ParentObject: self.device as WDFOBJECT,
-            ..WDF_OBJECT_ATTRIBUTES::default()
+            ..attributes_with(WORK_ITEM_CONTEXT_INFO.unique())
         };
         let mut item: WDFWORKITEM = core::ptr::null_mut();
         // SAFETY: config and attributes outlive the call; the parent is the

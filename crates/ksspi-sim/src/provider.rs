@@ -480,6 +480,15 @@ impl SimProvider {
             .ok_or(SecStatus::SEC_E_INVALID_HANDLE)
     }
 
+    /// The security context behind a handle a record-layer or attribute call
+    /// got: `SEC_E_INVALID_HANDLE` for NULL or anything not live.
+    fn live_context(&self, h: *mut SecHandle) -> Result<CtxEntry, SecStatus> {
+        match self.security_context(h) {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) | Err(_) => Err(SecStatus::SEC_E_INVALID_HANDLE),
+        }
+    }
+
     /// One handshake step (accept or initialize), run when the call completes.
     #[allow(clippy::too_many_arguments)]
     fn handshake(
@@ -978,9 +987,9 @@ impl SspiProvider for SimProvider {
         _sequence: u32,
     ) -> SecStatus {
         kernel::require_passive("EncryptMessage");
-        let entry = match self.security_context(context) {
-            Ok(Some(e)) => e,
-            Ok(None) | Err(_) => return SecStatus::SEC_E_INVALID_HANDLE,
+        let entry = match self.live_context(context) {
+            Ok(e) => e,
+            Err(status) => return status,
         };
         // SAFETY: the caller passes a descriptor valid for the call.
         let Some(buffers) = (unsafe { record_buffers(message) }) else {
@@ -1034,9 +1043,9 @@ impl SspiProvider for SimProvider {
         qop: *mut u32,
     ) -> SecStatus {
         kernel::require_passive("DecryptMessage");
-        let entry = match self.security_context(context) {
-            Ok(Some(e)) => e,
-            Ok(None) | Err(_) => return SecStatus::SEC_E_INVALID_HANDLE,
+        let entry = match self.live_context(context) {
+            Ok(e) => e,
+            Err(status) => return status,
         };
         // SAFETY: the caller passes a descriptor valid for the call.
         let Some(buffers) = (unsafe { record_buffers(message) }) else {
@@ -1112,9 +1121,9 @@ impl SspiProvider for SimProvider {
         attribute: u32,
         buffer: *mut c_void,
     ) -> SecStatus {
-        let entry = match self.security_context(context) {
-            Ok(Some(e)) => e,
-            Ok(None) | Err(_) => return SecStatus::SEC_E_INVALID_HANDLE,
+        let entry = match self.live_context(context) {
+            Ok(e) => e,
+            Err(status) => return status,
         };
         let ctx = entry.lock().unwrap_or_else(|e| e.into_inner());
         match attribute {
@@ -1175,9 +1184,9 @@ impl SspiProvider for SimProvider {
         input: *mut SecBufferDesc,
     ) -> SecStatus {
         kernel::require_passive("ApplyControlToken");
-        let entry = match self.security_context(context) {
-            Ok(Some(e)) => e,
-            Ok(None) | Err(_) => return SecStatus::SEC_E_INVALID_HANDLE,
+        let entry = match self.live_context(context) {
+            Ok(e) => e,
+            Err(status) => return status,
         };
         // SAFETY: the caller passes a descriptor valid for the call.
         let Some(buffers) = (unsafe { record_buffers(input) }) else {

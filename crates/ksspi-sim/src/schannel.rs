@@ -46,6 +46,22 @@ pub struct Protocols {
 }
 
 impl Protocols {
+    /// TLS 1.2 and 1.3.
+    pub const ALL: Protocols = Protocols {
+        tls12: true,
+        tls13: true,
+    };
+    /// TLS 1.2 only.
+    pub const TLS12: Protocols = Protocols {
+        tls12: true,
+        tls13: false,
+    };
+    /// TLS 1.3 only.
+    pub const TLS13: Protocols = Protocols {
+        tls12: false,
+        tls13: true,
+    };
+
     /// From `TLS_PARAMETERS.grbitDisabledProtocols` (0: everything the model
     /// supports, TLS 1.2 and 1.3).
     pub fn from_disabled(disabled: u32, server: bool) -> Self {
@@ -893,7 +909,6 @@ impl Context {
     pub fn decrypt(&mut self, input: &[u8]) -> Unsealed {
         let refuse = |status| Unsealed {
             status,
-            extra: 0,
             ..Unsealed::default()
         };
         if let Err(status) = self.usable() {
@@ -965,12 +980,9 @@ impl Context {
         });
         if let Some(e) = error {
             let status = map_error(&e);
-            let status = if status == SecStatus::SEC_I_CONTEXT_EXPIRED {
-                status
-            } else {
+            if status != SecStatus::SEC_I_CONTEXT_EXPIRED {
                 self.failed = Some(status);
-                status
-            };
+            }
             return refuse(status);
         }
         let extra = input.len() - record;

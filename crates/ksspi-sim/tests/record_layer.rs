@@ -7,15 +7,6 @@ use ksspi::SecStatus;
 use ksspi_sim::certs::{CertStore, TestPki};
 use ksspi_sim::schannel::{Context, Credential, CredentialSpec, Protocols, MAX_PLAINTEXT};
 
-const TLS12: Protocols = Protocols {
-    tls12: true,
-    tls13: false,
-};
-const TLS13: Protocols = Protocols {
-    tls12: false,
-    tls13: true,
-};
-
 /// A client and a server context, established. `to_client` holds what the
 /// server sent after the client finished (TLS 1.3 session tickets).
 struct Pair {
@@ -160,7 +151,7 @@ fn payload(n: usize) -> Vec<u8> {
 
 #[test]
 fn data_goes_both_ways_in_records_of_at_most_the_maximum_message() {
-    for protocols in [TLS12, TLS13] {
+    for protocols in [Protocols::TLS12, Protocols::TLS13] {
         let mut p = pair(protocols, 0);
         let data = payload(3 * MAX_PLAINTEXT + 123);
         let wire = seal(&mut p.client, &data);
@@ -173,7 +164,7 @@ fn data_goes_both_ways_in_records_of_at_most_the_maximum_message() {
 
 #[test]
 fn one_byte_at_a_time_and_many_records_at_once_decrypt_to_the_same_bytes() {
-    for protocols in [TLS12, TLS13] {
+    for protocols in [Protocols::TLS12, Protocols::TLS13] {
         let mut p = pair(protocols, 0);
         let data = payload(40_000);
         let wire = seal(&mut p.client, &data);
@@ -187,7 +178,7 @@ fn one_byte_at_a_time_and_many_records_at_once_decrypt_to_the_same_bytes() {
 
 #[test]
 fn session_tickets_arrive_as_renegotiate_and_go_back_through_the_handshake_call() {
-    let mut p = pair(TLS13, 2);
+    let mut p = pair(Protocols::TLS13, 2);
     assert!(!p.to_client.is_empty(), "the server sent tickets");
     let mut wire = std::mem::take(&mut p.to_client);
     let ticket_records = records(&wire);
@@ -197,7 +188,7 @@ fn session_tickets_arrive_as_renegotiate_and_go_back_through_the_handshake_call(
     assert_eq!(read.renegotiations, ticket_records, "one per record");
     assert_eq!(read.data, b"after the tickets");
     // Fed a byte at a time the same holds.
-    let mut p = pair(TLS13, 2);
+    let mut p = pair(Protocols::TLS13, 2);
     let mut wire = std::mem::take(&mut p.to_client);
     wire.extend_from_slice(&seal(&mut p.server, b"after the tickets"));
     assert_eq!(open_stream(&mut p.client, &wire, 1), read);
@@ -205,7 +196,7 @@ fn session_tickets_arrive_as_renegotiate_and_go_back_through_the_handshake_call(
 
 #[test]
 fn a_tampered_record_fails_and_the_context_stays_unusable() {
-    for protocols in [TLS12, TLS13] {
+    for protocols in [Protocols::TLS12, Protocols::TLS13] {
         let mut p = pair(protocols, 0);
         let mut wire = seal(&mut p.client, b"do not touch");
         let good = seal(&mut p.client, b"next");
@@ -228,7 +219,7 @@ fn a_tampered_record_fails_and_the_context_stays_unusable() {
 
 #[test]
 fn shutdown_sends_close_notify_and_the_peer_sees_context_expired() {
-    for protocols in [TLS12, TLS13] {
+    for protocols in [Protocols::TLS12, Protocols::TLS13] {
         let mut p = pair(protocols, 0);
         let mut wire = seal(&mut p.server, b"last words");
         assert_eq!(p.server.apply_shutdown(), SecStatus::SEC_E_OK);
@@ -252,7 +243,7 @@ fn shutdown_sends_close_notify_and_the_peer_sees_context_expired() {
 
 #[test]
 fn garbage_and_oversized_input_are_refused() {
-    let mut p = pair(TLS13, 0);
+    let mut p = pair(Protocols::TLS13, 0);
     assert_eq!(
         p.client.encrypt(&payload(MAX_PLAINTEXT + 1)).unwrap_err(),
         SecStatus::SEC_E_BUFFER_TOO_SMALL

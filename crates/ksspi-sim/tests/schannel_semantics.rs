@@ -19,19 +19,6 @@ fn world() -> World {
     World { store, pki }
 }
 
-const ALL: Protocols = Protocols {
-    tls12: true,
-    tls13: true,
-};
-const TLS12: Protocols = Protocols {
-    tls12: true,
-    tls13: false,
-};
-const TLS13: Protocols = Protocols {
-    tls12: false,
-    tls13: true,
-};
-
 fn server(
     w: &World,
     names: &[&str],
@@ -112,12 +99,20 @@ fn run(client: &mut Context, server: &mut Context) -> (Step, Step) {
 #[test]
 fn full_handshakes_token_by_token() {
     for (protocols, expect_c, expect_s) in [
-        (TLS12, SP_PROT_TLS1_2_CLIENT, SP_PROT_TLS1_2_SERVER),
-        (TLS13, SP_PROT_TLS1_3_CLIENT, SP_PROT_TLS1_3_SERVER),
+        (
+            Protocols::TLS12,
+            SP_PROT_TLS1_2_CLIENT,
+            SP_PROT_TLS1_2_SERVER,
+        ),
+        (
+            Protocols::TLS13,
+            SP_PROT_TLS1_3_CLIENT,
+            SP_PROT_TLS1_3_SERVER,
+        ),
     ] {
         let w = world();
         let mut s = server(&w, &["localhost"], false, protocols, 0, false);
-        let mut c = client_in(&w.store, ALL, Some("localhost"));
+        let mut c = client_in(&w.store, Protocols::ALL, Some("localhost"));
         let (cl, sv) = run(&mut c, &mut s);
         assert_eq!(
             (cl.status, sv.status),
@@ -136,10 +131,10 @@ fn full_handshakes_token_by_token() {
 
 #[test]
 fn bytes_fed_one_at_a_time_give_incomplete_message_until_a_record_is_whole() {
-    for protocols in [TLS12, TLS13] {
+    for protocols in [Protocols::TLS12, Protocols::TLS13] {
         let w = world();
         let mut s = server(&w, &["localhost"], false, protocols, 0, false);
-        let mut c = client_in(&w.store, ALL, Some("localhost"));
+        let mut c = client_in(&w.store, Protocols::ALL, Some("localhost"));
         let hello = c.step(&[]).token;
         // The server, fed the ClientHello one byte at a time.
         let mut buf = Vec::new();
@@ -203,8 +198,8 @@ fn bytes_after_the_last_flight_come_back_as_extra() {
     // TLS 1.3 with tickets: the server's Finished-flight reply carries a
     // NewSessionTicket; appended to the client's input they must be EXTRA.
     let w = world();
-    let mut s = server(&w, &["localhost"], false, TLS13, 2, false);
-    let mut c = client_in(&w.store, ALL, Some("localhost"));
+    let mut s = server(&w, &["localhost"], false, Protocols::TLS13, 2, false);
+    let mut c = client_in(&w.store, Protocols::ALL, Some("localhost"));
     let hello = c.step(&[]).token;
     let flight = s.step(&hello);
     assert_eq!(flight.status, SecStatus::SEC_I_CONTINUE_NEEDED);
@@ -228,8 +223,8 @@ fn two_flights_at_once_leave_the_second_as_extra() {
     // The server gets the ClientHello twice in one buffer: it answers the
     // first (one flight per call) and leaves the second untouched as EXTRA.
     let w = world();
-    let mut s = server(&w, &["localhost"], false, TLS12, 0, false);
-    let mut c = client_in(&w.store, ALL, Some("localhost"));
+    let mut s = server(&w, &["localhost"], false, Protocols::TLS12, 0, false);
+    let mut c = client_in(&w.store, Protocols::ALL, Some("localhost"));
     let hello = c.step(&[]).token;
     let mut twice = hello.clone();
     twice.extend_from_slice(&hello);
@@ -247,8 +242,8 @@ fn failure(client: &mut Context, server: &mut Context) -> (SecStatus, SecStatus)
 #[test]
 fn a_wrong_name_is_wrong_principal_with_an_alert() {
     let w = world();
-    let mut s = server(&w, &["localhost"], false, ALL, 0, false);
-    let mut c = client_in(&w.store, ALL, Some("elsewhere.example"));
+    let mut s = server(&w, &["localhost"], false, Protocols::ALL, 0, false);
+    let mut c = client_in(&w.store, Protocols::ALL, Some("elsewhere.example"));
     let (cs, ss) = run(&mut c, &mut s);
     assert_eq!(cs.status, SecStatus::SEC_E_WRONG_PRINCIPAL);
     assert!(!cs.alert.is_empty(), "an alert to send");
@@ -267,28 +262,28 @@ fn a_wrong_name_is_wrong_principal_with_an_alert() {
 #[test]
 fn an_untrusted_root_is_untrusted_root() {
     let w = world();
-    let mut s = server(&w, &["localhost"], false, ALL, 0, false);
+    let mut s = server(&w, &["localhost"], false, Protocols::ALL, 0, false);
     let other = CertStore::new();
     other
         .add_root_der(TestPki::new("someone else").ca_der())
         .unwrap();
-    let mut c = client_in(&other, ALL, Some("localhost"));
+    let mut c = client_in(&other, Protocols::ALL, Some("localhost"));
     assert_eq!(failure(&mut c, &mut s).0, SecStatus::SEC_E_UNTRUSTED_ROOT);
 }
 
 #[test]
 fn an_expired_certificate_is_cert_expired() {
     let w = world();
-    let mut s = server(&w, &["localhost"], true, ALL, 0, false);
-    let mut c = client_in(&w.store, ALL, Some("localhost"));
+    let mut s = server(&w, &["localhost"], true, Protocols::ALL, 0, false);
+    let mut c = client_in(&w.store, Protocols::ALL, Some("localhost"));
     assert_eq!(failure(&mut c, &mut s).0, SecStatus::SEC_E_CERT_EXPIRED);
 }
 
 #[test]
 fn no_common_version_is_algorithm_mismatch() {
     let w = world();
-    let mut s = server(&w, &["localhost"], false, TLS13, 0, false);
-    let mut c = client_in(&w.store, TLS12, Some("localhost"));
+    let mut s = server(&w, &["localhost"], false, Protocols::TLS13, 0, false);
+    let mut c = client_in(&w.store, Protocols::TLS12, Some("localhost"));
     let (cs, ss) = failure(&mut c, &mut s);
     assert_eq!(ss, SecStatus::SEC_E_ALGORITHM_MISMATCH);
     assert_eq!(
@@ -301,28 +296,28 @@ fn no_common_version_is_algorithm_mismatch() {
 #[test]
 fn garbage_is_invalid_token_and_a_peer_alert_is_an_error() {
     let w = world();
-    let mut s = server(&w, &["localhost"], false, ALL, 0, false);
+    let mut s = server(&w, &["localhost"], false, Protocols::ALL, 0, false);
     let st = s.step(b"GET / HTTP/1.1\r\n\r\n");
     assert_eq!(st.status, SecStatus::SEC_E_INVALID_TOKEN);
     assert_eq!(st.alert.len(), 7, "a plaintext fatal alert");
-    let mut s = server(&w, &["localhost"], false, ALL, 0, false);
+    let mut s = server(&w, &["localhost"], false, Protocols::ALL, 0, false);
     let alert = [21u8, 3, 3, 0, 2, 2, 40];
     assert_eq!(
         s.step(&alert).status,
         SecStatus::SEC_E_ALGORITHM_MISMATCH,
         "handshake_failure from the peer"
     );
-    let mut s = server(&w, &["localhost"], false, ALL, 0, false);
+    let mut s = server(&w, &["localhost"], false, Protocols::ALL, 0, false);
     let internal = [21u8, 3, 3, 0, 2, 2, 80];
     assert_eq!(s.step(&internal).status, SecStatus::SEC_E_ILLEGAL_MESSAGE);
 }
 
 #[test]
 fn a_certificate_request_without_a_certificate_is_incomplete_credentials() {
-    for protocols in [TLS12, TLS13] {
+    for protocols in [Protocols::TLS12, Protocols::TLS13] {
         let w = world();
         let mut s = server(&w, &["localhost"], false, protocols, 0, true);
-        let mut c = client_in(&w.store, ALL, Some("localhost"));
+        let mut c = client_in(&w.store, Protocols::ALL, Some("localhost"));
         let hello = c.step(&[]).token;
         let flight = s.step(&hello);
         let st = c.step(&flight.token);
@@ -347,13 +342,13 @@ fn a_certificate_request_without_a_certificate_is_incomplete_credentials() {
 #[test]
 fn flights_split_at_every_boundary_complete() {
     let w = world();
-    let mut s = server(&w, &["localhost"], false, TLS13, 0, false);
-    let mut c = client_in(&w.store, ALL, Some("localhost"));
+    let mut s = server(&w, &["localhost"], false, Protocols::TLS13, 0, false);
+    let mut c = client_in(&w.store, Protocols::ALL, Some("localhost"));
     let hello = c.step(&[]).token;
     let flight = s.step(&hello).token;
     for cut in 1..flight.len() {
-        let mut s2 = server(&w, &["localhost"], false, TLS13, 0, false);
-        let mut c2 = client_in(&w.store, ALL, Some("localhost"));
+        let mut s2 = server(&w, &["localhost"], false, Protocols::TLS13, 0, false);
+        let mut c2 = client_in(&w.store, Protocols::ALL, Some("localhost"));
         let hello2 = c2.step(&[]).token;
         let f2 = s2.step(&hello2).token;
         let cut = cut.min(f2.len() - 1);
@@ -394,9 +389,13 @@ fn hostile_tokens_at_any_point_of_a_handshake_never_panic() {
         x
     };
     for round in 0..300 {
-        let protocols = if round % 2 == 0 { TLS12 } else { TLS13 };
+        let protocols = if round % 2 == 0 {
+            Protocols::TLS12
+        } else {
+            Protocols::TLS13
+        };
         let mut s = server(&w, &["localhost"], false, protocols, round % 3, false);
-        let mut c = client_in(&w.store, ALL, Some("localhost"));
+        let mut c = client_in(&w.store, Protocols::ALL, Some("localhost"));
         let strike = rand() % 4;
         let mut token = c.step(&[]).token;
         for stage in 0..4 {

@@ -215,9 +215,9 @@ fn read_file(path: &std::path::Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| Failure(format!("{}: {e}", path.display())))
 }
 
-/// The driver for `connect`, trusting `ca` (model only).
+/// The driver, trusting `ca` as well (model only): for `connect` and `info`.
 #[cfg(not(windows))]
-fn client_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
+fn open_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
     let model = Model::new(SimConfig::default());
     if let Some(ca) = ca {
         model
@@ -230,7 +230,7 @@ fn client_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failur
 }
 
 #[cfg(windows)]
-fn client_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
+fn open_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
     if ca.is_some() {
         return Err(Failure(
             "--ca applies to the model; kernel Schannel trusts LocalMachine\\Root: \
@@ -247,7 +247,7 @@ fn connect(
     ca: Option<&std::path::Path>,
     tls: Tls,
 ) -> Result<(), Failure> {
-    let driver = client_driver(ca)?;
+    let driver = open_driver(ca)?;
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let name = server_name.unwrap_or(host);
     let session = relay::open(driver.as_ref(), false, [0; 20], name, protocols(tls))?;
@@ -775,7 +775,7 @@ struct InfoJson {
 }
 
 fn info(json: bool) -> Result<(), Failure> {
-    let driver = selftest_driver(None, Some([0; 20]))?.driver;
+    let driver = open_driver(None)?;
     let backend = driver.backend();
     let (status, reply) = driver.call(IOCTL_KSSPI_GET_INFO, &[], 256)?;
     if status != 0 {
