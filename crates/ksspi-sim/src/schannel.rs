@@ -1018,6 +1018,35 @@ impl Context {
         }
     }
 
+    /// The model's stand-in for a peer that updates its keys (a TLS 1.3
+    /// KeyUpdate, update_requested, as rustls sends it): returns the record to
+    /// send. Schannel has no such call; tests use it to send a second
+    /// post-handshake message after the tickets.
+    pub fn request_key_update(&mut self) -> Result<Vec<u8>, SecStatus> {
+        self.usable()?;
+        let mut out = Vec::new();
+        let mut empty: [u8; 0] = [];
+        with_conn!(self, c => {
+            match c.process_tls_records(&mut empty).state {
+                Ok(ConnectionState::WriteTraffic(wt)) => {
+                    wt.refresh_traffic_keys().map_err(|e| map_error(&e))?
+                }
+                Ok(_) => return Err(SecStatus::SEC_E_CONTEXT_EXPIRED),
+                Err(e) => return Err(map_error(&e)),
+            }
+            for _ in 0..4 {
+                match c.process_tls_records(&mut empty).state {
+                    Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+                        encode(|b| enc.encode(b), &mut out)
+                    }
+                    Ok(ConnectionState::TransmitTlsData(tx)) => tx.done(),
+                    _ => break,
+                }
+            }
+        });
+        Ok(out)
+    }
+
     /// ApplyControlToken(SCHANNEL_SHUTDOWN): the next handshake call
     /// produces close_notify.
     pub fn apply_shutdown(&mut self) -> SecStatus {

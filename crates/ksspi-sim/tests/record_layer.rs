@@ -90,6 +90,9 @@ fn seal(ctx: &mut Context, data: &[u8]) -> Vec<u8> {
 struct Read {
     data: Vec<u8>,
     renegotiations: usize,
+    /// What the handshake calls for post-handshake records produced, to send
+    /// back to the peer.
+    answer: Vec<u8>,
     expired: bool,
 }
 
@@ -122,6 +125,7 @@ fn open_stream(ctx: &mut Context, stream: &[u8], feed: usize) -> Read {
                 let extra = buf.split_off(buf.len() - u.extra);
                 let s = ctx.step(&extra);
                 assert_eq!(s.status, SecStatus::SEC_E_OK);
+                read.answer.extend_from_slice(&s.token);
                 buf = extra[extra.len() - s.extra..].to_vec();
             }
             SecStatus::SEC_I_CONTEXT_EXPIRED => {
@@ -192,6 +196,23 @@ fn session_tickets_arrive_as_renegotiate_and_go_back_through_the_handshake_call(
     let mut wire = std::mem::take(&mut p.to_client);
     wire.extend_from_slice(&seal(&mut p.server, b"after the tickets"));
     assert_eq!(open_stream(&mut p.client, &wire, 1), read);
+}
+
+#[test]
+fn a_second_post_handshake_message_works_too() {
+    let mut p = pair(Protocols::TLS13, 2);
+    let tickets = std::mem::take(&mut p.to_client);
+    let first = open_stream(&mut p.client, &tickets, tickets.len());
+    assert_eq!(first.renegotiations, records(&tickets));
+    assert!(first.answer.is_empty(), "tickets need no answer");
+    // A KeyUpdate from the server, then data under its new keys, fed three
+    // bytes at a time: a second SEC_I_RENEGOTIATE, and the data after it.
+    let mut wire = p.server.request_key_update().unwrap();
+    assert_eq!(records(&wire), 1);
+    wire.extend_from_slice(&seal(&mut p.server, b"new server keys"));
+    let second = open_stream(&mut p.client, &wire, 3);
+    assert_eq!(second.renegotiations, 1);
+    assert_eq!(second.data, b"new server keys");
 }
 
 #[test]
