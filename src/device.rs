@@ -9,7 +9,11 @@
 //! at once with its NTSTATUS and nothing changes. OPEN pends while the
 //! session's credentials are acquired; STEP pends while its calls run and is
 //! completed from the session's continuation (`step_ready`, after the session
-//! can take the next step); CLOSE completes at once and the session is
+//! can take the next step). ENCRYPT completes at once (EncryptMessage is
+//! synchronous); DECRYPT and SHUTDOWN pend like STEP (a post-handshake
+//! message, and close_notify, go through the async handshake call) and are
+//! completed from the continuation. Per session one request is in the engine
+//! at a time: another gets `STATUS_DEVICE_BUSY`. CLOSE completes at once and the session is
 //! released once any in-flight call completes. A cancelled STEP completes with
 //! `STATUS_CANCELLED` and closes its session (an SSPI call in flight cannot be
 //! taken back; the handshake cannot go on without its result).
@@ -24,7 +28,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use ksspi::engine::{
     acquire_credentials, release_credentials, CredentialSpec, EngineStats, Limits, Outcome,
-    Platform, Role, Session, SessionEvents, SessionSetup, StepError, StepReport,
+    Platform, RecordError, RecordReport, Role, Session, SessionEvents, SessionSetup, StepError,
+    StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::provider::SspiProvider;
@@ -276,9 +281,9 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
             IOCTL_KSSPI_STEP => s.step(file, input, request, at),
             IOCTL_KSSPI_CLOSE => s.close(file, input, request),
             IOCTL_KSSPI_SELFTEST => s.selftest(input, request, at),
-            IOCTL_KSSPI_ENCRYPT | IOCTL_KSSPI_DECRYPT | IOCTL_KSSPI_SHUTDOWN => {
-                request.complete(STATUS_NOT_SUPPORTED, &[])
-            }
+            IOCTL_KSSPI_ENCRYPT => s.encrypt(file, input, request, at),
+            IOCTL_KSSPI_DECRYPT => s.decrypt(file, input, request, at),
+            IOCTL_KSSPI_SHUTDOWN => s.shutdown(file, input, request, at),
             _ => request.complete(STATUS_INVALID_DEVICE_REQUEST, &[]),
         }
     }
@@ -351,6 +356,42 @@ fn step_status(outcome: Outcome, missing: u32) -> (SecStatus, StepOutcome) {
     }
 }
 
+/// The per-session reply buffer: the largest reply a session's requests
+/// produce (STEP's, DECRYPT's and SHUTDOWN's, ENCRYPT's of [`MAX_TOKEN`] bytes).
+pub(crate) fn reply_capacity(limits: &Limits) -> usize {
+    step_reply_capacity(limits.max_output)
+        .max(record_reply_capacity(limits.max_input, limits.max_output))
+        .max(encrypt_reply_capacity(MAX_TOKEN))
+}
+
+/// What a record-layer refusal completes the request with: an NTSTATUS for a
+/// request that does not fit the session's state, a reply carrying the
+/// SECURITY_STATUS for a session whose TLS failed.
+fn record_refusal(e: RecordError) -> Result<NtStatus, SecStatus> {
+    match e {
+        RecordError::Busy => Ok(STATUS_DEVICE_BUSY),
+        RecordError::Closed => Ok(STATUS_INVALID_HANDLE),
+        RecordError::NotEstablished | RecordError::PeerClosed | RecordError::ShutDown => {
+            Ok(STATUS_INVALID_DEVICE_STATE)
+        }
+        RecordError::TooMuchInput => Ok(STATUS_QUOTA_EXCEEDED),
+        RecordError::OutputTooSmall => Ok(STATUS_BUFFER_TOO_SMALL),
+        RecordError::Failed(status) => Err(status),
+    }
+}
+
+/// A [`RecordReply`] for a record-layer failure.
+fn failed_record(status: SecStatus) -> RecordReply<'static> {
+    RecordReply {
+        status: status.0,
+        outcome: RecordOutcome::Failed,
+        missing: 0,
+        renegotiations: 0,
+        data: &[],
+        output: &[],
+    }
+}
+
 /// `SP_PROT_*` bits to disable for the ABI's allowed [`proto`] bits.
 pub(crate) fn disabled_protocols(allowed: u32, server: bool) -> u32 {
     let (v12, v13) = if server {
@@ -386,7 +427,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             }
         }
         let open = self.table.lock(&self.platform).open;
-        let mut capabilities = caps::TLS12 | caps::TLS13 | caps::SELFTEST;
+        let mut capabilities = caps::TLS12 | caps::TLS13 | caps::SELFTEST | caps::RECORD_LAYER;
         if self.config.model {
             capabilities |= caps::MODEL;
         }
@@ -412,9 +453,6 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         // whoever built the model; a real driver cannot choose them.
         if !self.config.model && (plan.completion != 0 || plan.callback_irql != 0) {
             return request.complete(STATUS_NOT_SUPPORTED, &[]);
-        }
-        if plan.bytes != 0 {
-            return request.complete(STATUS_NOT_SUPPORTED, &[]); // record layer: later
         }
         if request.output_capacity() < Header::LEN + 144 {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
@@ -466,7 +504,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             }
         };
         // Allocate outside the lock.
-        let reply = vec![0u8; step_reply_capacity(self.config.limits.max_output)];
+        let reply = vec![0u8; reply_capacity(&self.config.limits)];
         let id = {
             let mut table = self.table.lock(&self.platform);
             if table.count(file) >= self.config.max_sessions_per_file {
@@ -630,52 +668,168 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         if request.output_capacity() < step_reply_capacity(self.config.limits.max_output) {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         }
-        let session = {
-            let mut table = self.table.lock(&self.platform);
-            let entry = match table.entry(step.session, file) {
-                Some(e) if e.phase == Phase::Open => e,
-                _ => {
-                    drop(table);
-                    return request.complete(STATUS_INVALID_HANDLE, &[]);
-                }
-            };
-            if entry.pending.is_some() {
-                drop(table);
-                return request.complete(STATUS_DEVICE_BUSY, &[]);
-            }
-            let serial = self.next_pend.fetch_add(1, Ordering::Relaxed);
-            let mut request = request;
-            if !request.pend(PendKey {
-                file,
-                session: step.session,
-                serial,
-            }) {
-                drop(table);
-                return request.complete(STATUS_CANCELLED, &[]);
-            }
-            entry.pending = Some(request);
-            entry.pending_serial = serial;
-            entry.session.clone()
+        let Some(session) = self.pend_on(file, step.session, request) else {
+            return;
         };
-        let result = match session {
-            Some(session) => session.step(step.input, at),
-            None => Err(StepError::Closed),
-        };
-        if let Err(e) = result {
+        if let Err(e) = session.step(step.input, at) {
             let status = match e {
                 StepError::Busy => STATUS_DEVICE_BUSY,
                 StepError::Closed => STATUS_INVALID_HANDLE,
                 StepError::Finished => STATUS_INVALID_DEVICE_REQUEST,
                 StepError::TooMuchInput => STATUS_QUOTA_EXCEEDED,
             };
-            let request = self
-                .table
-                .lock(&self.platform)
-                .entry(step.session, file)
-                .and_then(|e| e.pending.take());
-            if let Some(request) = request {
-                request.complete(status, &[]);
+            self.unpend(file, step.session, Ok(status));
+        }
+    }
+
+    /// Pend `request` on the open session `id` of `file` for an engine move;
+    /// gives back the session, or completes the request and gives `None`.
+    fn pend_on(&self, file: FileId, id: SessionId, request: R) -> Option<Arc<Session<P, K>>> {
+        let mut table = self.table.lock(&self.platform);
+        let entry = match table.entry(id, file) {
+            Some(e) if e.phase == Phase::Open => e,
+            _ => {
+                drop(table);
+                request.complete(STATUS_INVALID_HANDLE, &[]);
+                return None;
             }
+        };
+        // A request in the engine, or an ENCRYPT using the reply buffer.
+        if entry.pending.is_some() || entry.reply.is_empty() {
+            drop(table);
+            request.complete(STATUS_DEVICE_BUSY, &[]);
+            return None;
+        }
+        let serial = self.next_pend.fetch_add(1, Ordering::Relaxed);
+        let mut request = request;
+        if !request.pend(PendKey {
+            file,
+            session: id,
+            serial,
+        }) {
+            drop(table);
+            request.complete(STATUS_CANCELLED, &[]);
+            return None;
+        }
+        entry.pending = Some(request);
+        entry.pending_serial = serial;
+        entry.session.clone()
+    }
+
+    /// The engine refused to start the move a request pended for: complete it.
+    fn unpend(&self, file: FileId, id: SessionId, refusal: Result<NtStatus, SecStatus>) {
+        let request = self
+            .table
+            .lock(&self.platform)
+            .entry(id, file)
+            .and_then(|e| e.pending.take());
+        if let Some(request) = request {
+            match refusal {
+                Ok(status) => request.complete(status, &[]),
+                Err(status) => complete_with(request, &failed_record(status)),
+            }
+        }
+    }
+
+    fn encrypt(&self, file: FileId, input: &[u8], request: R, at: &Passive) {
+        let EncryptRequest(m) = match decode::<EncryptRequest>(input) {
+            Ok(m) => m,
+            Err(e) => return request.complete(e.ntstatus(), &[]),
+        };
+        if request.output_capacity() < encrypt_reply_capacity(m.bytes.len()) {
+            return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
+        }
+        // Take the session's reply buffer: the records are sealed into it at
+        // PASSIVE_LEVEL, outside the table lock.
+        let (session, mut buf) = {
+            let mut table = self.table.lock(&self.platform);
+            let entry = match table.entry(m.session, file) {
+                Some(e) if e.phase == Phase::Open => e,
+                _ => {
+                    drop(table);
+                    return request.complete(STATUS_INVALID_HANDLE, &[]);
+                }
+            };
+            if entry.pending.is_some() || entry.reply.is_empty() {
+                drop(table);
+                return request.complete(STATUS_DEVICE_BUSY, &[]);
+            }
+            let Some(session) = entry.session.clone() else {
+                drop(table);
+                return request.complete(STATUS_INVALID_HANDLE, &[]);
+            };
+            (session, core::mem::take(&mut entry.reply))
+        };
+        let (head, tail) = buf.split_at_mut(EncryptReply::DATA_OFFSET);
+        match session.encrypt(m.bytes, tail, at) {
+            Ok(n) => {
+                let max = session
+                    .stream_sizes()
+                    .map_or(RECORD_PLAINTEXT, |s| s.max_message);
+                let reply = EncryptReply {
+                    status: 0,
+                    records: m.bytes.len().div_ceil(max) as u32,
+                    output: &tail[..n],
+                };
+                match encode_prefix(&reply, head) {
+                    Ok(off) if off + n <= request.output_capacity() => {
+                        request.complete(STATUS_SUCCESS, &buf[..off + n])
+                    }
+                    _ => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
+                }
+            }
+            Err(e) => match record_refusal(e) {
+                Ok(status) => request.complete(status, &[]),
+                Err(status) => complete_with(
+                    request,
+                    &EncryptReply {
+                        status: status.0,
+                        records: 0,
+                        output: &[],
+                    },
+                ),
+            },
+        }
+        // Give the buffer back (unless the session went meanwhile).
+        let mut table = self.table.lock(&self.platform);
+        if let Some(entry) = table.entry(m.session, file) {
+            entry.reply = buf;
+        }
+    }
+
+    fn decrypt(&self, file: FileId, input: &[u8], request: R, at: &Passive) {
+        let DecryptRequest(m) = match decode::<DecryptRequest>(input) {
+            Ok(m) => m,
+            Err(e) => return request.complete(e.ntstatus(), &[]),
+        };
+        let limits = &self.config.limits;
+        if request.output_capacity() < record_reply_capacity(limits.max_input, limits.max_output)
+        {
+            return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
+        }
+        let Some(session) = self.pend_on(file, m.session, request) else {
+            return;
+        };
+        if let Err(e) = session.decrypt(m.bytes, at) {
+            self.unpend(file, m.session, record_refusal(e));
+        }
+    }
+
+    fn shutdown(&self, file: FileId, input: &[u8], request: R, at: &Passive) {
+        let m = match decode::<ShutdownRequest>(input) {
+            Ok(m) => m,
+            Err(e) => return request.complete(e.ntstatus(), &[]),
+        };
+        let limits = &self.config.limits;
+        if request.output_capacity() < record_reply_capacity(limits.max_input, limits.max_output)
+        {
+            return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
+        }
+        let Some(session) = self.pend_on(file, m.session, request) else {
+            return;
+        };
+        if let Err(e) = session.shutdown(at) {
+            self.unpend(file, m.session, record_refusal(e));
         }
     }
 
@@ -749,6 +903,42 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
             extra: report.leftover as u32,
             protocol: report.connection.map_or(0, |c| c.dwProtocol),
             cipher: report.connection.map_or(0, |c| c.aiCipher),
+            output: report.output,
+        };
+        let mut table = device.table.lock(&device.platform);
+        if let Some(entry) = table.entry_any_file(self.id) {
+            entry.reply_len = encode(&reply, &mut entry.reply).unwrap_or(0);
+        }
+    }
+
+    fn record_done(&self, report: &RecordReport<'_>) {
+        let Some(device) = self.device.upgrade() else {
+            return;
+        };
+        let (status, outcome, missing) = match report.outcome {
+            ksspi::engine::RecordOutcome::Data { missing } => (
+                if missing > 0 {
+                    SecStatus::SEC_E_INCOMPLETE_MESSAGE
+                } else {
+                    SecStatus::SEC_E_OK
+                },
+                RecordOutcome::Data,
+                missing,
+            ),
+            ksspi::engine::RecordOutcome::PeerClosed => {
+                (SecStatus::SEC_I_CONTEXT_EXPIRED, RecordOutcome::PeerClosed, 0)
+            }
+            ksspi::engine::RecordOutcome::ShutDown => {
+                (SecStatus::SEC_E_OK, RecordOutcome::ShutDown, 0)
+            }
+            ksspi::engine::RecordOutcome::Failed(status) => (status, RecordOutcome::Failed, 0),
+        };
+        let reply = RecordReply {
+            status: status.0,
+            outcome,
+            missing,
+            renegotiations: report.renegotiations,
+            data: report.data,
             output: report.output,
         };
         let mut table = device.table.lock(&device.platform);

@@ -20,5 +20,6 @@ pub const STATUS_CANCELLED: NtStatus = nt(0xC000_0120);
 pub const STATUS_DELETE_PENDING: NtStatus = nt(0xC000_0056);
 pub const STATUS_QUOTA_EXCEEDED: NtStatus = nt(0xC000_0044);
 pub const STATUS_NOT_SUPPORTED: NtStatus = nt(0xC000_00BB);
+pub const STATUS_INVALID_DEVICE_STATE: NtStatus = nt(0xC000_0184);
 pub const STATUS_REVISION_MISMATCH: NtStatus = nt(0xC000_0059);
 pub const STATUS_INVALID_BUFFER_SIZE: NtStatus = nt(0xC000_0206);

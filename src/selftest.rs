@@ -8,6 +8,14 @@
 //! peer's next step, so handshakes never recurse into each other (the same
 //! trampoline idea as the conductor's, one level up), and each direction has
 //! its own inbox, so nothing is copied twice or allocated per step.
+//!
+//! With `bytes` > 0, each pair then exchanges that many bytes each way
+//! through the record layer (the client's records go straight into the
+//! server's inbox and back, in turns of up to [`CHUNK`] bytes), checks every
+//! byte against the pattern its peer sent, and ends with the client's
+//! close_notify, which the server must see as the peer closing. One record
+//! operation per pair is in flight at a time, so the pair's data state moves
+//! one step per report.
 
 use crate::device::{complete_with, disabled_protocols, Request};
 use crate::lock::SpinLock;
@@ -19,12 +27,16 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use ksspi::engine::{
     acquire_credentials, release_credentials, CredentialSpec, EngineStats, Limits, Outcome,
-    Platform, Role, Session, SessionEvents, SessionSetup, StepReport,
+    Platform, RecordOutcome, RecordReport, Role, Session, SessionEvents, SessionSetup,
+    StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::provider::SspiProvider;
 use ksspi::{Passive, SecStatus};
 use ksspi_abi::{proto, SelftestReply, SelftestRequest};
+
+/// Plaintext per record-layer turn: two full records.
+const CHUNK: usize = 32 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
@@ -32,11 +44,29 @@ enum Side {
     Client,
 }
 
+impl Side {
+    fn peer(self) -> Side {
+        match self {
+            Side::Server => Side::Client,
+            Side::Client => Side::Server,
+        }
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 enum Action<P: SspiProvider, K: Platform> {
     /// Open the next handshake's two sessions and take the client's first step.
     Start,
     /// Step `side` of `pair` with the bytes in its inbox.
     Feed(Arc<Pair<P, K>>, Side),
+    /// Encrypt `side`'s next chunk into its peer's inbox.
+    Send(Arc<Pair<P, K>>, Side),
+    /// Decrypt `side`'s inbox.
+    Open(Arc<Pair<P, K>>, Side),
+    /// Shut `side` down (close_notify into its peer's inbox).
+    Shut(Arc<Pair<P, K>>, Side),
 }
 
 struct SideState<P: SspiProvider, K: Platform> {
@@ -44,14 +74,44 @@ struct SideState<P: SspiProvider, K: Platform> {
     /// Bytes from the peer, waiting for this side's next step.
     inbox: Vec<u8>,
     outcome: Option<Outcome>,
+    record: Option<RecordOutcome>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Handshake,
+    Exchange,
+    Closing,
+}
+
+/// A pair's record-layer exchange (indexed by [`Side::index`]).
+struct DataState {
+    stage: Stage,
+    sent: [u64; 2],
+    received: [u64; 2],
+    bad: bool,
+    /// The sender's plaintext for one turn (allocated at setup).
+    scratch: Vec<u8>,
 }
 
 struct Pair<P: SspiProvider, K: Platform> {
+    index: u32,
     started_us: u64,
     server: SpinLock<SideState<P, K>>,
     client: SpinLock<SideState<P, K>>,
+    data: SpinLock<DataState>,
     finished: AtomicBool,
     sides_closed: AtomicU32,
+}
+
+/// The byte `sender` puts at `offset` of its stream in pair `pair`.
+fn pattern(seed: u64, pair: u32, sender: Side, offset: u64) -> u8 {
+    let x = offset
+        .wrapping_mul(0x9E37_79B9)
+        .wrapping_add(seed)
+        .wrapping_add(u64::from(pair) << 8)
+        .wrapping_add(sender as u64 * 0x55);
+    (x ^ (x >> 13) ^ (offset >> 8)) as u8
 }
 
 struct Creds<P: SspiProvider> {
@@ -77,6 +137,7 @@ pub(crate) struct Run<P: SspiProvider, K: Platform, R: Request> {
     failed: AtomicU64,
     steps: AtomicU64,
     sessions: AtomicU64,
+    bytes_checked: AtomicU64,
     latencies: SpinLock<Vec<u64>>,
     t0: u64,
     acquisitions_left: AtomicU32,
@@ -123,6 +184,7 @@ pub(crate) fn start<P: SspiProvider, K: Platform, R: Request>(
         failed: AtomicU64::new(0),
         steps: AtomicU64::new(0),
         sessions: AtomicU64::new(0),
+        bytes_checked: AtomicU64::new(0),
         latencies: SpinLock::new(Vec::with_capacity(count)),
         acquisitions_left: AtomicU32::new(1 + client_protocols.len() as u32),
         acquisition_failed: AtomicU32::new(0),
@@ -212,6 +274,9 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
                 match action {
                     Some(Action::Start) => self.start_pair(),
                     Some(Action::Feed(pair, side)) => self.feed(&pair, side),
+                    Some(Action::Send(pair, side)) => self.send(&pair, side),
+                    Some(Action::Open(pair, side)) => self.open(&pair, side),
+                    Some(Action::Shut(pair, side)) => self.shut(&pair, side),
                     None => break,
                 }
             }
@@ -252,11 +317,25 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             session: None,
             inbox: Vec::with_capacity(self.limits.max_output),
             outcome: None,
+            record: None,
+        };
+        let scratch = if self.plan.bytes > 0 {
+            alloc::vec![0; CHUNK.min(self.plan.bytes as usize)]
+        } else {
+            Vec::new()
         };
         let pair = Arc::new(Pair {
+            index,
             started_us: self.platform.now_us(),
             server: SpinLock::new(side()),
             client: SpinLock::new(side()),
+            data: SpinLock::new(DataState {
+                stage: Stage::Handshake,
+                sent: [0; 2],
+                received: [0; 2],
+                bad: false,
+                scratch,
+            }),
             finished: AtomicBool::new(false),
             sides_closed: AtomicU32::new(0),
         });
@@ -305,36 +384,16 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
 
     /// Step `side` with its inbox (empty for the client's first step).
     fn feed(self: &Arc<Self>, pair: &Arc<Pair<P, K>>, side: Side) {
-        let Some(at) = Passive::check(self.provider.current_irql()) else {
-            return self.close_pair(pair, false);
-        };
-        let lock = self.side(pair, side);
-        let input = core::mem::take(&mut lock.lock(&self.platform).inbox);
         self.steps.fetch_add(1, Ordering::Relaxed);
-        // The session lives in the side's state; step it without holding the
-        // lock (a step may run to completion inline).
-        let session = lock.lock(&self.platform).session.clone();
-        let result = match session {
-            // Stepped without the lock held: a step may run to completion inline.
-            Some(session) => session.step(&input, &at),
-            None => Ok(()),
-        };
-        // Give the inbox's buffer back (the peer writes into the other one).
-        let mut input = input;
-        input.clear();
-        lock.lock(&self.platform).inbox = input;
-        if result.is_err() {
-            self.close_pair(pair, false);
-        }
+        self.with_inbox(pair, side, |session, input, at| session.step(input, at).is_ok());
     }
 
     /// Called by a side's `step_ready`: decide the pair's next move.
     fn stepped(self: &Arc<Self>, pair: &Arc<Pair<P, K>>, side: Side) {
-        let peer = if side == Side::Server {
-            Side::Client
-        } else {
-            Side::Server
-        };
+        if pair.data.lock(&self.platform).stage != Stage::Handshake {
+            return self.record_ready(pair, side);
+        }
+        let peer = side.peer();
         let (mine, peer_outcome, has_output) = {
             let me = self.side(pair, side).lock(&self.platform).outcome;
             let other = self.side(pair, peer).lock(&self.platform);
@@ -343,7 +402,11 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
         match mine {
             Some(Outcome::Failed(_)) => self.close_pair(pair, false),
             Some(Outcome::Established) if matches!(peer_outcome, Some(Outcome::Established)) => {
-                self.close_pair(pair, true)
+                if self.plan.bytes == 0 {
+                    return self.close_pair(pair, true);
+                }
+                pair.data.lock(&self.platform).stage = Stage::Exchange;
+                self.exchange_next(pair);
             }
             _ if has_output
                 && !matches!(
@@ -356,6 +419,140 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             // Nothing to hand over and not done: stuck (cannot happen with
             // whole flights in memory); fail rather than hang.
             _ => self.close_pair(pair, false),
+        }
+    }
+
+    /// The record layer's next turn: the side that has sent less sends; once
+    /// both have received everything, the client shuts down.
+    fn exchange_next(self: &Arc<Self>, pair: &Arc<Pair<P, K>>) {
+        let n = u64::from(self.plan.bytes);
+        let next = {
+            let mut d = pair.data.lock(&self.platform);
+            let (c, s) = (Side::Client.index(), Side::Server.index());
+            if d.bad {
+                None
+            } else if d.received[c] >= n && d.received[s] >= n {
+                d.stage = Stage::Closing;
+                Some(Action::Shut(pair.clone(), Side::Client))
+            } else if d.sent[c] < n && d.sent[c] <= d.sent[s] {
+                Some(Action::Send(pair.clone(), Side::Client))
+            } else if d.sent[s] < n {
+                Some(Action::Send(pair.clone(), Side::Server))
+            } else {
+                None // everything sent, not everything received: lost bytes
+            }
+        };
+        match next {
+            Some(action) => self.queue(action),
+            None => self.close_pair(pair, false),
+        }
+    }
+
+    /// A decrypt or shutdown of `side` reported: check it, move on.
+    fn record_ready(self: &Arc<Self>, pair: &Arc<Pair<P, K>>, side: Side) {
+        let record = self.side(pair, side).lock(&self.platform).record.take();
+        let (stage, done) = {
+            let d = pair.data.lock(&self.platform);
+            let n = u64::from(self.plan.bytes);
+            (d.stage, !d.bad && d.received.iter().all(|&r| r == n))
+        };
+        match (stage, side, record) {
+            (Stage::Exchange, _, Some(RecordOutcome::Data { missing: 0 })) => {
+                self.exchange_next(pair)
+            }
+            (Stage::Closing, Side::Client, Some(RecordOutcome::ShutDown)) => {
+                self.queue(Action::Open(pair.clone(), Side::Server))
+            }
+            (Stage::Closing, Side::Server, Some(RecordOutcome::PeerClosed)) => {
+                self.close_pair(pair, done)
+            }
+            _ => self.close_pair(pair, false),
+        }
+    }
+
+    /// Encrypt `side`'s next chunk straight into its peer's inbox, then have
+    /// the peer decrypt it.
+    fn send(self: &Arc<Self>, pair: &Arc<Pair<P, K>>, side: Side) {
+        let Some(at) = Passive::check(self.provider.current_irql()) else {
+            return self.close_pair(pair, false);
+        };
+        let session = self.side(pair, side).lock(&self.platform).session.clone();
+        let Some(session) = session else {
+            return self.close_pair(pair, false);
+        };
+        let (mut scratch, offset) = {
+            let mut d = pair.data.lock(&self.platform);
+            (core::mem::take(&mut d.scratch), d.sent[side.index()])
+        };
+        let chunk = scratch
+            .len()
+            .min((u64::from(self.plan.bytes) - offset) as usize);
+        for (i, b) in scratch[..chunk].iter_mut().enumerate() {
+            *b = pattern(self.plan.seed, pair.index, side, offset + i as u64);
+        }
+        let peer = self.side(pair, side.peer());
+        let mut inbox = core::mem::take(&mut peer.lock(&self.platform).inbox);
+        let start = inbox.len();
+        let sealed = session
+            .sealed_len(chunk)
+            .filter(|&need| start + need <= inbox.capacity())
+            .and_then(|need| {
+                inbox.resize(start + need, 0); // within capacity: no allocation
+                session.encrypt(&scratch[..chunk], &mut inbox[start..], &at).ok()
+            });
+        inbox.truncate(start + sealed.unwrap_or(0));
+        peer.lock(&self.platform).inbox = inbox;
+        {
+            let mut d = pair.data.lock(&self.platform);
+            d.scratch = scratch;
+            d.sent[side.index()] += chunk as u64;
+        }
+        match sealed {
+            Some(_) => self.queue(Action::Open(pair.clone(), side.peer())),
+            None => self.close_pair(pair, false),
+        }
+    }
+
+    /// Decrypt `side`'s inbox.
+    fn open(self: &Arc<Self>, pair: &Arc<Pair<P, K>>, side: Side) {
+        self.with_inbox(pair, side, |session, input, at| {
+            session.decrypt(input, at).is_ok()
+        });
+    }
+
+    fn shut(self: &Arc<Self>, pair: &Arc<Pair<P, K>>, side: Side) {
+        let Some(at) = Passive::check(self.provider.current_irql()) else {
+            return self.close_pair(pair, false);
+        };
+        let session = self.side(pair, side).lock(&self.platform).session.clone();
+        if !session.is_some_and(|s| s.shutdown(&at).is_ok()) {
+            self.close_pair(pair, false);
+        }
+    }
+
+    /// Hand `side`'s inbox to `call` (a step or a decrypt) without holding
+    /// the lock (the call may run to completion inline), then give the
+    /// inbox's buffer back; a refused call ends the pair.
+    fn with_inbox(
+        self: &Arc<Self>,
+        pair: &Arc<Pair<P, K>>,
+        side: Side,
+        call: impl FnOnce(&Session<P, K>, &[u8], &Passive) -> bool,
+    ) {
+        let Some(at) = Passive::check(self.provider.current_irql()) else {
+            return self.close_pair(pair, false);
+        };
+        let lock = self.side(pair, side);
+        let (mut input, session) = {
+            let mut st = lock.lock(&self.platform);
+            (core::mem::take(&mut st.inbox), st.session.clone())
+        };
+        let ok = session.is_none_or(|s| call(&s, &input, &at));
+        // The peer writes into the other inbox, never this one meanwhile.
+        input.clear();
+        lock.lock(&self.platform).inbox = input;
+        if !ok {
+            self.close_pair(pair, false);
         }
     }
 
@@ -446,7 +643,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             latency_p99_us: p99,
             latency_max_us: max,
             leaked: 0,
-            bytes_checked: 0,
+            bytes_checked: l(&self.bytes_checked),
         };
         // Release the run's credentials (the sessions are gone).
         let creds = {
@@ -498,6 +695,36 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for PairEvents<P, K
             && other.inbox.len() + report.output.len() <= other.inbox.capacity()
         {
             other.inbox.extend_from_slice(report.output);
+        }
+    }
+
+    fn record_done(&self, report: &RecordReport<'_>) {
+        let (Some(run), Some(pair)) = (self.run.upgrade(), self.pair.upgrade()) else {
+            return;
+        };
+        // Check every byte against what the peer sent, outside any lock.
+        let offset = pair.data.lock(&run.platform).received[self.side.index()];
+        let sender = self.side.peer();
+        let good = report.data.iter().enumerate().all(|(i, &b)| {
+            b == pattern(run.plan.seed, pair.index, sender, offset + i as u64)
+        });
+        {
+            let mut d = pair.data.lock(&run.platform);
+            d.received[self.side.index()] += report.data.len() as u64;
+            d.bad |= !good;
+        }
+        if good {
+            run.bytes_checked
+                .fetch_add(report.data.len() as u64, Ordering::Relaxed);
+        }
+        run.side(&pair, self.side).lock(&run.platform).record = Some(report.outcome);
+        // close_notify, or an answer to a post-handshake message, goes to the peer.
+        let mut other = run.side(&pair, sender).lock(&run.platform);
+        if other.inbox.len() + report.output.len() <= other.inbox.capacity() {
+            other.inbox.extend_from_slice(report.output);
+        } else {
+            drop(other);
+            pair.data.lock(&run.platform).bad = true;
         }
     }
 

@@ -313,7 +313,8 @@ fn bad_buffers_get_their_status_and_change_nothing() {
     );
     assert_eq!(
         w.call(file, IOCTL_KSSPI_ENCRYPT, &step, 1 << 17).0,
-        STATUS_NOT_SUPPORTED
+        STATUS_INVALID_PARAMETER,
+        "a STEP message is not an ENCRYPT request"
     );
     // An output buffer too small for any step reply.
     assert_eq!(

@@ -64,21 +64,21 @@ pub const IOCTL_KSSPI_CLOSE: u32 = ctl_code(
     METHOD_BUFFERED,
     FILE_READ_DATA | FILE_WRITE_DATA,
 );
-/// Reserved for the record layer: encrypt.
+/// Seal plaintext into TLS records ([`EncryptRequest`] -> [`EncryptReply`]).
 pub const IOCTL_KSSPI_ENCRYPT: u32 = ctl_code(
     FILE_DEVICE_KSSPI,
     0x805,
     METHOD_BUFFERED,
     FILE_READ_DATA | FILE_WRITE_DATA,
 );
-/// Reserved for the record layer: decrypt.
+/// Open TLS records ([`DecryptRequest`] -> [`RecordReply`]); pends while a post-handshake message goes through the handshake call.
 pub const IOCTL_KSSPI_DECRYPT: u32 = ctl_code(
     FILE_DEVICE_KSSPI,
     0x806,
     METHOD_BUFFERED,
     FILE_READ_DATA | FILE_WRITE_DATA,
 );
-/// Reserved for the record layer: shutdown (close_notify).
+/// Send close_notify ([`ShutdownRequest`] -> [`RecordReply`]); pends while the final handshake call runs.
 pub const IOCTL_KSSPI_SHUTDOWN: u32 = ctl_code(
     FILE_DEVICE_KSSPI,
     0x807,
@@ -123,6 +123,29 @@ pub const fn step_reply_capacity(max_output: usize) -> usize {
     Header::LEN + 28 + max_output
 }
 
+/// Plaintext in one TLS record (TLS's limit, and Schannel's
+/// `cbMaximumMessage`).
+pub const RECORD_PLAINTEXT: usize = 16 * 1024;
+/// A bound on one record's header and trailer together (TLS 1.2 CBC with
+/// SHA-384 and full padding needs less than half of it).
+pub const MAX_RECORD_OVERHEAD: usize = 256;
+
+/// The output buffer an ENCRYPT of `n` bytes must come with.
+pub const fn encrypt_reply_capacity(n: usize) -> usize {
+    let records = if n == 0 {
+        1
+    } else {
+        n.div_ceil(RECORD_PLAINTEXT)
+    };
+    EncryptReply::DATA_OFFSET + n + records * MAX_RECORD_OVERHEAD
+}
+
+/// The output buffer a DECRYPT or SHUTDOWN must come with: a reply carrying
+/// up to `max_input` bytes of plaintext and `max_output` bytes to send.
+pub const fn record_reply_capacity(max_input: usize, max_output: usize) -> usize {
+    Header::LEN + 24 + max_input + max_output
+}
+
 /// Largest target name, in bytes of UTF-8.
 pub const MAX_TARGET: usize = 255;
 
@@ -148,6 +171,16 @@ pub enum Kind {
     CloseRequest = 8,
     /// A header alone: GET_INFO's request, CLOSE's reply.
     Empty = 9,
+    /// [`EncryptRequest`].
+    EncryptRequest = 10,
+    /// [`EncryptReply`].
+    EncryptReply = 11,
+    /// [`DecryptRequest`].
+    DecryptRequest = 12,
+    /// [`RecordReply`] (DECRYPT's and SHUTDOWN's).
+    RecordReply = 13,
+    /// [`ShutdownRequest`].
+    ShutdownRequest = 14,
 }
 
 impl Kind {
@@ -162,6 +195,11 @@ impl Kind {
             7 => Kind::StepReply,
             8 => Kind::CloseRequest,
             9 => Kind::Empty,
+            10 => Kind::EncryptRequest,
+            11 => Kind::EncryptReply,
+            12 => Kind::DecryptRequest,
+            13 => Kind::RecordReply,
+            14 => Kind::ShutdownRequest,
             _ => return None,
         })
     }
@@ -375,6 +413,85 @@ mod tests {
         };
         check(&sr, &enc(&sr));
         check(&Empty, &enc(&Empty));
+        let er = EncryptRequest(RecordRequest {
+            session: SessionId::new(3, 4),
+            bytes: b"hello",
+        });
+        check(&er, &enc(&er));
+        let dr = DecryptRequest(RecordRequest {
+            session: SessionId::new(3, 4),
+            bytes: &[0x17, 3, 3, 0, 0],
+        });
+        check(&dr, &enc(&dr));
+        assert_eq!(
+            decode::<EncryptRequest>(&enc(&dr)),
+            Err(DecodeError::WrongKind),
+            "a decrypt request is not an encrypt request"
+        );
+        let ep = EncryptReply {
+            status: 0,
+            records: 2,
+            output: &[0x17; 40],
+        };
+        check(&ep, &enc(&ep));
+        let rr = RecordReply {
+            status: 0x0009_0317,
+            outcome: RecordOutcome::PeerClosed,
+            missing: 0,
+            renegotiations: 2,
+            data: b"plain",
+            output: &[0x15, 3, 3],
+        };
+        check(&rr, &enc(&rr));
+        let sd = ShutdownRequest {
+            session: SessionId(9),
+        };
+        check(&sd, &enc(&sd));
+    }
+
+    #[test]
+    fn an_encrypt_reply_built_in_place_is_the_encoded_reply() {
+        let records = [0x17u8; 77];
+        let reply = EncryptReply {
+            status: 0,
+            records: 1,
+            output: &records,
+        };
+        let mut buf = vec![0u8; encrypt_reply_capacity(records.len())];
+        let (head, tail) = buf.split_at_mut(EncryptReply::DATA_OFFSET);
+        tail[..records.len()].copy_from_slice(&records);
+        assert_eq!(
+            encode_prefix(&reply, head),
+            Ok(EncryptReply::DATA_OFFSET)
+        );
+        buf.truncate(EncryptReply::DATA_OFFSET + records.len());
+        assert_eq!(buf, enc(&reply));
+        assert!(encrypt_reply_capacity(0) > EncryptReply::DATA_OFFSET);
+        assert!(encrypt_reply_capacity(MAX_TOKEN) <= MAX_MESSAGE);
+    }
+
+    #[test]
+    fn a_record_reply_field_out_of_range_is_refused() {
+        let rr = RecordReply {
+            status: 0,
+            outcome: RecordOutcome::Data,
+            missing: 0,
+            renegotiations: 0,
+            data: b"abc",
+            output: b"",
+        };
+        let mut b = enc(&rr);
+        b[Header::LEN + 4] = 9;
+        assert_eq!(decode::<RecordReply>(&b), Err(DecodeError::BadField));
+        let mut b = enc(&rr);
+        b[Header::LEN + 16] = 4; // data length 4, but 3 bytes follow
+        assert_eq!(decode::<RecordReply>(&b), Err(DecodeError::Truncated));
+        let big = [0u8; MAX_TOKEN + 1];
+        let er = EncryptRequest(RecordRequest {
+            session: SessionId(1),
+            bytes: &big,
+        });
+        assert_eq!(decode::<EncryptRequest>(&enc(&er)), Err(DecodeError::TooLong));
     }
 
     #[test]

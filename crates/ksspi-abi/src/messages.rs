@@ -3,7 +3,7 @@
 //! be exactly the rest of the message).
 
 use crate::wire::{DecodeError, Reader, Writer};
-use crate::{Header, Kind, SessionId, MAX_TARGET, MAX_TOKEN};
+use crate::{Header, Kind, SessionId, MAX_MESSAGE, MAX_TARGET, MAX_TOKEN};
 
 /// A message with a fixed part and optional trailing data.
 pub trait Message<'a>: Sized {
@@ -11,6 +11,11 @@ pub trait Message<'a>: Sized {
     const KIND: Kind;
     /// Trailing data (a name, a token).
     fn data(&self) -> &'a [u8] {
+        &[]
+    }
+    /// A second trailing area, after [`Message::data`] (a record reply's
+    /// bytes to send, after its plaintext).
+    fn data2(&self) -> &'a [u8] {
         &[]
     }
     /// Write the fixed fields.
@@ -25,12 +30,28 @@ pub fn encode<'a, M: Message<'a>>(m: &M, out: &mut [u8]) -> Result<usize, Decode
     let mut scratch = [0u8; 256];
     let mut fixed = Writer::new(&mut scratch);
     m.put(&mut fixed)?;
-    let size = Header::LEN + fixed.len() + m.data().len();
+    let size = Header::LEN + fixed.len() + m.data().len() + m.data2().len();
     let fixed_len = fixed.len();
     let mut w = Writer::new(out);
     Header::encode(M::KIND, size, &mut w)?;
     w.bytes(&scratch[..fixed_len])?;
     w.bytes(m.data())?;
+    w.bytes(m.data2())?;
+    Ok(w.len())
+}
+
+/// Encode only the header and fixed fields of `m` into `out` (whose
+/// [`Message::data`] the caller has already placed right after them, at the
+/// returned offset): for a reply built in place, such as ENCRYPT's.
+pub fn encode_prefix<'a, M: Message<'a>>(m: &M, out: &mut [u8]) -> Result<usize, DecodeError> {
+    let mut scratch = [0u8; 256];
+    let mut fixed = Writer::new(&mut scratch);
+    m.put(&mut fixed)?;
+    let size = Header::LEN + fixed.len() + m.data().len() + m.data2().len();
+    let fixed_len = fixed.len();
+    let mut w = Writer::new(out);
+    Header::encode(M::KIND, size, &mut w)?;
+    w.bytes(&scratch[..fixed_len])?;
     Ok(w.len())
 }
 
@@ -536,5 +557,221 @@ impl<'a> Message<'a> for SelftestReply {
             leaked,
             bytes_checked,
         })
+    }
+}
+
+/// A session id and bytes: ENCRYPT's request (plaintext) and DECRYPT's
+/// (bytes received from the peer), at most [`MAX_TOKEN`] bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordRequest<'a> {
+    /// The session.
+    pub session: SessionId,
+    /// The bytes.
+    pub bytes: &'a [u8],
+}
+
+/// ENCRYPT's request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncryptRequest<'a>(pub RecordRequest<'a>);
+
+/// DECRYPT's request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecryptRequest<'a>(pub RecordRequest<'a>);
+
+fn put_record_request(m: &RecordRequest<'_>, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+    w.u64(m.session.0)?;
+    w.u32(u32::try_from(m.bytes.len()).map_err(|_| DecodeError::TooLong)?)?;
+    w.u32(0)
+}
+
+fn get_record_request<'a>(r: &mut Reader<'a>) -> Result<RecordRequest<'a>, DecodeError> {
+    let session = SessionId(r.u64()?);
+    let len = r.u32()? as usize;
+    if r.u32()? != 0 {
+        return Err(DecodeError::Reserved);
+    }
+    if len > MAX_TOKEN {
+        return Err(DecodeError::TooLong);
+    }
+    let bytes = r.bytes(len)?;
+    r.end()?;
+    Ok(RecordRequest { session, bytes })
+}
+
+impl<'a> Message<'a> for EncryptRequest<'a> {
+    const KIND: Kind = Kind::EncryptRequest;
+    fn data(&self) -> &'a [u8] {
+        self.0.bytes
+    }
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        put_record_request(&self.0, w)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        get_record_request(r).map(EncryptRequest)
+    }
+}
+
+impl<'a> Message<'a> for DecryptRequest<'a> {
+    const KIND: Kind = Kind::DecryptRequest;
+    fn data(&self) -> &'a [u8] {
+        self.0.bytes
+    }
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        put_record_request(&self.0, w)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        get_record_request(r).map(DecryptRequest)
+    }
+}
+
+/// ENCRYPT's reply: the TLS records to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncryptReply<'a> {
+    /// The SECURITY_STATUS (`SEC_E_OK`; an error comes with no records).
+    pub status: i32,
+    /// Records the plaintext was split into (at most the stream sizes'
+    /// maximum message each).
+    pub records: u32,
+    /// The records, back to back.
+    pub output: &'a [u8],
+}
+
+impl EncryptReply<'_> {
+    /// Where the records start in an encoded reply (header and fixed fields
+    /// before them), for a driver that seals in place.
+    pub const DATA_OFFSET: usize = Header::LEN + 16;
+}
+
+impl<'a> Message<'a> for EncryptReply<'a> {
+    const KIND: Kind = Kind::EncryptReply;
+    fn data(&self) -> &'a [u8] {
+        self.output
+    }
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        w.i32(self.status)?;
+        w.u32(self.records)?;
+        w.u32(u32::try_from(self.output.len()).map_err(|_| DecodeError::TooLong)?)?;
+        w.u32(0)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let status = r.i32()?;
+        let records = r.u32()?;
+        let len = r.u32()? as usize;
+        if r.u32()? != 0 {
+            return Err(DecodeError::Reserved);
+        }
+        if len > MAX_MESSAGE {
+            return Err(DecodeError::TooLong);
+        }
+        let output = r.bytes(len)?;
+        r.end()?;
+        Ok(EncryptReply {
+            status,
+            records,
+            output,
+        })
+    }
+}
+
+/// How a decrypt or a shutdown ended, in [`RecordReply::outcome`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordOutcome {
+    /// Every complete record was decrypted; `missing` bytes of a partial
+    /// record are awaited (0: nothing buffered).
+    Data = 1,
+    /// The peer sent close_notify; nothing more will be decrypted.
+    PeerClosed = 2,
+    /// Shutdown: the output is the close_notify to send.
+    ShutDown = 3,
+    /// The record layer failed with `status`; the session is unusable.
+    Failed = 4,
+}
+
+/// DECRYPT's and SHUTDOWN's reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordReply<'a> {
+    /// The last SECURITY_STATUS (`SEC_E_OK`, `SEC_E_INCOMPLETE_MESSAGE`,
+    /// `SEC_I_CONTEXT_EXPIRED`, or the error).
+    pub status: i32,
+    /// How it ended.
+    pub outcome: RecordOutcome,
+    /// `SECBUFFER_MISSING` of a buffered partial record.
+    pub missing: u32,
+    /// Post-handshake messages (`SEC_I_RENEGOTIATE`) handed to the handshake call.
+    pub renegotiations: u32,
+    /// The plaintext.
+    pub data: &'a [u8],
+    /// Bytes to send to the peer (a post-handshake answer, close_notify).
+    pub output: &'a [u8],
+}
+
+impl<'a> Message<'a> for RecordReply<'a> {
+    const KIND: Kind = Kind::RecordReply;
+    fn data(&self) -> &'a [u8] {
+        self.data
+    }
+    fn data2(&self) -> &'a [u8] {
+        self.output
+    }
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        w.i32(self.status)?;
+        w.u8(self.outcome as u8)?;
+        w.u8(0)?;
+        w.u16(0)?;
+        w.u32(self.missing)?;
+        w.u32(self.renegotiations)?;
+        w.u32(u32::try_from(self.data.len()).map_err(|_| DecodeError::TooLong)?)?;
+        w.u32(u32::try_from(self.output.len()).map_err(|_| DecodeError::TooLong)?)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let status = r.i32()?;
+        let outcome = match r.u8()? {
+            1 => RecordOutcome::Data,
+            2 => RecordOutcome::PeerClosed,
+            3 => RecordOutcome::ShutDown,
+            4 => RecordOutcome::Failed,
+            _ => return Err(DecodeError::BadField),
+        };
+        if r.u8()? != 0 || r.u16()? != 0 {
+            return Err(DecodeError::Reserved);
+        }
+        let missing = r.u32()?;
+        let renegotiations = r.u32()?;
+        let data_len = r.u32()? as usize;
+        let output_len = r.u32()? as usize;
+        if data_len > MAX_MESSAGE || output_len > MAX_MESSAGE {
+            return Err(DecodeError::TooLong);
+        }
+        let data = r.bytes(data_len)?;
+        let output = r.bytes(output_len)?;
+        r.end()?;
+        Ok(RecordReply {
+            status,
+            outcome,
+            missing,
+            renegotiations,
+            data,
+            output,
+        })
+    }
+}
+
+/// SHUTDOWN's request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownRequest {
+    /// The session.
+    pub session: SessionId,
+}
+
+impl<'a> Message<'a> for ShutdownRequest {
+    const KIND: Kind = Kind::ShutdownRequest;
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        w.u64(self.session.0)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let session = SessionId(r.u64()?);
+        r.end()?;
+        Ok(ShutdownRequest { session })
     }
 }

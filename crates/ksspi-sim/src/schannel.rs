@@ -365,6 +365,8 @@ pub struct Context {
     /// ApplyControlToken(SCHANNEL_SHUTDOWN) was applied: the next handshake
     /// call produces close_notify.
     shutdown: bool,
+    /// The close_notify went out: no handshake call produces anything more.
+    close_sent: bool,
 }
 
 /// `SecPkgContext_StreamSizes`, as the model's contexts report it.
@@ -648,6 +650,7 @@ impl Context {
             post_handshake_out: Vec::new(),
             peer_closed: false,
             shutdown: false,
+            close_sent: false,
         }
     }
 
@@ -1060,7 +1063,10 @@ impl Context {
     /// A handshake call once established: the post-handshake record
     /// DecryptMessage handed back, or the close_notify after a shutdown.
     fn step_established(&mut self, input: &[u8]) -> Step {
-        if self.shutdown {
+        // close_notify goes once; reading goes on after it (data the peer sent
+        // before its own close_notify, a ticket, the close_notify), as curl's
+        // Schannel shutdown reads until SEC_I_CONTEXT_EXPIRED.
+        if self.shutdown && !self.close_sent {
             let mut token = Vec::new();
             let mut empty: [u8; 0] = [];
             let sent = with_conn!(self, c => {
@@ -1071,7 +1077,7 @@ impl Context {
                     _ => Err(SecStatus::SEC_E_CONTEXT_EXPIRED),
                 }
             });
-            self.failed = Some(SecStatus::SEC_E_CONTEXT_EXPIRED);
+            self.close_sent = true;
             return match sent {
                 Ok(()) => Step {
                     status: SecStatus::SEC_E_OK,
@@ -1096,7 +1102,11 @@ impl Context {
             held => {
                 self.post_handshake = held;
                 Step {
-                    status: SecStatus::SEC_E_OUT_OF_SEQUENCE,
+                    status: if self.close_sent {
+                        SecStatus::SEC_E_CONTEXT_EXPIRED
+                    } else {
+                        SecStatus::SEC_E_OUT_OF_SEQUENCE
+                    },
                     extra: input.len(),
                     ..Step::default()
                 }

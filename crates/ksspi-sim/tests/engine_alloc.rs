@@ -7,7 +7,8 @@ mod engine_support;
 
 use engine_support::*;
 use ksspi::engine::{
-    Limits, Outcome, Platform, Role, Session, SessionEvents, SessionSetup, StepReport,
+    Limits, Outcome, Platform, RecordReport, Role, Session, SessionEvents, SessionSetup,
+    StepReport,
 };
 use ksspi::provider::{AsyncContextPtr, SspiProvider};
 use ksspi::sys::*;
@@ -123,6 +124,9 @@ struct Events(Arc<Recorder>);
 impl SessionEvents for Events {
     fn step_done(&self, report: &StepReport<'_>) {
         outside(|| self.0.step_done(report))
+    }
+    fn record_done(&self, report: &RecordReport<'_>) {
+        outside(|| self.0.record_done(report))
     }
     fn step_ready(&self) {
         outside(|| self.0.step_ready())

@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use ksspi::engine::{
-    acquire_credentials, CredentialSpec, EngineStats, Limits, Outcome, Role, Session,
-    SessionEvents, SessionSetup, StepReport,
+    acquire_credentials, CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome,
+    RecordReport, Role, Session, SessionEvents, SessionSetup, StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::{Irql, Passive, SecStatus};
@@ -35,11 +35,28 @@ pub struct Report {
     pub calls: u32,
 }
 
+/// A decrypt's or a shutdown's report, copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub outcome: RecordOutcome,
+    pub data: Vec<u8>,
+    pub output: Vec<u8>,
+    pub renegotiations: u32,
+    pub calls: u32,
+}
+
+#[derive(Debug)]
+enum Staged {
+    Step(Report),
+    Record(Record),
+}
+
 /// Records what a session reports.
 #[derive(Default)]
 pub struct Recorder {
-    staged: Mutex<Option<Report>>,
+    staged: Mutex<Option<Staged>>,
     reports: Mutex<VecDeque<Report>>,
+    records: Mutex<VecDeque<Record>>,
     cv: Condvar,
     pub closed: AtomicU32,
 }
@@ -57,19 +74,52 @@ impl SessionEvents for Recorder {
             calls: report.calls,
         };
         assert!(
-            self.staged.lock().unwrap().replace(staged).is_none(),
+            self.staged
+                .lock()
+                .unwrap()
+                .replace(Staged::Step(staged))
+                .is_none(),
+            "two reports without step_ready"
+        );
+    }
+
+    fn record_done(&self, report: &RecordReport<'_>) {
+        assert_eq!(
+            ksspi_sim::kernel::current_irql(),
+            Irql::PASSIVE,
+            "reported above PASSIVE"
+        );
+        let staged = Record {
+            outcome: report.outcome,
+            data: report.data.to_vec(),
+            output: report.output.to_vec(),
+            renegotiations: report.renegotiations,
+            calls: report.calls,
+        };
+        assert!(
+            self.staged
+                .lock()
+                .unwrap()
+                .replace(Staged::Record(staged))
+                .is_none(),
             "two reports without step_ready"
         );
     }
 
     fn step_ready(&self) {
-        let report = self
+        let staged = self
             .staged
             .lock()
             .unwrap()
             .take()
             .expect("step_ready without a report");
-        self.reports.lock().unwrap().push_back(report);
+        // Under the reports lock, which the waiters hold.
+        let mut q = self.reports.lock().unwrap();
+        match staged {
+            Staged::Step(r) => q.push_back(r),
+            Staged::Record(r) => self.records.lock().unwrap().push_back(r),
+        }
+        drop(q);
         self.cv.notify_all();
     }
 
@@ -99,6 +149,19 @@ impl Recorder {
                 !timeout.timed_out() || !q.is_empty(),
                 "no step report within 20 s"
             );
+        }
+    }
+
+    /// The next decrypt or shutdown report.
+    pub fn next_record(&self) -> Record {
+        let mut q = self.reports.lock().unwrap();
+        loop {
+            if let Some(r) = self.records.lock().unwrap().pop_front() {
+                return r;
+            }
+            let (g, timeout) = self.cv.wait_timeout(q, Duration::from_secs(20)).unwrap();
+            q = g;
+            assert!(!timeout.timed_out(), "no record report within 20 s");
         }
     }
 

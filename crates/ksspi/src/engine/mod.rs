@@ -15,6 +15,8 @@ pub mod sync;
 
 pub use conductor::{EngineStats, Platform, ReadyNotify};
 pub use credentials::{acquire_credentials, release_credentials, CredentialSpec};
+pub use crate::handle::StreamSizes;
 pub use session::{
-    Limits, Outcome, Role, Session, SessionEvents, SessionSetup, StepError, StepReport,
+    Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role, Session, SessionEvents,
+    SessionSetup, StepError, StepReport,
 };

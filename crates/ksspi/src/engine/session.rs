@@ -12,13 +12,27 @@
 //! through [`SessionEvents::step_done`], at PASSIVE_LEVEL, exactly once per
 //! step, possibly before `step` returns.
 //!
-//! Buffers are sized at setup ([`Limits`]); a step allocates nothing.
+//! Once established, the same session is the record layer:
+//! [`Session::encrypt`] seals plaintext into records of at most the stream
+//! sizes' maximum message (`EncryptMessage`, synchronous); [`Session::decrypt`]
+//! opens a byte stream in place (`DecryptMessage`: INCOMPLETE_MESSAGE with
+//! MISSING, EXTRA for several records in one read, `SEC_I_CONTEXT_EXPIRED` on
+//! close_notify), and hands a post-handshake message (`SEC_I_RENEGOTIATE`:
+//! TLS 1.3 NewSessionTicket, KeyUpdate) back through the handshake call on the
+//! session's async context, as Schannel requires, then goes on decrypting;
+//! [`Session::shutdown`] applies `SCHANNEL_SHUTDOWN` and makes the final
+//! handshake call that produces close_notify. Decrypt and shutdown report
+//! through [`SessionEvents::record_done`], like steps.
+//!
+//! Buffers are sized at setup ([`Limits`]); a step, an encrypt or a decrypt
+//! allocates nothing.
 
 use super::conductor::{
     Conductor, EngineStats, Issue, Machine, Move, Platform, ReadyNotify, StartError,
 };
 use crate::handle::{
-    query_connection_info, AsyncContext, Credentials, HandleSlot, Lease, SecurityContext,
+    apply_shutdown, decrypt_record, encrypt_record, query_connection_info, query_stream_sizes,
+    AsyncContext, Credentials, HandleSlot, Lease, SecurityContext, StreamSizes,
 };
 use crate::irql::Passive;
 use crate::provider::SspiProvider;
@@ -106,11 +120,75 @@ pub trait SessionEvents: Send + Sync + 'static {
     /// completes the pended request here, so user mode can never send the next
     /// step before the session is ready for it.
     fn step_ready(&self) {}
+    /// A decrypt or a shutdown ended (the record layer's counterpart of
+    /// `step_done`; `step_ready` follows likewise). Copy the data and output out.
+    fn record_done(&self, report: &RecordReport<'_>);
     /// The session is closed and released (its async context freed, its
     /// security context deleted): called exactly once, last. A step cut short
     /// by the close gets no `step_done`: `closed` stands for it (a driver
     /// completes a request still pended on the session here).
     fn closed(&self);
+}
+
+/// How a decrypt or a shutdown ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// Every complete record was decrypted into `data`; `missing` is the
+    /// `SECBUFFER_MISSING` count of a partial record kept for the next
+    /// decrypt (0: nothing buffered, or the count is unknown).
+    Data {
+        /// Bytes still missing from the buffered partial record.
+        missing: u32,
+    },
+    /// The peer sent close_notify (`SEC_I_CONTEXT_EXPIRED`); `data` holds what
+    /// came before it. Nothing more will be decrypted.
+    PeerClosed,
+    /// Shutdown: `output` is the close_notify to send. Encrypt is refused from
+    /// now on; decrypt goes on (to read the peer's close_notify).
+    ShutDown,
+    /// The record layer failed with this status (a tampered or garbage
+    /// record, a failed post-handshake call); the session is unusable.
+    /// `data` holds what decrypted before the failure.
+    Failed(SecStatus),
+}
+
+/// The report of one decrypt or shutdown.
+#[derive(Debug)]
+pub struct RecordReport<'a> {
+    /// How it ended.
+    pub outcome: RecordOutcome,
+    /// Plaintext decrypted.
+    pub data: &'a [u8],
+    /// Bytes to send to the peer: what the handshake calls for post-handshake
+    /// messages produced (a KeyUpdate's answer), or close_notify.
+    pub output: &'a [u8],
+    /// Post-handshake messages (`SEC_I_RENEGOTIATE`) handed to the handshake call.
+    pub renegotiations: u32,
+    /// Async SSPI calls made.
+    pub calls: u32,
+}
+
+/// Why a record-layer call refused (nothing happened).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordError {
+    /// A step, decrypt or shutdown is in flight.
+    Busy,
+    /// The session is closing or closed.
+    Closed,
+    /// The handshake has not completed.
+    NotEstablished,
+    /// The handshake or the record layer failed earlier with this status, or
+    /// the provider refused this call with it.
+    Failed(SecStatus),
+    /// Decrypt after the peer's close_notify.
+    PeerClosed,
+    /// Encrypt or shutdown after shutdown.
+    ShutDown,
+    /// The input would exceed [`Limits::max_input`] bytes buffered.
+    TooMuchInput,
+    /// The output buffer cannot hold the sealed records
+    /// ([`Session::sealed_len`] says how much it needs).
+    OutputTooSmall,
 }
 
 /// Why [`Session::step`] refused.
@@ -150,8 +228,23 @@ struct Frame {
 // machine (heap allocations that never move), used by one owner at a time.
 unsafe impl Send for Frame {}
 
-/// The handshake state machine.
-pub struct Handshake<P: SspiProvider> {
+/// What the owner asked for last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Step,
+    Decrypt,
+    /// `issued`: SCHANNEL_SHUTDOWN applied and the final call made.
+    Shutdown {
+        issued: bool,
+    },
+}
+
+/// The session's state machine: the handshake, then the record layer.
+///
+/// `input` holds bytes from the peer. During a decrypt, `input[..plain]` is the
+/// plaintext opened so far (each record is decrypted in place and its data
+/// moved down) and `input[cursor..]` what is not consumed yet.
+pub struct TlsMachine<P: SspiProvider> {
     provider: P,
     server: bool,
     cred: Option<Arc<Credentials<P>>>,
@@ -160,16 +253,24 @@ pub struct Handshake<P: SspiProvider> {
     has_sec: bool,
     target: Vec<u16>,
     input: Vec<u8>,
+    plain: usize,
+    cursor: usize,
     token: Vec<u8>,
     alert: Vec<u8>,
     output: Vec<u8>,
     limits: Limits,
     frame: Frame,
     phase: Phase,
+    op: Op,
     outcome: Option<Outcome>,
+    record: Option<RecordOutcome>,
     connection: Option<SecPkgContext_ConnectionInfo>,
+    sizes: Option<StreamSizes>,
     calls: u32,
     retries: u8,
+    renegotiations: u32,
+    close_sent: bool,
+    peer_closed: bool,
     events: Arc<dyn SessionEvents>,
 }
 
@@ -185,7 +286,7 @@ const ISC_FLAGS: u32 = ISC_REQ_SEQUENCE_DETECT
     | ISC_REQ_STREAM;
 const ALERT_CAPACITY: usize = 256;
 
-impl<P: SspiProvider> Handshake<P> {
+impl<P: SspiProvider> TlsMachine<P> {
     fn new(
         provider: P,
         role: Role,
@@ -205,7 +306,7 @@ impl<P: SspiProvider> Handshake<P> {
         if target.len() > 255 {
             return Err(SecStatus::SEC_E_INVALID_PARAMETER);
         }
-        let mut h = Handshake {
+        let mut h = TlsMachine {
             provider,
             server,
             cred: Some(cred),
@@ -214,6 +315,8 @@ impl<P: SspiProvider> Handshake<P> {
             has_sec: false,
             target,
             input: Vec::with_capacity(limits.max_input),
+            plain: 0,
+            cursor: 0,
             token: vec![0; limits.max_token],
             alert: vec![0; ALERT_CAPACITY],
             output: Vec::with_capacity(limits.max_output),
@@ -246,10 +349,16 @@ impl<P: SspiProvider> Handshake<P> {
                 },
             },
             phase: Phase::Handshaking,
+            op: Op::Step,
             outcome: None,
+            record: None,
             connection: None,
+            sizes: None,
             calls: 0,
             retries: 0,
+            renegotiations: 0,
+            close_sent: false,
+            peer_closed: false,
             events,
         };
         if !h.target.is_empty() {
@@ -269,18 +378,22 @@ impl<P: SspiProvider> Handshake<P> {
             return Err(StepError::TooMuchInput);
         }
         self.input.extend_from_slice(input);
+        self.op = Op::Step;
         self.output.clear();
         self.calls = 0;
         self.retries = 0;
         Ok(())
     }
 
-    /// Issue the next handshake call.
-    fn issue_step(
+    /// Issue a handshake call (accept or initialize) with `input[from..to]`
+    /// as its token.
+    fn issue_call(
         &mut self,
         ctx: &mut Option<AsyncContext<P>>,
         at: &Passive,
         stats: &EngineStats,
+        from: usize,
+        to: usize,
     ) -> Move<P> {
         let Some(mut context) = ctx.take() else {
             return self.fail(SecStatus::SEC_E_INVALID_HANDLE);
@@ -292,9 +405,9 @@ impl<P: SspiProvider> Handshake<P> {
         let f = &mut self.frame;
         f.in_bufs = [
             SecBuffer {
-                cbBuffer: self.input.len() as u32,
+                cbBuffer: (to - from) as u32,
                 BufferType: SECBUFFER_TOKEN,
-                pvBuffer: self.input.as_mut_ptr().cast(),
+                pvBuffer: self.input[from..to].as_mut_ptr().cast(),
             },
             SecBuffer::empty(SECBUFFER_EMPTY),
         ];
@@ -361,8 +474,23 @@ impl<P: SspiProvider> Handshake<P> {
 
     fn fail(&mut self, status: SecStatus) -> Move<P> {
         self.phase = Phase::Failed(status);
-        self.outcome = Some(Outcome::Failed(status));
+        if self.op == Op::Step {
+            self.outcome = Some(Outcome::Failed(status));
+        } else {
+            self.record = Some(RecordOutcome::Failed(status));
+        }
         Move::Idle
+    }
+
+    /// The `SECBUFFER_EXTRA` / `SECBUFFER_MISSING` a handshake call left in
+    /// its second input buffer.
+    fn call_leftover(&self) -> (usize, u32) {
+        let second = self.frame.in_bufs[1];
+        match second.BufferType {
+            SECBUFFER_EXTRA => (second.cbBuffer as usize, 0),
+            SECBUFFER_MISSING => (0, second.cbBuffer),
+            _ => (0, 0),
+        }
     }
 
     fn append_output(&mut self, bytes_from: usize) -> bool {
@@ -382,17 +510,7 @@ impl<P: SspiProvider> Handshake<P> {
     fn step_completed(&mut self, status: SecStatus) {
         self.calls += 1;
         self.lease = None;
-        let second = self.frame.in_bufs[1];
-        let extra = if second.BufferType == SECBUFFER_EXTRA {
-            second.cbBuffer as usize
-        } else {
-            0
-        };
-        let missing = if second.BufferType == SECBUFFER_MISSING {
-            second.cbBuffer
-        } else {
-            0
-        };
+        let (extra, missing) = self.call_leftover();
         if self.sec.as_ref().is_some_and(HandleSlot::is_valid) {
             self.has_sec = true;
         }
@@ -412,10 +530,10 @@ impl<P: SspiProvider> Handshake<P> {
                 let keep = extra.min(self.input.len());
                 self.input.drain(..self.input.len() - keep);
                 if status == SecStatus::SEC_E_OK {
-                    self.connection = self
-                        .sec
-                        .as_ref()
-                        .and_then(|slot| query_connection_info(&self.provider, slot).ok());
+                    if let Some(slot) = self.sec.as_ref() {
+                        self.connection = query_connection_info(&self.provider, slot).ok();
+                        self.sizes = query_stream_sizes(&self.provider, slot).ok();
+                    }
                     self.phase = Phase::Established;
                     self.outcome = Some(Outcome::Established);
                 } else if status == SecStatus::SEC_I_INCOMPLETE_CREDENTIALS && self.retries < 2 {
@@ -441,7 +559,177 @@ impl<P: SspiProvider> Handshake<P> {
     }
 }
 
-impl<P: SspiProvider> Machine<P> for Handshake<P> {
+/// The record layer, run by the session's owner at PASSIVE_LEVEL.
+impl<P: SspiProvider> TlsMachine<P> {
+    fn record_usable(&self) -> Result<(), RecordError> {
+        match self.phase {
+            Phase::Established => Ok(()),
+            Phase::Handshaking => Err(RecordError::NotEstablished),
+            Phase::Failed(status) => Err(RecordError::Failed(status)),
+            Phase::Deleting | Phase::Closed => Err(RecordError::Closed),
+        }
+    }
+
+    fn push_record_input(&mut self, input: &[u8]) -> Result<(), RecordError> {
+        self.record_usable()?;
+        if self.peer_closed {
+            return Err(RecordError::PeerClosed);
+        }
+        if self.input.len() + input.len() > self.limits.max_input {
+            return Err(RecordError::TooMuchInput);
+        }
+        self.input.extend_from_slice(input);
+        self.begin_op(Op::Decrypt);
+        Ok(())
+    }
+
+    fn push_shutdown(&mut self) -> Result<(), RecordError> {
+        self.record_usable()?;
+        if self.close_sent {
+            return Err(RecordError::ShutDown);
+        }
+        self.begin_op(Op::Shutdown { issued: false });
+        Ok(())
+    }
+
+    fn begin_op(&mut self, op: Op) {
+        self.op = op;
+        self.output.clear();
+        self.calls = 0;
+        self.renegotiations = 0;
+        self.plain = 0;
+        self.cursor = 0;
+    }
+
+    /// Seal `data` into `out` (EncryptMessage per record), as owner.
+    fn seal(&mut self, data: &[u8], out: &mut [u8]) -> Result<usize, RecordError> {
+        self.record_usable()?;
+        if self.close_sent {
+            return Err(RecordError::ShutDown);
+        }
+        let (Some(sizes), Some(slot)) = (self.sizes, self.sec.as_ref()) else {
+            return Err(RecordError::Failed(SecStatus::SEC_E_INVALID_HANDLE));
+        };
+        if sizes.sealed_len(data.len()).is_none_or(|n| n > out.len()) {
+            return Err(RecordError::OutputTooSmall);
+        }
+        let mut written = 0;
+        for chunk in data.chunks(sizes.max_message) {
+            let room = sizes.header + chunk.len() + sizes.trailer;
+            let record = &mut out[written..written + room];
+            record[sizes.header..sizes.header + chunk.len()].copy_from_slice(chunk);
+            written += encrypt_record(&self.provider, slot, &sizes, record, chunk.len())
+                .map_err(RecordError::Failed)?;
+        }
+        Ok(written)
+    }
+
+    /// Decrypt records from `input[cursor..]` until the buffer is used up, a
+    /// partial record waits, the peer closed, something failed, or a
+    /// post-handshake message needs the handshake call (issued here).
+    fn open_records(
+        &mut self,
+        ctx: &mut Option<AsyncContext<P>>,
+        at: &Passive,
+        stats: &EngineStats,
+    ) -> Move<P> {
+        loop {
+            let end = self.input.len();
+            if self.cursor == end {
+                self.record = Some(RecordOutcome::Data { missing: 0 });
+                return Move::Idle;
+            }
+            let Some(slot) = self.sec.as_ref() else {
+                return self.fail(SecStatus::SEC_E_INVALID_HANDLE);
+            };
+            let rest = end - self.cursor;
+            let d = decrypt_record(&self.provider, slot, &mut self.input[self.cursor..]);
+            match d.status {
+                SecStatus::SEC_E_OK => {
+                    let consumed = rest - d.extra.unwrap_or(0);
+                    if consumed == 0 {
+                        // No progress: the provider is confused; stop here.
+                        return self.fail(SecStatus::SEC_E_INTERNAL_ERROR);
+                    }
+                    let (at_off, len) = d.data;
+                    let from = self.cursor + at_off;
+                    self.input.copy_within(from..from + len, self.plain);
+                    self.plain += len;
+                    self.cursor += consumed;
+                }
+                SecStatus::SEC_E_INCOMPLETE_MESSAGE => {
+                    self.record = Some(RecordOutcome::Data { missing: d.missing });
+                    return Move::Idle;
+                }
+                SecStatus::SEC_I_RENEGOTIATE => {
+                    // The handshake record onwards is in EXTRA: hand it to the
+                    // handshake call, which says (EXTRA again) what follows it.
+                    self.cursor = end - d.extra.unwrap_or(rest);
+                    self.renegotiations += 1;
+                    let from = self.cursor;
+                    return self.issue_call(ctx, at, stats, from, end);
+                }
+                SecStatus::SEC_I_CONTEXT_EXPIRED => {
+                    self.peer_closed = true;
+                    self.cursor = end;
+                    self.record = Some(RecordOutcome::PeerClosed);
+                    return Move::Idle;
+                }
+                failure => return self.fail(failure),
+            }
+        }
+    }
+
+    /// Apply SCHANNEL_SHUTDOWN and make the call that produces close_notify.
+    fn begin_shutdown(
+        &mut self,
+        ctx: &mut Option<AsyncContext<P>>,
+        at: &Passive,
+        stats: &EngineStats,
+    ) -> Move<P> {
+        let Some(slot) = self.sec.as_ref() else {
+            return self.fail(SecStatus::SEC_E_INVALID_HANDLE);
+        };
+        let status = apply_shutdown(&self.provider, slot);
+        if status.is_error() {
+            return self.fail(status);
+        }
+        self.op = Op::Shutdown { issued: true };
+        // An empty token: what the peer sent stays for a later decrypt.
+        self.issue_call(ctx, at, stats, 0, 0)
+    }
+
+    /// A handshake call made by the record layer completed.
+    fn record_call_completed(&mut self, status: SecStatus) {
+        self.calls += 1;
+        self.lease = None;
+        let (extra, _) = self.call_leftover();
+        match status {
+            SecStatus::SEC_E_OK | SecStatus::SEC_I_CONTINUE_NEEDED => {
+                if !self.append_output(0) {
+                    self.fail(SecStatus::SEC_E_BUFFER_TOO_SMALL);
+                    return;
+                }
+                if let Op::Shutdown { .. } = self.op {
+                    self.close_sent = true;
+                    self.record = Some(RecordOutcome::ShutDown);
+                } else {
+                    // Decrypt goes on after the handshake message.
+                    let end = self.input.len();
+                    self.cursor = end - extra.min(end - self.cursor);
+                }
+            }
+            failure => {
+                if !self.append_output(1) || self.frame.out_bufs[1].cbBuffer == 0 {
+                    let _ = self.append_output(0);
+                }
+                self.fail(failure);
+            }
+        }
+    }
+}
+
+impl<P: SspiProvider> Machine<P> for TlsMachine<P> {
     fn next(
         &mut self,
         ctx: &mut Option<AsyncContext<P>>,
@@ -449,7 +737,7 @@ impl<P: SspiProvider> Machine<P> for Handshake<P> {
         at: &Passive,
         stats: &EngineStats,
     ) -> Move<P> {
-        if self.outcome.is_some() && !closing {
+        if (self.outcome.is_some() || self.record.is_some()) && !closing {
             return Move::Idle;
         }
         if closing {
@@ -465,8 +753,14 @@ impl<P: SspiProvider> Machine<P> for Handshake<P> {
                     self.outcome = Some(Outcome::NeedInput { missing: 0 });
                     return Move::Idle;
                 }
-                self.issue_step(ctx, at, stats)
+                let end = self.input.len();
+                self.issue_call(ctx, at, stats, 0, end)
             }
+            Phase::Established => match self.op {
+                Op::Decrypt => self.open_records(ctx, at, stats),
+                Op::Shutdown { issued: false } => self.begin_shutdown(ctx, at, stats),
+                _ => Move::Idle,
+            },
             _ => Move::Idle,
         }
     }
@@ -476,10 +770,20 @@ impl<P: SspiProvider> Machine<P> for Handshake<P> {
             return !matches!(self.phase, Phase::Deleting | Phase::Closed)
                 && self.sec.as_ref().is_some_and(HandleSlot::is_valid);
         }
-        let first_client_call = !self.server && !self.has_sec && self.calls == 0;
-        self.phase == Phase::Handshaking
-            && self.outcome.is_none()
-            && (!self.input.is_empty() || first_client_call || self.retries > 0)
+        match self.phase {
+            Phase::Handshaking => {
+                let first_client_call = !self.server && !self.has_sec && self.calls == 0;
+                self.outcome.is_none()
+                    && (!self.input.is_empty() || first_client_call || self.retries > 0)
+            }
+            // A decrypt may meet a post-handshake message and call; ready the
+            // context whenever one runs (a reinit of a used context only).
+            Phase::Established => {
+                self.record.is_none()
+                    && matches!(self.op, Op::Decrypt | Op::Shutdown { issued: false })
+            }
+            _ => false,
+        }
     }
 
     fn completed(&mut self, status: SecStatus, slot: Option<HandleSlot>) {
@@ -490,6 +794,7 @@ impl<P: SspiProvider> Machine<P> for Handshake<P> {
                 drop(slot);
                 self.phase = Phase::Closed;
             }
+            _ if self.op != Op::Step => self.record_call_completed(status),
             _ => self.step_completed(status),
         }
     }
@@ -509,6 +814,19 @@ impl<P: SspiProvider> Machine<P> for Handshake<P> {
                 connection: self.connection.filter(|_| outcome == Outcome::Established),
             };
             self.events.step_done(&report);
+        } else if let Some(outcome) = self.record.take() {
+            let report = RecordReport {
+                outcome,
+                data: &self.input[..self.plain],
+                output: &self.output,
+                renegotiations: self.renegotiations,
+                calls: self.calls,
+            };
+            self.events.record_done(&report);
+            // The plaintext is handed over; keep what is not consumed.
+            self.input.drain(..self.cursor);
+            self.plain = 0;
+            self.cursor = 0;
         }
     }
 
@@ -519,7 +837,7 @@ impl<P: SspiProvider> Machine<P> for Handshake<P> {
     }
 }
 
-impl<P: SspiProvider> Handshake<P> {
+impl<P: SspiProvider> TlsMachine<P> {
     /// Delete the security context (if one was made) on the session's own
     /// async context: `SspiDeleteSecurityContextAsync`.
     fn begin_delete(
@@ -529,6 +847,7 @@ impl<P: SspiProvider> Handshake<P> {
         stats: &EngineStats,
     ) -> Move<P> {
         self.outcome = None;
+        self.record = None;
         let slot = self.sec.take();
         let Some(slot) = slot.filter(|s| s.is_valid()) else {
             self.phase = Phase::Closed;
@@ -585,6 +904,14 @@ pub struct SessionSetup<P: SspiProvider> {
     pub events: Arc<dyn SessionEvents>,
 }
 
+fn record_start_error(e: StartError<RecordError>) -> RecordError {
+    match e {
+        StartError::Busy => RecordError::Busy,
+        StartError::Closing => RecordError::Closed,
+        StartError::Refused(e) => e,
+    }
+}
+
 struct Ready(Arc<dyn SessionEvents>);
 
 impl ReadyNotify for Ready {
@@ -595,7 +922,7 @@ impl ReadyNotify for Ready {
 
 /// A TLS session: a handshake machine on its async context.
 pub struct Session<P: SspiProvider, K: Platform> {
-    conductor: Conductor<P, K, Handshake<P>>,
+    conductor: Conductor<P, K, TlsMachine<P>>,
 }
 
 impl<P: SspiProvider, K: Platform> Session<P, K> {
@@ -614,7 +941,7 @@ impl<P: SspiProvider, K: Platform> Session<P, K> {
             events,
         } = setup;
         let notify: Arc<dyn ReadyNotify> = Arc::new(Ready(events.clone()));
-        let machine = Handshake::new(provider.clone(), role, credentials, limits, events)?;
+        let machine = TlsMachine::new(provider.clone(), role, credentials, limits, events)?;
         Ok(Session {
             conductor: Conductor::new(provider, platform, machine, stats, Some(notify), at)?,
         })
@@ -631,6 +958,45 @@ impl<P: SspiProvider, K: Platform> Session<P, K> {
                 StartError::Closing => StepError::Closed,
                 StartError::Refused(e) => e,
             })
+    }
+
+    /// Decrypt what the peer sent (appended to any partial record buffered;
+    /// an empty input decrypts what followed the handshake). The outcome, with
+    /// the plaintext, arrives through [`SessionEvents::record_done`].
+    pub fn decrypt(&self, input: &[u8], at: &Passive) -> Result<(), RecordError> {
+        self.conductor
+            .start(|m| m.push_record_input(input), at)
+            .map_err(record_start_error)
+    }
+
+    /// Seal `data` into TLS records in `out` (at least
+    /// [`Session::sealed_len`] bytes); returns the bytes written. Synchronous
+    /// (`EncryptMessage` per record); refused while a step, decrypt or
+    /// shutdown is in flight.
+    pub fn encrypt(&self, data: &[u8], out: &mut [u8], _at: &Passive) -> Result<usize, RecordError> {
+        self.conductor
+            .inspect(|m| m.seal(data, out))
+            .unwrap_or(Err(RecordError::Busy))
+    }
+
+    /// Bytes `n` bytes of plaintext take once sealed (`None` before the
+    /// handshake completes, or while busy).
+    pub fn sealed_len(&self, n: usize) -> Option<usize> {
+        self.stream_sizes()?.sealed_len(n)
+    }
+
+    /// The record layer's stream sizes, once established (`None` while busy).
+    pub fn stream_sizes(&self) -> Option<StreamSizes> {
+        self.conductor.inspect(|m| m.sizes).flatten()
+    }
+
+    /// Send close_notify: `ApplyControlToken(SCHANNEL_SHUTDOWN)`, then the
+    /// handshake call that produces it. The token arrives through
+    /// [`SessionEvents::record_done`] ([`RecordOutcome::ShutDown`]).
+    pub fn shutdown(&self, at: &Passive) -> Result<(), RecordError> {
+        self.conductor
+            .start(|m| m.push_shutdown(), at)
+            .map_err(record_start_error)
     }
 
     /// Append the bytes that followed the handshake (for the record layer).

@@ -537,5 +537,10 @@ fn release_detached<P: SspiProvider>(provider: &P, slot: HandleSlot, kind: Kind)
     }
 }
 
+mod record;
+pub use record::{
+    apply_shutdown, decrypt_record, encrypt_record, query_stream_sizes, Decrypted, StreamSizes,
+};
+
 #[cfg(test)]
 mod tests;
