@@ -803,8 +803,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             Err(e) => return request.complete(e.ntstatus(), &[]),
         };
         let limits = &self.config.limits;
-        if request.output_capacity() < record_reply_capacity(limits.max_input, limits.max_output)
-        {
+        if request.output_capacity() < record_reply_capacity(limits.max_input, limits.max_output) {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         }
         let Some(session) = self.pend_on(file, m.session, request) else {
@@ -821,8 +820,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             Err(e) => return request.complete(e.ntstatus(), &[]),
         };
         let limits = &self.config.limits;
-        if request.output_capacity() < record_reply_capacity(limits.max_input, limits.max_output)
-        {
+        if request.output_capacity() < record_reply_capacity(limits.max_input, limits.max_output) {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         }
         let Some(session) = self.pend_on(file, m.session, request) else {
@@ -925,9 +923,11 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
                 RecordOutcome::Data,
                 missing,
             ),
-            ksspi::engine::RecordOutcome::PeerClosed => {
-                (SecStatus::SEC_I_CONTEXT_EXPIRED, RecordOutcome::PeerClosed, 0)
-            }
+            ksspi::engine::RecordOutcome::PeerClosed => (
+                SecStatus::SEC_I_CONTEXT_EXPIRED,
+                RecordOutcome::PeerClosed,
+                0,
+            ),
             ksspi::engine::RecordOutcome::ShutDown => {
                 (SecStatus::SEC_E_OK, RecordOutcome::ShutDown, 0)
             }

@@ -27,8 +27,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use ksspi::engine::{
     acquire_credentials, release_credentials, CredentialSpec, EngineStats, Limits, Outcome,
-    Platform, RecordOutcome, RecordReport, Role, Session, SessionEvents, SessionSetup,
-    StepReport,
+    Platform, RecordOutcome, RecordReport, Role, Session, SessionEvents, SessionSetup, StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::provider::SspiProvider;
@@ -385,7 +384,9 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
     /// Step `side` with its inbox (empty for the client's first step).
     fn feed(self: &Arc<Self>, pair: &Arc<Pair<P, K>>, side: Side) {
         self.steps.fetch_add(1, Ordering::Relaxed);
-        self.with_inbox(pair, side, |session, input, at| session.step(input, at).is_ok());
+        self.with_inbox(pair, side, |session, input, at| {
+            session.step(input, at).is_ok()
+        });
     }
 
     /// Called by a side's `step_ready`: decide the pair's next move.
@@ -498,7 +499,9 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             .filter(|&need| start + need <= inbox.capacity())
             .and_then(|need| {
                 inbox.resize(start + need, 0); // within capacity: no allocation
-                session.encrypt(&scratch[..chunk], &mut inbox[start..], &at).ok()
+                session
+                    .encrypt(&scratch[..chunk], &mut inbox[start..], &at)
+                    .ok()
             });
         inbox.truncate(start + sealed.unwrap_or(0));
         peer.lock(&self.platform).inbox = inbox;
@@ -705,9 +708,11 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for PairEvents<P, K
         // Check every byte against what the peer sent, outside any lock.
         let offset = pair.data.lock(&run.platform).received[self.side.index()];
         let sender = self.side.peer();
-        let good = report.data.iter().enumerate().all(|(i, &b)| {
-            b == pattern(run.plan.seed, pair.index, sender, offset + i as u64)
-        });
+        let good = report
+            .data
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == pattern(run.plan.seed, pair.index, sender, offset + i as u64));
         {
             let mut d = pair.data.lock(&run.platform);
             d.received[self.side.index()] += report.data.len() as u64;

@@ -460,10 +460,7 @@ mod tests {
         let mut buf = vec![0u8; encrypt_reply_capacity(records.len())];
         let (head, tail) = buf.split_at_mut(EncryptReply::DATA_OFFSET);
         tail[..records.len()].copy_from_slice(&records);
-        assert_eq!(
-            encode_prefix(&reply, head),
-            Ok(EncryptReply::DATA_OFFSET)
-        );
+        assert_eq!(encode_prefix(&reply, head), Ok(EncryptReply::DATA_OFFSET));
         buf.truncate(EncryptReply::DATA_OFFSET + records.len());
         assert_eq!(buf, enc(&reply));
         assert!(encrypt_reply_capacity(0) > EncryptReply::DATA_OFFSET);
@@ -491,7 +488,10 @@ mod tests {
             session: SessionId(1),
             bytes: &big,
         });
-        assert_eq!(decode::<EncryptRequest>(&enc(&er)), Err(DecodeError::TooLong));
+        assert_eq!(
+            decode::<EncryptRequest>(&enc(&er)),
+            Err(DecodeError::TooLong)
+        );
     }
 
     #[test]

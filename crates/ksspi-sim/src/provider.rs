@@ -82,6 +82,9 @@ pub struct SimConfig {
     pub reinit_in_callback: bool,
     /// Completion threads (the other CPUs).
     pub cpus: usize,
+    /// TLS 1.3 NewSessionTickets a server context sends after the handshake
+    /// (each reaches the client's DecryptMessage as SEC_I_RENEGOTIATE).
+    pub tls13_tickets: usize,
 }
 
 impl Default for SimConfig {
@@ -92,6 +95,7 @@ impl Default for SimConfig {
             callback_irql: CallbackIrql::Passive,
             reinit_in_callback: true,
             cpus: 2,
+            tls13_tickets: 0,
         }
     }
 }
@@ -826,7 +830,7 @@ impl SspiProvider for SimProvider {
                     CredentialSpec::Server {
                         identity,
                         protocols,
-                        tls13_tickets: 0,
+                        tls13_tickets: sim.0.config.tls13_tickets,
                         require_client_cert: false,
                     }
                 } else {

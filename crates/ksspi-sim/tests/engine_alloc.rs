@@ -1,4 +1,5 @@
-//! After setup, a handshake step allocates nothing in the engine: every
+//! After setup, a handshake step and a record-layer call (encrypt, decrypt,
+//! shutdown) allocate nothing in the engine: every
 //! allocation made while `Session::step` runs is counted, except those made
 //! inside the (model) provider, the platform's work queue and the test's own
 //! event recorder, which stand for ksecdd, the kernel and the driver.
@@ -7,8 +8,7 @@ mod engine_support;
 
 use engine_support::*;
 use ksspi::engine::{
-    Limits, Outcome, Platform, RecordReport, Role, Session, SessionEvents, SessionSetup,
-    StepReport,
+    Limits, Outcome, Platform, RecordReport, Role, Session, SessionEvents, SessionSetup, StepReport,
 };
 use ksspi::provider::{AsyncContextPtr, SspiProvider};
 use ksspi::sys::*;
@@ -249,6 +249,25 @@ fn a_handshake_step_allocates_nothing_in_the_engine() {
         assert_eq!(
             allocs, 0,
             "{mode:?}: the engine allocated {allocs} times over {steps} steps"
+        );
+        // The record layer: encrypt, decrypt, shutdown and the peer's
+        // close_notify allocate nothing in the engine either.
+        let data: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        let mut wire = vec![0u8; client.sealed_len(data.len()).unwrap()];
+        let mut n = 0;
+        let mut record_allocs = count(|| n = client.encrypt(&data, &mut wire, &at).unwrap());
+        record_allocs += count(|| server.decrypt(&wire[..n], &at).unwrap());
+        assert!(srec.next_record().data == data, "{mode:?}: decrypted");
+        record_allocs += count(|| server.shutdown(&at).unwrap());
+        let close = srec.next_record();
+        record_allocs += count(|| client.decrypt(&close.output, &at).unwrap());
+        assert_eq!(
+            crec.next_record().outcome,
+            ksspi::engine::RecordOutcome::PeerClosed
+        );
+        assert_eq!(
+            record_allocs, 0,
+            "{mode:?}: the record layer allocated {record_allocs} times"
         );
         server.close();
         client.close();

@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use ksspi::engine::{
-    acquire_credentials, CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome,
-    RecordReport, Role, Session, SessionEvents, SessionSetup, StepReport,
+    acquire_credentials, CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome, RecordReport,
+    Role, Session, SessionEvents, SessionSetup, StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::{Irql, Passive, SecStatus};

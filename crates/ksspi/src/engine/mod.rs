@@ -13,9 +13,9 @@ pub mod credentials;
 pub mod session;
 pub mod sync;
 
+pub use crate::handle::StreamSizes;
 pub use conductor::{EngineStats, Platform, ReadyNotify};
 pub use credentials::{acquire_credentials, release_credentials, CredentialSpec};
-pub use crate::handle::StreamSizes;
 pub use session::{
     Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role, Session, SessionEvents,
     SessionSetup, StepError, StepReport,

@@ -973,7 +973,12 @@ impl<P: SspiProvider, K: Platform> Session<P, K> {
     /// [`Session::sealed_len`] bytes); returns the bytes written. Synchronous
     /// (`EncryptMessage` per record); refused while a step, decrypt or
     /// shutdown is in flight.
-    pub fn encrypt(&self, data: &[u8], out: &mut [u8], _at: &Passive) -> Result<usize, RecordError> {
+    pub fn encrypt(
+        &self,
+        data: &[u8],
+        out: &mut [u8],
+        _at: &Passive,
+    ) -> Result<usize, RecordError> {
         self.conductor
             .inspect(|m| m.seal(data, out))
             .unwrap_or(Err(RecordError::Busy))
