@@ -64,12 +64,18 @@ struct World {
 }
 
 fn world(completion: CompletionPolicy, config: DeviceConfig) -> World {
+    world_with(completion, 0, config)
+}
+
+/// A world whose server contexts send `tickets` TLS 1.3 session tickets.
+fn world_with(completion: CompletionPolicy, tickets: usize, config: DeviceConfig) -> World {
     let (store, thumb) = TestPki::new("device CA").store(&["localhost"]);
     let sim = SimProvider::new(
         SimConfig {
             completion,
             callback_irql: CallbackIrql::Mixed,
             seed: 5,
+            tls13_tickets: tickets,
             ..SimConfig::default()
         },
         Arc::new(store),
@@ -167,6 +173,76 @@ impl World {
         )
     }
 
+    fn encrypt(&self, file: FileId, session: SessionId, data: &[u8]) -> (NtStatus, Vec<u8>) {
+        let req = EncryptRequest(RecordRequest {
+            session,
+            bytes: data,
+        });
+        self.call(
+            file,
+            IOCTL_KSSPI_ENCRYPT,
+            &enc(&req),
+            encrypt_reply_capacity(data.len()),
+        )
+    }
+
+    fn decrypt(&self, file: FileId, session: SessionId, input: &[u8]) -> (NtStatus, Vec<u8>) {
+        let req = DecryptRequest(RecordRequest {
+            session,
+            bytes: input,
+        });
+        self.call(file, IOCTL_KSSPI_DECRYPT, &enc(&req), RECORD_REPLY)
+    }
+
+    fn shutdown(&self, file: FileId, session: SessionId) -> (NtStatus, Vec<u8>) {
+        self.call(
+            file,
+            IOCTL_KSSPI_SHUTDOWN,
+            &enc(&ShutdownRequest { session }),
+            RECORD_REPLY,
+        )
+    }
+
+    /// Seal `data` (in ENCRYPTs of at most MAX_TOKEN bytes) into records.
+    fn seal(&self, file: FileId, session: SessionId, data: &[u8]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for piece in data.chunks(MAX_TOKEN) {
+            let (st, reply) = self.encrypt(file, session, piece);
+            assert_eq!(st, STATUS_SUCCESS);
+            let r = decode::<EncryptReply>(&reply).unwrap();
+            assert_eq!(r.status, 0);
+            assert_eq!(r.records as usize, piece.len().div_ceil(RECORD_PLAINTEXT));
+            wire.extend_from_slice(r.output);
+        }
+        wire
+    }
+
+    /// DECRYPT `wire` in pieces of `feed` bytes: the plaintext, and the last
+    /// reply's outcome.
+    fn unseal(
+        &self,
+        file: FileId,
+        session: SessionId,
+        wire: &[u8],
+        feed: usize,
+    ) -> (Vec<u8>, RecordOutcome, u32) {
+        let mut data = Vec::new();
+        let mut outcome = RecordOutcome::Data;
+        let mut renegotiations = 0;
+        for piece in wire.chunks(feed) {
+            let (st, reply) = self.decrypt(file, session, piece);
+            assert_eq!(st, STATUS_SUCCESS);
+            let r = decode::<RecordReply>(&reply).unwrap();
+            data.extend_from_slice(r.data);
+            renegotiations += r.renegotiations;
+            outcome = r.outcome;
+            if outcome != RecordOutcome::Data {
+                break;
+            }
+        }
+        (data, outcome, renegotiations)
+    }
+
     fn close(&self, file: FileId, session: SessionId) -> NtStatus {
         self.call(file, IOCTL_KSSPI_CLOSE, &enc(&CloseRequest { session }), 64)
             .0
@@ -186,6 +262,9 @@ impl World {
         self.sim.unload().unwrap_or_else(|leaks| panic!("{leaks}"));
     }
 }
+
+/// DECRYPT's and SHUTDOWN's output buffer under the default limits.
+const RECORD_REPLY: usize = record_reply_capacity(64 * 1024, 64 * 1024);
 
 fn wait(done: &Done) -> (NtStatus, Vec<u8>) {
     let mut g = done.0.lock().unwrap();
@@ -677,4 +756,299 @@ fn cleanup_while_open_pends_cancels_it_and_leaves_nothing() {
     gate.release();
     // The acquisition completes later; its credentials and session go too.
     w.finish();
+}
+
+/// A handshake through STEP whose server output after the client finished
+/// (TLS 1.3 tickets) is kept for the client's first DECRYPT.
+fn establish(w: &World, file: FileId, server: SessionId, client: SessionId) -> Vec<u8> {
+    let (st, reply) = w.step(file, client, &[]);
+    assert_eq!(st, STATUS_SUCCESS);
+    let mut to_server = decode::<StepReply>(&reply).unwrap().output.to_vec();
+    let mut to_client = Vec::new();
+    let (mut c_done, mut s_done) = (false, false);
+    for _ in 0..8 {
+        if !s_done && !to_server.is_empty() {
+            let (st, reply) = w.step(file, server, &to_server);
+            assert_eq!(st, STATUS_SUCCESS);
+            let r = decode::<StepReply>(&reply).unwrap();
+            assert_ne!(r.outcome, StepOutcome::Failed);
+            s_done = r.outcome == StepOutcome::Established;
+            to_server.clear();
+            to_client.extend_from_slice(r.output);
+        }
+        if !c_done && !to_client.is_empty() {
+            let (st, reply) = w.step(file, client, &to_client);
+            assert_eq!(st, STATUS_SUCCESS);
+            let r = decode::<StepReply>(&reply).unwrap();
+            assert_ne!(r.outcome, StepOutcome::Failed);
+            c_done = r.outcome == StepOutcome::Established;
+            to_client.clear();
+            to_server.extend_from_slice(r.output);
+        }
+        if c_done && s_done && to_server.is_empty() {
+            return to_client;
+        }
+    }
+    panic!("the handshake did not finish");
+}
+
+fn payload(n: usize, salt: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(13) ^ (i >> 10) as u8 ^ salt)
+        .collect()
+}
+
+#[test]
+fn data_both_ways_and_close_notify_through_the_record_ioctls_in_every_mode() {
+    for policy in Completion::ALL
+        .map(CompletionPolicy::Always)
+        .into_iter()
+        .chain([CompletionPolicy::Mixed])
+    {
+        let w = world_with(policy, 2, DeviceConfig::default());
+        let file = w.dev.open_file();
+        let (st, reply) = w.call(file, IOCTL_KSSPI_GET_INFO, &[], 256);
+        assert_eq!(st, STATUS_SUCCESS);
+        assert!(decode::<InfoReply>(&reply).unwrap().capabilities & caps::RECORD_LAYER != 0);
+        let (_, server) = w.open(file, Role::Server, b"");
+        let (_, client) = w.open(file, Role::Client, b"localhost");
+        let tickets = establish(&w, file, server.session, client.session);
+        assert!(!tickets.is_empty(), "{policy:?}: TLS 1.3 tickets");
+        let up = payload(200_000, 1);
+        let wire = w.seal(file, client.session, &up);
+        let (got, outcome, _) = w.unseal(file, server.session, &wire, 30_000);
+        assert_eq!(outcome, RecordOutcome::Data);
+        assert!(got == up, "{policy:?}: client to server");
+        let down = payload(100_000, 2);
+        let mut wire = tickets;
+        wire.extend_from_slice(&w.seal(file, server.session, &down));
+        let (got, _, renegotiations) = w.unseal(file, client.session, &wire, 30_000);
+        assert!(got == down, "{policy:?}: server to client");
+        assert!(
+            renegotiations >= 1,
+            "the tickets went through the handshake call"
+        );
+        // The client closes; the server sees the peer close.
+        let (st, reply) = w.shutdown(file, client.session);
+        assert_eq!(st, STATUS_SUCCESS);
+        let r = decode::<RecordReply>(&reply).unwrap();
+        assert_eq!((r.outcome, r.status), (RecordOutcome::ShutDown, 0));
+        let close_notify = r.output.to_vec();
+        assert!(!close_notify.is_empty());
+        let (st, reply) = w.decrypt(file, server.session, &close_notify);
+        assert_eq!(st, STATUS_SUCCESS);
+        let r = decode::<RecordReply>(&reply).unwrap();
+        assert_eq!(r.outcome, RecordOutcome::PeerClosed);
+        assert_eq!(r.status as u32, SecStatus::SEC_I_CONTEXT_EXPIRED.bits());
+        // What no longer fits the sessions' state is refused.
+        assert_eq!(
+            w.encrypt(file, client.session, b"more").0,
+            STATUS_INVALID_DEVICE_STATE
+        );
+        assert_eq!(
+            w.shutdown(file, client.session).0,
+            STATUS_INVALID_DEVICE_STATE
+        );
+        assert_eq!(
+            w.decrypt(file, server.session, b"").0,
+            STATUS_INVALID_DEVICE_STATE
+        );
+        assert_eq!(w.close(file, server.session), STATUS_SUCCESS);
+        assert_eq!(w.close(file, client.session), STATUS_SUCCESS);
+        w.finish();
+    }
+}
+
+#[test]
+fn record_ioctls_refuse_bad_buffers_foreign_and_early_sessions_and_change_nothing() {
+    let w = world(CompletionPolicy::Mixed, DeviceConfig::default());
+    let file = w.dev.open_file();
+    let other = w.dev.open_file();
+    let (_, server) = w.open(file, Role::Server, b"");
+    let (_, client) = w.open(file, Role::Client, b"localhost");
+    // Before the handshake.
+    assert_eq!(
+        w.encrypt(file, client.session, b"x").0,
+        STATUS_INVALID_DEVICE_STATE
+    );
+    assert_eq!(
+        w.decrypt(file, client.session, b"x").0,
+        STATUS_INVALID_DEVICE_STATE
+    );
+    assert_eq!(
+        w.shutdown(file, client.session).0,
+        STATUS_INVALID_DEVICE_STATE
+    );
+    let _ = establish(&w, file, server.session, client.session);
+    let req = enc(&EncryptRequest(RecordRequest {
+        session: client.session,
+        bytes: b"hello",
+    }));
+    // Truncated, wrong kind, output too small, oversized, foreign file, stale id.
+    assert_eq!(
+        w.call(file, IOCTL_KSSPI_ENCRYPT, &req[..20], 4096).0,
+        STATUS_BUFFER_TOO_SMALL
+    );
+    assert_eq!(
+        w.call(file, IOCTL_KSSPI_DECRYPT, &req, RECORD_REPLY).0,
+        STATUS_INVALID_PARAMETER,
+        "an ENCRYPT message sent to DECRYPT"
+    );
+    assert_eq!(
+        w.call(file, IOCTL_KSSPI_ENCRYPT, &req, 40).0,
+        STATUS_BUFFER_TOO_SMALL
+    );
+    let dec = enc(&DecryptRequest(RecordRequest {
+        session: server.session,
+        bytes: b"",
+    }));
+    assert_eq!(
+        w.call(file, IOCTL_KSSPI_DECRYPT, &dec, RECORD_REPLY - 1).0,
+        STATUS_BUFFER_TOO_SMALL
+    );
+    let shut = enc(&ShutdownRequest {
+        session: server.session,
+    });
+    assert_eq!(
+        w.call(file, IOCTL_KSSPI_SHUTDOWN, &shut, 64).0,
+        STATUS_BUFFER_TOO_SMALL
+    );
+    let big = vec![0u8; MAX_TOKEN + 1];
+    assert_eq!(
+        w.encrypt(file, client.session, &big).0,
+        STATUS_INVALID_BUFFER_SIZE
+    );
+    assert_eq!(
+        w.encrypt(other, client.session, b"x").0,
+        STATUS_INVALID_HANDLE
+    );
+    assert_eq!(
+        w.decrypt(other, server.session, b"x").0,
+        STATUS_INVALID_HANDLE
+    );
+    assert_eq!(w.shutdown(other, server.session).0, STATUS_INVALID_HANDLE);
+    let stale = SessionId::new(client.session.slot(), client.session.generation() + 1);
+    assert_eq!(w.encrypt(file, stale, b"x").0, STATUS_INVALID_HANDLE);
+    // Nothing changed: data still flows.
+    let (st, reply) = w.call(file, IOCTL_KSSPI_ENCRYPT, &req, 4096);
+    assert_eq!(st, STATUS_SUCCESS);
+    let wire = decode::<EncryptReply>(&reply).unwrap().output.to_vec();
+    let (got, outcome, _) = w.unseal(file, server.session, &wire, 1 << 15);
+    assert_eq!(
+        (got.as_slice(), outcome),
+        (&b"hello"[..], RecordOutcome::Data)
+    );
+    // More than a session buffers, in pieces each within MAX_TOKEN: a
+    // partial record's header, then a full MAX_TOKEN.
+    let (st, reply) = w.decrypt(file, server.session, &[0x17, 3, 3, 0x40, 0x00]);
+    assert_eq!(st, STATUS_SUCCESS);
+    let r = decode::<RecordReply>(&reply).unwrap();
+    assert_eq!(r.outcome, RecordOutcome::Data);
+    assert!(r.missing > 0, "a partial record is kept, its MISSING said");
+    let filler = vec![0u8; MAX_TOKEN];
+    assert_eq!(
+        w.decrypt(file, server.session, &filler).0,
+        STATUS_QUOTA_EXCEEDED
+    );
+    assert_eq!(w.close(file, server.session), STATUS_SUCCESS);
+    assert_eq!(w.close(file, client.session), STATUS_SUCCESS);
+    w.finish();
+}
+
+#[test]
+fn a_tampered_record_gets_a_failed_reply_and_the_session_stays_unusable() {
+    let w = world(CompletionPolicy::Mixed, DeviceConfig::default());
+    let file = w.dev.open_file();
+    let (_, server) = w.open(file, Role::Server, b"");
+    let (_, client) = w.open(file, Role::Client, b"localhost");
+    let _ = establish(&w, file, server.session, client.session);
+    let mut wire = w.seal(file, client.session, b"first");
+    let mut bad = w.seal(file, client.session, b"second");
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    wire.extend_from_slice(&bad);
+    let (st, reply) = w.decrypt(file, server.session, &wire);
+    assert_eq!(st, STATUS_SUCCESS);
+    let r = decode::<RecordReply>(&reply).unwrap();
+    assert_eq!(r.outcome, RecordOutcome::Failed);
+    assert_eq!(r.status as u32, SecStatus::SEC_E_DECRYPT_FAILURE.bits());
+    assert_eq!(r.data, b"first");
+    for (st, reply) in [
+        w.decrypt(file, server.session, &w.seal(file, client.session, b"x")),
+        w.encrypt(file, server.session, b"y"),
+        w.shutdown(file, server.session),
+    ] {
+        assert_eq!(
+            st, STATUS_SUCCESS,
+            "a TLS failure is a reply, not an NTSTATUS"
+        );
+        let status = decode::<RecordReply>(&reply)
+            .map(|r| r.status)
+            .or_else(|_| decode::<EncryptReply>(&reply).map(|r| r.status))
+            .unwrap();
+        assert_eq!(status as u32, SecStatus::SEC_E_DECRYPT_FAILURE.bits());
+    }
+    assert_eq!(w.close(file, server.session), STATUS_SUCCESS);
+    assert_eq!(w.close(file, client.session), STATUS_SUCCESS);
+    w.finish();
+}
+
+#[test]
+fn a_cancelled_decrypt_completes_once_and_its_session_goes() {
+    let w = world_with(
+        CompletionPolicy::Always(Completion::Async),
+        2,
+        DeviceConfig::default(),
+    );
+    let file = w.dev.open_file();
+    let (_, server) = w.open(file, Role::Server, b"");
+    let (_, client) = w.open(file, Role::Client, b"localhost");
+    let tickets = establish(&w, file, server.session, client.session);
+    let gate = w.sim.hold_completions();
+    // The tickets' handshake call is held in flight: DECRYPT pends.
+    let req = enc(&DecryptRequest(RecordRequest {
+        session: client.session,
+        bytes: &tickets,
+    }));
+    let (pending, key) = w.send_tracked(file, IOCTL_KSSPI_DECRYPT, &req, RECORD_REPLY, false);
+    assert!(pending.0.lock().unwrap().is_empty(), "DECRYPT pends");
+    let key = key.lock().unwrap().expect("pended");
+    assert_eq!(w.encrypt(file, client.session, b"x").0, STATUS_DEVICE_BUSY);
+    assert_eq!(w.shutdown(file, client.session).0, STATUS_DEVICE_BUSY);
+    assert!(w.cancel_at_dispatch(key));
+    assert_eq!(wait(&pending).0, STATUS_CANCELLED);
+    assert_eq!(
+        w.encrypt(file, client.session, b"x").0,
+        STATUS_INVALID_HANDLE
+    );
+    gate.release();
+    assert_eq!(pending.0.lock().unwrap().len(), 1, "completed exactly once");
+    assert_eq!(w.close(file, server.session), STATUS_SUCCESS);
+    w.finish();
+}
+
+#[test]
+fn the_selftest_exchanges_and_checks_bytes_both_ways_after_each_handshake() {
+    for policy in [
+        CompletionPolicy::Mixed,
+        CompletionPolicy::Always(Completion::Inline),
+    ] {
+        let w = world_with(policy, 2, DeviceConfig::default());
+        let file = w.dev.open_file();
+        let req = SelftestRequest {
+            count: 12,
+            concurrency: 4,
+            protocols: proto::ALL,
+            thumbprint: w.thumb,
+            bytes: 70_000,
+            seed: 3,
+            ..SelftestRequest::default()
+        };
+        let (st, reply) = w.call(file, IOCTL_KSSPI_SELFTEST, &enc(&req), 512);
+        assert_eq!(st, STATUS_SUCCESS);
+        let r = decode::<SelftestReply>(&reply).unwrap();
+        assert_eq!((r.handshakes_ok, r.handshakes_failed), (12, 0), "{r:?}");
+        assert_eq!(r.bytes_checked, 12 * 2 * 70_000, "every byte, both ways");
+        w.finish();
+    }
 }
