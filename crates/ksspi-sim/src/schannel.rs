@@ -1050,6 +1050,28 @@ impl Context {
         Ok(out)
     }
 
+    /// A peer's KeyUpdate that asked for ours: rustls queues its answer until
+    /// its next write of application data, where Schannel returns it from the
+    /// handshake call that was handed the KeyUpdate. An encrypt into an empty
+    /// buffer moves the queued answer into rustls's send queue and writes
+    /// nothing (it fails for want of room before it encrypts), and the queue
+    /// then comes out as EncodeTlsData.
+    fn flush_key_update_answer(&mut self, token: &mut Vec<u8>) {
+        let mut empty: [u8; 0] = [];
+        with_conn!(self, c => {
+            if let Ok(ConnectionState::WriteTraffic(mut wt)) = c.process_tls_records(&mut empty).state {
+                let _ = wt.encrypt(&[0], &mut []);
+            }
+            for _ in 0..4 {
+                match c.process_tls_records(&mut empty).state {
+                    Ok(ConnectionState::EncodeTlsData(mut enc)) => encode(|b| enc.encode(b), token),
+                    Ok(ConnectionState::TransmitTlsData(tx)) => tx.done(),
+                    _ => break,
+                }
+            }
+        });
+    }
+
     /// ApplyControlToken(SCHANNEL_SHUTDOWN): the next handshake call
     /// produces close_notify.
     pub fn apply_shutdown(&mut self) -> SecStatus {
@@ -1093,12 +1115,16 @@ impl Context {
             };
         }
         match self.post_handshake.take() {
-            Some(record) if input.len() >= record => Step {
-                status: SecStatus::SEC_E_OK,
-                token: std::mem::take(&mut self.post_handshake_out),
-                extra: input.len() - record,
-                ..Step::default()
-            },
+            Some(record) if input.len() >= record => {
+                let mut token = std::mem::take(&mut self.post_handshake_out);
+                self.flush_key_update_answer(&mut token);
+                Step {
+                    status: SecStatus::SEC_E_OK,
+                    token,
+                    extra: input.len() - record,
+                    ..Step::default()
+                }
+            }
             held => {
                 self.post_handshake = held;
                 Step {

@@ -19,8 +19,13 @@ impl TempDir {
 
     /// Write `text` to `name` in the directory; returns its path.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        self.write_bytes(name, text.as_bytes())
+    }
+
+    /// Write `bytes` to `name` in the directory; returns its path.
+    pub fn write_bytes(&self, name: &str, bytes: &[u8]) -> PathBuf {
         let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write a temporary file");
+        std::fs::write(&path, bytes).expect("write a temporary file");
         path
     }
 }

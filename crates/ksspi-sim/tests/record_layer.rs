@@ -213,6 +213,16 @@ fn a_second_post_handshake_message_works_too() {
     let second = open_stream(&mut p.client, &wire, 3);
     assert_eq!(second.renegotiations, 1);
     assert_eq!(second.data, b"new server keys");
+    // The KeyUpdate asked for the client's: the handshake call that was
+    // handed it returns the answer, and the server reads on under the
+    // client's new keys.
+    assert_eq!(records(&second.answer), 1, "the client's own KeyUpdate");
+    let mut wire = second.answer.clone();
+    wire.extend_from_slice(&seal(&mut p.client, b"new client keys"));
+    let back = open_stream(&mut p.server, &wire, 4);
+    assert_eq!(back.renegotiations, 1);
+    assert_eq!(back.data, b"new client keys");
+    assert!(back.answer.is_empty(), "an update not requested needs no answer");
 }
 
 #[test]

@@ -84,6 +84,21 @@ enum Command {
         /// TLS versions.
         #[arg(long, value_enum, default_value_t = Tls::Both)]
         tls: Tls,
+        /// After the handshake, send this text (then print what comes back
+        /// until the peer closes).
+        #[arg(long, conflicts_with = "send_file")]
+        send: Option<String>,
+        /// After the handshake, send this file's bytes.
+        #[arg(long = "send-file")]
+        send_file: Option<std::path::PathBuf>,
+        /// Succeed only if the reply contains this text; close once it has
+        /// arrived.
+        #[arg(long)]
+        expect: Option<String>,
+        /// Close after this many seconds without traffic (if the peer has not
+        /// closed first).
+        #[arg(long, default_value_t = 3.0)]
+        idle: f64,
     },
     /// Accept TLS clients and run each handshake through a driver server session.
     Serve {
@@ -109,6 +124,9 @@ enum Command {
         /// Serve one connection, then exit with its result.
         #[arg(long)]
         once: bool,
+        /// Send back what each client sends, until it closes.
+        #[arg(long)]
+        echo: bool,
     },
 }
 
@@ -160,6 +178,10 @@ struct SelftestArgs {
     /// on Windows; the model generates one).
     #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint)]
     cert_thumbprint: Option<[u8; 20]>,
+    /// Application bytes each pair exchanges both ways after its handshake,
+    /// every one checked (record layer; 0: handshakes only).
+    #[arg(long, default_value_t = 0)]
+    bytes: u32,
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -196,6 +218,17 @@ fn model_config(args: &SelftestArgs) -> SimConfig {
         seed: args.seed,
         completion,
         callback_irql,
+        ..model_defaults()
+    }
+}
+
+/// The model as the harness runs it: servers send two TLS 1.3 session
+/// tickets after the handshake, as OpenSSL's do, so clients' record layers
+/// meet SEC_I_RENEGOTIATE as they would in the field.
+#[cfg(not(windows))]
+fn model_defaults() -> SimConfig {
+    SimConfig {
+        tls13_tickets: 2,
         ..SimConfig::default()
     }
 }
@@ -218,7 +251,7 @@ fn read_file(path: &std::path::Path) -> Result<String, Failure> {
 /// The driver, trusting `ca` as well (model only): for `connect` and `info`.
 #[cfg(not(windows))]
 fn open_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
-    let model = Model::new(SimConfig::default());
+    let model = Model::new(model_defaults());
     if let Some(ca) = ca {
         model
             .sim
@@ -241,11 +274,19 @@ fn open_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure>
     Ok(Box::new(windows::WinDriver::open()?))
 }
 
+/// What `connect` sends and waits for after the handshake.
+struct Conversation {
+    send: Vec<u8>,
+    expect: Option<Vec<u8>>,
+    idle: Duration,
+}
+
 fn connect(
     addr: &str,
     server_name: Option<&str>,
     ca: Option<&std::path::Path>,
     tls: Tls,
+    talk: Option<Conversation>,
 ) -> Result<(), Failure> {
     let driver = open_driver(ca)?;
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
@@ -253,38 +294,92 @@ fn connect(
     let session = relay::open(driver.as_ref(), false, [0; 20], name, protocols(tls))?;
     let sock = std::net::TcpStream::connect(addr)
         .map_err(|e| Failure(format!("connecting to {addr}: {e}")));
+    let mut expect_met = None;
     let result = sock.and_then(|mut sock| {
         let peer = sock
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| addr.to_string());
-        relay::handshake(driver.as_ref(), session, &mut sock, true).map(|hs| (peer, hs))
+        let hs = relay::handshake(driver.as_ref(), session, &mut sock, true)?;
+        if !hs.established {
+            return Err(Failure(format!(
+                "handshake with {peer} failed: {}",
+                hs.status
+            )));
+        }
+        eprintln!(
+            "connected to {peer} as {name}: handshake complete ({}), protocol {}, cipher {}",
+            hs.status,
+            hs.protocol_name(),
+            hs.cipher_name()
+        );
+        let Some(talk) = &talk else {
+            return Ok(None);
+        };
+        let mut got = Vec::new();
+        let mut stdout = std::io::stdout().lock();
+        let mut collect = |plain: &[u8]| {
+            use std::io::Write;
+            let _ = stdout.write_all(plain);
+            let _ = stdout.flush();
+            match &talk.expect {
+                Some(want) => {
+                    got.extend_from_slice(plain);
+                    got.windows(want.len().max(1)).any(|w| w == want.as_slice())
+                }
+                None => false,
+            }
+        };
+        let mut chan = relay::Channel::new(driver.as_ref(), session, &mut sock);
+        chan.run(
+            &talk.send,
+            relay::Sink::Collect(&mut collect),
+            Some(talk.idle),
+        )?;
+        if let Some(want) = &talk.expect {
+            expect_met = Some(got.windows(want.len().max(1)).any(|w| w == want.as_slice()));
+        }
+        Ok(Some(chan.stats))
     });
     relay::close(driver.as_ref(), session);
     let leaked = driver.finish();
-    let (peer, hs) = result?;
-    if !hs.established {
-        return Err(Failure(format!(
-            "handshake with {peer} failed: {}",
-            hs.status
-        )));
+    if let Some(stats) = result? {
+        eprintln!("{}", describe(&stats));
     }
-    println!(
-        "connected to {peer} as {name}: handshake complete ({}), protocol {}, cipher {}",
-        hs.status,
-        hs.protocol_name(),
-        hs.cipher_name()
-    );
+    if expect_met == Some(false) {
+        return Err(Failure("the expected text did not arrive".into()));
+    }
     if leaked > 0 {
         return Err(Failure(format!("{leaked} objects leaked at unload")));
     }
     Ok(())
 }
 
+/// One line on how a record-layer exchange went.
+fn describe(x: &relay::Exchange) -> String {
+    let close = match (x.close_notify_sent, x.peer_close_notify) {
+        (true, true) => "closed cleanly: close_notify sent and received".to_string(),
+        (sent, got) => format!(
+            "closed: close_notify {}, peer's close_notify {}{}",
+            if sent { "sent" } else { "not sent" },
+            if got { "received" } else { "not received" },
+            if x.eof_without_close_notify {
+                " (the peer closed the connection without it)"
+            } else {
+                ""
+            }
+        ),
+    };
+    format!(
+        "sent {} bytes, received {} bytes, {} post-handshake messages; {close}",
+        x.sent, x.received, x.renegotiations
+    )
+}
+
 /// The driver for `serve` and the thumbprint of the certificate it serves.
 #[cfg(not(windows))]
 fn server_driver(identity: Identity) -> Result<(Box<dyn Driver>, [u8; 20]), Failure> {
-    let model = Model::new(SimConfig::default());
+    let model = Model::new(model_defaults());
     let thumbprint = match identity {
         Identity::Generated => model.thumbprint,
         Identity::Thumbprint(t) => t,
@@ -325,7 +420,13 @@ fn server_driver(identity: Identity) -> Result<(Box<dyn Driver>, [u8; 20]), Fail
 const NEED_THUMBPRINT: &str = "on Windows the driver needs a server certificate in \
      LocalMachine\\My: pass --cert-thumbprint HEX (docs/WINDOWS.md shows how to make one)";
 
-fn serve(listen: &str, identity: Identity, tls: Tls, once: bool) -> Result<(), Failure> {
+fn serve(
+    listen: &str,
+    identity: Identity,
+    tls: Tls,
+    once: bool,
+    echo: bool,
+) -> Result<(), Failure> {
     let (driver, thumbprint) = server_driver(identity)?;
     let driver = std::sync::Arc::new(driver);
     let listener = std::net::TcpListener::bind(listen)
@@ -340,8 +441,13 @@ fn serve(listen: &str, identity: Identity, tls: Tls, once: bool) -> Result<(), F
             let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
             let session = relay::open(driver, true, thumbprint, "", protocols(tls))?;
             let result = relay::handshake(driver, session, &mut sock, false);
-            relay::close(driver, session);
-            let hs = result?;
+            let hs = match result {
+                Ok(hs) if hs.established => hs,
+                other => {
+                    relay::close(driver, session);
+                    other?
+                }
+            };
             if hs.established {
                 println!(
                     "{peer}: handshake complete ({}), protocol {}, cipher {}",
@@ -349,9 +455,20 @@ fn serve(listen: &str, identity: Identity, tls: Tls, once: bool) -> Result<(), F
                     hs.protocol_name(),
                     hs.cipher_name()
                 );
-                // No record layer yet: hold the connection until the peer closes
-                // it (its close_notify is read and dropped), then let go.
-                relay::drain_until_closed(&mut sock);
+                // Echo, or read and count, until the client closes; then
+                // answer its close_notify with ours.
+                let mut chan = relay::Channel::new(driver, session, &mut sock);
+                let mut count = |_: &[u8]| false;
+                let sink = if echo {
+                    relay::Sink::Echo
+                } else {
+                    relay::Sink::Collect(&mut count)
+                };
+                let ran = chan.run(&[], sink, Some(Duration::from_secs(300)));
+                let stats = std::mem::take(&mut chan.stats);
+                relay::close(driver, session);
+                ran?;
+                println!("{peer}: {}", describe(&stats));
                 Ok(())
             } else {
                 Err(Failure(format!("{peer}: handshake failed: {}", hs.status)))
@@ -391,6 +508,33 @@ enum Identity {
     Thumbprint([u8; 20]),
     Pem(String, String),
     SelfSigned(String),
+}
+
+/// What `connect` is to say after the handshake, if anything.
+fn conversation(
+    send: Option<&str>,
+    send_file: Option<&std::path::Path>,
+    expect: Option<&str>,
+    idle: f64,
+) -> Result<Option<Conversation>, Failure> {
+    let send = match (send, send_file) {
+        (Some(text), _) => Some(text.as_bytes().to_vec()),
+        (_, Some(path)) => {
+            Some(std::fs::read(path).map_err(|e| Failure(format!("{}: {e}", path.display())))?)
+        }
+        _ => None,
+    };
+    if send.is_none() && expect.is_none() {
+        return Ok(None);
+    }
+    if !(idle.is_finite() && idle > 0.0) {
+        return Err(Failure("--idle takes a positive number of seconds".into()));
+    }
+    Ok(Some(Conversation {
+        send: send.unwrap_or_default(),
+        expect: expect.map(|e| e.as_bytes().to_vec()),
+        idle: Duration::from_secs_f64(idle),
+    }))
 }
 
 fn ntstatus_name(status: i32) -> String {
@@ -434,6 +578,8 @@ struct SelftestJson {
     elapsed_us: u64,
     handshakes_per_second: f64,
     latency_us: Latency,
+    bytes_per_pair: u32,
+    bytes_checked: u64,
     leaked: u64,
 }
 
@@ -483,6 +629,7 @@ fn run_selftest(
     count: u32,
     concurrency: u32,
     protocols: u32,
+    bytes: u32,
     spinner: bool,
 ) -> Result<(SelftestReply, &'static str, u64), Failure> {
     let request = SelftestRequest {
@@ -493,7 +640,7 @@ fn run_selftest(
         callback_irql: 0,
         seed,
         thumbprint,
-        bytes: 0,
+        bytes,
     };
     let mut input = vec![0u8; 256];
     let n = encode(&request, &mut input)
@@ -569,7 +716,7 @@ fn stress(
             seed: seed + batches,
             completion: CompletionPolicy::Mixed,
             callback_irql: CallbackIrql::Mixed,
-            ..SimConfig::default()
+            ..model_defaults()
         });
         #[cfg(windows)]
         let config = {
@@ -581,6 +728,7 @@ fn stress(
             concurrency * 4,
             concurrency,
             protocols(tls),
+            0,
             false,
         )?;
         backend = b;
@@ -650,6 +798,7 @@ fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
         args.count,
         args.concurrency,
         protocols(args.tls),
+        args.bytes,
         !args.json,
     )?;
     let rate = if r.elapsed_us > 0 {
@@ -684,6 +833,8 @@ fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
             p99: r.latency_p99_us,
             max: r.latency_max_us,
         },
+        bytes_per_pair: args.bytes,
+        bytes_checked: r.bytes_checked,
         leaked,
     };
     if args.json {
@@ -700,11 +851,18 @@ fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
     if json.leaked > 0 {
         return Err(Failure(format!("{} objects leaked at unload", json.leaked)));
     }
+    let want = u64::from(args.bytes) * 2 * json.handshakes_ok;
+    if json.bytes_checked != want {
+        return Err(Failure(format!(
+            "{} of {want} application bytes checked",
+            json.bytes_checked
+        )));
+    }
     Ok(())
 }
 
 fn print_table(j: &SelftestJson) {
-    let rows: [(&str, String); 16] = [
+    let rows: [(&str, String); 17] = [
         ("backend", j.backend.to_string()),
         ("handshakes ok", j.handshakes_ok.to_string()),
         ("handshakes failed", j.handshakes_failed.to_string()),
@@ -742,6 +900,13 @@ fn print_table(j: &SelftestJson) {
             format!(
                 "{} / {} / {} µs",
                 j.latency_us.p50, j.latency_us.p99, j.latency_us.max
+            ),
+        ),
+        (
+            "application bytes checked",
+            format!(
+                "{} ({} each way per pair)",
+                j.bytes_checked, j.bytes_per_pair
             ),
         ),
         ("leaked at unload", j.leaked.to_string()),
@@ -866,7 +1031,17 @@ fn main() -> ExitCode {
             server_name,
             ca,
             tls,
-        } => connect(addr, server_name.as_deref(), ca.as_deref(), *tls),
+            send,
+            send_file,
+            expect,
+            idle,
+        } => conversation(
+            send.as_deref(),
+            send_file.as_deref(),
+            expect.as_deref(),
+            *idle,
+        )
+        .and_then(|talk| connect(addr, server_name.as_deref(), ca.as_deref(), *tls, talk)),
         Command::Serve {
             listen,
             cert_thumbprint,
@@ -875,6 +1050,7 @@ fn main() -> ExitCode {
             self_signed,
             tls,
             once,
+            echo,
         } => {
             let identity = match (cert_thumbprint, cert, key, self_signed) {
                 (Some(t), ..) => Ok(Identity::Thumbprint(*t)),
@@ -885,7 +1061,7 @@ fn main() -> ExitCode {
                 (.., Some(name)) => Ok(Identity::SelfSigned(name.clone())),
                 _ => Ok(Identity::Generated),
             };
-            identity.and_then(|identity| serve(listen, identity, *tls, *once))
+            identity.and_then(|identity| serve(listen, identity, *tls, *once, *echo))
         }
     };
     match result {

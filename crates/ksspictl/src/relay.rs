@@ -165,9 +165,269 @@ pub fn close(driver: &dyn Driver, session: SessionId) {
     }
 }
 
-/// Read and drop whatever the peer sends until it closes (or 10 s pass).
-pub fn drain_until_closed(sock: &mut TcpStream) {
-    let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut sink = [0u8; 4096];
-    while matches!(sock.read(&mut sink), Ok(n) if n > 0) {}
+/// Bytes read from the socket per DECRYPT: a partial record buffered in the
+/// session plus this always fits its 64 KiB.
+const READ_CHUNK: usize = 16 * 1024;
+/// Ciphertext queued for the socket before the sender waits for it to drain.
+const OUTGOING_LIMIT: usize = 256 * 1024;
+
+/// How a record-layer exchange ended.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    /// Plaintext bytes sent.
+    pub sent: u64,
+    /// Plaintext bytes received.
+    pub received: u64,
+    /// Post-handshake messages (session tickets, key updates) the session
+    /// handed to its handshake call.
+    pub renegotiations: u32,
+    /// The peer's close_notify arrived.
+    pub peer_close_notify: bool,
+    /// Our close_notify went out.
+    pub close_notify_sent: bool,
+    /// The connection ended (EOF) without the peer's close_notify.
+    pub eof_without_close_notify: bool,
+}
+
+/// What [`Channel::run`] does with what arrives.
+pub enum Sink<'a> {
+    /// Hand it to a callback; returning true stops reading (then close).
+    Collect(&'a mut dyn FnMut(&[u8]) -> bool),
+    /// Send it straight back (an echo server).
+    Echo,
+}
+
+/// A driver session's record layer over a socket: ENCRYPT / DECRYPT /
+/// SHUTDOWN IOCTLs, the socket driven without blocking so that sending and
+/// receiving interleave (a peer that answers as it reads never deadlocks
+/// against us).
+pub struct Channel<'a> {
+    driver: &'a dyn Driver,
+    session: SessionId,
+    sock: &'a mut TcpStream,
+    outgoing: Vec<u8>,
+    written: usize,
+    pub stats: Exchange,
+}
+
+impl<'a> Channel<'a> {
+    pub fn new(driver: &'a dyn Driver, session: SessionId, sock: &'a mut TcpStream) -> Self {
+        Channel {
+            driver,
+            session,
+            sock,
+            outgoing: Vec::new(),
+            written: 0,
+            stats: Exchange::default(),
+        }
+    }
+
+    fn record_call(&self, code: u32, input: &[u8]) -> Result<Vec<u8>, Failure> {
+        call(
+            self.driver,
+            code,
+            input,
+            record_reply_capacity(64 * 1024, 64 * 1024),
+        )
+    }
+
+    /// ENCRYPT `data` (at most [`MAX_TOKEN`] bytes) and queue the records.
+    fn seal(&mut self, data: &[u8]) -> Result<(), Failure> {
+        let req = EncryptRequest(RecordRequest {
+            session: self.session,
+            bytes: data,
+        });
+        let reply = call(
+            self.driver,
+            IOCTL_KSSPI_ENCRYPT,
+            &encoded(&req, data.len())?,
+            encrypt_reply_capacity(data.len()),
+        )?;
+        let r = decode::<EncryptReply>(&reply)
+            .map_err(|e| Failure(format!("a malformed ENCRYPT reply: {e:?}")))?;
+        if r.status != 0 {
+            return Err(Failure(format!("encrypting: {}", SecStatus(r.status))));
+        }
+        self.outgoing.extend_from_slice(r.output);
+        self.stats.sent += data.len() as u64;
+        Ok(())
+    }
+
+    /// DECRYPT `bytes` from the peer; queues what the session answers and
+    /// returns the plaintext.
+    fn open(&mut self, bytes: &[u8]) -> Result<Vec<u8>, Failure> {
+        let req = DecryptRequest(RecordRequest {
+            session: self.session,
+            bytes,
+        });
+        let reply = self.record_call(IOCTL_KSSPI_DECRYPT, &encoded(&req, bytes.len())?)?;
+        let r = decode::<RecordReply>(&reply)
+            .map_err(|e| Failure(format!("a malformed DECRYPT reply: {e:?}")))?;
+        self.outgoing.extend_from_slice(r.output);
+        self.stats.renegotiations += r.renegotiations;
+        self.stats.received += r.data.len() as u64;
+        match r.outcome {
+            RecordOutcome::Data | RecordOutcome::ShutDown => {}
+            RecordOutcome::PeerClosed => self.stats.peer_close_notify = true,
+            RecordOutcome::Failed => {
+                return Err(Failure(format!(
+                    "decrypting what the peer sent: {}",
+                    SecStatus(r.status)
+                )))
+            }
+        }
+        Ok(r.data.to_vec())
+    }
+
+    /// SHUTDOWN: queue close_notify.
+    fn close_notify(&mut self) -> Result<(), Failure> {
+        let req = ShutdownRequest {
+            session: self.session,
+        };
+        let reply = self.record_call(IOCTL_KSSPI_SHUTDOWN, &encoded(&req, 0)?)?;
+        let r = decode::<RecordReply>(&reply)
+            .map_err(|e| Failure(format!("a malformed SHUTDOWN reply: {e:?}")))?;
+        if r.outcome != RecordOutcome::ShutDown {
+            return Err(Failure(format!("shutting down: {}", SecStatus(r.status))));
+        }
+        self.outgoing.extend_from_slice(r.output);
+        self.stats.close_notify_sent = true;
+        Ok(())
+    }
+
+    /// Write what is queued, as far as the socket takes it now.
+    fn flush_some(&mut self) -> Result<bool, Failure> {
+        let mut progress = false;
+        while self.written < self.outgoing.len() {
+            match self.sock.write(&self.outgoing[self.written..]) {
+                Ok(0) => return Err(Failure("the peer stopped reading".into())),
+                Ok(n) => {
+                    self.written += n;
+                    progress = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Failure(format!("writing to the peer: {e}"))),
+            }
+        }
+        if self.written == self.outgoing.len() {
+            self.outgoing.clear();
+            self.written = 0;
+        }
+        Ok(progress)
+    }
+
+    /// Read once, if anything is there: `Some(plaintext)`, or `None` when
+    /// nothing was ready. EOF sets `eof_without_close_notify` (unless the
+    /// close_notify came first) and gives an empty plaintext.
+    fn read_some(&mut self, eof: &mut bool) -> Result<Option<Vec<u8>>, Failure> {
+        let mut buf = [0u8; READ_CHUNK];
+        match self.sock.read(&mut buf) {
+            Ok(0) => {
+                *eof = true;
+                if !self.stats.peer_close_notify {
+                    self.stats.eof_without_close_notify = true;
+                }
+                Ok(Some(Vec::new()))
+            }
+            Ok(n) => self.open(&buf[..n]).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                *eof = true;
+                self.stats.eof_without_close_notify = !self.stats.peer_close_notify;
+                Ok(Some(Vec::new()))
+            }
+            Err(e) => Err(Failure(format!("reading from the peer: {e}"))),
+        }
+    }
+
+    /// Send `data`, hand what arrives to `sink`, until the peer closes, the
+    /// sink says stop, or nothing moves for `idle` (`None`: wait for the
+    /// peer as long as it takes); then exchange close_notify: ours goes out
+    /// and, unless the peer closed first, its own is awaited for up to `idle`
+    /// (or 10 s).
+    pub fn run(
+        &mut self,
+        data: &[u8],
+        mut sink: Sink<'_>,
+        idle: Option<Duration>,
+    ) -> Result<(), Failure> {
+        self.sock
+            .set_nonblocking(true)
+            .map_err(|e| Failure(e.to_string()))?;
+        // Bytes that followed the handshake wait in the session.
+        let first = self.open(&[])?;
+        let mut stop = self.deliver(&mut sink, &first)?;
+        let mut eof = false;
+        let mut pos = 0;
+        let mut last = std::time::Instant::now();
+        while !stop && !eof && !self.stats.peer_close_notify {
+            let mut progress = false;
+            while pos < data.len() && self.outgoing.len() < OUTGOING_LIMIT {
+                let end = (pos + MAX_TOKEN).min(data.len());
+                self.seal(&data[pos..end])?;
+                pos = end;
+                progress = true;
+            }
+            progress |= self.flush_some()?;
+            if let Some(plain) = self.read_some(&mut eof)? {
+                stop = self.deliver(&mut sink, &plain)?;
+                progress = true;
+            }
+            if progress {
+                last = std::time::Instant::now();
+            } else if pos == data.len()
+                && self.outgoing.is_empty()
+                && idle.is_some_and(|idle| last.elapsed() >= idle)
+            {
+                break;
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        self.finish(idle.unwrap_or(Duration::from_secs(10)), eof)
+    }
+
+    fn deliver(&mut self, sink: &mut Sink<'_>, plain: &[u8]) -> Result<bool, Failure> {
+        if plain.is_empty() {
+            return Ok(false);
+        }
+        match sink {
+            Sink::Collect(f) => Ok(f(plain)),
+            Sink::Echo => {
+                for piece in plain.chunks(MAX_TOKEN) {
+                    self.seal(piece)?;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Our close_notify out (once everything queued is written), then the
+    /// peer's awaited for up to `wait`, unless it came already.
+    fn finish(&mut self, wait: Duration, mut eof: bool) -> Result<(), Failure> {
+        if !eof {
+            self.close_notify()?;
+        }
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            let wrote = self.flush_some()?;
+            if self.outgoing.is_empty() && (self.stats.peer_close_notify || eof) {
+                break;
+            }
+            if !eof && !self.stats.peer_close_notify {
+                // What arrives now is dropped: we have said our last word.
+                if self.read_some(&mut eof)?.is_some() {
+                    continue;
+                }
+            }
+            if !wrote {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let _ = self.sock.set_nonblocking(false);
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+        Ok(())
+    }
 }
