@@ -222,7 +222,10 @@ fn a_second_post_handshake_message_works_too() {
     let back = open_stream(&mut p.server, &wire, 4);
     assert_eq!(back.renegotiations, 1);
     assert_eq!(back.data, b"new client keys");
-    assert!(back.answer.is_empty(), "an update not requested needs no answer");
+    assert!(
+        back.answer.is_empty(),
+        "an update not requested needs no answer"
+    );
 }
 
 #[test]

@@ -68,6 +68,31 @@ fn selftest_json_reports_every_handshake_and_no_leak() {
 }
 
 #[test]
+fn selftest_bytes_checks_every_byte_both_ways_and_leaks_nothing() {
+    let (code, out, err) = ksspictl(&[
+        "selftest",
+        "--count",
+        "200",
+        "--concurrency",
+        "16",
+        "--bytes",
+        "65536",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j = json(&out);
+    assert_eq!(j["handshakes_ok"], 200, "{j}");
+    assert_eq!(j["handshakes_failed"], 0);
+    assert_eq!(j["bytes_per_pair"], 65536);
+    assert_eq!(
+        j["bytes_checked"],
+        200u64 * 2 * 65536,
+        "every byte, both ways"
+    );
+    assert_eq!(j["leaked"], 0);
+}
+
+#[test]
 fn the_table_names_its_figures() {
     let (code, out, err) = ksspictl(&["selftest", "--count", "10", "--concurrency", "2"]);
     assert_eq!(code, 0, "{err}");
