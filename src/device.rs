@@ -149,6 +149,10 @@ impl<P: SspiProvider, K: Platform, R> Entry<P, K, R> {
     }
 }
 
+/// A session and its reply buffer, taken out of the table for a synchronous
+/// request.
+type Borrowed<P, K> = (Arc<Session<P, K>>, Vec<u8>);
+
 /// The part of a close that runs outside the table lock.
 fn end_close<P: SspiProvider, K: Platform, R: Request>(
     session: Option<Arc<Session<P, K>>>,
@@ -284,6 +288,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
             IOCTL_KSSPI_ENCRYPT => s.encrypt(file, input, request, at),
             IOCTL_KSSPI_DECRYPT => s.decrypt(file, input, request, at),
             IOCTL_KSSPI_SHUTDOWN => s.shutdown(file, input, request, at),
+            IOCTL_KSSPI_QUERY => s.query(file, input, request, at),
             _ => request.complete(STATUS_INVALID_DEVICE_REQUEST, &[]),
         }
     }
@@ -357,11 +362,13 @@ fn step_status(outcome: Outcome, missing: u32) -> (SecStatus, StepOutcome) {
 }
 
 /// The per-session reply buffer: the largest reply a session's requests
-/// produce (STEP's, DECRYPT's and SHUTDOWN's, ENCRYPT's of [`MAX_TOKEN`] bytes).
+/// produce (STEP's, DECRYPT's and SHUTDOWN's, ENCRYPT's of [`MAX_TOKEN`]
+/// bytes, QUERY's).
 pub(crate) fn reply_capacity(limits: &Limits) -> usize {
     step_reply_capacity(limits.max_output)
         .max(record_reply_capacity(limits.max_input, limits.max_output))
         .max(encrypt_reply_capacity(MAX_TOKEN))
+        .max(QUERY_REPLY_CAPACITY)
 }
 
 /// What a record-layer refusal completes the request with: an NTSTATUS for a
@@ -739,26 +746,10 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         if request.output_capacity() < encrypt_reply_capacity(m.bytes.len()) {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         }
-        // Take the session's reply buffer: the records are sealed into it at
-        // PASSIVE_LEVEL, outside the table lock.
-        let (session, mut buf) = {
-            let mut table = self.table.lock(&self.platform);
-            let entry = match table.entry(m.session, file) {
-                Some(e) if e.phase == Phase::Open => e,
-                _ => {
-                    drop(table);
-                    return request.complete(STATUS_INVALID_HANDLE, &[]);
-                }
-            };
-            if entry.pending.is_some() || entry.reply.is_empty() {
-                drop(table);
-                return request.complete(STATUS_DEVICE_BUSY, &[]);
-            }
-            let Some(session) = entry.session.clone() else {
-                drop(table);
-                return request.complete(STATUS_INVALID_HANDLE, &[]);
-            };
-            (session, core::mem::take(&mut entry.reply))
+        // The records are sealed straight into the session's reply buffer.
+        let (session, mut buf) = match self.borrow_reply(file, m.session) {
+            Ok(b) => b,
+            Err(status) => return request.complete(status, &[]),
         };
         let (head, tail) = buf.split_at_mut(EncryptReply::DATA_OFFSET);
         match session.encrypt(m.bytes, tail, at) {
@@ -790,11 +781,79 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 ),
             },
         }
-        // Give the buffer back (unless the session went meanwhile).
+        self.return_reply(file, m.session, buf);
+    }
+
+    /// Take an open session's reply buffer for a synchronous request (ENCRYPT,
+    /// QUERY) that fills it at PASSIVE_LEVEL outside the table lock. While it
+    /// is out, the session's other requests are refused as busy.
+    fn borrow_reply(&self, file: FileId, id: SessionId) -> Result<Borrowed<P, K>, NtStatus> {
         let mut table = self.table.lock(&self.platform);
-        if let Some(entry) = table.entry(m.session, file) {
+        let entry = match table.entry(id, file) {
+            Some(e) if e.phase == Phase::Open => e,
+            _ => return Err(STATUS_INVALID_HANDLE),
+        };
+        if entry.pending.is_some() || entry.reply.is_empty() {
+            return Err(STATUS_DEVICE_BUSY);
+        }
+        let session = entry.session.clone().ok_or(STATUS_INVALID_HANDLE)?;
+        Ok((session, core::mem::take(&mut entry.reply)))
+    }
+
+    /// Give the buffer back (unless the session went meanwhile).
+    fn return_reply(&self, file: FileId, id: SessionId, buf: Vec<u8>) {
+        let mut table = self.table.lock(&self.platform);
+        if let Some(entry) = table.entry(id, file) {
             entry.reply = buf;
         }
+    }
+
+    fn query(&self, file: FileId, input: &[u8], request: R, at: &Passive) {
+        let m = match decode::<QueryRequest>(input) {
+            Ok(m) => m,
+            Err(e) => return request.complete(e.ntstatus(), &[]),
+        };
+        if request.output_capacity() < QUERY_REPLY_CAPACITY {
+            return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
+        }
+        let (session, mut buf) = match self.borrow_reply(file, m.session) {
+            Ok(b) => b,
+            Err(status) => return request.complete(status, &[]),
+        };
+        let offset = QUERY_REPLY_CAPACITY - MAX_PEER_CERTIFICATE;
+        let (head, tail) = buf.split_at_mut(offset);
+        match session.describe(&mut tail[..MAX_PEER_CERTIFICATE], at) {
+            Ok(info) => {
+                let c = info.connection.unwrap_or_default();
+                let sizes = info.sizes;
+                let reply = QueryReply {
+                    protocol: c.dwProtocol,
+                    cipher: c.aiCipher,
+                    cipher_strength: c.dwCipherStrength,
+                    hash: c.aiHash,
+                    hash_strength: c.dwHashStrength,
+                    exchange: c.aiExch,
+                    exchange_strength: c.dwExchStrength,
+                    header: sizes.map_or(0, |s| s.header as u32),
+                    trailer: sizes.map_or(0, |s| s.trailer as u32),
+                    max_message: sizes.map_or(0, |s| s.max_message as u32),
+                    peer_certificates: info.peer_certificates,
+                    leaf_size: info.leaf_size as u32,
+                    leaf: &tail[..info.leaf_len],
+                };
+                match encode_prefix(&reply, head) {
+                    Ok(n) if n == offset => {
+                        request.complete(STATUS_SUCCESS, &buf[..n + info.leaf_len])
+                    }
+                    _ => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
+                }
+            }
+            Err(e) => match record_refusal(e) {
+                Ok(status) => request.complete(status, &[]),
+                Err(_) => request.complete(STATUS_INVALID_DEVICE_STATE, &[]),
+            },
+        }
+        self.return_reply(file, m.session, buf);
     }
 
     fn decrypt(&self, file: FileId, input: &[u8], request: R, at: &Passive) {

@@ -528,7 +528,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             return self.close_pair(pair, false);
         };
         let session = self.side(pair, side).lock(&self.platform).session.clone();
-        if !session.is_some_and(|s| s.shutdown(&at).is_ok()) {
+        if session.is_none_or(|s| s.shutdown(&at).is_err()) {
             self.close_pair(pair, false);
         }
     }

@@ -814,6 +814,35 @@ fn data_both_ways_and_close_notify_through_the_record_ioctls_in_every_mode() {
         let (_, client) = w.open(file, Role::Client, b"localhost");
         let tickets = establish(&w, file, server.session, client.session);
         assert!(!tickets.is_empty(), "{policy:?}: TLS 1.3 tickets");
+        // QUERY: the client sees the server's certificate; the server, no
+        // client certificate.
+        let query = |session| {
+            let (st, reply) = w.call(
+                file,
+                IOCTL_KSSPI_QUERY,
+                &enc(&QueryRequest { session }),
+                QUERY_REPLY_CAPACITY,
+            );
+            assert_eq!(st, STATUS_SUCCESS);
+            let q = decode::<QueryReply>(&reply).unwrap();
+            (
+                q.protocol,
+                q.peer_certificates,
+                q.leaf.to_vec(),
+                q.max_message,
+                q.exchange,
+            )
+        };
+        let (protocol, certs, leaf, max_message, exchange) = query(client.session);
+        assert_ne!(protocol, 0);
+        assert!(
+            certs >= 1 && leaf.first() == Some(&0x30),
+            "a DER leaf: {certs}"
+        );
+        assert_eq!(max_message as usize, RECORD_PLAINTEXT);
+        assert_ne!(exchange, 0);
+        let (_, certs, leaf, _, _) = query(server.session);
+        assert_eq!((certs, leaf.len()), (0, 0));
         let up = payload(200_000, 1);
         let wire = w.seal(file, client.session, &up);
         let (got, outcome, _) = w.unseal(file, server.session, &wire, 30_000);
@@ -867,6 +896,24 @@ fn record_ioctls_refuse_bad_buffers_foreign_and_early_sessions_and_change_nothin
     let (_, server) = w.open(file, Role::Server, b"");
     let (_, client) = w.open(file, Role::Client, b"localhost");
     // Before the handshake.
+    let query = enc(&QueryRequest {
+        session: client.session,
+    });
+    assert_eq!(
+        w.call(file, IOCTL_KSSPI_QUERY, &query, QUERY_REPLY_CAPACITY)
+            .0,
+        STATUS_INVALID_DEVICE_STATE
+    );
+    assert_eq!(
+        w.call(file, IOCTL_KSSPI_QUERY, &query, QUERY_REPLY_CAPACITY - 1)
+            .0,
+        STATUS_BUFFER_TOO_SMALL
+    );
+    assert_eq!(
+        w.call(other, IOCTL_KSSPI_QUERY, &query, QUERY_REPLY_CAPACITY)
+            .0,
+        STATUS_INVALID_HANDLE
+    );
     assert_eq!(
         w.encrypt(file, client.session, b"x").0,
         STATUS_INVALID_DEVICE_STATE

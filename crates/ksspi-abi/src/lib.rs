@@ -86,6 +86,21 @@ pub const IOCTL_KSSPI_SHUTDOWN: u32 = ctl_code(
     FILE_READ_DATA | FILE_WRITE_DATA,
 );
 
+/// Describe an established session: connection info, stream sizes, the
+/// peer's certificate ([`QueryRequest`] -> [`QueryReply`]).
+pub const IOCTL_KSSPI_QUERY: u32 = ctl_code(
+    FILE_DEVICE_KSSPI,
+    0x808,
+    METHOD_BUFFERED,
+    FILE_READ_DATA | FILE_WRITE_DATA,
+);
+
+/// Largest peer certificate (DER) a QUERY reply carries.
+pub const MAX_PEER_CERTIFICATE: usize = 16 * 1024;
+
+/// The output buffer a QUERY must come with.
+pub const QUERY_REPLY_CAPACITY: usize = Header::LEN + 56 + MAX_PEER_CERTIFICATE;
+
 /// A GUID as Windows lays it out (guiddef.h).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Guid {
@@ -181,6 +196,10 @@ pub enum Kind {
     RecordReply = 13,
     /// [`ShutdownRequest`].
     ShutdownRequest = 14,
+    /// [`QueryRequest`].
+    QueryRequest = 15,
+    /// [`QueryReply`].
+    QueryReply = 16,
 }
 
 impl Kind {
@@ -200,6 +219,8 @@ impl Kind {
             12 => Kind::DecryptRequest,
             13 => Kind::RecordReply,
             14 => Kind::ShutdownRequest,
+            15 => Kind::QueryRequest,
+            16 => Kind::QueryReply,
             _ => return None,
         })
     }
@@ -330,6 +351,7 @@ mod tests {
             IOCTL_KSSPI_ENCRYPT,
             IOCTL_KSSPI_DECRYPT,
             IOCTL_KSSPI_SHUTDOWN,
+            IOCTL_KSSPI_QUERY,
         ];
         for (i, a) in codes.iter().enumerate() {
             assert_eq!(a >> 16, FILE_DEVICE_KSSPI);
@@ -447,6 +469,27 @@ mod tests {
             session: SessionId(9),
         };
         check(&sd, &enc(&sd));
+        let q = QueryRequest {
+            session: SessionId(10),
+        };
+        check(&q, &enc(&q));
+        let qr = QueryReply {
+            protocol: 0x1000,
+            cipher: 0x6610,
+            cipher_strength: 256,
+            hash: 0x800d,
+            hash_strength: 384,
+            exchange: 0xae06,
+            exchange_strength: 256,
+            header: 5,
+            trailer: 17,
+            max_message: 16384,
+            peer_certificates: 2,
+            leaf_size: 3,
+            leaf: &[0x30, 1, 0],
+        };
+        check(&qr, &enc(&qr));
+        assert!(enc(&qr).len() <= QUERY_REPLY_CAPACITY);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! be exactly the rest of the message).
 
 use crate::wire::{DecodeError, Reader, Writer};
-use crate::{Header, Kind, SessionId, MAX_MESSAGE, MAX_TARGET, MAX_TOKEN};
+use crate::{Header, Kind, SessionId, MAX_MESSAGE, MAX_PEER_CERTIFICATE, MAX_TARGET, MAX_TOKEN};
 
 /// A message with a fixed part and optional trailing data.
 pub trait Message<'a>: Sized {
@@ -773,5 +773,116 @@ impl<'a> Message<'a> for ShutdownRequest {
         let session = SessionId(r.u64()?);
         r.end()?;
         Ok(ShutdownRequest { session })
+    }
+}
+
+/// QUERY's request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryRequest {
+    /// The session.
+    pub session: SessionId,
+}
+
+impl<'a> Message<'a> for QueryRequest {
+    const KIND: Kind = Kind::QueryRequest;
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        w.u64(self.session.0)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let session = SessionId(r.u64()?);
+        r.end()?;
+        Ok(QueryRequest { session })
+    }
+}
+
+/// QUERY's reply: `SECPKG_ATTR_CONNECTION_INFO`, `SECPKG_ATTR_STREAM_SIZES`
+/// and the leaf of `SECPKG_ATTR_REMOTE_CERTIFICATES`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryReply<'a> {
+    /// `SP_PROT_*`.
+    pub protocol: u32,
+    /// The cipher's `ALG_ID` (0 if it has none, as for ChaCha20-Poly1305).
+    pub cipher: u32,
+    /// Its strength in bits.
+    pub cipher_strength: u32,
+    /// The hash's `ALG_ID`.
+    pub hash: u32,
+    /// Its strength in bits.
+    pub hash_strength: u32,
+    /// The key exchange's `ALG_ID`.
+    pub exchange: u32,
+    /// Its strength in bits.
+    pub exchange_strength: u32,
+    /// Record header bytes.
+    pub header: u32,
+    /// Record trailer bytes, at most.
+    pub trailer: u32,
+    /// Largest plaintext in one record.
+    pub max_message: u32,
+    /// Certificates the peer presented (0: none).
+    pub peer_certificates: u32,
+    /// The leaf's size in bytes (it is carried only up to
+    /// [`MAX_PEER_CERTIFICATE`]).
+    pub leaf_size: u32,
+    /// The peer's leaf certificate, DER (empty if none or too large).
+    pub leaf: &'a [u8],
+}
+
+impl<'a> Message<'a> for QueryReply<'a> {
+    const KIND: Kind = Kind::QueryReply;
+    fn data(&self) -> &'a [u8] {
+        self.leaf
+    }
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        for v in [
+            self.protocol,
+            self.cipher,
+            self.cipher_strength,
+            self.hash,
+            self.hash_strength,
+            self.exchange,
+            self.exchange_strength,
+            self.header,
+            self.trailer,
+            self.max_message,
+            self.peer_certificates,
+            self.leaf_size,
+        ] {
+            w.u32(v)?;
+        }
+        w.u32(u32::try_from(self.leaf.len()).map_err(|_| DecodeError::TooLong)?)?;
+        w.u32(0)
+    }
+    fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let mut v = [0u32; 12];
+        for slot in &mut v {
+            *slot = r.u32()?;
+        }
+        let len = r.u32()? as usize;
+        if r.u32()? != 0 {
+            return Err(DecodeError::Reserved);
+        }
+        if len > MAX_PEER_CERTIFICATE {
+            return Err(DecodeError::TooLong);
+        }
+        let leaf = r.bytes(len)?;
+        r.end()?;
+        let [protocol, cipher, cipher_strength, hash, hash_strength, exchange, exchange_strength, header, trailer, max_message, peer_certificates, leaf_size] =
+            v;
+        Ok(QueryReply {
+            protocol,
+            cipher,
+            cipher_strength,
+            hash,
+            hash_strength,
+            exchange,
+            exchange_strength,
+            header,
+            trailer,
+            max_message,
+            peer_certificates,
+            leaf_size,
+            leaf,
+        })
     }
 }

@@ -1178,6 +1178,43 @@ impl SspiProvider for SimProvider {
                 unsafe { buffer.cast::<SecPkgContext_StreamSizes>().write(out) };
                 SecStatus::SEC_E_OK
             }
+            SECPKG_ATTR_REMOTE_CERTIFICATES if !buffer.is_null() => {
+                // Kernel Schannel's form: a provider buffer of (u32 LE length,
+                // DER) entries, leaf first, freed with FreeContextBuffer.
+                if ctx.protocol().is_none() {
+                    return SecStatus::SEC_E_INVALID_HANDLE;
+                }
+                let certs = ctx.peer_certificates();
+                drop(ctx);
+                if certs.is_empty() {
+                    return SecStatus::SEC_E_NO_CREDENTIALS;
+                }
+                if self.0.verifier.fault_point(FaultKind::Allocation) {
+                    return SecStatus::SEC_E_INSUFFICIENT_MEMORY;
+                }
+                let mut blob = Vec::new();
+                for der in &certs {
+                    blob.extend_from_slice(&(der.len() as u32).to_le_bytes());
+                    blob.extend_from_slice(der);
+                }
+                let mut mem: Box<[u8]> = blob.into();
+                let id = self
+                    .0
+                    .verifier
+                    .track(Tag::ContextBuffer, "remote certificates");
+                let out = SecPkgContext_Certificates {
+                    cCertificates: certs.len() as u32,
+                    cbCertificateChain: mem.len() as u32,
+                    pbCertificateChain: mem.as_mut_ptr(),
+                };
+                self.tables()
+                    .buffers
+                    .insert(mem.as_ptr() as usize, (id, mem));
+                // SAFETY: the caller passed a SecPkgContext_Certificates for
+                // this attribute.
+                unsafe { buffer.cast::<SecPkgContext_Certificates>().write(out) };
+                SecStatus::SEC_E_OK
+            }
             _ => SecStatus::SEC_E_UNSUPPORTED_FUNCTION,
         }
     }

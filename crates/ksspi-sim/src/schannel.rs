@@ -675,6 +675,17 @@ impl Context {
     }
 
     /// The negotiated cipher suite's IANA name.
+    /// The peer's certificates (DER, leaf first), once it sent them.
+    pub fn peer_certificates(&self) -> Vec<Vec<u8>> {
+        let certs = match &self.conn {
+            Conn::Server(c) => c.peer_certificates(),
+            Conn::Client(c, _) => c.peer_certificates(),
+        };
+        certs
+            .map(|certs| certs.iter().map(|c| c.as_ref().to_vec()).collect())
+            .unwrap_or_default()
+    }
+
     pub fn cipher_suite_name(&self) -> Option<&'static str> {
         let suite = match &self.conn {
             Conn::Server(c) => c.negotiated_cipher_suite(),

@@ -10,22 +10,11 @@ use engine_support::*;
 use ksspi::engine::{RecordError, RecordOutcome};
 use ksspi::sys::{SP_PROT_TLS1_2, SP_PROT_TLS1_3};
 use ksspi::SecStatus;
-use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimProvider};
+use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig};
 
 /// (server disabled, client disabled) for one TLS version.
 const TLS12_ONLY: (u32, u32) = (SP_PROT_TLS1_3, SP_PROT_TLS1_3);
 const TLS13_ONLY: (u32, u32) = (SP_PROT_TLS1_2, SP_PROT_TLS1_2);
-
-fn sim(completion: CompletionPolicy, irql: CallbackIrql, tickets: usize) -> (SimProvider, Pair) {
-    let (sim, thumb) = sim_with(SimConfig {
-        completion,
-        callback_irql: irql,
-        tls13_tickets: tickets,
-        ..SimConfig::default()
-    });
-    let pair = Pair::new(&sim, thumb, "localhost", TLS13_ONLY);
-    (sim, pair)
-}
 
 /// Run the handshake with whole flights; returns what the server sent after
 /// the client finished (TLS 1.3 tickets), which the client's first decrypt

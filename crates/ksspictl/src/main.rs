@@ -313,6 +313,12 @@ fn connect(
             hs.protocol_name(),
             hs.cipher_name()
         );
+        let d = relay::describe(driver.as_ref(), session)?;
+        eprintln!(
+            "  key exchange {}, hash {}; {}",
+            d.exchange, d.hash, d.records
+        );
+        eprintln!("  peer certificate: {}", d.peer);
         let Some(talk) = &talk else {
             return Ok(None);
         };

@@ -158,6 +158,69 @@ pub fn handshake(
     }
 }
 
+/// What QUERY says about an established session, for people.
+pub struct Described {
+    /// The key exchange by `ALG_ID`, with its strength.
+    pub exchange: String,
+    /// Hash and strength.
+    pub hash: String,
+    /// "subject ..., issuer ..." of the peer's leaf certificate, or why not.
+    pub peer: String,
+    /// Record sizes.
+    pub records: String,
+}
+
+/// QUERY an established session.
+pub fn describe(driver: &dyn Driver, session: SessionId) -> Result<Described, Failure> {
+    use ksspi::sys::{CALG_ECDH_EPHEM, CALG_SHA_256, CALG_SHA_384};
+    let reply = call(
+        driver,
+        IOCTL_KSSPI_QUERY,
+        &encoded(&QueryRequest { session }, 0)?,
+        QUERY_REPLY_CAPACITY,
+    )?;
+    let q = decode::<QueryReply>(&reply)
+        .map_err(|e| Failure(format!("a malformed QUERY reply: {e:?}")))?;
+    let exchange = match q.exchange {
+        CALG_ECDH_EPHEM => format!("ECDHE ({} bits)", q.exchange_strength),
+        0 => "unnamed".to_string(),
+        other => format!("ALG_ID {other:#x} ({} bits)", q.exchange_strength),
+    };
+    let hash = match q.hash {
+        CALG_SHA_256 => "SHA-256".to_string(),
+        CALG_SHA_384 => "SHA-384".to_string(),
+        other => format!("ALG_ID {other:#x}"),
+    };
+    let peer = if q.peer_certificates == 0 {
+        "no certificate".to_string()
+    } else if q.leaf.is_empty() {
+        format!(
+            "{} certificates, the leaf too large to show ({} bytes)",
+            q.peer_certificates, q.leaf_size
+        )
+    } else {
+        match x509_parser::parse_x509_certificate(q.leaf) {
+            Ok((_, cert)) => format!(
+                "subject {}, issuer {} ({} certificate{})",
+                cert.subject(),
+                cert.issuer(),
+                q.peer_certificates,
+                if q.peer_certificates == 1 { "" } else { "s" }
+            ),
+            Err(e) => format!("a certificate that does not parse ({e})"),
+        }
+    };
+    Ok(Described {
+        exchange,
+        hash,
+        peer,
+        records: format!(
+            "records: header {} + up to {} plaintext + trailer {} bytes",
+            q.header, q.max_message, q.trailer
+        ),
+    })
+}
+
 /// Close a session.
 pub fn close(driver: &dyn Driver, session: SessionId) {
     if let Ok(req) = encoded(&CloseRequest { session }, 0) {

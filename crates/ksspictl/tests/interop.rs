@@ -91,6 +91,12 @@ fn connect_completes_handshakes_with_openssl_s_server() {
         assert!(err.contains("handshake complete"), "{err}");
         // The protocol the driver session reports is the one s_server was limited to.
         assert!(err.contains(&format!("protocol TLS {tls}")), "{err}");
+        // QUERY: the key exchange and the server's certificate, parsed.
+        assert!(err.contains("key exchange ECDHE"), "{err}");
+        assert!(
+            err.contains("peer certificate: subject CN=localhost, issuer CN=ksspictl interop CA"),
+            "{err}"
+        );
     }
 }
 

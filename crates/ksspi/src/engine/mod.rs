@@ -18,5 +18,5 @@ pub use conductor::{EngineStats, Platform, ReadyNotify};
 pub use credentials::{acquire_credentials, release_credentials, CredentialSpec};
 pub use session::{
     Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role, Session, SessionEvents,
-    SessionSetup, StepError, StepReport,
+    SessionInfo, SessionSetup, StepError, StepReport,
 };

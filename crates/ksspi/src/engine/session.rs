@@ -31,8 +31,9 @@ use super::conductor::{
     Conductor, EngineStats, Issue, Machine, Move, Platform, ReadyNotify, StartError,
 };
 use crate::handle::{
-    apply_shutdown, decrypt_record, encrypt_record, query_connection_info, query_stream_sizes,
-    AsyncContext, Credentials, HandleSlot, Lease, SecurityContext, StreamSizes,
+    apply_shutdown, decrypt_record, encrypt_record, query_connection_info,
+    query_remote_certificates, query_stream_sizes, AsyncContext, Credentials, HandleSlot, Lease,
+    SecurityContext, StreamSizes,
 };
 use crate::irql::Passive;
 use crate::provider::SspiProvider;
@@ -166,6 +167,22 @@ pub struct RecordReport<'a> {
     pub renegotiations: u32,
     /// Async SSPI calls made.
     pub calls: u32,
+}
+
+/// What an established session says about itself ([`Session::describe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// `SECPKG_ATTR_CONNECTION_INFO`: protocol, cipher, hash, key exchange.
+    pub connection: Option<SecPkgContext_ConnectionInfo>,
+    /// `SECPKG_ATTR_STREAM_SIZES`.
+    pub sizes: Option<StreamSizes>,
+    /// Certificates the peer presented (`SECPKG_ATTR_REMOTE_CERTIFICATES`;
+    /// 0 if it presented none).
+    pub peer_certificates: u32,
+    /// Bytes of the leaf's DER copied out (0 if none, or if it did not fit).
+    pub leaf_len: usize,
+    /// The leaf's size, whether or not it fit.
+    pub leaf_size: usize,
 }
 
 /// Why a record-layer call refused (nothing happened).
@@ -624,6 +641,39 @@ impl<P: SspiProvider> TlsMachine<P> {
         Ok(written)
     }
 
+    /// Describe the established session; the peer's leaf certificate goes to
+    /// `leaf` if it fits.
+    fn describe(&mut self, leaf: &mut [u8]) -> Result<SessionInfo, RecordError> {
+        self.record_usable()?;
+        let Some(slot) = self.sec.as_ref() else {
+            return Err(RecordError::Failed(SecStatus::SEC_E_INVALID_HANDLE));
+        };
+        let mut info = SessionInfo {
+            connection: self.connection,
+            sizes: self.sizes,
+            peer_certificates: 0,
+            leaf_len: 0,
+            leaf_size: 0,
+        };
+        let mut first = true;
+        let counted = query_remote_certificates(&self.provider, slot, |der| {
+            if core::mem::take(&mut first) {
+                info.leaf_size = der.len();
+                if der.len() <= leaf.len() {
+                    leaf[..der.len()].copy_from_slice(der);
+                    info.leaf_len = der.len();
+                }
+            }
+        });
+        match counted {
+            Ok(n) => info.peer_certificates = n,
+            // The peer presented none (a server's client without a certificate).
+            Err(SecStatus::SEC_E_NO_CREDENTIALS) => {}
+            Err(status) => return Err(RecordError::Failed(status)),
+        }
+        Ok(info)
+    }
+
     /// Decrypt records from `input[cursor..]` until the buffer is used up, a
     /// partial record waits, the peer closed, something failed, or a
     /// post-handshake message needs the handshake call (issued here).
@@ -988,6 +1038,14 @@ impl<P: SspiProvider, K: Platform> Session<P, K> {
     /// handshake completes, or while busy).
     pub fn sealed_len(&self, n: usize) -> Option<usize> {
         self.stream_sizes()?.sealed_len(n)
+    }
+
+    /// Connection info, stream sizes and the peer's certificates (its leaf's
+    /// DER into `leaf`, if it fits), once established; refused while busy.
+    pub fn describe(&self, leaf: &mut [u8], _at: &Passive) -> Result<SessionInfo, RecordError> {
+        self.conductor
+            .inspect(|m| m.describe(leaf))
+            .unwrap_or(Err(RecordError::Busy))
     }
 
     /// The record layer's stream sizes, once established (`None` while busy).

@@ -539,7 +539,8 @@ fn release_detached<P: SspiProvider>(provider: &P, slot: HandleSlot, kind: Kind)
 
 mod record;
 pub use record::{
-    apply_shutdown, decrypt_record, encrypt_record, query_stream_sizes, Decrypted, StreamSizes,
+    apply_shutdown, decrypt_record, encrypt_record, query_remote_certificates, query_stream_sizes,
+    Decrypted, StreamSizes,
 };
 
 #[cfg(test)]

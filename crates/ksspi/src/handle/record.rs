@@ -201,3 +201,116 @@ pub fn apply_shutdown<P: SspiProvider>(provider: &P, context: &HandleSlot) -> Se
     // 4-byte control word outlive the call.
     unsafe { provider.apply_control_token(context.as_ptr(), &mut desc) }
 }
+
+/// `QueryContextAttributesW(SECPKG_ATTR_REMOTE_CERTIFICATES)`: the peer's
+/// certificates, leaf first, each handed to `each` as DER; returns how many
+/// there were. The provider's buffer is freed (`FreeContextBuffer`) before
+/// this returns, whatever it held. A malformed chain is
+/// `SEC_E_INTERNAL_ERROR`; no certificate is the provider's status
+/// (`SEC_E_NO_CREDENTIALS` from Schannel).
+pub fn query_remote_certificates<P: SspiProvider>(
+    provider: &P,
+    context: &HandleSlot,
+    mut each: impl FnMut(&[u8]),
+) -> Result<u32, SecStatus> {
+    let mut chain = SecPkgContext_Certificates {
+        cCertificates: 0,
+        cbCertificateChain: 0,
+        pbCertificateChain: ptr::null_mut(),
+    };
+    // SAFETY: the slot holds a live security context its owner is not using
+    // in a call right now, and `chain` is the structure the attribute names.
+    let status = unsafe {
+        provider.query_context_attributes(
+            context.as_ptr(),
+            SECPKG_ATTR_REMOTE_CERTIFICATES,
+            (&mut chain as *mut SecPkgContext_Certificates).cast(),
+        )
+    };
+    if status.is_error() {
+        return Err(status);
+    }
+    if chain.pbCertificateChain.is_null() {
+        return if chain.cCertificates == 0 {
+            Ok(0)
+        } else {
+            Err(SecStatus::SEC_E_INTERNAL_ERROR)
+        };
+    }
+    let result = {
+        // SAFETY: the provider returned `cbCertificateChain` bytes at
+        // `pbCertificateChain`, valid until FreeContextBuffer below.
+        let blob = unsafe {
+            core::slice::from_raw_parts(chain.pbCertificateChain, chain.cbCertificateChain as usize)
+        };
+        walk_chain(blob, chain.cCertificates, &mut each)
+    };
+    // SAFETY: the provider allocated the buffer for this query; nothing uses it now.
+    let _ = unsafe { provider.free_context_buffer(chain.pbCertificateChain.cast()) };
+    result
+}
+
+/// Split a `SecPkgContext_Certificates` blob: `count` entries of a 4-byte
+/// little-endian length and DER.
+fn walk_chain(mut blob: &[u8], count: u32, each: &mut impl FnMut(&[u8])) -> Result<u32, SecStatus> {
+    for _ in 0..count {
+        let Some((len, rest)) = blob.split_first_chunk::<4>() else {
+            return Err(SecStatus::SEC_E_INTERNAL_ERROR);
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if len == 0 || len > rest.len() {
+            return Err(SecStatus::SEC_E_INTERNAL_ERROR);
+        }
+        let (der, rest) = rest.split_at(len);
+        each(der);
+        blob = rest;
+    }
+    if blob.is_empty() {
+        Ok(count)
+    } else {
+        Err(SecStatus::SEC_E_INTERNAL_ERROR)
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::walk_chain;
+    use crate::status::SecStatus;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn a_chain_blob_splits_into_its_certificates_and_a_bad_one_is_refused() {
+        let mut blob = Vec::new();
+        for der in [&b"\x30leaf"[..], &b"\x30ca"[..]] {
+            blob.extend_from_slice(&(der.len() as u32).to_le_bytes());
+            blob.extend_from_slice(der);
+        }
+        let mut seen = Vec::new();
+        assert_eq!(
+            walk_chain(&blob, 2, &mut |d: &[u8]| seen.push(d.to_vec())),
+            Ok(2)
+        );
+        assert_eq!(seen, [b"\x30leaf".to_vec(), b"\x30ca".to_vec()]);
+        let bad = SecStatus::SEC_E_INTERNAL_ERROR;
+        assert_eq!(
+            walk_chain(&blob, 3, &mut |_: &[u8]| {}),
+            Err(bad),
+            "fewer than said"
+        );
+        assert_eq!(
+            walk_chain(&blob, 1, &mut |_: &[u8]| {}),
+            Err(bad),
+            "bytes left over"
+        );
+        assert_eq!(
+            walk_chain(&blob[..7], 1, &mut |_: &[u8]| {}),
+            Err(bad),
+            "cut short"
+        );
+        assert_eq!(
+            walk_chain(&[0, 0, 0, 0], 1, &mut |_: &[u8]| {}),
+            Err(bad),
+            "empty entry"
+        );
+    }
+}

@@ -72,6 +72,18 @@ abi_structs! { SCHANNEL_STRUCTS:
         pub dwExchStrength: u32,
     }
 
+    /// `SecPkgContext_Certificates` (schannel.h), from
+    /// `SECPKG_ATTR_REMOTE_CERTIFICATES`: the peer's chain as kernel Schannel
+    /// gives it (no `CERT_CONTEXT` in kernel mode), `cCertificates` entries of
+    /// a 4-byte little-endian length then that many bytes of DER, leaf first,
+    /// in a buffer the provider allocates and `FreeContextBuffer` frees (as
+    /// msquic's kernel path reads it).
+    pub struct SecPkgContext_Certificates {
+        pub cCertificates: u32,
+        pub cbCertificateChain: u32,
+        pub pbCertificateChain: *mut u8,
+    }
+
     /// `SCHANNEL_ALERT_TOKEN` (schannel.h), for `ApplyControlToken`.
     pub struct SCHANNEL_ALERT_TOKEN {
         pub dwTokenType: u32,
@@ -145,6 +157,7 @@ abi_consts! { SCHANNEL_CONSTANTS:
 
     SECPKG_ATTR_REMOTE_CERT_CONTEXT: u32 = 0x53;
     SECPKG_ATTR_CONNECTION_INFO: u32 = 0x5a;
+    SECPKG_ATTR_REMOTE_CERTIFICATES: u32 = 0x5f;
 
     SCHANNEL_RENEGOTIATE: u32 = 0;
     SCHANNEL_SHUTDOWN: u32 = 1;
