@@ -9,8 +9,9 @@
 //! at once with its NTSTATUS and nothing changes. OPEN pends while the
 //! session's credentials are acquired; STEP pends while its calls run and is
 //! completed from the session's continuation (`step_ready`, after the session
-//! can take the next step). ENCRYPT completes at once (EncryptMessage is
-//! synchronous); DECRYPT and SHUTDOWN pend like STEP (a post-handshake
+//! can take the next step). ENCRYPT and QUERY complete at once
+//! (EncryptMessage and QueryContextAttributesW are synchronous; both fill the
+//! session's reply buffer outside the table lock); DECRYPT and SHUTDOWN pend like STEP (a post-handshake
 //! message, and close_notify, go through the async handshake call) and are
 //! completed from the continuation. Per session one request is in the engine
 //! at a time: another gets `STATUS_DEVICE_BUSY`. CLOSE completes at once and the session is
