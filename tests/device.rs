@@ -1099,3 +1099,135 @@ fn the_selftest_exchanges_and_checks_bytes_both_ways_after_each_handshake() {
         w.finish();
     }
 }
+
+/// The record IOCTLs under a low-resources sweep: OPEN both sides, the
+/// handshake, QUERY, ENCRYPT, DECRYPT (with the tickets), SHUTDOWN and
+/// CLOSE, failing each allocation and provider call in turn. Every request
+/// completes once with success or an error status (a TLS failure inside a
+/// successful reply counts as clean), and nothing is left at unload.
+#[test]
+fn a_low_resources_sweep_over_the_record_ioctls_ends_cleanly_every_time() {
+    let (store, thumb) = TestPki::new("record sweep CA").store(&["localhost"]);
+    let store = Arc::new(store);
+    let config = SimConfig {
+        completion: CompletionPolicy::Mixed,
+        callback_irql: CallbackIrql::Mixed,
+        tls13_tickets: 1,
+        seed: 4,
+        ..SimConfig::default()
+    };
+    let report = ksspi_sim::sweep::sweep(&config, &store, |sim| {
+        let dev: Dev = Device::new(sim.clone(), SimPlatform::new(sim), DeviceConfig::default());
+        let w = World {
+            sim: sim.clone(),
+            dev,
+            thumb,
+        };
+        let file = w.dev.open_file();
+        let verdict = record_scenario(&w, file);
+        w.dev.cleanup(file);
+        for _ in 0..2000 {
+            if w.dev.sessions_alive() == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        sim.wait_idle();
+        verdict
+    });
+    println!(
+        "record sweep: {} fault points, {} runs",
+        report.points, report.runs
+    );
+    assert!(report.points >= 25, "{}", report.points);
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+}
+
+/// One pass of the record scenario; `Ok` if every status was clean (it
+/// stops at the first error, as a caller would).
+fn record_scenario(w: &World, file: FileId) -> Result<(), String> {
+    let clean = |st: NtStatus| -> Result<bool, String> {
+        match st {
+            STATUS_SUCCESS => Ok(true),
+            s if s < 0 => Ok(false),
+            s => Err(format!("non-error status {s:#x}")),
+        }
+    };
+    let (st, server) = w.open(file, Role::Server, b"");
+    if !clean(st)? || server.status < 0 {
+        return Ok(());
+    }
+    let (st, client) = w.open(file, Role::Client, b"localhost");
+    if !clean(st)? || client.status < 0 {
+        return Ok(());
+    }
+    let (s, c) = (server.session, client.session);
+    // The handshake, tolerating failure.
+    let (st, reply) = w.step(file, c, &[]);
+    if !clean(st)? {
+        return Ok(());
+    }
+    let mut to_server = decode::<StepReply>(&reply).unwrap().output.to_vec();
+    let mut to_client = Vec::new();
+    let (mut c_done, mut s_done) = (false, false);
+    for _ in 0..8 {
+        if !s_done && !to_server.is_empty() {
+            let (st, reply) = w.step(file, s, &to_server);
+            if !clean(st)? {
+                return Ok(());
+            }
+            let r = decode::<StepReply>(&reply).unwrap();
+            if r.outcome == StepOutcome::Failed {
+                return Ok(());
+            }
+            s_done = r.outcome == StepOutcome::Established;
+            to_server.clear();
+            to_client.extend_from_slice(r.output);
+        }
+        if !c_done && !to_client.is_empty() {
+            let (st, reply) = w.step(file, c, &to_client);
+            if !clean(st)? {
+                return Ok(());
+            }
+            let r = decode::<StepReply>(&reply).unwrap();
+            if r.outcome == StepOutcome::Failed {
+                return Ok(());
+            }
+            c_done = r.outcome == StepOutcome::Established;
+            to_client.clear();
+            to_server.extend_from_slice(r.output);
+        }
+    }
+    if !(c_done && s_done) {
+        return Ok(());
+    }
+    let (st, _) = w.call(
+        file,
+        IOCTL_KSSPI_QUERY,
+        &enc(&QueryRequest { session: c }),
+        QUERY_REPLY_CAPACITY,
+    );
+    clean(st)?;
+    let (st, reply) = w.encrypt(file, s, b"through the sweep");
+    if !clean(st)? {
+        return Ok(());
+    }
+    let sealed = decode::<EncryptReply>(&reply).unwrap();
+    if sealed.status < 0 {
+        return Ok(()); // EncryptMessage failed: a clean status in the reply
+    }
+    to_client.extend_from_slice(sealed.output);
+    let (st, reply) = w.decrypt(file, c, &to_client);
+    if !clean(st)? {
+        return Ok(());
+    }
+    let r = decode::<RecordReply>(&reply).unwrap();
+    if r.outcome == RecordOutcome::Data && r.data != b"through the sweep" {
+        return Err(format!("decrypted {:?}", r.data));
+    }
+    let (st, _) = w.shutdown(file, c);
+    clean(st)?;
+    clean(w.close(file, c))?;
+    clean(w.close(file, s))?;
+    Ok(())
+}

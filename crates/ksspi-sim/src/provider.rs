@@ -991,6 +991,10 @@ impl SspiProvider for SimProvider {
         _sequence: u32,
     ) -> SecStatus {
         kernel::require_passive("EncryptMessage");
+        if self.0.verifier.fault_point(FaultKind::Call) {
+            // Low resources: the call fails before it touches the context.
+            return SecStatus::SEC_E_INSUFFICIENT_MEMORY;
+        }
         let entry = match self.live_context(context) {
             Ok(e) => e,
             Err(status) => return status,
@@ -1047,6 +1051,10 @@ impl SspiProvider for SimProvider {
         qop: *mut u32,
     ) -> SecStatus {
         kernel::require_passive("DecryptMessage");
+        if self.0.verifier.fault_point(FaultKind::Call) {
+            // Low resources: the call fails before it touches the context.
+            return SecStatus::SEC_E_INSUFFICIENT_MEMORY;
+        }
         let entry = match self.live_context(context) {
             Ok(e) => e,
             Err(status) => return status,
@@ -1225,6 +1233,10 @@ impl SspiProvider for SimProvider {
         input: *mut SecBufferDesc,
     ) -> SecStatus {
         kernel::require_passive("ApplyControlToken");
+        if self.0.verifier.fault_point(FaultKind::Call) {
+            // Low resources: the call fails before it touches the context.
+            return SecStatus::SEC_E_INSUFFICIENT_MEMORY;
+        }
         let entry = match self.live_context(context) {
             Ok(e) => e,
             Err(status) => return status,
