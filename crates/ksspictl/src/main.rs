@@ -62,6 +62,9 @@ enum Command {
         /// The first seed (each batch uses the next).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Application bytes each pair exchanges both ways (record layer).
+        #[arg(long, default_value_t = 0)]
+        bytes: u32,
         /// The server certificate's SHA-1 thumbprint in LocalMachine\My
         /// (needed on Windows; the model generates one).
         #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint)]
@@ -693,14 +696,27 @@ struct StressJson {
     leaked: u64,
 }
 
-fn stress(
+/// What `stress` runs.
+struct StressPlan {
     duration: u64,
     concurrency: u32,
     tls: Tls,
     seed: u64,
+    bytes: u32,
     thumbprint: Option<[u8; 20]>,
     json: bool,
-) -> Result<(), Failure> {
+}
+
+fn stress(plan: StressPlan) -> Result<(), Failure> {
+    let StressPlan {
+        duration,
+        concurrency,
+        tls,
+        seed,
+        bytes,
+        thumbprint,
+        json,
+    } = plan;
     if concurrency == 0 {
         return Err(Failure("--concurrency must be at least 1".into()));
     }
@@ -734,9 +750,16 @@ fn stress(
             concurrency * 4,
             concurrency,
             protocols(tls),
-            0,
+            bytes,
             false,
         )?;
+        if r.bytes_checked != u64::from(bytes) * 2 * r.handshakes_ok {
+            return Err(Failure(format!(
+                "batch {batches}: {} of {} application bytes checked",
+                r.bytes_checked,
+                u64::from(bytes) * 2 * r.handshakes_ok
+            )));
+        }
         backend = b;
         batches += 1;
         ok += r.handshakes_ok;
@@ -1022,16 +1045,18 @@ fn main() -> ExitCode {
             concurrency,
             tls,
             seed,
+            bytes,
             cert_thumbprint,
             json,
-        } => stress(
-            *duration,
-            *concurrency,
-            *tls,
-            *seed,
-            *cert_thumbprint,
-            *json,
-        ),
+        } => stress(StressPlan {
+            duration: *duration,
+            concurrency: *concurrency,
+            tls: *tls,
+            seed: *seed,
+            bytes: *bytes,
+            thumbprint: *cert_thumbprint,
+            json: *json,
+        }),
         Command::Connect {
             addr,
             server_name,

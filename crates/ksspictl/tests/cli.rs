@@ -136,6 +136,8 @@ fn stress_runs_mixed_batches_for_the_time_given() {
         "8",
         "--seed",
         "3",
+        "--bytes",
+        "4096",
         "--json",
     ]);
     assert_eq!(code, 0, "{err}");
