@@ -674,7 +674,6 @@ impl Context {
         })
     }
 
-    /// The negotiated cipher suite's IANA name.
     /// The peer's certificates (DER, leaf first), once it sent them.
     pub fn peer_certificates(&self) -> Vec<Vec<u8>> {
         let certs = match &self.conn {
@@ -686,6 +685,7 @@ impl Context {
             .unwrap_or_default()
     }
 
+    /// The negotiated cipher suite's IANA name.
     pub fn cipher_suite_name(&self) -> Option<&'static str> {
         let suite = match &self.conn {
             Conn::Server(c) => c.negotiated_cipher_suite(),
