@@ -365,7 +365,7 @@ fn step_status(outcome: Outcome, missing: u32) -> (SecStatus, StepOutcome) {
 /// The per-session reply buffer: the largest reply a session's requests
 /// produce (STEP's, DECRYPT's and SHUTDOWN's, ENCRYPT's of [`MAX_TOKEN`]
 /// bytes, QUERY's).
-pub(crate) fn reply_capacity(limits: &Limits) -> usize {
+pub fn reply_capacity(limits: &Limits) -> usize {
     step_reply_capacity(limits.max_output)
         .max(record_reply_capacity(limits.max_input, limits.max_output))
         .max(encrypt_reply_capacity(MAX_TOKEN))

@@ -1,5 +1,7 @@
 //! ksspi-sim: the host model of ksecdd + Schannel and of the kernel's rules.
 //!
+//! - [`alloc_count`]: a counting allocator and uncounted provider / platform
+//!   wrappers, for allocation tests.
 //! - [`certs`]: the model certificate store (certificates by SHA-1 thumbprint).
 //! - [`schannel`]: Schannel's handshake semantics over rustls's unbuffered API.
 //! - [`provider`]: [`ksspi::SspiProvider`] over model Schannel, with every
@@ -10,13 +12,18 @@
 //! - [`kernel`]: per-thread IRQL, spin locks, the work-item queue, bugchecks.
 //! - [`verifier`]: tracking by tag, the unload check, low-resources simulation.
 //! - [`sweep`]: run a scenario failing each fault point in turn.
+//! - [`null`]: a provider whose calls do no cryptography, for timing the
+//!   engine's async machinery alone.
 //! - [`testing`]: temp dirs, child guards and free ports for tests with real peers.
 //!
 //! Every random choice follows from [`SimConfig::seed`].
 
+pub mod alloc_count;
+pub mod baseline;
 pub mod certs;
 mod edge;
 pub mod kernel;
+pub mod null;
 pub mod platform;
 pub mod provider;
 pub mod schannel;

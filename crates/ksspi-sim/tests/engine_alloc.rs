@@ -8,116 +8,14 @@ mod engine_support;
 
 use engine_support::*;
 use ksspi::engine::{
-    Limits, Outcome, Platform, RecordReport, Role, Session, SessionEvents, SessionSetup, StepReport,
+    Limits, Outcome, RecordReport, Role, Session, SessionEvents, SessionSetup, StepReport,
 };
-use ksspi::provider::{AsyncContextPtr, SspiProvider};
-use ksspi::sys::*;
-use ksspi::{Irql, SecStatus};
+use ksspi_sim::alloc_count::{count, outside, CountedPlatform, CountedProvider, Counting};
 use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimPlatform, SimProvider};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::ffi::c_void;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-struct Counting;
-
-static ENGINE_ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static OUTSIDE: Cell<u32> = const { Cell::new(0) };
-}
-
-// SAFETY: delegates to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) && OUTSIDE.with(Cell::get) == 0 {
-            ENGINE_ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: forwarded as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// Run `f` outside the engine (its allocations are not the engine's).
-fn outside<R>(f: impl FnOnce() -> R) -> R {
-    OUTSIDE.with(|c| c.set(c.get() + 1));
-    let r = f();
-    OUTSIDE.with(|c| c.set(c.get() - 1));
-    r
-}
-
-#[derive(Clone)]
-struct Provider(SimProvider);
-
-macro_rules! forward {
-    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {$(
-        unsafe fn $name(&self $(, $arg: $ty)*) -> $ret {
-            // SAFETY: forwarded with the caller's guarantees.
-            outside(|| unsafe { self.0.$name($($arg),*) })
-        }
-    )*};
-}
-
-impl SspiProvider for Provider {
-    fn current_irql(&self) -> Irql {
-        self.0.current_irql()
-    }
-    fn create_async_context(&self) -> Option<AsyncContextPtr> {
-        outside(|| self.0.create_async_context())
-    }
-    forward! {
-        fn free_async_context(&self, c: AsyncContextPtr) -> ();
-        fn reinit_async_context(&self, c: AsyncContextPtr) -> SecStatus;
-        fn set_async_notify_callback(&self, c: AsyncContextPtr, cb: SspiAsyncNotifyCallback, d: *mut c_void) -> SecStatus;
-        fn async_context_requires_notify(&self, c: AsyncContextPtr) -> bool;
-        fn get_async_call_status(&self, c: AsyncContextPtr) -> SecStatus;
-        fn acquire_credentials_handle_async(&self, c: AsyncContextPtr, a: *mut UNICODE_STRING, b: *mut UNICODE_STRING, u: u32, d: *mut c_void, h: *mut SecHandle, e: *mut TimeStamp) -> SecStatus;
-        fn free_credentials_handle_async(&self, c: AsyncContextPtr, h: *mut SecHandle) -> SecStatus;
-        fn initialize_security_context_async(&self, c: AsyncContextPtr, cr: *mut SecHandle, x: *mut SecHandle, t: *mut UNICODE_STRING, r: u32, i: *mut SecBufferDesc, n: *mut SecHandle, o: *mut SecBufferDesc, a: *mut u32, e: *mut TimeStamp) -> SecStatus;
-        fn accept_security_context_async(&self, c: AsyncContextPtr, cr: *mut SecHandle, x: *mut SecHandle, i: *mut SecBufferDesc, r: u32, n: *mut SecHandle, o: *mut SecBufferDesc, a: *mut u32, e: *mut TimeStamp) -> SecStatus;
-        fn delete_security_context_async(&self, c: AsyncContextPtr, h: *mut SecHandle) -> SecStatus;
-        fn encrypt_message(&self, h: *mut SecHandle, q: u32, m: *mut SecBufferDesc, s: u32) -> SecStatus;
-        fn decrypt_message(&self, h: *mut SecHandle, m: *mut SecBufferDesc, s: u32, q: *mut u32) -> SecStatus;
-        fn query_context_attributes(&self, h: *mut SecHandle, a: u32, b: *mut c_void) -> SecStatus;
-        fn apply_control_token(&self, h: *mut SecHandle, i: *mut SecBufferDesc) -> SecStatus;
-        fn free_context_buffer(&self, b: *mut c_void) -> SecStatus;
-    }
-}
-
-#[derive(Clone)]
-struct Kernel(SimPlatform);
-
-impl Platform for Kernel {
-    type WorkItem = <SimPlatform as Platform>::WorkItem;
-    fn create_work_item(
-        &self,
-        run: unsafe fn(*const ()),
-        arg: *const (),
-    ) -> Result<Self::WorkItem, SecStatus> {
-        outside(|| self.0.create_work_item(run, arg))
-    }
-    fn queue_work_item(&self, item: &Self::WorkItem) {
-        outside(|| self.0.queue_work_item(item))
-    }
-    fn raise_to_dispatch(&self) -> Irql {
-        self.0.raise_to_dispatch()
-    }
-    fn lower_irql(&self, old: Irql) {
-        self.0.lower_irql(old)
-    }
-    fn now_us(&self) -> u64 {
-        self.0.now_us()
-    }
-}
 
 struct Events(Arc<Recorder>);
 
@@ -139,9 +37,9 @@ impl SessionEvents for Events {
 fn session(
     sim: &SimProvider,
     role: Role,
-    cred: Arc<ksspi::handle::Credentials<Provider>>,
+    cred: Arc<ksspi::handle::Credentials<CountedProvider>>,
     rec: &Arc<Recorder>,
-) -> Session<Provider, Kernel> {
+) -> Session<CountedProvider, CountedPlatform> {
     let setup = SessionSetup {
         role,
         credentials: cred,
@@ -149,8 +47,8 @@ fn session(
         events: Arc::new(Events(rec.clone())),
     };
     Session::new(
-        Provider(sim.clone()),
-        Kernel(SimPlatform::new(sim)),
+        CountedProvider(sim.clone()),
+        CountedPlatform(SimPlatform::new(sim)),
         setup,
         Arc::default(),
         &passive(),
@@ -161,12 +59,12 @@ fn session(
 fn acquire_wrapped(
     sim: &SimProvider,
     spec: &ksspi::engine::CredentialSpec,
-) -> Arc<ksspi::handle::Credentials<Provider>> {
+) -> Arc<ksspi::handle::Credentials<CountedProvider>> {
     let slot = Arc::new(std::sync::Mutex::new(None));
     let s2 = slot.clone();
     ksspi::engine::acquire_credentials(
-        Provider(sim.clone()),
-        Kernel(SimPlatform::new(sim)),
+        CountedProvider(sim.clone()),
+        CountedPlatform(SimPlatform::new(sim)),
         spec,
         Arc::default(),
         Box::new(move |r| *s2.lock().unwrap() = Some(r)),
@@ -178,22 +76,16 @@ fn acquire_wrapped(
     r.expect("credentials")
 }
 
-/// Count the engine's allocations during `f`.
-fn count(f: impl FnOnce()) -> u64 {
-    let before = ENGINE_ALLOCS.load(Ordering::SeqCst);
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ENGINE_ALLOCS.load(Ordering::SeqCst) - before
-}
-
 #[test]
 fn a_handshake_step_allocates_nothing_in_the_engine() {
     // The counter sees an allocation made in the counted region...
-    assert_eq!(count(|| drop(std::hint::black_box(vec![1u8; 10]))), 1);
+    assert_eq!(
+        count(|| drop(std::hint::black_box(vec![1u8; 10]))).allocs,
+        1
+    );
     // ...and none made outside the engine.
     assert_eq!(
-        count(|| outside(|| drop(std::hint::black_box(vec![1u8; 10])))),
+        count(|| outside(|| drop(std::hint::black_box(vec![1u8; 10])))).allocs,
         0
     );
     for mode in [
@@ -221,18 +113,18 @@ fn a_handshake_step_allocates_nothing_in_the_engine() {
         );
         let at = passive();
         let mut allocs = 0;
-        allocs += count(|| client.step(&[], &at).unwrap());
+        allocs += count(|| client.step(&[], &at).unwrap()).allocs;
         let mut to_server = crec.next().output;
         let mut steps = 1;
         let (mut c_done, mut s_done) = (false, false);
         for _ in 0..8 {
             if !s_done && !to_server.is_empty() {
-                allocs += count(|| server.step(&to_server, &at).unwrap());
+                allocs += count(|| server.step(&to_server, &at).unwrap()).allocs;
                 steps += 1;
                 let r = srec.next();
                 s_done = r.outcome == Outcome::Established;
                 if !c_done && !r.output.is_empty() {
-                    allocs += count(|| client.step(&r.output, &at).unwrap());
+                    allocs += count(|| client.step(&r.output, &at).unwrap()).allocs;
                     steps += 1;
                     let c = crec.next();
                     c_done = c.outcome == Outcome::Established;
@@ -255,12 +147,12 @@ fn a_handshake_step_allocates_nothing_in_the_engine() {
         let data: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
         let mut wire = vec![0u8; client.sealed_len(data.len()).unwrap()];
         let mut n = 0;
-        let mut record_allocs = count(|| n = client.encrypt(&data, &mut wire, &at).unwrap());
-        record_allocs += count(|| server.decrypt(&wire[..n], &at).unwrap());
+        let mut record_allocs = count(|| n = client.encrypt(&data, &mut wire, &at).unwrap()).allocs;
+        record_allocs += count(|| server.decrypt(&wire[..n], &at).unwrap()).allocs;
         assert!(srec.next_record().data == data, "{mode:?}: decrypted");
-        record_allocs += count(|| server.shutdown(&at).unwrap());
+        record_allocs += count(|| server.shutdown(&at).unwrap()).allocs;
         let close = srec.next_record();
-        record_allocs += count(|| client.decrypt(&close.output, &at).unwrap());
+        record_allocs += count(|| client.decrypt(&close.output, &at).unwrap()).allocs;
         assert_eq!(
             crec.next_record().outcome,
             ksspi::engine::RecordOutcome::PeerClosed

@@ -8,7 +8,11 @@
 
 mod backend;
 #[cfg(not(windows))]
+mod bench;
+#[cfg(not(windows))]
 mod model;
+#[cfg(not(windows))]
+mod plot;
 mod relay;
 #[cfg(windows)]
 mod windows;
@@ -24,6 +28,11 @@ use model::Model;
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// Counts live heap bytes, for `bench`'s memory per session.
+#[cfg(not(windows))]
+#[global_allocator]
+static ALLOCATOR: bench::Counting = bench::Counting;
 
 #[derive(Parser)]
 #[command(
@@ -70,6 +79,22 @@ enum Command {
         #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint)]
         cert_thumbprint: Option<[u8; 20]>,
         /// One JSON object on stdout at the end.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks over the model: handshakes, continuations and records
+    /// against plain rustls, scale and memory per session (model only).
+    Bench {
+        /// A few iterations of everything (a smoke run).
+        #[arg(long)]
+        quick: bool,
+        /// Concurrencies of the scale run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,256,4096,10000")]
+        scale: Vec<u32>,
+        /// Draw the scale figures to this PNG.
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
+        /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -275,6 +300,62 @@ fn open_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure>
         ));
     }
     Ok(Box::new(windows::WinDriver::open()?))
+}
+
+#[cfg(not(windows))]
+fn run_bench(
+    quick: bool,
+    scale: &[u32],
+    plot: Option<&std::path::Path>,
+    json: bool,
+) -> Result<(), Failure> {
+    if scale.contains(&0) {
+        return Err(Failure("--scale takes concurrencies of at least 1".into()));
+    }
+    let plan = bench::Plan {
+        quick,
+        scale: scale.to_vec(),
+        plot: plot.map(|p| p.to_path_buf()),
+    };
+    let bar = (!json).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} bench: {msg} [{elapsed}]")
+                .expect("a valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+    let progress = |what: &str| {
+        if let Some(bar) = &bar {
+            bar.set_message(what.to_string());
+        }
+    };
+    let report = bench::run(&plan, &progress);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = report?;
+    if json {
+        println!("{}", serde_json::to_string(&report).expect("serialisable"));
+    } else {
+        bench::print(&report);
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn run_bench(
+    _quick: bool,
+    _scale: &[u32],
+    _plot: Option<&std::path::Path>,
+    _json: bool,
+) -> Result<(), Failure> {
+    Err(Failure(
+        "bench measures the stack over the model against plain rustls; on Windows the \
+         driver's own figures come from `ksspictl selftest`"
+            .into(),
+    ))
 }
 
 /// What `connect` sends and waits for after the handshake.
@@ -1040,6 +1121,12 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Info { json } => info(*json),
         Command::Selftest(args) => selftest(args),
+        Command::Bench {
+            quick,
+            scale,
+            plot,
+            json,
+        } => run_bench(*quick, scale, plot.as_deref(), *json),
         Command::Stress {
             duration,
             concurrency,

@@ -1,0 +1,880 @@
+//! `ksspictl bench`: the stack's cost against its limit, measured side by
+//! side in one run on the same certificates (a CA and an ECDSA P-256
+//! "localhost" leaf from the model's test PKI), the same provider (rustls
+//! 0.23 over ring) and the same TLS versions:
+//!
+//! - handshakes per second: plain rustls (unbuffered API, tokens in memory:
+//!   the baseline), the engine's sessions over the model, the device's IOCTL
+//!   path (OPEN, STEPs, CLOSE per session) and the in-driver self-test; on
+//!   one thread and on every core;
+//! - the async machinery alone: continuations per second over a provider
+//!   whose calls do no cryptography, per completion mode;
+//! - record-layer throughput against rustls alone, 1 KiB and 64 KiB messages;
+//! - scale: the self-test at growing concurrency (throughput, p50 / p99),
+//!   memory per session at rest, and a PNG plot of both.
+//!
+//! Model only: on Windows the driver's own figures come from `selftest`.
+
+use crate::backend::Driver;
+use crate::model::Model;
+use crate::plot::{scale_png, ScalePoint};
+use crate::Failure;
+use ksspi::engine::{
+    acquire_credentials, CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome, RecordReport,
+    Role, Session, SessionEvents, SessionSetup, StepReport,
+};
+use ksspi::handle::Credentials;
+use ksspi::sys::{SP_PROT_TLS1_2, SP_PROT_TLS1_3};
+use ksspi::{Irql, Passive};
+use ksspi_abi::*;
+use ksspi_sim::baseline::{Baseline, Version};
+use ksspi_sim::certs::TestPki;
+use ksspi_sim::null::{continuations, NullMode};
+use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimPlatform, SimProvider};
+use serde::Serialize;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Live heap bytes, for memory per session (the harness's global allocator).
+pub struct Counting;
+
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: forwarded as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: forwarded as is.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as i64 - layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: forwarded as is.
+        unsafe { System.realloc(ptr, layout, new) }
+    }
+}
+
+fn live() -> i64 {
+    LIVE.load(Ordering::SeqCst)
+}
+
+/// What to run.
+pub struct Plan {
+    /// A few iterations of everything (the CI smoke run).
+    pub quick: bool,
+    /// Concurrencies of the scale run.
+    pub scale: Vec<u32>,
+    /// Where the plot goes (`None`: no plot).
+    pub plot: Option<std::path::PathBuf>,
+}
+
+fn passive() -> Passive {
+    Passive::check(Irql::PASSIVE).expect("the harness runs at PASSIVE")
+}
+
+/// One session's reports, a slot at a time (one request in flight).
+#[derive(Default)]
+struct Waiter {
+    state: Mutex<Slot>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct Slot {
+    ready: bool,
+    outcome: Option<Outcome>,
+    record: Option<RecordOutcome>,
+    output: Vec<u8>,
+    data: Vec<u8>,
+    closed: bool,
+}
+
+impl SessionEvents for Waiter {
+    fn step_done(&self, report: &StepReport<'_>) {
+        let mut s = self.state.lock().unwrap();
+        s.outcome = Some(report.outcome);
+        s.output.clear();
+        s.output.extend_from_slice(report.output);
+    }
+    fn record_done(&self, report: &RecordReport<'_>) {
+        let mut s = self.state.lock().unwrap();
+        s.record = Some(report.outcome);
+        s.output.clear();
+        s.output.extend_from_slice(report.output);
+        s.data.clear();
+        s.data.extend_from_slice(report.data);
+    }
+    fn step_ready(&self) {
+        self.state.lock().unwrap().ready = true;
+        self.cv.notify_all();
+    }
+    fn closed(&self) {
+        self.state.lock().unwrap().closed = true;
+        self.cv.notify_all();
+    }
+}
+
+impl Waiter {
+    /// Wait for the report and take it: (outcome, output into `out`).
+    fn take(&self, out: &mut Vec<u8>) -> Option<Outcome> {
+        let mut s = self.state.lock().unwrap();
+        while !s.ready {
+            s = self.cv.wait(s).unwrap();
+        }
+        s.ready = false;
+        out.clear();
+        out.extend_from_slice(&s.output);
+        s.outcome.take()
+    }
+
+    fn take_record(&self, data: &mut Vec<u8>) -> Option<RecordOutcome> {
+        let mut s = self.state.lock().unwrap();
+        while !s.ready {
+            s = self.cv.wait(s).unwrap();
+        }
+        s.ready = false;
+        std::mem::swap(data, &mut s.data);
+        s.record.take()
+    }
+
+    fn wait_closed(&self) {
+        let mut s = self.state.lock().unwrap();
+        while !s.closed {
+            s = self.cv.wait(s).unwrap();
+        }
+    }
+}
+
+/// The model with the test PKI and credentials for both sides, acquired once.
+struct EngineWorld {
+    sim: SimProvider,
+    server: Arc<Credentials<SimProvider>>,
+    client: Arc<Credentials<SimProvider>>,
+}
+
+fn acquire(
+    sim: &SimProvider,
+    spec: &CredentialSpec,
+) -> Result<Arc<Credentials<SimProvider>>, Failure> {
+    let slot = Arc::new((Mutex::new(None), Condvar::new()));
+    let s2 = slot.clone();
+    acquire_credentials(
+        sim.clone(),
+        SimPlatform::new(sim),
+        spec,
+        Arc::default(),
+        Box::new(move |r| {
+            *s2.0.lock().unwrap() = Some(r);
+            s2.1.notify_all();
+        }),
+        &passive(),
+    )
+    .map_err(|e| Failure(format!("acquiring credentials: {e}")))?;
+    let mut g = slot.0.lock().unwrap();
+    while g.is_none() {
+        g = slot.1.wait(g).unwrap();
+    }
+    g.take()
+        .unwrap()
+        .map_err(|e| Failure(format!("acquiring credentials: {e}")))
+}
+
+fn disabled(version: Version) -> u32 {
+    match version {
+        Version::Tls12 => SP_PROT_TLS1_3,
+        Version::Tls13 => SP_PROT_TLS1_2,
+    }
+}
+
+impl EngineWorld {
+    fn new(completion: Completion, version: Version) -> Result<EngineWorld, Failure> {
+        let (store, thumb) = TestPki::new("ksspi bench CA").store(&["localhost"]);
+        let sim = SimProvider::new(
+            SimConfig {
+                completion: CompletionPolicy::Always(completion),
+                callback_irql: CallbackIrql::Passive,
+                ..SimConfig::default()
+            },
+            Arc::new(store),
+        );
+        let server = acquire(
+            &sim,
+            &CredentialSpec::Server {
+                thumbprint: thumb,
+                store: "MY".into(),
+                machine: true,
+                disabled_protocols: disabled(version),
+            },
+        )?;
+        let client = acquire(
+            &sim,
+            &CredentialSpec::Client {
+                disabled_protocols: disabled(version),
+                manual_validation: false,
+            },
+        )?;
+        Ok(EngineWorld {
+            sim,
+            server,
+            client,
+        })
+    }
+
+    fn session(
+        &self,
+        server: bool,
+        events: Arc<Waiter>,
+    ) -> Result<Session<SimProvider, SimPlatform>, Failure> {
+        let (role, credentials) = if server {
+            (Role::Server, self.server.clone())
+        } else {
+            (
+                Role::Client {
+                    target: Some("localhost".into()),
+                },
+                self.client.clone(),
+            )
+        };
+        Session::new(
+            self.sim.clone(),
+            SimPlatform::new(&self.sim),
+            SessionSetup {
+                role,
+                credentials,
+                limits: Limits::default(),
+                events,
+            },
+            Arc::new(EngineStats::default()),
+            &passive(),
+        )
+        .map_err(|e| Failure(format!("a session: {e}")))
+    }
+
+    /// An established pair (and its waiters); tokens passed in memory.
+    fn pair(&self) -> Result<EnginePair, Failure> {
+        let at = passive();
+        let (sw, cw) = (Arc::new(Waiter::default()), Arc::new(Waiter::default()));
+        let server = self.session(true, sw.clone())?;
+        let client = self.session(false, cw.clone())?;
+        let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
+        client
+            .step(&[], &at)
+            .map_err(|e| Failure(format!("{e:?}")))?;
+        let mut c = cw.take(&mut to_server);
+        let mut s = None;
+        for _ in 0..8 {
+            if s != Some(Outcome::Established) && !to_server.is_empty() {
+                server
+                    .step(&to_server, &at)
+                    .map_err(|e| Failure(format!("{e:?}")))?;
+                s = sw.take(&mut to_client);
+            }
+            if c != Some(Outcome::Established) && !to_client.is_empty() {
+                client
+                    .step(&to_client, &at)
+                    .map_err(|e| Failure(format!("{e:?}")))?;
+                c = cw.take(&mut to_server);
+            } else {
+                to_server.clear();
+            }
+            if c == Some(Outcome::Established) && s == Some(Outcome::Established) {
+                return Ok(EnginePair {
+                    server,
+                    client,
+                    sw,
+                    cw,
+                });
+            }
+        }
+        Err(Failure(format!("an engine handshake ended {c:?} / {s:?}")))
+    }
+
+    /// `n` handshakes back to back on this thread.
+    fn handshakes(&self, n: usize) -> Result<Duration, Failure> {
+        let start = Instant::now();
+        for _ in 0..n {
+            self.pair()?.close();
+        }
+        Ok(start.elapsed())
+    }
+}
+
+struct EnginePair {
+    server: Session<SimProvider, SimPlatform>,
+    client: Session<SimProvider, SimPlatform>,
+    sw: Arc<Waiter>,
+    cw: Arc<Waiter>,
+}
+
+impl EnginePair {
+    fn close(self) {
+        self.server.close();
+        self.client.close();
+        self.sw.wait_closed();
+        self.cw.wait_closed();
+    }
+
+    /// `msg` client to server `n` times through encrypt and decrypt.
+    fn records(&self, msg: &[u8], n: usize) -> Result<Duration, Failure> {
+        let at = passive();
+        let need = self.client.sealed_len(msg.len()).unwrap_or(0);
+        let mut wire = vec![0u8; need];
+        let mut data = Vec::with_capacity(msg.len());
+        let start = Instant::now();
+        for _ in 0..n {
+            let w = self
+                .client
+                .encrypt(msg, &mut wire, &at)
+                .map_err(|e| Failure(format!("encrypt: {e:?}")))?;
+            // Within the 64 KiB a session buffers, in whole records.
+            let mut fed = 0;
+            let mut got = 0;
+            while fed < w {
+                let end = (fed + 48 * 1024).min(w);
+                self.server
+                    .decrypt(&wire[fed..end], &at)
+                    .map_err(|e| Failure(format!("decrypt: {e:?}")))?;
+                match self.sw.take_record(&mut data) {
+                    Some(RecordOutcome::Data { .. }) => got += data.len(),
+                    other => return Err(Failure(format!("decrypt ended {other:?}"))),
+                }
+                fed = end;
+            }
+            if got != msg.len() {
+                return Err(Failure(format!(
+                    "{got} of {} bytes came through",
+                    msg.len()
+                )));
+            }
+        }
+        Ok(start.elapsed())
+    }
+}
+
+/// Handshakes through the device's IOCTL path in-process: OPEN both sides
+/// (credentials acquired per session, as the driver does), STEPs, CLOSE.
+fn ioctl_handshakes(model: &Model, n: usize, protocols: u32) -> Result<Duration, Failure> {
+    let open = |role: ksspi_abi::Role, target: &[u8]| -> Result<SessionId, Failure> {
+        let mut store = [0u8; 16];
+        store[..2].copy_from_slice(b"MY");
+        let req = OpenRequest {
+            role,
+            manual_validation: false,
+            protocols,
+            thumbprint: model.thumbprint,
+            store,
+            target,
+        };
+        let reply = call(model, IOCTL_KSSPI_OPEN, &enc(&req), 64)?;
+        let r = decode::<OpenReply>(&reply).map_err(|e| Failure(format!("{e:?}")))?;
+        if r.status < 0 {
+            return Err(Failure(format!("OPEN: {}", ksspi::SecStatus(r.status))));
+        }
+        Ok(r.session)
+    };
+    let step = |session, input: &[u8]| -> Result<(StepOutcome, Vec<u8>), Failure> {
+        let reply = call(
+            model,
+            IOCTL_KSSPI_STEP,
+            &enc(&StepRequest { session, input }),
+            step_reply_capacity(64 * 1024),
+        )?;
+        let r = decode::<StepReply>(&reply).map_err(|e| Failure(format!("{e:?}")))?;
+        Ok((r.outcome, r.output.to_vec()))
+    };
+    let start = Instant::now();
+    for _ in 0..n {
+        let server = open(ksspi_abi::Role::Server, b"")?;
+        let client = open(ksspi_abi::Role::Client, b"localhost")?;
+        let (mut c, mut to_server) = step(client, &[])?;
+        let mut s = StepOutcome::NeedInput;
+        for _ in 0..8 {
+            if s != StepOutcome::Established && !to_server.is_empty() {
+                let (o, to_client) = step(server, &to_server)?;
+                s = o;
+                to_server.clear();
+                if c != StepOutcome::Established && !to_client.is_empty() {
+                    (c, to_server) = step(client, &to_client)?;
+                }
+            }
+        }
+        if (c, s) != (StepOutcome::Established, StepOutcome::Established) {
+            return Err(Failure(format!("an IOCTL handshake ended {c:?} / {s:?}")));
+        }
+        for session in [server, client] {
+            call(
+                model,
+                IOCTL_KSSPI_CLOSE,
+                &enc(&CloseRequest { session }),
+                64,
+            )?;
+        }
+    }
+    Ok(start.elapsed())
+}
+
+fn enc<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
+    let mut buf = vec![0u8; 512 + m.data().len()];
+    let n = encode(m, &mut buf).expect("a request encodes");
+    buf.truncate(n);
+    buf
+}
+
+fn call(model: &Model, code: u32, input: &[u8], capacity: usize) -> Result<Vec<u8>, Failure> {
+    let (status, reply) = model.call(code, input, capacity)?;
+    if status != 0 {
+        return Err(Failure(format!(
+            "IOCTL {code:#x}: NTSTATUS {:#010x}",
+            status as u32
+        )));
+    }
+    Ok(reply)
+}
+
+/// Unload the model; anything left behind fails the bench.
+fn finish(m: Model) -> Result<(), Failure> {
+    match Box::new(m).finish() {
+        0 => Ok(()),
+        n => Err(Failure(format!("{n} objects leaked at unload"))),
+    }
+}
+
+/// The in-driver self-test: `count` handshakes at `concurrency`.
+fn selftest(
+    model: &Model,
+    count: u32,
+    concurrency: u32,
+    protocols: u32,
+) -> Result<SelftestReply, Failure> {
+    let req = SelftestRequest {
+        count,
+        concurrency,
+        protocols,
+        thumbprint: model.thumbprint,
+        ..SelftestRequest::default()
+    };
+    let reply = call(model, IOCTL_KSSPI_SELFTEST, &enc(&req), 512)?;
+    let r = decode::<SelftestReply>(&reply).map_err(|e| Failure(format!("{e:?}")))?;
+    if r.handshakes_failed > 0 {
+        return Err(Failure(format!(
+            "{} self-test handshakes failed",
+            r.handshakes_failed
+        )));
+    }
+    Ok(r)
+}
+
+/// Run `f` on `threads` threads at once; the slowest thread's time.
+fn on_threads(
+    threads: usize,
+    f: impl Fn() -> Result<Duration, Failure> + Sync,
+) -> Result<Duration, Failure> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(&f)).collect();
+        let mut worst = Duration::ZERO;
+        for h in handles {
+            worst = worst.max(
+                h.join()
+                    .map_err(|_| Failure("a bench thread panicked".into()))??,
+            );
+        }
+        Ok(worst)
+    })
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    round1(n as f64 / d.as_secs_f64().max(1e-9))
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[derive(Serialize)]
+struct HandshakeRow {
+    tls: &'static str,
+    threads: usize,
+    rustls_per_second: f64,
+    engine_sync_per_second: f64,
+    engine_async_per_second: f64,
+    ioctl_per_second: f64,
+    selftest_per_second: f64,
+    engine_sync_ratio: f64,
+    engine_async_ratio: f64,
+    ioctl_ratio: f64,
+    selftest_ratio: f64,
+}
+
+#[derive(Serialize)]
+struct ContinuationRow {
+    mode: &'static str,
+    per_second: f64,
+    ns_per_continuation: f64,
+}
+
+#[derive(Serialize)]
+struct RecordRow {
+    tls: &'static str,
+    message_bytes: usize,
+    rustls_mib_per_second: f64,
+    engine_mib_per_second: f64,
+    ratio: f64,
+}
+
+#[derive(Serialize)]
+struct ScaleRow {
+    concurrency: u32,
+    handshakes: u32,
+    handshakes_per_second: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+#[derive(Serialize)]
+struct MemoryRow {
+    engine_session_bytes: u64,
+    device_entry_bytes: u64,
+    provider_async_context_bytes: u64,
+    provider_established_bytes: u64,
+}
+
+/// Everything one run measured.
+#[derive(Serialize)]
+pub struct Report {
+    machine: String,
+    handshakes: Vec<HandshakeRow>,
+    continuations: Vec<ContinuationRow>,
+    records: Vec<RecordRow>,
+    scale: Vec<ScaleRow>,
+    memory: MemoryRow,
+    plot: Option<String>,
+}
+
+fn tls_name(v: Version) -> &'static str {
+    match v {
+        Version::Tls12 => "1.2",
+        Version::Tls13 => "1.3",
+    }
+}
+
+fn proto_bits(v: Version) -> u32 {
+    match v {
+        Version::Tls12 => proto::TLS12,
+        Version::Tls13 => proto::TLS13,
+    }
+}
+
+fn model(tickets: usize) -> Model {
+    Model::new(SimConfig {
+        completion: CompletionPolicy::Always(Completion::Async),
+        callback_irql: CallbackIrql::Passive,
+        tls13_tickets: tickets,
+        ..SimConfig::default()
+    })
+}
+
+fn handshake_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<HandshakeRow>, Failure> {
+    let n = if plan.quick { 4 } else { 400 };
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let mut rows = Vec::new();
+    for version in [Version::Tls12, Version::Tls13] {
+        for threads in [1, cores] {
+            if threads == cores && cores == 1 && !rows.is_empty() {
+                continue;
+            }
+            progress(&format!(
+                "handshakes, TLS {}, {threads} thread(s)",
+                tls_name(version)
+            ));
+            let base = Baseline::new(version, 0);
+            // Warm up every path once (lazy statics, first allocations).
+            base.handshakes(2);
+            let rustls = on_threads(threads, || Ok(base.handshakes(n)))?;
+            let sync_world = EngineWorld::new(Completion::Sync, version)?;
+            sync_world.handshakes(2)?;
+            let sync = on_threads(threads, || sync_world.handshakes(n))?;
+            let async_world = EngineWorld::new(Completion::Async, version)?;
+            async_world.handshakes(2)?;
+            let asynchronous = on_threads(threads, || async_world.handshakes(n))?;
+            let m = model(0);
+            ioctl_handshakes(&m, 2, proto_bits(version))?;
+            let ioctl = on_threads(threads, || ioctl_handshakes(&m, n, proto_bits(version)))?;
+            let total = (n * threads) as u32;
+            let st = selftest(&m, total, threads as u32, proto_bits(version))?;
+            let selftest_rate = round1(total as f64 * 1e6 / st.elapsed_us.max(1) as f64);
+            finish(m)?;
+            let r = rate(n * threads, rustls);
+            rows.push(HandshakeRow {
+                tls: tls_name(version),
+                threads,
+                rustls_per_second: r,
+                engine_sync_per_second: rate(n * threads, sync),
+                engine_async_per_second: rate(n * threads, asynchronous),
+                ioctl_per_second: rate(n * threads, ioctl),
+                selftest_per_second: selftest_rate,
+                engine_sync_ratio: round3(rate(n * threads, sync) / r),
+                engine_async_ratio: round3(rate(n * threads, asynchronous) / r),
+                ioctl_ratio: round3(rate(n * threads, ioctl) / r),
+                selftest_ratio: round3(selftest_rate / r),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+fn continuation_rows(plan: &Plan) -> Vec<ContinuationRow> {
+    let calls = if plan.quick { 1_000 } else { 1_000_000 };
+    [
+        ("sync (no callback)", NullMode::Sync),
+        ("inline callback", NullMode::Inline),
+        ("async (completion thread)", NullMode::Async),
+    ]
+    .into_iter()
+    .map(|(name, mode)| {
+        continuations(mode, calls / 10); // warm-up
+        let run = continuations(mode, calls);
+        ContinuationRow {
+            mode: name,
+            per_second: round1(run.per_second()),
+            ns_per_continuation: round1(run.elapsed.as_nanos() as f64 / run.calls.max(1) as f64),
+        }
+    })
+    .collect()
+}
+
+fn record_rows(plan: &Plan) -> Result<Vec<RecordRow>, Failure> {
+    let mut rows = Vec::new();
+    for version in [Version::Tls12, Version::Tls13] {
+        let world = EngineWorld::new(Completion::Sync, version)?;
+        let pair = world.pair()?;
+        let base = Baseline::new(version, 0);
+        let mut established = base.handshake();
+        for size in [1024usize, 64 * 1024] {
+            let msg: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let n = if plan.quick {
+                4
+            } else if size == 1024 {
+                20_000
+            } else {
+                1_000
+            };
+            established.records(&msg, n / 10);
+            pair.records(&msg, n / 10)?;
+            let rustls = established.records(&msg, n);
+            let engine = pair.records(&msg, n)?;
+            let mib =
+                |d: Duration| round1((size * n) as f64 / d.as_secs_f64().max(1e-9) / 1048576.0);
+            rows.push(RecordRow {
+                tls: tls_name(version),
+                message_bytes: size,
+                rustls_mib_per_second: mib(rustls),
+                engine_mib_per_second: mib(engine),
+                ratio: round3(rustls.as_secs_f64() / engine.as_secs_f64().max(1e-9)),
+            });
+        }
+        pair.close();
+    }
+    Ok(rows)
+}
+
+fn scale_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<ScaleRow>, Failure> {
+    let mut rows = Vec::new();
+    for &c in &plan.scale {
+        progress(&format!("scale: {c} sessions at once"));
+        let count = if plan.quick {
+            c.max(4)
+        } else {
+            (2 * c).max(400)
+        };
+        let m = model(0);
+        let st = selftest(&m, count, c, proto::TLS13)?;
+        finish(m)?;
+        rows.push(ScaleRow {
+            concurrency: c,
+            handshakes: count,
+            handshakes_per_second: round1(count as f64 * 1e6 / st.elapsed_us.max(1) as f64),
+            p50_us: st.latency_p50_us,
+            p99_us: st.latency_p99_us,
+        });
+    }
+    Ok(rows)
+}
+
+/// Memory at rest: `k` idle engine sessions (their async contexts measured
+/// apart, as the provider's), the device's per-session reply buffer, and the
+/// model's state for an established context.
+fn memory() -> Result<MemoryRow, Failure> {
+    let k = 200;
+    let world = EngineWorld::new(Completion::Sync, Version::Tls13)?;
+    let at = passive();
+    let _ = at;
+    // The provider's async contexts alone.
+    let before = live();
+    let ctxs: Vec<_> = (0..k)
+        .map(|_| ksspi::SspiProvider::create_async_context(&world.sim))
+        .collect();
+    let per_ctx = (live() - before) / k as i64;
+    for c in ctxs.into_iter().flatten() {
+        // SAFETY: created just above, never used.
+        unsafe { ksspi::SspiProvider::free_async_context(&world.sim, c) };
+    }
+    // Idle sessions: engine state plus one async context each.
+    let waiters: Vec<Arc<Waiter>> = (0..k).map(|_| Arc::new(Waiter::default())).collect();
+    let before = live();
+    let sessions: Vec<_> = waiters
+        .iter()
+        .map(|w| world.session(true, w.clone()))
+        .collect::<Result<_, _>>()?;
+    let per_session = (live() - before) / k as i64 - per_ctx;
+    for s in &sessions {
+        s.close();
+    }
+    for w in &waiters {
+        w.wait_closed();
+    }
+    drop(sessions);
+    // An established pair: what the model holds for its two contexts.
+    let before = live();
+    let pairs: Vec<EnginePair> = (0..20).map(|_| world.pair()).collect::<Result<_, _>>()?;
+    let per_pair = (live() - before) / 20;
+    for p in pairs {
+        p.close();
+    }
+    let engine_pair = 2 * (per_session + per_ctx);
+    Ok(MemoryRow {
+        engine_session_bytes: per_session.max(0) as u64,
+        device_entry_bytes: ksspi_driver::device::reply_capacity(&Limits::default()) as u64,
+        provider_async_context_bytes: per_ctx.max(0) as u64,
+        provider_established_bytes: ((per_pair - engine_pair).max(0) / 2) as u64,
+    })
+}
+
+/// Run the benchmarks.
+pub fn run(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Report, Failure> {
+    progress("continuations over the null provider");
+    let continuations = continuation_rows(plan);
+    let handshakes = handshake_rows(plan, progress)?;
+    progress("record layer");
+    let records = record_rows(plan)?;
+    progress("memory per session");
+    let memory = memory()?;
+    let scale = scale_rows(plan, progress)?;
+    let plot = match &plan.plot {
+        Some(path) => {
+            let per_session = memory.engine_session_bytes
+                + memory.device_entry_bytes
+                + memory.provider_async_context_bytes;
+            let points: Vec<ScalePoint> = scale
+                .iter()
+                .map(|r| ScalePoint {
+                    concurrency: r.concurrency,
+                    handshakes_per_second: r.handshakes_per_second,
+                    p50_us: r.p50_us,
+                    p99_us: r.p99_us,
+                    bytes_per_session: per_session,
+                })
+                .collect();
+            scale_png(path, "ksspi self-test over the model", &points).map_err(Failure)?;
+            Some(path.display().to_string())
+        }
+        None => None,
+    };
+    Ok(Report {
+        machine: machine(),
+        handshakes,
+        continuations,
+        records,
+        scale,
+        memory,
+        plot,
+    })
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    format!(
+        "{cpu}, {cores} cores, {} build",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    )
+}
+
+/// The report as tables.
+pub fn print(r: &Report) {
+    println!("ksspi bench on {}", r.machine);
+    println!("\nhandshakes per second (ratio to plain rustls, same certificate and provider)");
+    println!(
+        "  {:<5} {:>7} {:>9} {:>16} {:>16} {:>16} {:>16}",
+        "TLS", "threads", "rustls", "engine (sync)", "engine (async)", "IOCTL path", "self-test"
+    );
+    for h in &r.handshakes {
+        println!(
+            "  {:<5} {:>7} {:>9.1} {:>9.1} ({:.3}) {:>9.1} ({:.3}) {:>9.1} ({:.3}) {:>9.1} ({:.3})",
+            h.tls,
+            h.threads,
+            h.rustls_per_second,
+            h.engine_sync_per_second,
+            h.engine_sync_ratio,
+            h.engine_async_per_second,
+            h.engine_async_ratio,
+            h.ioctl_per_second,
+            h.ioctl_ratio,
+            h.selftest_per_second,
+            h.selftest_ratio
+        );
+    }
+    println!("\nasync machinery alone (a provider whose calls do no cryptography)");
+    for c in &r.continuations {
+        println!(
+            "  {:<26} {:>12.1} continuations/s  {:>8.1} ns each",
+            c.mode, c.per_second, c.ns_per_continuation
+        );
+    }
+    println!(
+        "\nrecord layer, client encrypt + server decrypt (ratio: engine speed / rustls speed)"
+    );
+    for x in &r.records {
+        println!(
+            "  TLS {:<4} {:>6} B messages: rustls {:>8.1} MiB/s, engine {:>8.1} MiB/s ({:.3})",
+            x.tls, x.message_bytes, x.rustls_mib_per_second, x.engine_mib_per_second, x.ratio
+        );
+    }
+    println!("\nscale: the self-test (TLS 1.3) at growing concurrency");
+    for s in &r.scale {
+        println!(
+            "  {:>6} at once: {:>6} handshakes, {:>8.1}/s, p50 {:>9} µs, p99 {:>9} µs",
+            s.concurrency, s.handshakes, s.handshakes_per_second, s.p50_us, s.p99_us
+        );
+    }
+    let m = &r.memory;
+    println!(
+        "\nmemory per session at rest: engine {} B, device {} B, provider (model) {} B for its async context, {} B once established",
+        m.engine_session_bytes, m.device_entry_bytes, m.provider_async_context_bytes, m.provider_established_bytes
+    );
+    if let Some(p) = &r.plot {
+        println!("plot: {p}");
+    }
+}
