@@ -19,6 +19,10 @@ cargo test --workspace 2>&1 | tee target/test-output.txt
 step "main job: ksspictl selftest over the model"
 cargo run -q -p ksspictl -- selftest --count 300 --concurrency 32 --completion mixed --callback-irql mixed
 
+step "benchmarks: a smoke run (a few iterations of each, no figures kept)"
+cargo run -q -p ksspictl -- bench --quick --scale 1,16 --json > target/bench-smoke.json
+grep -q '"handshakes"' target/bench-smoke.json
+
 step "loom: the issuer / callback / close races"
 RUSTFLAGS="--cfg loom" cargo test -q -p ksspi --release --test loom_sync --target-dir target/loom 2>&1 \
   | tee -a target/test-output.txt
