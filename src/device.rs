@@ -858,36 +858,40 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
     }
 
     fn decrypt(&self, file: FileId, input: &[u8], request: R, at: &Passive) {
-        let DecryptRequest(m) = match decode::<DecryptRequest>(input) {
-            Ok(m) => m,
-            Err(e) => return request.complete(e.ntstatus(), &[]),
-        };
-        let limits = &self.config.limits;
-        if request.output_capacity() < record_reply_capacity(limits.max_input, limits.max_output) {
-            return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
-        }
-        let Some(session) = self.pend_on(file, m.session, request) else {
-            return;
-        };
-        if let Err(e) = session.decrypt(m.bytes, at) {
-            self.unpend(file, m.session, record_refusal(e));
+        match decode::<DecryptRequest>(input) {
+            Ok(DecryptRequest(m)) => {
+                self.record_move(file, m.session, request, |s| s.decrypt(m.bytes, at))
+            }
+            Err(e) => request.complete(e.ntstatus(), &[]),
         }
     }
 
     fn shutdown(&self, file: FileId, input: &[u8], request: R, at: &Passive) {
-        let m = match decode::<ShutdownRequest>(input) {
-            Ok(m) => m,
-            Err(e) => return request.complete(e.ntstatus(), &[]),
-        };
+        match decode::<ShutdownRequest>(input) {
+            Ok(m) => self.record_move(file, m.session, request, |s| s.shutdown(at)),
+            Err(e) => request.complete(e.ntstatus(), &[]),
+        }
+    }
+
+    /// DECRYPT and SHUTDOWN: check the output buffer, pend the request on
+    /// the session, start the engine's move (`start`); a refusal completes
+    /// the request at once.
+    fn record_move(
+        &self,
+        file: FileId,
+        id: SessionId,
+        request: R,
+        start: impl FnOnce(&Session<P, K>) -> Result<(), RecordError>,
+    ) {
         let limits = &self.config.limits;
         if request.output_capacity() < record_reply_capacity(limits.max_input, limits.max_output) {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         }
-        let Some(session) = self.pend_on(file, m.session, request) else {
+        let Some(session) = self.pend_on(file, id, request) else {
             return;
         };
-        if let Err(e) = session.shutdown(at) {
-            self.unpend(file, m.session, record_refusal(e));
+        if let Err(e) = start(&session) {
+            self.unpend(file, id, record_refusal(e));
         }
     }
 

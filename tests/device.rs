@@ -761,35 +761,64 @@ fn cleanup_while_open_pends_cancels_it_and_leaves_nothing() {
 /// A handshake through STEP whose server output after the client finished
 /// (TLS 1.3 tickets) is kept for the client's first DECRYPT.
 fn establish(w: &World, file: FileId, server: SessionId, client: SessionId) -> Vec<u8> {
-    let (st, reply) = w.step(file, client, &[]);
-    assert_eq!(st, STATUS_SUCCESS);
-    let mut to_server = decode::<StepReply>(&reply).unwrap().output.to_vec();
+    try_establish(w, file, server, client)
+        .unwrap()
+        .expect("the handshake did not finish")
+}
+
+/// [`establish`], tolerating failure: `Ok(None)` if a request completed with
+/// an error status or the handshake failed, `Err` for a status that is
+/// neither success nor an error.
+fn try_establish(
+    w: &World,
+    file: FileId,
+    server: SessionId,
+    client: SessionId,
+) -> Result<Option<Vec<u8>>, String> {
+    let step = |session, input: &[u8]| -> Result<Option<(StepOutcome, Vec<u8>)>, String> {
+        let (st, reply) = w.step(file, session, input);
+        if !clean_status(st)? {
+            return Ok(None);
+        }
+        let r = decode::<StepReply>(&reply).unwrap();
+        Ok((r.outcome != StepOutcome::Failed).then(|| (r.outcome, r.output.to_vec())))
+    };
+    let Some((_, mut to_server)) = step(client, &[])? else {
+        return Ok(None);
+    };
     let mut to_client = Vec::new();
     let (mut c_done, mut s_done) = (false, false);
     for _ in 0..8 {
         if !s_done && !to_server.is_empty() {
-            let (st, reply) = w.step(file, server, &to_server);
-            assert_eq!(st, STATUS_SUCCESS);
-            let r = decode::<StepReply>(&reply).unwrap();
-            assert_ne!(r.outcome, StepOutcome::Failed);
-            s_done = r.outcome == StepOutcome::Established;
+            let Some((outcome, out)) = step(server, &to_server)? else {
+                return Ok(None);
+            };
+            s_done = outcome == StepOutcome::Established;
             to_server.clear();
-            to_client.extend_from_slice(r.output);
+            to_client.extend_from_slice(&out);
         }
         if !c_done && !to_client.is_empty() {
-            let (st, reply) = w.step(file, client, &to_client);
-            assert_eq!(st, STATUS_SUCCESS);
-            let r = decode::<StepReply>(&reply).unwrap();
-            assert_ne!(r.outcome, StepOutcome::Failed);
-            c_done = r.outcome == StepOutcome::Established;
+            let Some((outcome, out)) = step(client, &to_client)? else {
+                return Ok(None);
+            };
+            c_done = outcome == StepOutcome::Established;
             to_client.clear();
-            to_server.extend_from_slice(r.output);
+            to_server.extend_from_slice(&out);
         }
         if c_done && s_done && to_server.is_empty() {
-            return to_client;
+            return Ok(Some(to_client));
         }
     }
-    panic!("the handshake did not finish");
+    Ok(None)
+}
+
+/// Success (true), an error status (false), or anything else (`Err`).
+fn clean_status(st: NtStatus) -> Result<bool, String> {
+    match st {
+        STATUS_SUCCESS => Ok(true),
+        s if s < 0 => Ok(false),
+        s => Err(format!("non-error status {s:#x}")),
+    }
 }
 
 fn payload(n: usize, salt: u8) -> Vec<u8> {
@@ -1146,13 +1175,7 @@ fn a_low_resources_sweep_over_the_record_ioctls_ends_cleanly_every_time() {
 /// One pass of the record scenario; `Ok` if every status was clean (it
 /// stops at the first error, as a caller would).
 fn record_scenario(w: &World, file: FileId) -> Result<(), String> {
-    let clean = |st: NtStatus| -> Result<bool, String> {
-        match st {
-            STATUS_SUCCESS => Ok(true),
-            s if s < 0 => Ok(false),
-            s => Err(format!("non-error status {s:#x}")),
-        }
-    };
+    let clean = clean_status;
     let (st, server) = w.open(file, Role::Server, b"");
     if !clean(st)? || server.status < 0 {
         return Ok(());
@@ -1162,45 +1185,9 @@ fn record_scenario(w: &World, file: FileId) -> Result<(), String> {
         return Ok(());
     }
     let (s, c) = (server.session, client.session);
-    // The handshake, tolerating failure.
-    let (st, reply) = w.step(file, c, &[]);
-    if !clean(st)? {
+    let Some(mut to_client) = try_establish(w, file, s, c)? else {
         return Ok(());
-    }
-    let mut to_server = decode::<StepReply>(&reply).unwrap().output.to_vec();
-    let mut to_client = Vec::new();
-    let (mut c_done, mut s_done) = (false, false);
-    for _ in 0..8 {
-        if !s_done && !to_server.is_empty() {
-            let (st, reply) = w.step(file, s, &to_server);
-            if !clean(st)? {
-                return Ok(());
-            }
-            let r = decode::<StepReply>(&reply).unwrap();
-            if r.outcome == StepOutcome::Failed {
-                return Ok(());
-            }
-            s_done = r.outcome == StepOutcome::Established;
-            to_server.clear();
-            to_client.extend_from_slice(r.output);
-        }
-        if !c_done && !to_client.is_empty() {
-            let (st, reply) = w.step(file, c, &to_client);
-            if !clean(st)? {
-                return Ok(());
-            }
-            let r = decode::<StepReply>(&reply).unwrap();
-            if r.outcome == StepOutcome::Failed {
-                return Ok(());
-            }
-            c_done = r.outcome == StepOutcome::Established;
-            to_client.clear();
-            to_server.extend_from_slice(r.output);
-        }
-    }
-    if !(c_done && s_done) {
-        return Ok(());
-    }
+    };
     let (st, _) = w.call(
         file,
         IOCTL_KSSPI_QUERY,

@@ -308,49 +308,80 @@ fn connect_expect_stops_once_the_text_arrives() {
     assert!(err.contains("the expected text did not arrive"), "{err}");
 }
 
+/// `ksspictl serve --echo --once` on a free port: the child, its stdout's
+/// remaining lines, and the address it listens on.
+fn echo_server(cert: &PathBuf, key: &PathBuf) -> (ChildGuard, Lines, String) {
+    let mut serve = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_ksspictl"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--once", "--echo"])
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(serve.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first.strip_prefix("listening on ").unwrap().to_string();
+    (serve, lines, addr)
+}
+
+type Lines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// `openssl s_client -quiet -no_ign_eof` towards `addr`, trusting `ca`, with
+/// stdin, stdout and stderr piped.
+fn s_client(addr: &str, ca: &PathBuf, flags: &[&str]) -> ChildGuard {
+    ChildGuard(
+        Command::new("openssl")
+            .args(["s_client", "-connect", addr, "-servername", "localhost"])
+            .args(["-quiet", "-no_ign_eof", "-verify_return_error"])
+            .args(flags)
+            .arg("-CAfile")
+            .arg(ca)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start openssl s_client"),
+    )
+}
+
+/// Wait for a child to exit successfully; its stderr.
+fn exited_ok(child: &mut ChildGuard, what: &str) -> String {
+    let status = child.0.wait().unwrap();
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{what}: {err}");
+    err
+}
+
+/// The serve child's one-line summary of the connection, once it exited.
+fn serve_summary(serve: &mut ChildGuard, lines: Lines) -> String {
+    exited_ok(serve, "serve");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    rest.iter()
+        .find(|l| l.contains("received"))
+        .unwrap_or_else(|| panic!("{rest:?}"))
+        .clone()
+}
+
 #[test]
 fn serve_echo_returns_a_mebibyte_to_s_client_and_both_close_cleanly() {
     for (flag, tls) in [("-tls1_2", "1.2"), ("-tls1_3", "1.3")] {
         let dir = TempDir::new(&format!("ksspictl-echo{tls}"));
         let (ca, cert, key) = pki(&dir);
-        let mut serve = ChildGuard(
-            Command::new(env!("CARGO_BIN_EXE_ksspictl"))
-                .args(["serve", "--listen", "127.0.0.1:0", "--once", "--echo"])
-                .arg("--cert")
-                .arg(&cert)
-                .arg("--key")
-                .arg(&key)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let mut lines = BufReader::new(serve.0.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
-        let addr = first.strip_prefix("listening on ").unwrap().to_string();
-        let mut client = ChildGuard(
-            Command::new("openssl")
-                .args([
-                    "s_client",
-                    "-connect",
-                    &addr,
-                    "-servername",
-                    "localhost",
-                    flag,
-                    "-quiet",
-                    "-no_ign_eof",
-                    // Lines starting with K, Q or R are commands otherwise.
-                    "-nocommands",
-                    "-verify_return_error",
-                ])
-                .arg("-CAfile")
-                .arg(&ca)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start openssl s_client"),
-        );
+        let (mut serve, lines, addr) = echo_server(&cert, &key);
+        // Lines starting with K, Q or R are commands otherwise.
+        let mut client = s_client(&addr, &ca, &[flag, "-nocommands"]);
         let payload = lines_of_text(1 << 20);
         let mut stdin = client.0.stdin.take().unwrap();
         let mut stdout = client.0.stdout.take().unwrap();
@@ -374,31 +405,8 @@ fn serve_echo_returns_a_mebibyte_to_s_client_and_both_close_cleanly() {
         drop(stdin);
         assert_eq!(got.len(), payload.len(), "TLS {tls}: echoed bytes");
         assert!(got == payload, "TLS {tls}: the echo differs");
-        let status = client.0.wait().unwrap();
-        let mut client_err = String::new();
-        client
-            .0
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut client_err)
-            .unwrap();
-        assert!(status.success(), "s_client: {client_err}");
-        let served = serve.0.wait().unwrap();
-        let mut err = String::new();
-        serve
-            .0
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert!(served.success(), "serve: {err}");
-        let rest: Vec<String> = lines.map_while(Result::ok).collect();
-        let summary = rest
-            .iter()
-            .find(|l| l.contains("received"))
-            .unwrap_or_else(|| panic!("{rest:?}"));
+        exited_ok(&mut client, "s_client");
+        let summary = serve_summary(&mut serve, lines);
         assert!(
             summary.contains(&format!("received {} bytes", payload.len())),
             "{summary}"
@@ -418,42 +426,8 @@ fn serve_echo_returns_a_mebibyte_to_s_client_and_both_close_cleanly() {
 fn serve_echo_answers_a_key_update_from_s_client() {
     let dir = TempDir::new("ksspictl-keyupdate");
     let (ca, cert, key) = pki(&dir);
-    let mut serve = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_ksspictl"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--once", "--echo"])
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(serve.0.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first.strip_prefix("listening on ").unwrap().to_string();
-    let mut client = ChildGuard(
-        Command::new("openssl")
-            .args([
-                "s_client",
-                "-connect",
-                &addr,
-                "-servername",
-                "localhost",
-                "-tls1_3",
-                "-quiet",
-                "-no_ign_eof",
-                "-verify_return_error",
-            ])
-            .arg("-CAfile")
-            .arg(&ca)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start openssl s_client"),
-    );
+    let (mut serve, lines, addr) = echo_server(&cert, &key);
+    let mut client = s_client(&addr, &ca, &["-tls1_3"]);
     let mut stdin = client.0.stdin.take().unwrap();
     let mut echo = BufReader::new(client.0.stdout.take().unwrap());
     use std::io::Write;
@@ -471,32 +445,9 @@ fn serve_echo_answers_a_key_update_from_s_client() {
         assert_eq!(line, text);
     }
     drop(stdin);
-    let status = client.0.wait().unwrap();
-    let mut client_err = String::new();
-    client
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut client_err)
-        .unwrap();
-    assert!(status.success(), "s_client: {client_err}");
+    let client_err = exited_ok(&mut client, "s_client");
     assert!(client_err.contains("KEYUPDATE"), "{client_err}");
-    let served = serve.0.wait().unwrap();
-    let mut err = String::new();
-    serve
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(served.success(), "serve: {err}");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let summary = rest
-        .iter()
-        .find(|l| l.contains("received"))
-        .unwrap_or_else(|| panic!("{rest:?}"));
+    let summary = serve_summary(&mut serve, lines);
     assert!(
         !summary.contains(" 0 post-handshake"),
         "the KeyUpdate went through: {summary}"
