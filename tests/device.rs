@@ -696,14 +696,23 @@ fn a_selftest_with_an_unknown_certificate_reports_every_handshake_failed() {
     w.finish();
 }
 
-#[test]
-fn a_low_resources_sweep_over_a_selftest_ends_cleanly_every_time() {
-    let (store, thumb) = TestPki::new("sweep CA").store(&["localhost"]);
+/// Sweep a device scenario over every fault point of a fresh model (seeded
+/// mixed completions and IRQLs, `tickets` TLS 1.3 tickets): each run gets its
+/// own device, waits for its sessions to go, and must end cleanly with
+/// nothing left at unload. Returns the number of fault points.
+fn sweep_device(
+    name: &str,
+    seed: u64,
+    tickets: usize,
+    scenario: impl Fn(&World) -> Result<(), String>,
+) -> u64 {
+    let (store, thumb) = TestPki::new(name).store(&["localhost"]);
     let store = Arc::new(store);
     let config = SimConfig {
         completion: CompletionPolicy::Mixed,
         callback_irql: CallbackIrql::Mixed,
-        seed: 3,
+        tls13_tickets: tickets,
+        seed,
         ..SimConfig::default()
     };
     let report = ksspi_sim::sweep::sweep(&config, &store, |sim| {
@@ -713,13 +722,8 @@ fn a_low_resources_sweep_over_a_selftest_ends_cleanly_every_time() {
             dev,
             thumb,
         };
-        let (st, reply) = selftest(&w, 3, 2);
-        let verdict = match (st, reply) {
-            (STATUS_SUCCESS, Some(r)) if r.handshakes_ok + r.handshakes_failed == 3 => Ok(()),
-            (STATUS_SUCCESS, r) => Err(format!("counts do not add up: {r:?}")),
-            (other, _) if other < 0 => Ok(()), // a clean error status
-            (other, _) => Err(format!("non-error status {other:#x}")),
-        };
+        let verdict = scenario(&w);
+        w.dev.unload();
         for _ in 0..2000 {
             if w.dev.sessions_alive() == 0 {
                 break;
@@ -730,11 +734,25 @@ fn a_low_resources_sweep_over_a_selftest_ends_cleanly_every_time() {
         verdict
     });
     println!(
-        "self-test sweep: {} fault points, {} runs",
+        "{name}: {} fault points, {} runs",
         report.points, report.runs
     );
-    assert!(report.points > 30, "{}", report.points);
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    report.points
+}
+
+#[test]
+fn a_low_resources_sweep_over_a_selftest_ends_cleanly_every_time() {
+    let points = sweep_device("self-test sweep", 3, 0, |w| {
+        let (st, reply) = selftest(w, 3, 2);
+        match (st, reply) {
+            (STATUS_SUCCESS, Some(r)) if r.handshakes_ok + r.handshakes_failed == 3 => Ok(()),
+            (STATUS_SUCCESS, r) => Err(format!("counts do not add up: {r:?}")),
+            (other, _) if other < 0 => Ok(()), // a clean error status
+            (other, _) => Err(format!("non-error status {other:#x}")),
+        }
+    });
+    assert!(points > 30, "{points}");
 }
 
 #[test]
@@ -1136,40 +1154,11 @@ fn the_selftest_exchanges_and_checks_bytes_both_ways_after_each_handshake() {
 /// successful reply counts as clean), and nothing is left at unload.
 #[test]
 fn a_low_resources_sweep_over_the_record_ioctls_ends_cleanly_every_time() {
-    let (store, thumb) = TestPki::new("record sweep CA").store(&["localhost"]);
-    let store = Arc::new(store);
-    let config = SimConfig {
-        completion: CompletionPolicy::Mixed,
-        callback_irql: CallbackIrql::Mixed,
-        tls13_tickets: 1,
-        seed: 4,
-        ..SimConfig::default()
-    };
-    let report = ksspi_sim::sweep::sweep(&config, &store, |sim| {
-        let dev: Dev = Device::new(sim.clone(), SimPlatform::new(sim), DeviceConfig::default());
-        let w = World {
-            sim: sim.clone(),
-            dev,
-            thumb,
-        };
+    let points = sweep_device("record sweep", 4, 1, |w| {
         let file = w.dev.open_file();
-        let verdict = record_scenario(&w, file);
-        w.dev.cleanup(file);
-        for _ in 0..2000 {
-            if w.dev.sessions_alive() == 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        sim.wait_idle();
-        verdict
+        record_scenario(w, file)
     });
-    println!(
-        "record sweep: {} fault points, {} runs",
-        report.points, report.runs
-    );
-    assert!(report.points >= 25, "{}", report.points);
-    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert!(points >= 25, "{points}");
 }
 
 /// One pass of the record scenario; `Ok` if every status was clean (it
