@@ -12,7 +12,7 @@ use ksspi::SecStatus;
 use ksspi_sim::certs::{CertStore, TestPki};
 use ksspi_sim::testing::{free_port, ChildGuard, TempDir};
 use ksspi_sim::{CallbackIrql, CompletionPolicy, SimConfig, SimProvider};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -20,18 +20,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::Peer;
 
-fn connect_when_ready(port: u16) -> TcpStream {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => return s,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
+/// Connect once s_server says it accepts (its "ACCEPT" line): probing the
+/// port before that can meet another listener, or a loopback self-connect.
+fn connect_when_accepting(server: &mut ChildGuard, port: u16) -> TcpStream {
+    let stdout = server.0.stdout.take().expect("s_server's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("ACCEPT") {
+                let _ = tx.send(());
             }
-            Err(e) => panic!("openssl s_server did not listen on {port}: {e}"),
         }
-    }
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("openssl s_server did not start accepting on {port}"));
+    TcpStream::connect(("127.0.0.1", port)).expect("connect to openssl s_server")
 }
 
 fn sim(store: Arc<CertStore>) -> SimProvider {
@@ -111,7 +114,7 @@ fn a_model_client_completes_handshakes_with_openssl_s_server() {
         let files = TempDir::new(&format!("ksspi-openssl-srv{flag}"));
         let (pki, _leaf, cert, key, _ca) = pki_files(&files);
         let port = free_port();
-        let _server = ChildGuard(
+        let mut server = ChildGuard(
             Command::new("openssl")
                 .args([
                     "s_server",
@@ -120,19 +123,18 @@ fn a_model_client_completes_handshakes_with_openssl_s_server() {
                     "-naccept",
                     "1",
                     flag,
-                    "-quiet",
                 ])
                 .arg("-cert")
                 .arg(&cert)
                 .arg("-key")
                 .arg(&key)
                 .stdin(Stdio::piped())
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start openssl s_server (is openssl installed?)"),
         );
-        let mut sock = connect_when_ready(port);
+        let mut sock = connect_when_accepting(&mut server, port);
         let store = Arc::new(CertStore::new());
         store.add_root_der(pki.ca_der()).unwrap();
         let sim = sim(store);
