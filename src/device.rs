@@ -523,18 +523,11 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 drop(table);
                 return request.complete(STATUS_INSUFFICIENT_RESOURCES, &[]);
             };
+            let id = SessionId::new(index as u32, table.slots[index].generation);
+            let Some((request, serial)) = self.pend(request, file, id) else {
+                return;
+            };
             let slot = &mut table.slots[index];
-            let id = SessionId::new(index as u32, slot.generation);
-            let serial = self.next_pend.fetch_add(1, Ordering::Relaxed);
-            let mut request = request;
-            if !request.pend(PendKey {
-                file,
-                session: id,
-                serial,
-            }) {
-                drop(table);
-                return request.complete(STATUS_CANCELLED, &[]);
-            }
             slot.entry = Some(Entry {
                 file,
                 phase: Phase::Opening,
@@ -690,6 +683,23 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         }
     }
 
+    /// Hand `request` to the glue as pended under a fresh key (under the
+    /// table lock); a request already cancelled is completed here with
+    /// `STATUS_CANCELLED` (callable at DISPATCH_LEVEL) and `None` returned.
+    fn pend(&self, mut request: R, file: FileId, session: SessionId) -> Option<(R, u64)> {
+        let serial = self.next_pend.fetch_add(1, Ordering::Relaxed);
+        if request.pend(PendKey {
+            file,
+            session,
+            serial,
+        }) {
+            Some((request, serial))
+        } else {
+            request.complete(STATUS_CANCELLED, &[]);
+            None
+        }
+    }
+
     /// Pend `request` on the open session `id` of `file` for an engine move;
     /// gives back the session, or completes the request and gives `None`.
     fn pend_on(&self, file: FileId, id: SessionId, request: R) -> Option<Arc<Session<P, K>>> {
@@ -708,17 +718,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             request.complete(STATUS_DEVICE_BUSY, &[]);
             return None;
         }
-        let serial = self.next_pend.fetch_add(1, Ordering::Relaxed);
-        let mut request = request;
-        if !request.pend(PendKey {
-            file,
-            session: id,
-            serial,
-        }) {
-            drop(table);
-            request.complete(STATUS_CANCELLED, &[]);
-            return None;
-        }
+        let (request, serial) = self.pend(request, file, id)?;
         entry.pending = Some(request);
         entry.pending_serial = serial;
         entry.session.clone()

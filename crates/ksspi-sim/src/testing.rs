@@ -1,10 +1,16 @@
 //! Small pieces the tests that start real peers (openssl) share: a temporary
 //! directory for PEM files, a child process killed on drop, a free loopback
-//! port.
+//! port; and, for tests and the benchmarks, credentials acquired through the
+//! engine and waited for.
 
+use ksspi::engine::{acquire_credentials, CredentialSpec, EngineStats, Platform};
+use ksspi::handle::Credentials;
+use ksspi::provider::SspiProvider;
+use ksspi::{Passive, SecStatus};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Child;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// A directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
@@ -52,4 +58,40 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind a loopback port")
         .port()
+}
+
+/// Acquire credentials through the engine's asynchronous acquisition and
+/// block this thread until they arrive (a test's or a benchmark's wait at
+/// PASSIVE_LEVEL, never the driver's).
+pub fn acquire_blocking<P: SspiProvider, K: Platform>(
+    provider: P,
+    platform: K,
+    spec: &CredentialSpec,
+    stats: Arc<EngineStats>,
+    at: &Passive,
+) -> Result<Arc<Credentials<P>>, SecStatus> {
+    type Slot<P> = (
+        Mutex<Option<Result<Arc<Credentials<P>>, SecStatus>>>,
+        Condvar,
+    );
+    let slot: Arc<Slot<P>> = Arc::new((Mutex::new(None), Condvar::new()));
+    let s2 = slot.clone();
+    acquire_credentials(
+        provider,
+        platform,
+        spec,
+        stats,
+        Box::new(move |r| {
+            *s2.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            s2.1.notify_all();
+        }),
+        at,
+    )?;
+    let mut g = slot.0.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if let Some(r) = g.take() {
+            return r;
+        }
+        g = slot.1.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
 }

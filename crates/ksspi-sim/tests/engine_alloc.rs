@@ -60,20 +60,14 @@ fn acquire_wrapped(
     sim: &SimProvider,
     spec: &ksspi::engine::CredentialSpec,
 ) -> Arc<ksspi::handle::Credentials<CountedProvider>> {
-    let slot = Arc::new(std::sync::Mutex::new(None));
-    let s2 = slot.clone();
-    ksspi::engine::acquire_credentials(
+    ksspi_sim::testing::acquire_blocking(
         CountedProvider(sim.clone()),
         CountedPlatform(SimPlatform::new(sim)),
         spec,
         Arc::default(),
-        Box::new(move |r| *s2.lock().unwrap() = Some(r)),
         &passive(),
     )
-    .unwrap();
-    sim.wait_idle();
-    let r = slot.lock().unwrap().take().expect("acquired");
-    r.expect("credentials")
+    .expect("credentials")
 }
 
 #[test]

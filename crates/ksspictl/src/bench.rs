@@ -20,8 +20,8 @@ use crate::model::Model;
 use crate::plot::{scale_png, ScalePoint};
 use crate::Failure;
 use ksspi::engine::{
-    acquire_credentials, CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome, RecordReport,
-    Role, Session, SessionEvents, SessionSetup, StepReport,
+    CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome, RecordReport, Role, Session,
+    SessionEvents, SessionSetup, StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::sys::{SP_PROT_TLS1_2, SP_PROT_TLS1_3};
@@ -163,27 +163,14 @@ fn acquire(
     sim: &SimProvider,
     spec: &CredentialSpec,
 ) -> Result<Arc<Credentials<SimProvider>>, Failure> {
-    let slot = Arc::new((Mutex::new(None), Condvar::new()));
-    let s2 = slot.clone();
-    acquire_credentials(
+    ksspi_sim::testing::acquire_blocking(
         sim.clone(),
         SimPlatform::new(sim),
         spec,
         Arc::default(),
-        Box::new(move |r| {
-            *s2.0.lock().unwrap() = Some(r);
-            s2.1.notify_all();
-        }),
         &passive(),
     )
-    .map_err(|e| Failure(format!("acquiring credentials: {e}")))?;
-    let mut g = slot.0.lock().unwrap();
-    while g.is_none() {
-        g = slot.1.wait(g).unwrap();
-    }
-    g.take()
-        .unwrap()
-        .map_err(|e| Failure(format!("acquiring credentials: {e}")))
+    .map_err(|e| Failure(format!("acquiring credentials: {e}")))
 }
 
 fn disabled(version: Version) -> u32 {
@@ -717,8 +704,6 @@ fn scale_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<ScaleRow>, Fai
 fn memory() -> Result<MemoryRow, Failure> {
     let k = 200;
     let world = EngineWorld::new(Completion::Sync, Version::Tls13)?;
-    let at = passive();
-    let _ = at;
     // The provider's async contexts alone.
     let before = live();
     let ctxs: Vec<_> = (0..k)

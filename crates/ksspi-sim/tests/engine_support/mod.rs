@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use ksspi::engine::{
-    acquire_credentials, CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome, RecordReport,
-    Role, Session, SessionEvents, SessionSetup, StepReport,
+    CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome, RecordReport, Role, Session,
+    SessionEvents, SessionSetup, StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::{Irql, Passive, SecStatus};
@@ -184,24 +184,13 @@ pub fn acquire(
     spec: &CredentialSpec,
     stats: &Arc<EngineStats>,
 ) -> Result<Arc<Credentials<SimProvider>>, SecStatus> {
-    let slot = Arc::new((Mutex::new(None), Condvar::new()));
-    let s2 = slot.clone();
-    acquire_credentials(
+    ksspi_sim::testing::acquire_blocking(
         sim.clone(),
         SimPlatform::new(sim),
         spec,
         stats.clone(),
-        Box::new(move |r| {
-            *s2.0.lock().unwrap() = Some(r);
-            s2.1.notify_all();
-        }),
         &passive(),
-    )?;
-    let mut g = slot.0.lock().unwrap();
-    while g.is_none() {
-        g = slot.1.wait_timeout(g, Duration::from_secs(20)).unwrap().0;
-    }
-    g.take().unwrap()
+    )
 }
 
 pub fn server_spec(thumb: Thumbprint, disabled: u32) -> CredentialSpec {
