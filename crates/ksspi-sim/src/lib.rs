@@ -2,6 +2,7 @@
 //!
 //! - [`alloc_count`]: a counting allocator and uncounted provider / platform
 //!   wrappers, for allocation tests.
+//! - [`drive`]: engine sessions driven from a test or a fuzz target.
 //! - [`certs`]: the model certificate store (certificates by SHA-1 thumbprint).
 //! - [`schannel`]: Schannel's handshake semantics over rustls's unbuffered API.
 //! - [`provider`]: [`ksspi::SspiProvider`] over model Schannel, with every
@@ -21,6 +22,7 @@
 pub mod alloc_count;
 pub mod baseline;
 pub mod certs;
+pub mod drive;
 mod edge;
 pub mod kernel;
 pub mod null;
