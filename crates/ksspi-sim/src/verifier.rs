@@ -1,13 +1,24 @@
 //! The model's Driver Verifier: every async context, credential, security
 //! context and context buffer is tracked with a tag from creation to release;
 //! [`Verifier::check_unload`] lists whatever is still alive. Low-resources
-//! simulation fails the Nth fault point (an allocation or a provider call).
+//! simulation fails the Nth fault point (an allocation or a provider call), or
+//! a seeded random one in N of them ([`Verifier::fail_one_in`]).
 
 use crate::kernel::{bugcheck, Bugcheck};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+/// Fault points after an injected fault that [`Verifier::fail_one_in`]
+/// spares on the same thread.
+const SPARED_AFTER_A_FAULT: u32 = 2;
+
+thread_local! {
+    /// Fault points this thread still spares since its last random fault.
+    static SPARE: Cell<u32> = const { Cell::new(0) };
+}
 
 /// What a tracked object is (the pool tag it would carry on Windows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -78,6 +89,10 @@ pub struct Verifier {
     next_id: AtomicU64,
     points: AtomicU64,
     fail_at: AtomicU64,
+    /// Random mode: fail one point in this many (0: off).
+    one_in: AtomicU64,
+    /// Random mode: the seed of its draws.
+    seed: AtomicU64,
     injected: AtomicU64,
     created: Mutex<BTreeMap<Tag, u64>>,
 }
@@ -158,31 +173,81 @@ impl Verifier {
     }
 
     /// Plan to fail the `n`th fault point from now on (1-based; 0 = never).
+    /// Turns the random mode off.
     pub fn fail_nth(&self, n: u64) {
+        self.one_in.store(0, Ordering::SeqCst);
+        SPARE.with(|s| s.set(0));
         self.points.store(0, Ordering::SeqCst);
         self.injected.store(0, Ordering::SeqCst);
         self.fail_at.store(n, Ordering::SeqCst);
     }
 
+    /// Random low-resources simulation from now on: each fault point fails
+    /// with probability 1/`n` (0 = off), drawn from `seed` and the point's
+    /// number, so a run's faults follow from its seed as far as its threads
+    /// reach the points in the same order.
+    ///
+    /// After a fault, the same thread's next two points are spared. Those are
+    /// the engine's recovery paths (a handle whose release could not be
+    /// queued is released once more on a fresh async context: one allocation
+    /// and one call); when those fail too the handle is leaked on purpose
+    /// (there is no other way to free it), which a random run would report as
+    /// a leak. [`Verifier::fail_nth`] sweeps reach every single point,
+    /// recovery paths included. Turns the Nth-point plan off; the calling
+    /// thread starts with nothing spared.
+    pub fn fail_one_in(&self, n: u64, seed: u64) {
+        self.fail_at.store(0, Ordering::SeqCst);
+        self.points.store(0, Ordering::SeqCst);
+        self.injected.store(0, Ordering::SeqCst);
+        self.seed.store(seed, Ordering::SeqCst);
+        SPARE.with(|s| s.set(0));
+        self.one_in.store(n, Ordering::SeqCst);
+    }
+
     /// Count a fault point; true if this one must fail.
     pub fn fault_point(&self, _kind: FaultKind) -> bool {
         let n = self.points.fetch_add(1, Ordering::SeqCst) + 1;
-        let hit = n == self.fail_at.load(Ordering::SeqCst);
+        let one_in = self.one_in.load(Ordering::SeqCst);
+        let hit = if one_in > 0 {
+            let spared = SPARE.with(|s| {
+                let left = s.get();
+                s.set(left.saturating_sub(1));
+                left > 0
+            });
+            let draw = splitmix64(self.seed.load(Ordering::Relaxed) ^ n);
+            let hit = !spared && draw % one_in == 0;
+            if hit {
+                SPARE.with(|s| s.set(SPARED_AFTER_A_FAULT));
+            }
+            hit
+        } else {
+            n == self.fail_at.load(Ordering::SeqCst)
+        };
         if hit {
             self.injected.fetch_add(1, Ordering::SeqCst);
         }
         hit
     }
 
-    /// Fault points counted since the last [`Verifier::fail_nth`].
+    /// Fault points counted since the last [`Verifier::fail_nth`] or
+    /// [`Verifier::fail_one_in`].
     pub fn points(&self) -> u64 {
         self.points.load(Ordering::SeqCst)
     }
 
-    /// Faults injected since the last [`Verifier::fail_nth`].
+    /// Faults injected since the last [`Verifier::fail_nth`] or
+    /// [`Verifier::fail_one_in`].
     pub fn injected(&self) -> u64 {
         self.injected.load(Ordering::SeqCst)
     }
+}
+
+/// SplitMix64's finaliser: a well-mixed draw from a counter.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -219,5 +284,31 @@ mod tests {
         let hits: Vec<bool> = (0..5).map(|_| v.fault_point(FaultKind::Call)).collect();
         assert_eq!(hits, [false, false, true, false, false]);
         assert_eq!((v.points(), v.injected()), (5, 1));
+    }
+
+    #[test]
+    fn one_in_n_fails_about_that_fraction_never_twice_in_a_row() {
+        let v = Verifier::new();
+        v.fail_one_in(20, 7);
+        let hits: Vec<bool> = (0..20_000)
+            .map(|_| v.fault_point(FaultKind::Allocation))
+            .collect();
+        let n = hits.iter().filter(|&&h| h).count() as u64;
+        assert_eq!(v.injected(), n);
+        // 1/20 of the points, less the two spared after each fault.
+        assert!((800..1100).contains(&n), "{n} faults in 20 000 points");
+        for (i, w) in hits.windows(3).enumerate() {
+            assert!(!(w[0] && (w[1] || w[2])), "a fault right after one at {i}");
+        }
+        // The same seed, the same faults; fail_nth turns the mode off.
+        let again = Verifier::new();
+        again.fail_one_in(20, 7);
+        let same: Vec<bool> = (0..20_000)
+            .map(|_| again.fault_point(FaultKind::Call))
+            .collect();
+        assert_eq!(hits, same);
+        again.fail_nth(0);
+        assert!((0..1000).all(|_| !again.fault_point(FaultKind::Call)));
+        assert_eq!(again.injected(), 0);
     }
 }
