@@ -238,6 +238,23 @@ impl Pair {
     /// Pass tokens in memory until both sides are done or neither can move;
     /// `split` feeds each flight in pieces of at most that many bytes.
     pub fn handshake(&self, split: usize) -> (Outcome, Outcome) {
+        self.handshake_cut(&[split])
+    }
+
+    /// [`Pair::handshake`], cutting the flights into pieces of the sizes in
+    /// `cuts`, in turn (a size of 0 counts as 1).
+    pub fn handshake_cut(&self, cuts: &[usize]) -> (Outcome, Outcome) {
+        let mut sizes = cuts.iter().map(|&n| n.max(1)).cycle();
+        let mut pieces = move |flight: Vec<u8>| {
+            let mut out = Vec::new();
+            let mut rest = &flight[..];
+            while !rest.is_empty() {
+                let n = sizes.next().unwrap_or(usize::MAX).min(rest.len());
+                out.push(rest[..n].to_vec());
+                rest = &rest[n..];
+            }
+            out
+        };
         let at = passive();
         self.client.step(&[], &at).unwrap();
         let first = self.client_events.next();
@@ -246,8 +263,8 @@ impl Pair {
         let done = |o: Outcome| matches!(o, Outcome::Established | Outcome::Failed(_));
         for _ in 0..64 {
             if !to_server.is_empty() && !done(s_out) {
-                for piece in std::mem::take(&mut to_server).chunks(split.max(1)) {
-                    self.server.step(piece, &at).unwrap();
+                for piece in pieces(std::mem::take(&mut to_server)) {
+                    self.server.step(&piece, &at).unwrap();
                     let r = self.server_events.next();
                     s_out = r.outcome;
                     to_client.extend_from_slice(&r.output);
@@ -256,8 +273,8 @@ impl Pair {
                     }
                 }
             } else if !to_client.is_empty() && !done(c_out) {
-                for piece in std::mem::take(&mut to_client).chunks(split.max(1)) {
-                    self.client.step(piece, &at).unwrap();
+                for piece in pieces(std::mem::take(&mut to_client)) {
+                    self.client.step(&piece, &at).unwrap();
                     let r = self.client_events.next();
                     c_out = r.outcome;
                     to_server.extend_from_slice(&r.output);

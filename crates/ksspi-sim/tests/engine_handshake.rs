@@ -1,6 +1,7 @@
 //! The engine against the model: loopback handshakes (tokens in memory) for
 //! TLS 1.2 and 1.3 in every completion mode and callback IRQL, seeded mixes,
-//! tokens split at every byte, bad peers, close mid-call and low resources.
+//! tokens split at every byte and at random cuts (proptest), bad peers,
+//! close mid-call and low resources.
 
 mod engine_support;
 
@@ -10,6 +11,7 @@ use ksspi::sys::*;
 use ksspi::SecStatus;
 use ksspi_sim::sweep::sweep;
 use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig};
+use proptest::prelude::*;
 use std::sync::atomic::Ordering;
 
 const ONLY_TLS12: (u32, u32) = (SP_PROT_TLS1_3_SERVER, SP_PROT_TLS1_3_CLIENT);
@@ -106,6 +108,37 @@ fn flights_split_at_every_byte_boundary_still_complete() {
             );
             pair.finish();
         }
+    }
+}
+
+/// The model's completion policies, by index.
+const POLICIES: [CompletionPolicy; 5] = [
+    CompletionPolicy::Always(Completion::Async),
+    CompletionPolicy::Always(Completion::AsyncBeforeReturn),
+    CompletionPolicy::Always(Completion::Inline),
+    CompletionPolicy::Always(Completion::Sync),
+    CompletionPolicy::Mixed,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Token splitting: however the flights are cut (pieces of any sizes, a
+    /// record split anywhere, many pieces per record or many records per
+    /// piece), both sides end established.
+    #[test]
+    fn flights_cut_anywhere_still_complete(
+        tls13 in any::<bool>(),
+        policy in 0..POLICIES.len(),
+        seed in any::<u64>(),
+        cuts in proptest::collection::vec(1usize..3000, 1..24),
+    ) {
+        let versions = if tls13 { ONLY_TLS13 } else { ONLY_TLS12 };
+        let (sim, thumb) = sim_with(config(POLICIES[policy], CallbackIrql::Mixed, seed));
+        let pair = Pair::new(&sim, thumb, "localhost", versions);
+        let outcome = pair.handshake_cut(&cuts);
+        pair.finish();
+        prop_assert_eq!(outcome, (Outcome::Established, Outcome::Established));
     }
 }
 
