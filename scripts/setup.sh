@@ -2,7 +2,8 @@
 # Install what building and testing ksspi needs on a Debian 12 machine (as root):
 # clang-19 + mingw-w64 headers (ABI check), Debian's rustc-web toolchain with
 # std sources + lld/llvm 19 (kernel-target check), openssl (real TLS peers),
-# and the rustfmt / clippy components of the rustup toolchain.
+# the rustfmt / clippy components of the rustup toolchain, and the nightly
+# toolchain with cargo-fuzz (the fuzz smoke run).
 set -euo pipefail
 
 pkgs=(clang-19 mingw-w64-common lld-19 llvm-19 rustc-web cargo-web rust-web-src openssl)
@@ -19,5 +20,13 @@ fi
 
 if command -v rustup >/dev/null; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    echo "setup: installing the nightly toolchain (cargo-fuzz needs it)"
+    rustup toolchain install nightly --profile minimal >/dev/null
+  fi
+  if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-fuzz"
+    cargo +nightly install cargo-fuzz --locked -q
+  fi
 fi
 echo "setup: ok"

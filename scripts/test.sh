@@ -23,6 +23,9 @@ step "benchmarks: a smoke run (a few iterations of each, no figures kept)"
 cargo run -q -p ksspictl -- bench --quick --scale 1,16 --json > target/bench-smoke.json
 grep -q '"handshakes"' target/bench-smoke.json
 
+step "fuzz smoke: each cargo-fuzz target for 20 s (libFuzzer, ASan)"
+bash scripts/fuzz.sh --smoke 20
+
 step "loom: the issuer / callback / close races"
 RUSTFLAGS="--cfg loom" cargo test -q -p ksspi --release --test loom_sync --target-dir target/loom 2>&1 \
   | tee -a target/test-output.txt
