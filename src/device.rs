@@ -24,13 +24,12 @@ use crate::ntstatus::*;
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::{Arc, Weak};
-use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use ksspi::engine::{
-    acquire_credentials, release_credentials, CredentialSpec, EngineStats, Limits, Outcome,
-    Platform, RecordError, RecordReport, Role, Session, SessionEvents, SessionSetup, StepError,
-    StepReport,
+    acquire_credentials, release_credentials, zeroed_buffer, CredentialSpec, EngineStats, Limits,
+    Outcome, Platform, RecordError, RecordReport, Role, Session, SessionEvents, SessionSetup,
+    StepError, StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::provider::SspiProvider;
@@ -511,8 +510,10 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 target: (!target.is_empty()).then(|| String::from(target)),
             }
         };
-        // Allocate outside the lock.
-        let reply = vec![0u8; reply_capacity(&self.config.limits)];
+        // Allocate outside the lock; under low resources OPEN fails cleanly.
+        let Ok(reply) = zeroed_buffer(&self.platform, reply_capacity(&self.config.limits)) else {
+            return request.complete(STATUS_INSUFFICIENT_RESOURCES, &[]);
+        };
         let id = {
             let mut table = self.table.lock(&self.platform);
             if table.count(file) >= self.config.max_sessions_per_file {
@@ -770,7 +771,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                     _ => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
                 }
             }
-            Err(e) => match record_refusal(e) {
+            Err(e) => match record_refusal(self.borrowed_refusal(file, m.session, e)) {
                 Ok(status) => request.complete(status, &[]),
                 Err(status) => complete_with(
                     request,
@@ -799,6 +800,19 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         }
         let session = entry.session.clone().ok_or(STATUS_INVALID_HANDLE)?;
         Ok((session, core::mem::take(&mut entry.reply)))
+    }
+
+    /// What a session refused a request with while its reply buffer was
+    /// borrowed. Nothing else runs on it then, so `Busy` means a close came
+    /// in meanwhile (its teardown owns the session): the session is closed,
+    /// not busy.
+    fn borrowed_refusal(&self, file: FileId, id: SessionId, e: RecordError) -> RecordError {
+        let mut table = self.table.lock(&self.platform);
+        match table.entry(id, file) {
+            Some(entry) if entry.phase == Phase::Open => e,
+            _ if e == RecordError::Busy => RecordError::Closed,
+            _ => e,
+        }
     }
 
     /// Give the buffer back (unless the session went meanwhile).
@@ -849,7 +863,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                     _ => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
                 }
             }
-            Err(e) => match record_refusal(e) {
+            Err(e) => match record_refusal(self.borrowed_refusal(file, m.session, e)) {
                 Ok(status) => request.complete(status, &[]),
                 Err(_) => request.complete(STATUS_INVALID_DEVICE_STATE, &[]),
             },

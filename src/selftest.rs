@@ -26,8 +26,9 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use ksspi::engine::{
-    acquire_credentials, release_credentials, CredentialSpec, EngineStats, Limits, Outcome,
-    Platform, RecordOutcome, RecordReport, Role, Session, SessionEvents, SessionSetup, StepReport,
+    acquire_credentials, release_credentials, zeroed_buffer, CredentialSpec, EngineStats, Limits,
+    Outcome, Platform, RecordOutcome, RecordReport, Role, Session, SessionEvents, SessionSetup,
+    StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::provider::SspiProvider;
@@ -312,22 +313,30 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
         let (Some(server_cred), Some(client_cred)) = (server_cred, client_cred) else {
             return self.pair_ended(None, false);
         };
-        let side = || SideState {
+        // The pair's buffers; under low resources the pair fails cleanly.
+        let scratch_len = if self.plan.bytes > 0 {
+            CHUNK.min(self.plan.bytes as usize)
+        } else {
+            0
+        };
+        let (Ok(server_inbox), Ok(client_inbox), Ok(scratch)) = (
+            self.platform.reserve(self.limits.max_output),
+            self.platform.reserve(self.limits.max_output),
+            zeroed_buffer(&self.platform, scratch_len),
+        ) else {
+            return self.pair_ended(None, false);
+        };
+        let side = |inbox| SideState {
             session: None,
-            inbox: Vec::with_capacity(self.limits.max_output),
+            inbox,
             outcome: None,
             record: None,
-        };
-        let scratch = if self.plan.bytes > 0 {
-            alloc::vec![0; CHUNK.min(self.plan.bytes as usize)]
-        } else {
-            Vec::new()
         };
         let pair = Arc::new(Pair {
             index,
             started_us: self.platform.now_us(),
-            server: SpinLock::new(side()),
-            client: SpinLock::new(side()),
+            server: SpinLock::new(side(server_inbox)),
+            client: SpinLock::new(side(client_inbox)),
             data: SpinLock::new(DataState {
                 stage: Stage::Handshake,
                 sent: [0; 2],

@@ -108,6 +108,10 @@ impl Platform for CountedPlatform {
     fn now_us(&self) -> u64 {
         self.0.now_us()
     }
+    fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {
+        // Counted: the session's buffers are its fixed per-session amount.
+        self.0.reserve(capacity)
+    }
 }
 
 macro_rules! forward {

@@ -57,6 +57,17 @@ impl Platform for SimPlatform {
         })
     }
 
+    fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {
+        if self
+            .sim
+            .verifier()
+            .fault_point(crate::verifier::FaultKind::Allocation)
+        {
+            return Err(SecStatus::SEC_E_INSUFFICIENT_MEMORY);
+        }
+        ksspi::engine::reserve_buffer(capacity)
+    }
+
     fn queue_work_item(&self, item: &SimWorkItem) {
         if item.inner.queued.swap(true, Ordering::AcqRel) {
             bugcheck(

@@ -29,6 +29,7 @@ use crate::provider::SspiProvider;
 use crate::status::SecStatus;
 use crate::sys::SspiAsyncContext;
 use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
@@ -59,6 +60,31 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// A monotonic clock in microseconds (`KeQueryInterruptTime` / 10), for
     /// the self-test's timings.
     fn now_us(&self) -> u64;
+
+    /// An empty buffer with room for `capacity` bytes, or
+    /// `SEC_E_INSUFFICIENT_MEMORY`: the large per-session allocations
+    /// (a pool allocation that may fail under low resources; infallible
+    /// `Vec` allocation would bugcheck through the allocation error handler).
+    /// The model overrides it to inject the failure.
+    fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {
+        reserve_buffer(capacity)
+    }
+}
+
+/// [`Platform::reserve`]'s default: `Vec::try_reserve_exact`.
+pub fn reserve_buffer(capacity: usize) -> Result<Vec<u8>, SecStatus> {
+    let mut buffer = Vec::new();
+    buffer
+        .try_reserve_exact(capacity)
+        .map_err(|_| SecStatus::SEC_E_INSUFFICIENT_MEMORY)?;
+    Ok(buffer)
+}
+
+/// A zeroed buffer of `len` bytes through [`Platform::reserve`].
+pub fn zeroed_buffer<K: Platform>(platform: &K, len: usize) -> Result<Vec<u8>, SecStatus> {
+    let mut buffer = platform.reserve(len)?;
+    buffer.resize(len, 0);
+    Ok(buffer)
 }
 
 /// Counters the engine keeps across machines (for the self-test report).

@@ -28,7 +28,7 @@
 //! allocates nothing.
 
 use super::conductor::{
-    Conductor, EngineStats, Issue, Machine, Move, Platform, ReadyNotify, StartError,
+    zeroed_buffer, Conductor, EngineStats, Issue, Machine, Move, Platform, ReadyNotify, StartError,
 };
 use crate::handle::{
     apply_shutdown, decrypt_record, encrypt_record, query_connection_info,
@@ -304,8 +304,9 @@ const ISC_FLAGS: u32 = ISC_REQ_SEQUENCE_DETECT
 const ALERT_CAPACITY: usize = 256;
 
 impl<P: SspiProvider> TlsMachine<P> {
-    fn new(
+    fn new<K: Platform>(
         provider: P,
+        platform: &K,
         role: Role,
         cred: Arc<Credentials<P>>,
         limits: Limits,
@@ -331,12 +332,12 @@ impl<P: SspiProvider> TlsMachine<P> {
             sec: Some(HandleSlot::new()),
             has_sec: false,
             target,
-            input: Vec::with_capacity(limits.max_input),
+            input: platform.reserve(limits.max_input)?,
             plain: 0,
             cursor: 0,
-            token: vec![0; limits.max_token],
+            token: zeroed_buffer(platform, limits.max_token)?,
             alert: vec![0; ALERT_CAPACITY],
-            output: Vec::with_capacity(limits.max_output),
+            output: platform.reserve(limits.max_output)?,
             limits,
             frame: Frame {
                 in_bufs: [
@@ -991,7 +992,14 @@ impl<P: SspiProvider, K: Platform> Session<P, K> {
             events,
         } = setup;
         let notify: Arc<dyn ReadyNotify> = Arc::new(Ready(events.clone()));
-        let machine = TlsMachine::new(provider.clone(), role, credentials, limits, events)?;
+        let machine = TlsMachine::new(
+            provider.clone(),
+            &platform,
+            role,
+            credentials,
+            limits,
+            events,
+        )?;
         Ok(Session {
             conductor: Conductor::new(provider, platform, machine, stats, Some(notify), at)?,
         })
