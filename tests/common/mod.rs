@@ -128,6 +128,24 @@ impl World {
         self.send_tracked(file, code, input, capacity, false).0
     }
 
+    /// A request with `capacity` bytes of output, registered for
+    /// [`World::finish`]'s exactly-once check, to hand to `dev.ioctl` (from
+    /// any thread); its completion handle and where its pend key lands.
+    /// `cancelled_early`: the request is cancelled before the engine can pend
+    /// it.
+    pub fn request(&self, capacity: usize, cancelled_early: bool) -> (TestRequest, Done, Key) {
+        let done: Done = Arc::default();
+        let key: Key = Arc::default();
+        self.sent.lock().unwrap().push(done.clone());
+        let request = TestRequest {
+            capacity,
+            done: done.clone(),
+            key: key.clone(),
+            cancelled_early,
+        };
+        (request, done, key)
+    }
+
     /// Send an IOCTL; returns the completion handle and where the engine's
     /// pend key lands. `cancelled_early`: the request is cancelled before the
     /// engine can pend it.
@@ -139,21 +157,8 @@ impl World {
         capacity: usize,
         cancelled_early: bool,
     ) -> (Done, Key) {
-        let done: Done = Arc::default();
-        let key: Key = Arc::default();
-        self.sent.lock().unwrap().push(done.clone());
-        self.dev.ioctl(
-            file,
-            code,
-            input,
-            TestRequest {
-                capacity,
-                done: done.clone(),
-                key: key.clone(),
-                cancelled_early,
-            },
-            &at(),
-        );
+        let (request, done, key) = self.request(capacity, cancelled_early);
+        self.dev.ioctl(file, code, input, request, &at());
         (done, key)
     }
 
@@ -179,12 +184,17 @@ impl World {
 
     /// An encoded OPEN for `role`: the world's certificate in MY, or `target`.
     pub fn open_input(&self, role: Role, target: &[u8]) -> Vec<u8> {
+        self.open_input_with(role, target, self.protocols)
+    }
+
+    /// [`World::open_input`] allowing `protocols` ([`proto`] bits).
+    pub fn open_input_with(&self, role: Role, target: &[u8], protocols: u32) -> Vec<u8> {
         let mut store = [0u8; 16];
         store[..2].copy_from_slice(b"MY");
         enc(&OpenRequest {
             role,
             manual_validation: false,
-            protocols: self.protocols,
+            protocols,
             thumbprint: self.thumb,
             store,
             target,
