@@ -7,7 +7,9 @@
 //!
 //! Request lifetimes: `ioctl` always takes the request. Bad input is completed
 //! at once with its NTSTATUS and nothing changes. OPEN pends while the
-//! session's credentials are acquired; STEP pends while its calls run and is
+//! session's credentials are acquired, unless credentials with the same
+//! parameters are cached (the device keeps up to [`CREDENTIAL_CACHE`] until
+//! unload); STEP pends while its calls run and is
 //! completed from the session's continuation (`step_ready`, after the session
 //! can take the next step). ENCRYPT and QUERY complete at once
 //! (EncryptMessage and QueryContextAttributesW are synchronous; both fill the
@@ -212,11 +214,55 @@ impl<P: SspiProvider, K: Platform, R> Table<P, K, R> {
     }
 }
 
+/// Credentials handles the device keeps between OPENs, by their parameters:
+/// acquiring them (an async ksecdd call, and Schannel loading the
+/// certificate's key) costs more than a handshake, so an OPEN that finds its
+/// credentials here starts its session at once. Bounded (oldest out first);
+/// emptied at unload, after which nothing is added.
+struct CredentialCache<P: SspiProvider> {
+    entries: Vec<(CredentialSpec, Arc<Credentials<P>>)>,
+    closed: bool,
+}
+
+/// How many credentials handles the device keeps.
+pub const CREDENTIAL_CACHE: usize = 8;
+
+impl<P: SspiProvider> CredentialCache<P> {
+    fn find(&self, spec: &CredentialSpec) -> Option<Arc<Credentials<P>>> {
+        self.entries
+            .iter()
+            .find(|(s, _)| s == spec)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Keep `credentials` for `spec`; returns what has to go (the oldest
+    /// entry, or these if they are cached already or the cache is closed),
+    /// to be dropped outside the lock.
+    fn insert(
+        &mut self,
+        spec: CredentialSpec,
+        credentials: Arc<Credentials<P>>,
+    ) -> Option<(CredentialSpec, Arc<Credentials<P>>)> {
+        if self.closed || self.entries.iter().any(|(s, _)| *s == spec) {
+            return Some((spec, credentials));
+        }
+        let evicted = if self.entries.len() == CREDENTIAL_CACHE {
+            Some(self.entries.remove(0))
+        } else {
+            None
+        };
+        self.entries.push((spec, credentials));
+        evicted
+    }
+}
+
 struct Shared<P: SspiProvider, K: Platform, R: Request> {
     provider: P,
     platform: K,
     config: DeviceConfig,
     table: SpinLock<Table<P, K, R>>,
+    /// Credentials kept for later OPENs with the same parameters.
+    credentials: SpinLock<CredentialCache<P>>,
     stats: Arc<EngineStats>,
     next_file: AtomicU64,
     next_pend: AtomicU64,
@@ -245,6 +291,10 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
                 platform,
                 config,
                 table: SpinLock::new(Table { slots, open: 0 }),
+                credentials: SpinLock::new(CredentialCache {
+                    entries: Vec::with_capacity(CREDENTIAL_CACHE),
+                    closed: false,
+                }),
                 stats: Arc::default(),
                 next_file: AtomicU64::new(1),
                 next_pend: AtomicU64::new(1),
@@ -345,7 +395,26 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
     /// waits for [`Device::sessions_alive`] to reach 0 before it lets go.
     pub fn unload(&self) -> u32 {
         self.shared.close_where(|_| true);
+        let cached = {
+            let mut cache = self.shared.credentials.lock(&self.shared.platform);
+            cache.closed = true;
+            core::mem::take(&mut cache.entries)
+        };
+        // Each handle goes with its last holder (a session still closing
+        // keeps its own); this may be the last one.
+        for (_, credentials) in cached {
+            self.shared.let_go(credentials);
+        }
         self.sessions_alive()
+    }
+
+    /// Credentials handles the device keeps for later OPENs.
+    pub fn credentials_cached(&self) -> usize {
+        self.shared
+            .credentials
+            .lock(&self.shared.platform)
+            .entries
+            .len()
     }
 }
 
@@ -543,10 +612,15 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             id
         };
         self.sessions_total.fetch_add(1, Ordering::Relaxed);
+        let cached = self.credentials.lock(&self.platform).find(&spec);
+        if let Some(credentials) = cached {
+            return self.opened(id, role, Ok(credentials), None);
+        }
         let device = Arc::downgrade(self);
+        let keep = spec.clone();
         let done = Box::new(move |result: Result<Arc<Credentials<P>>, SecStatus>| {
             if let Some(device) = device.upgrade() {
-                device.opened(id, role, result);
+                device.opened(id, role, result, Some(keep));
             } else if let Ok(cred) = result {
                 drop(cred); // the device is gone: the handle releases itself
             }
@@ -564,18 +638,29 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         }
     }
 
-    /// The credentials for session `id` arrived (or did not): make the session
-    /// and complete OPEN. At PASSIVE_LEVEL.
+    /// The credentials for session `id` arrived (or did not), or were found
+    /// in the cache: make the session and complete OPEN. Newly acquired ones
+    /// are kept for later OPENs under `spec`. At PASSIVE_LEVEL.
     fn opened(
         self: &Arc<Self>,
         id: SessionId,
         role: Role,
         result: Result<Arc<Credentials<P>>, SecStatus>,
+        spec: Option<CredentialSpec>,
     ) {
         let credentials = match result {
             Ok(c) => c,
             Err(status) => return self.open_failed(id, status),
         };
+        if let Some(spec) = spec {
+            let unwanted = self
+                .credentials
+                .lock(&self.platform)
+                .insert(spec, credentials.clone());
+            if let Some((_, old)) = unwanted {
+                self.let_go(old); // outside the lock: it may release a handle
+            }
+        }
         let Some(at) = Passive::check(self.provider.current_irql()) else {
             // acquire_credentials reports at PASSIVE_LEVEL.
             return self.open_failed(id, SecStatus::SEC_E_INTERNAL_ERROR);
@@ -644,6 +729,14 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                     },
                 );
             }
+        }
+    }
+
+    /// [`Shared::release`] where the IRQL is not known to be PASSIVE (above
+    /// it, the handle goes with its last holder).
+    fn let_go(&self, credentials: Arc<Credentials<P>>) {
+        if let Some(at) = Passive::check(self.provider.current_irql()) {
+            self.release(credentials, &at);
         }
     }
 

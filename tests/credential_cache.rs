@@ -1,0 +1,119 @@
+//! The device's credential cache: an OPEN whose parameters match credentials
+//! acquired before starts its session at once (no acquisition, no pend);
+//! other parameters acquire their own; unload lets every cached handle go,
+//! and nothing is left in the model.
+
+mod common;
+
+use common::*;
+use ksspi_abi::*;
+use ksspi_driver::device::{DeviceConfig, CREDENTIAL_CACHE};
+use ksspi_driver::ntstatus::*;
+use ksspi_sim::verifier::Tag;
+use ksspi_sim::{Completion, CompletionPolicy};
+
+fn opened(done: &Done) -> SessionId {
+    let (st, reply) = wait(done);
+    assert_eq!(st, STATUS_SUCCESS);
+    let open = decode::<OpenReply>(&reply).unwrap();
+    assert_eq!(open.status, 0);
+    open.session
+}
+
+#[test]
+fn a_second_open_with_the_same_parameters_needs_no_acquisition() {
+    let w = world(
+        CompletionPolicy::Always(Completion::Async),
+        DeviceConfig::default(),
+    );
+    let file = w.dev.open_file();
+    let (_, first) = w.open(file, Role::Server, b"");
+    assert_eq!(w.dev.credentials_cached(), 1);
+    let acquired = w.sim.verifier().created(Tag::Credential);
+    // With every model completion held, a cached OPEN still completes.
+    let gate = w.sim.hold_completions();
+    let again = w.send(file, IOCTL_KSSPI_OPEN, &w.open_input(Role::Server, b""), 64);
+    assert_eq!(
+        again.0.lock().unwrap().len(),
+        1,
+        "a cached OPEN completes at once"
+    );
+    // Other parameters (a client, or other protocols) acquire their own.
+    let client = w.send(
+        file,
+        IOCTL_KSSPI_OPEN,
+        &w.open_input(Role::Client, b"localhost"),
+        64,
+    );
+    let tls12 = w.send(
+        file,
+        IOCTL_KSSPI_OPEN,
+        &w.open_input_with(Role::Server, b"", proto::TLS12),
+        64,
+    );
+    assert!(client.0.lock().unwrap().is_empty(), "a client OPEN pends");
+    assert!(tls12.0.lock().unwrap().is_empty(), "a TLS 1.2 OPEN pends");
+    gate.release();
+    let second = opened(&again);
+    let client = opened(&client);
+    opened(&tls12);
+    assert_ne!(first.session, second);
+    assert_eq!(w.dev.credentials_cached(), 3);
+    assert_eq!(
+        w.sim.verifier().created(Tag::Credential),
+        acquired + 2,
+        "one acquisition each for the client and the TLS 1.2 server"
+    );
+    // Sessions over cached credentials handshake like any other.
+    assert_eq!(
+        handshake(&w, file, second, client),
+        (StepOutcome::Established, StepOutcome::Established)
+    );
+    // Closing every session keeps the credentials; unload lets them go.
+    w.dev.cleanup(file);
+    assert_eq!(w.wait_sessions_gone(), 0);
+    assert_eq!(w.dev.credentials_cached(), 3);
+    w.dev.unload();
+    assert_eq!(w.dev.credentials_cached(), 0);
+    w.finish();
+}
+
+#[test]
+fn the_cache_is_bounded_and_nothing_is_cached_after_unload() {
+    let w = world(CompletionPolicy::Mixed, DeviceConfig::default());
+    let file = w.dev.open_file();
+    // Clients with every protocol set and validation setting: 6 kinds, then
+    // servers with 3 protocol sets: 9 in all, over a cache of 8.
+    for protocols in [proto::TLS12, proto::TLS13, proto::ALL] {
+        for manual in [false, true] {
+            let mut input = w.open_input_with(Role::Client, b"localhost", protocols);
+            if manual {
+                let mut store = [0u8; 16];
+                store[..2].copy_from_slice(b"MY");
+                input = enc(&OpenRequest {
+                    role: Role::Client,
+                    manual_validation: true,
+                    protocols,
+                    thumbprint: w.thumb,
+                    store,
+                    target: b"localhost",
+                });
+            }
+            let (st, _) = w.call(file, IOCTL_KSSPI_OPEN, &input, 64);
+            assert_eq!(st, STATUS_SUCCESS);
+        }
+        let input = w.open_input_with(Role::Server, b"", protocols);
+        assert_eq!(w.call(file, IOCTL_KSSPI_OPEN, &input, 64).0, STATUS_SUCCESS);
+    }
+    assert_eq!(w.dev.credentials_cached(), CREDENTIAL_CACHE);
+    w.dev.unload();
+    assert_eq!(w.dev.credentials_cached(), 0);
+    // An OPEN after unload still works (user mode may race the unload) but
+    // keeps nothing.
+    let file = w.dev.open_file();
+    let (st, open) = w.open(file, Role::Server, b"");
+    assert_eq!((st, open.status), (STATUS_SUCCESS, 0));
+    assert_eq!(w.dev.credentials_cached(), 0);
+    w.dev.unload();
+    w.finish();
+}
