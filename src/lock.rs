@@ -9,6 +9,9 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use ksspi::engine::Platform;
 use ksspi::Irql;
 
+/// Spins before a waiter pauses through [`Platform::spin_wait`].
+const SPINS_BEFORE_WAIT: u32 = 128;
+
 /// A spin lock around `T`.
 pub struct SpinLock<T> {
     locked: AtomicBool,
@@ -37,15 +40,25 @@ impl<T> SpinLock<T> {
         }
     }
 
-    /// Raise to DISPATCH_LEVEL and take the lock.
+    /// Raise to DISPATCH_LEVEL and take the lock. A waiter spins on a plain
+    /// read (test-and-test-and-set, so waiters do not fight over the cache
+    /// line), and after a while pauses through [`Platform::spin_wait`].
     pub fn lock<'a, K: Platform>(&'a self, platform: &'a K) -> SpinGuard<'a, T, K> {
         let old = platform.raise_to_dispatch();
+        let mut spins = 0u32;
         while self
             .locked
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            core::hint::spin_loop();
+            while self.locked.load(Ordering::Relaxed) {
+                spins = spins.saturating_add(1);
+                if spins < SPINS_BEFORE_WAIT {
+                    core::hint::spin_loop();
+                } else {
+                    platform.spin_wait();
+                }
+            }
         }
         SpinGuard {
             lock: self,

@@ -108,6 +108,9 @@ impl Platform for CountedPlatform {
     fn now_us(&self) -> u64 {
         self.0.now_us()
     }
+    fn spin_wait(&self) {
+        self.0.spin_wait()
+    }
     fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {
         // Counted: the session's buffers are its fixed per-session amount.
         self.0.reserve(capacity)

@@ -68,6 +68,10 @@ impl Platform for SimPlatform {
         ksspi::engine::reserve_buffer(capacity)
     }
 
+    fn spin_wait(&self) {
+        std::thread::yield_now();
+    }
+
     fn queue_work_item(&self, item: &SimWorkItem) {
         if item.inner.queued.swap(true, Ordering::AcqRel) {
             bugcheck(

@@ -61,6 +61,13 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// the self-test's timings.
     fn now_us(&self) -> u64;
 
+    /// A lock waiter's pause after spinning a while. The kernel spins on:
+    /// a holder at DISPATCH_LEVEL is never preempted, so the wait is short.
+    /// The model yields its thread, since there a holder can be preempted.
+    fn spin_wait(&self) {
+        core::hint::spin_loop();
+    }
+
     /// An empty buffer with room for `capacity` bytes, or
     /// `SEC_E_INSUFFICIENT_MEMORY`: the large per-session allocations
     /// (a pool allocation that may fail under low resources; infallible
