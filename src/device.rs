@@ -391,6 +391,14 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
         self.sessions_of(file)
     }
 
+    /// The file object is closed (`EvtFileClose`, after cleanup, once every
+    /// request on it has completed): close any session an OPEN that raced
+    /// the cleanup made after it. Returns how many are still alive, as
+    /// [`Device::cleanup`] does.
+    pub fn close_file(&self, file: FileId) -> u32 {
+        self.cleanup(file)
+    }
+
     /// Unload: close every session. Returns how many are still alive; the glue
     /// waits for [`Device::sessions_alive`] to reach 0 before it lets go.
     pub fn unload(&self) -> u32 {

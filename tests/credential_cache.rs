@@ -1,7 +1,8 @@
 //! The device's credential cache: an OPEN whose parameters match credentials
 //! acquired before starts its session at once (no acquisition, no pend);
 //! other parameters acquire their own; unload lets every cached handle go,
-//! and nothing is left in the model.
+//! and nothing is left in the model. And EvtFileClose closes what an OPEN
+//! racing the file's cleanup opened after it.
 
 mod common;
 
@@ -115,5 +116,24 @@ fn the_cache_is_bounded_and_nothing_is_cached_after_unload() {
     assert_eq!((st, open.status), (STATUS_SUCCESS, 0));
     assert_eq!(w.dev.credentials_cached(), 0);
     w.dev.unload();
+    w.finish();
+}
+
+#[test]
+fn an_open_that_raced_the_cleanup_is_closed_with_the_file() {
+    let w = world(CompletionPolicy::Mixed, DeviceConfig::default());
+    let file = w.dev.open_file();
+    let (_, kept) = w.open(file, Role::Server, b"");
+    assert_eq!(w.dev.cleanup(file), 0);
+    assert_eq!(w.step(file, kept.session, &[]).0, STATUS_INVALID_HANDLE);
+    // An OPEN dispatched after EvtFileCleanup (sent before the handle
+    // closed): it opens a session on the cleaned-up file...
+    let (st, late) = w.open(file, Role::Client, b"localhost");
+    assert_eq!((st, late.status), (STATUS_SUCCESS, 0));
+    assert_eq!(w.dev.sessions_of(file), 1);
+    // ...which EvtFileClose, after every request on the file, closes.
+    w.dev.close_file(file);
+    assert_eq!(w.wait_sessions_gone(), 0);
+    assert_eq!(w.step(file, late.session, &[]).0, STATUS_INVALID_HANDLE);
     w.finish();
 }

@@ -74,7 +74,7 @@ pub fn create(mut device_init: &mut WDFDEVICE_INIT) -> NTSTATUS {
     let mut file_config = WDF_FILEOBJECT_CONFIG {
         Size: wdf_size::<WDF_FILEOBJECT_CONFIG>(),
         EvtDeviceFileCreate: Some(evt_device_file_create),
-        EvtFileClose: None,
+        EvtFileClose: Some(evt_file_close),
         EvtFileCleanup: Some(evt_file_cleanup),
         AutoForwardCleanupClose: _WDF_TRI_STATE::WdfUseDefault,
         FileObjectClass: _WDF_FILEOBJECT_CLASS::WdfFileObjectWdfCannotUseFsContexts,
@@ -207,6 +207,20 @@ extern "C" fn evt_file_cleanup(file: WDFFILEOBJECT) {
         return;
     };
     if engine.cleanup(id) > 0 {
+        wait_until(|| engine.sessions_of(id) == 0);
+    }
+}
+
+/// EvtFileClose: every request on the file has completed. Close what an OPEN
+/// that raced the cleanup opened after it, and wait likewise.
+extern "C" fn evt_file_close(file: WDFFILEOBJECT) {
+    // SAFETY: a live file object of a ksspi device.
+    let device = unsafe { call_unsafe_wdf_function_binding!(WdfFileObjectGetDevice, file) };
+    // SAFETY: as above.
+    let (Some(engine), id) = (unsafe { engine_of(device) }, unsafe { file_id(file) }) else {
+        return;
+    };
+    if engine.close_file(id) > 0 {
         wait_until(|| engine.sessions_of(id) == 0);
     }
 }
