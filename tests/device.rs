@@ -7,11 +7,9 @@ mod common;
 use common::*;
 use ksspi::SecStatus;
 use ksspi_abi::*;
-use ksspi_driver::device::{DeviceConfig, FileId};
+use ksspi_driver::device::DeviceConfig;
 use ksspi_driver::ntstatus::*;
-use ksspi_sim::certs::TestPki;
-use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig};
-use std::sync::Arc;
+use ksspi_sim::{Completion, CompletionPolicy};
 use std::time::Duration;
 
 #[test]
@@ -316,22 +314,6 @@ fn cleanup_closes_a_files_sessions_mid_step_and_completes_everything_once() {
     w.finish();
 }
 
-fn selftest(w: &World, count: u32, concurrency: u32) -> (NtStatus, Option<SelftestReply>) {
-    let file = w.dev.open_file();
-    let req = SelftestRequest {
-        count,
-        concurrency,
-        protocols: proto::ALL,
-        thumbprint: w.thumb,
-        ..SelftestRequest::default()
-    };
-    let (st, reply) = w.call(file, IOCTL_KSSPI_SELFTEST, &enc(&req), 512);
-    (
-        st,
-        (st == STATUS_SUCCESS).then(|| decode::<SelftestReply>(&reply).unwrap()),
-    )
-}
-
 #[test]
 fn the_selftest_runs_n_handshakes_at_concurrency_c_in_every_mode() {
     for policy in Completion::ALL
@@ -372,60 +354,6 @@ fn a_selftest_with_an_unknown_certificate_reports_every_handshake_failed() {
     let r = reply.unwrap();
     assert_eq!((r.handshakes_ok, r.handshakes_failed), (0, 5));
     w.finish();
-}
-
-/// Sweep a device scenario over every fault point of a fresh model (seeded
-/// mixed completions and IRQLs, `tickets` TLS 1.3 tickets): each run gets its
-/// own device, waits for its sessions to go, and must end cleanly with
-/// nothing left at unload. Returns the number of fault points.
-fn sweep_device(
-    name: &str,
-    seed: u64,
-    tickets: usize,
-    scenario: impl Fn(&World) -> Result<(), String>,
-) -> u64 {
-    let (store, thumb) = TestPki::new(name).store(&["localhost"]);
-    let store = Arc::new(store);
-    let config = SimConfig {
-        completion: CompletionPolicy::Mixed,
-        callback_irql: CallbackIrql::Mixed,
-        tls13_tickets: tickets,
-        seed,
-        ..SimConfig::default()
-    };
-    let report = ksspi_sim::sweep::sweep(&config, &store, |sim| {
-        let w = World::over(sim.clone(), thumb, DeviceConfig::default());
-        let verdict = scenario(&w);
-        w.dev.unload();
-        for _ in 0..2000 {
-            if w.dev.sessions_alive() == 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        sim.wait_idle();
-        verdict
-    });
-    println!(
-        "{name}: {} fault points, {} runs",
-        report.points, report.runs
-    );
-    assert!(report.failures.is_empty(), "{:#?}", report.failures);
-    report.points
-}
-
-#[test]
-fn a_low_resources_sweep_over_a_selftest_ends_cleanly_every_time() {
-    let points = sweep_device("self-test sweep", 3, 0, |w| {
-        let (st, reply) = selftest(w, 3, 2);
-        match (st, reply) {
-            (STATUS_SUCCESS, Some(r)) if r.handshakes_ok + r.handshakes_failed == 3 => Ok(()),
-            (STATUS_SUCCESS, r) => Err(format!("counts do not add up: {r:?}")),
-            (other, _) if other < 0 => Ok(()), // a clean error status
-            (other, _) => Err(format!("non-error status {other:#x}")),
-        }
-    });
-    assert!(points > 30, "{points}");
 }
 
 #[test]
@@ -749,65 +677,4 @@ fn the_selftest_exchanges_and_checks_bytes_both_ways_after_each_handshake() {
         assert_eq!(r.bytes_checked, 12 * 2 * 70_000, "every byte, both ways");
         w.finish();
     }
-}
-
-/// The record IOCTLs under a low-resources sweep: OPEN both sides, the
-/// handshake, QUERY, ENCRYPT, DECRYPT (with the tickets), SHUTDOWN and
-/// CLOSE, failing each allocation and provider call in turn. Every request
-/// completes once with success or an error status (a TLS failure inside a
-/// successful reply counts as clean), and nothing is left at unload.
-#[test]
-fn a_low_resources_sweep_over_the_record_ioctls_ends_cleanly_every_time() {
-    let points = sweep_device("record sweep", 4, 1, |w| {
-        let file = w.dev.open_file();
-        record_scenario(w, file)
-    });
-    assert!(points >= 25, "{points}");
-}
-
-/// One pass of the record scenario; `Ok` if every status was clean (it
-/// stops at the first error, as a caller would).
-fn record_scenario(w: &World, file: FileId) -> Result<(), String> {
-    let clean = clean_status;
-    let (st, server) = w.open(file, Role::Server, b"");
-    if !clean(st)? || server.status < 0 {
-        return Ok(());
-    }
-    let (st, client) = w.open(file, Role::Client, b"localhost");
-    if !clean(st)? || client.status < 0 {
-        return Ok(());
-    }
-    let (s, c) = (server.session, client.session);
-    let Some(mut to_client) = try_establish(w, file, s, c)? else {
-        return Ok(());
-    };
-    let (st, _) = w.call(
-        file,
-        IOCTL_KSSPI_QUERY,
-        &enc(&QueryRequest { session: c }),
-        QUERY_REPLY_CAPACITY,
-    );
-    clean(st)?;
-    let (st, reply) = w.encrypt(file, s, b"through the sweep");
-    if !clean(st)? {
-        return Ok(());
-    }
-    let sealed = decode::<EncryptReply>(&reply).unwrap();
-    if sealed.status < 0 {
-        return Ok(()); // EncryptMessage failed: a clean status in the reply
-    }
-    to_client.extend_from_slice(sealed.output);
-    let (st, reply) = w.decrypt(file, c, &to_client);
-    if !clean(st)? {
-        return Ok(());
-    }
-    let r = decode::<RecordReply>(&reply).unwrap();
-    if r.outcome == RecordOutcome::Data && r.data != b"through the sweep" {
-        return Err(format!("decrypted {:?}", r.data));
-    }
-    let (st, _) = w.shutdown(file, c);
-    clean(st)?;
-    clean(w.close(file, c))?;
-    clean(w.close(file, s))?;
-    Ok(())
 }

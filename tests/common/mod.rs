@@ -483,3 +483,20 @@ pub fn payload(n: usize, salt: u8) -> Vec<u8> {
         .map(|i| (i as u8).wrapping_mul(13) ^ (i >> 10) as u8 ^ salt)
         .collect()
 }
+
+/// A SELFTEST of `count` handshakes at `concurrency` on a file of its own.
+pub fn selftest(w: &World, count: u32, concurrency: u32) -> (NtStatus, Option<SelftestReply>) {
+    let file = w.dev.open_file();
+    let req = SelftestRequest {
+        count,
+        concurrency,
+        protocols: proto::ALL,
+        thumbprint: w.thumb,
+        ..SelftestRequest::default()
+    };
+    let (st, reply) = w.call(file, IOCTL_KSSPI_SELFTEST, &enc(&req), 512);
+    (
+        st,
+        (st == STATUS_SUCCESS).then(|| decode::<SelftestReply>(&reply).unwrap()),
+    )
+}
