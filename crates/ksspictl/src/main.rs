@@ -14,6 +14,7 @@ mod model;
 #[cfg(not(windows))]
 mod plot;
 mod relay;
+mod soak;
 #[cfg(windows)]
 mod windows;
 
@@ -56,24 +57,41 @@ enum Command {
     /// Run the driver's self-test: handshakes between a server and a client
     /// session inside the driver.
     Selftest(SelftestArgs),
-    /// Long mixed runs: self-test batches with fresh seeds, every completion
-    /// mode and callback IRQL mixed, until the time is up.
+    /// A soak: batches until the time is up, each a self-test with every
+    /// completion mode and callback IRQL mixed and (over the model) user-mode
+    /// IOCTL session pairs beside it, some cancelled, closed or cut off by a
+    /// file close mid-flight, TLS versions and tickets rotated per batch,
+    /// faults injected in every other batch; every counter must balance.
     Stress {
         /// How long to run.
         #[arg(long, default_value_t = 10)]
         duration: u64,
-        /// Handshakes at once.
+        /// Self-test handshakes at once (each batch runs four times as many).
         #[arg(long, default_value_t = 32)]
         concurrency: u32,
-        /// TLS versions.
+        /// TLS versions (both: rotate 1.2-only, 1.3-only and both per batch).
         #[arg(long, value_enum, default_value_t = Tls::Both)]
         tls: Tls,
         /// The first seed (each batch uses the next).
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Application bytes each pair exchanges both ways (record layer).
-        #[arg(long, default_value_t = 0)]
-        bytes: u32,
+        /// Application bytes each self-test pair exchanges both ways
+        /// [default: 16384 in two batches of four, 0 in the others].
+        #[arg(long)]
+        bytes: Option<u32>,
+        /// Model: in every other batch one fault point (an allocation or an
+        /// SSPI call) in N fails, seeded: N or 1inN, 0 for none [default: 200].
+        #[arg(long, value_parser = parse_one_in)]
+        faults: Option<u64>,
+        /// Model: user-mode threads driving IOCTL session pairs beside each
+        /// self-test, each on a file handle of its own [default: 2].
+        #[arg(long)]
+        workers: Option<u32>,
+        /// Model: percent of those pairs disrupted: a pended request cancelled
+        /// (or cancelled before it pends), the session closed, or the file
+        /// handle closed, mid-flight [default: 40].
+        #[arg(long)]
+        disrupt: Option<u32>,
         /// The server certificate's SHA-1 thumbprint in LocalMachine\My
         /// (needed on Windows; the model generates one).
         #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint)]
@@ -213,6 +231,17 @@ struct SelftestArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// "one in N": `N` or `1inN` (`0`, `off`: never).
+fn parse_one_in(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    if t == "off" {
+        return Ok(0);
+    }
+    let n = t.strip_prefix("1in").unwrap_or(&t);
+    n.parse()
+        .map_err(|_| format!("{s:?} is not N or 1inN (one fault point in N fails)"))
 }
 
 /// A SHA-1 thumbprint: 40 hex digits (spaces and colons ignored).
@@ -765,16 +794,26 @@ fn run_selftest(
     Ok((r, backend, driver.finish()))
 }
 
+use soak::Counters;
+
+/// What `stress` prints with --json.
 #[derive(Serialize)]
 struct StressJson {
     backend: &'static str,
     duration_s: f64,
     batches: u64,
-    handshakes_ok: u64,
-    handshakes_failed: u64,
+    /// One fault point in this many fails in fault batches (0: none).
+    faults_one_in: u64,
+    workers: u32,
+    disrupt_percent: u32,
     handshakes_per_second: f64,
     latency_max_us: u64,
-    leaked: u64,
+    #[serde(flatten)]
+    counters: Counters,
+    /// Every figure balanced.
+    balanced: bool,
+    /// Why the run failed, if it did.
+    failure: Option<String>,
 }
 
 /// What `stress` runs.
@@ -783,24 +822,107 @@ struct StressPlan {
     concurrency: u32,
     tls: Tls,
     seed: u64,
-    bytes: u32,
+    bytes: Option<u32>,
+    faults: Option<u64>,
+    workers: Option<u32>,
+    disrupt: Option<u32>,
     thumbprint: Option<[u8; 20]>,
     json: bool,
 }
 
-fn stress(plan: StressPlan) -> Result<(), Failure> {
-    let StressPlan {
-        duration,
-        concurrency,
-        tls,
-        seed,
+/// The TLS versions of batch `index`: `tls`, or with both a rotation of
+/// 1.2 only, 1.3 only and both.
+fn batch_protocols(tls: Tls, index: u64) -> u32 {
+    match tls {
+        Tls::Both => [proto::TLS12, proto::TLS13, proto::ALL][(index % 3) as usize],
+        other => protocols(other),
+    }
+}
+
+/// The self-test's application bytes in batch `index`: `bytes`, or by
+/// default 16 KiB each way in batches 2 and 3 of every four (so with and
+/// without faults).
+fn batch_bytes(bytes: Option<u32>, index: u64) -> u32 {
+    bytes.unwrap_or(if index % 4 >= 2 { 16 * 1024 } else { 0 })
+}
+
+/// One batch over the model: the soak's mix (see [`soak`]). TLS versions
+/// rotate every batch, tickets every six, faults every other one, so twelve
+/// batches see every combination.
+#[cfg(not(windows))]
+fn stress_batch(plan: &StressPlan, index: u64) -> Result<soak::Batch, Failure> {
+    soak::batch(&soak::BatchPlan {
+        index,
+        seed: plan.seed + index,
+        concurrency: plan.concurrency,
+        protocols: batch_protocols(plan.tls, index),
+        tickets: if (index / 6) % 2 == 0 { 2 } else { 0 },
+        faults: if index % 2 == 1 {
+            plan.faults.unwrap_or(200)
+        } else {
+            0
+        },
+        bytes: batch_bytes(plan.bytes, index),
+        workers: plan.workers.unwrap_or(2),
+        disrupt: plan.disrupt.unwrap_or(40),
+        thumbprint: plan.thumbprint,
+    })
+}
+
+/// One batch on Windows: a self-test of the installed driver.
+#[cfg(windows)]
+fn stress_batch(plan: &StressPlan, index: u64) -> Result<soak::Batch, Failure> {
+    let _ = plan.seed; // ksecdd's behaviour is not seeded
+    let protocols = batch_protocols(plan.tls, index);
+    let bytes = batch_bytes(plan.bytes, index);
+    let (r, _, leaked) = run_selftest(
+        selftest_driver(None, plan.thumbprint)?,
+        plan.concurrency * 4,
+        plan.concurrency,
+        protocols,
         bytes,
-        thumbprint,
-        json,
-    } = plan;
-    if concurrency == 0 {
+        false,
+    )?;
+    let want = u64::from(bytes) * 2 * r.handshakes_ok;
+    if r.bytes_checked != want {
+        return Err(Failure(format!(
+            "batch {index}: {} of {want} application bytes checked",
+            r.bytes_checked
+        )));
+    }
+    Ok(soak::Batch {
+        counters: Counters {
+            batches_tls12: u64::from(protocols == proto::TLS12),
+            batches_tls13: u64::from(protocols == proto::TLS13),
+            batches_tls_both: u64::from(protocols == proto::ALL),
+            handshakes_ok: r.handshakes_ok,
+            handshakes_failed: r.handshakes_failed,
+            handshakes_failed_clean: r.handshakes_failed,
+            bytes_checked: r.bytes_checked,
+            leaked,
+            ..Counters::default()
+        },
+        latency_max_us: r.latency_max_us,
+        failure: None,
+    })
+}
+
+fn stress(plan: StressPlan) -> Result<(), Failure> {
+    if plan.concurrency == 0 {
         return Err(Failure("--concurrency must be at least 1".into()));
     }
+    if plan.disrupt.is_some_and(|d| d > 100) {
+        return Err(Failure("--disrupt is a percentage: 0 to 100".into()));
+    }
+    if cfg!(windows) && (plan.faults.is_some() || plan.workers.is_some() || plan.disrupt.is_some())
+    {
+        return Err(Failure(
+            "--faults, --workers and --disrupt drive the model; on Windows use Driver \
+             Verifier's low-resources simulation (docs/WINDOWS.md) and selftest batches"
+                .into(),
+        ));
+    }
+    let (duration, json) = (plan.duration, plan.json);
     let start = std::time::Instant::now();
     let deadline = start + Duration::from_secs(duration);
     let bar = (!json).then(|| {
@@ -811,77 +933,184 @@ fn stress(plan: StressPlan) -> Result<(), Failure> {
         );
         bar
     });
-    let (mut batches, mut ok, mut failed, mut leaked, mut worst) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut backend = "model";
+    let mut total = Counters::default();
+    let (mut batches, mut worst) = (0u64, 0u64);
+    let mut failure = None;
     while std::time::Instant::now() < deadline {
-        #[cfg(not(windows))]
-        let config = Some(SimConfig {
-            seed: seed + batches,
-            completion: CompletionPolicy::Mixed,
-            callback_irql: CallbackIrql::Mixed,
-            ..model_defaults()
-        });
-        #[cfg(windows)]
-        let config = {
-            let _ = seed;
-            None
+        let batch = match stress_batch(&plan, batches) {
+            Ok(b) => b,
+            Err(Failure(why)) => {
+                failure = Some(why);
+                break;
+            }
         };
-        let (r, b, l) = run_selftest(
-            selftest_driver(config, thumbprint)?,
-            concurrency * 4,
-            concurrency,
-            protocols(tls),
-            bytes,
-            false,
-        )?;
-        if r.bytes_checked != u64::from(bytes) * 2 * r.handshakes_ok {
-            return Err(Failure(format!(
-                "batch {batches}: {} of {} application bytes checked",
-                r.bytes_checked,
-                u64::from(bytes) * 2 * r.handshakes_ok
-            )));
-        }
-        backend = b;
         batches += 1;
-        ok += r.handshakes_ok;
-        failed += r.handshakes_failed;
-        leaked += l;
-        worst = worst.max(r.latency_max_us);
+        total.add(&batch.counters);
+        worst = worst.max(batch.latency_max_us);
+        if batch.failure.is_some() {
+            failure = batch.failure;
+            break;
+        }
         if let Some(bar) = &bar {
+            let t = &total;
             bar.set_position(start.elapsed().as_secs().min(duration));
             bar.set_message(format!(
-                "{ok} ok, {failed} failed, {leaked} leaked, {batches} batches"
+                "{batches} batches, {} handshakes ok, {} failed; {} pairs ok, {} disrupted; \
+                 {} requests, {} cancelled; {} faults; {} leaked",
+                t.handshakes_ok,
+                t.handshakes_failed,
+                t.pairs_ok,
+                t.pairs_disrupted,
+                t.requests_sent,
+                t.cancelled,
+                t.faults_injected,
+                t.leaked
             ));
         }
     }
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
+    if failure.is_none() {
+        failure = total.balance().err();
+    }
     let secs = start.elapsed().as_secs_f64();
     let summary = StressJson {
-        backend,
+        backend: if cfg!(windows) { "windows" } else { "model" },
         duration_s: (secs * 10.0).round() / 10.0,
         batches,
-        handshakes_ok: ok,
-        handshakes_failed: failed,
-        handshakes_per_second: ((ok as f64 / secs) * 10.0).round() / 10.0,
+        faults_one_in: if cfg!(windows) {
+            0
+        } else {
+            plan.faults.unwrap_or(200)
+        },
+        workers: if cfg!(windows) {
+            0
+        } else {
+            plan.workers.unwrap_or(2)
+        },
+        disrupt_percent: if cfg!(windows) {
+            0
+        } else {
+            plan.disrupt.unwrap_or(40)
+        },
+        handshakes_per_second: ((total.handshakes_ok as f64 / secs) * 10.0).round() / 10.0,
         latency_max_us: worst,
-        leaked,
+        counters: total,
+        balanced: failure.is_none(),
+        failure: failure.clone(),
     };
     if json {
         println!("{}", serde_json::to_string(&summary).expect("serialisable"));
     } else {
-        println!(
-            "stress: {:.1} s, {} batches, {} handshakes ok, {} failed, {:.1}/s, worst latency {} µs, {} leaked",
-            summary.duration_s, batches, ok, failed, summary.handshakes_per_second, worst, leaked
-        );
+        print_stress(&summary);
     }
-    if failed > 0 || leaked > 0 {
-        return Err(Failure(format!(
-            "{failed} handshakes failed, {leaked} objects leaked"
-        )));
+    match failure {
+        Some(why) => Err(Failure(why)),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The soak's summary, for people.
+fn print_stress(j: &StressJson) {
+    let t = &j.counters;
+    println!(
+        "stress: {:.1} s, {} batches, {} handshakes ok, {} failed, {:.1}/s, worst latency {} µs, \
+         {} leaked{}",
+        j.duration_s,
+        j.batches,
+        t.handshakes_ok,
+        t.handshakes_failed,
+        j.handshakes_per_second,
+        j.latency_max_us,
+        t.leaked,
+        if j.balanced {
+            ", balanced"
+        } else {
+            ", NOT balanced"
+        }
+    );
+    if j.backend != "model" {
+        return;
+    }
+    println!(
+        "  batches: {} TLS 1.2 only, {} TLS 1.3 only, {} both; {} with tickets; {} with faults (1 in {})",
+        t.batches_tls12,
+        t.batches_tls13,
+        t.batches_tls_both,
+        t.batches_tickets,
+        t.batches_faults,
+        j.faults_one_in
+    );
+    println!(
+        "  self-test: {} failed without faults, {} application bytes checked",
+        t.handshakes_failed_clean, t.bytes_checked
+    );
+    println!(
+        "  IOCTL pairs ({} workers): {} ok ({} TLS 1.2, {} TLS 1.3), {} failed ({} without faults), \
+         {} disrupted; {} bytes checked, {} post-handshake messages",
+        j.workers,
+        t.pairs_ok,
+        t.pairs_tls12,
+        t.pairs_tls13,
+        t.pairs_failed,
+        t.pairs_failed_clean,
+        t.pairs_disrupted,
+        t.pair_bytes_checked,
+        t.renegotiations
+    );
+    println!(
+        "  requests: {} sent, {} completed ({} twice, {} dropped); {} success, {} errors, {} unclean",
+        t.requests_sent,
+        t.requests_completed,
+        t.requests_completed_twice,
+        t.requests_dropped,
+        t.status_success,
+        t.status_error,
+        t.status_not_clean
+    );
+    println!(
+        "  disruptions: {} cancels ({} too late), {} cancel routines, {} cancelled ({} by the engine, \
+         {} races), {} pends refused of {}; {} closes and {} file closes mid-flight; {} stale ids refused",
+        t.cancels,
+        t.cancels_too_late,
+        t.cancel_routines,
+        t.cancelled,
+        t.cancelled_by_engine,
+        t.cancel_races,
+        t.pends_refused,
+        t.pends,
+        t.closes_mid_flight,
+        t.file_cleanups,
+        t.stale_ids_refused
+    );
+    println!(
+        "  sessions: {} opened, {} open at the end",
+        t.sessions_opened, t.sessions_open_at_end
+    );
+    println!(
+        "  async calls: engine {} issued / {} completed, {} callbacks / {} expected; self-test \
+         {} completed, {} callbacks / {} expected; model {} queued / {} completed, {} callbacks / {} expected",
+        t.engine_calls,
+        t.engine_completions,
+        t.engine_callbacks,
+        t.engine_notified,
+        t.selftest_completions,
+        t.selftest_callbacks,
+        t.selftest_notified,
+        t.model_calls,
+        t.model_completions,
+        t.model_callbacks,
+        t.model_notified
+    );
+    println!(
+        "  work items: {} counted by the engine, {} queued, {} run; faults: {} injected in {} points",
+        t.work_items_engine,
+        t.work_items_queued,
+        t.work_items_run,
+        t.faults_injected,
+        t.fault_points
+    );
 }
 
 fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
@@ -1133,6 +1362,9 @@ fn main() -> ExitCode {
             tls,
             seed,
             bytes,
+            faults,
+            workers,
+            disrupt,
             cert_thumbprint,
             json,
         } => stress(StressPlan {
@@ -1141,6 +1373,9 @@ fn main() -> ExitCode {
             tls: *tls,
             seed: *seed,
             bytes: *bytes,
+            faults: *faults,
+            workers: *workers,
+            disrupt: *disrupt,
             thumbprint: *cert_thumbprint,
             json: *json,
         }),

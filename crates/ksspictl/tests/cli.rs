@@ -1,6 +1,6 @@
-//! The command line as a contract: `ksspictl selftest --json` and `info
-//! --json` over the model, and a one-line reason with a non-zero exit on bad
-//! arguments.
+//! The command line as a contract: `ksspictl selftest --json`, `info
+//! --json` and `stress --json` (the soak's balances) over the model, and a
+//! one-line reason with a non-zero exit on bad arguments.
 
 mod common;
 
@@ -127,7 +127,7 @@ fn bad_arguments_fail_with_one_line() {
 }
 
 #[test]
-fn stress_runs_mixed_batches_for_the_time_given() {
+fn stress_without_faults_fails_nothing() {
     let (code, out, err) = ksspictl(&[
         "stress",
         "--duration",
@@ -138,12 +138,141 @@ fn stress_runs_mixed_batches_for_the_time_given() {
         "3",
         "--bytes",
         "4096",
+        "--faults",
+        "0",
         "--json",
     ]);
     assert_eq!(code, 0, "{err}");
     let j = json(&out);
     assert!(j["batches"].as_u64().unwrap() >= 1, "{j}");
     assert!(j["handshakes_ok"].as_u64().unwrap() >= 32, "{j}");
-    assert_eq!(j["handshakes_failed"], 0);
+    assert_eq!(j["handshakes_failed"], 0, "{j}");
+    assert_eq!(j["pairs_failed"], 0, "{j}");
+    assert_eq!(j["batches_faults"], 0, "{j}");
+    assert_eq!(j["faults_injected"], 0, "{j}");
+    assert_eq!(j["faults_one_in"], 0, "{j}");
+    let ok = j["handshakes_ok"].as_u64().unwrap();
+    assert_eq!(
+        j["bytes_checked"],
+        ok * 2 * 4096,
+        "every byte, both ways: {j}"
+    );
     assert_eq!(j["leaked"], 0);
+}
+
+/// The soak with everything on: faults in every other batch, three workers
+/// with most of their pairs disrupted. Whatever failed, every figure must
+/// balance.
+#[test]
+fn stress_soak_balances_with_faults_cancels_and_file_closes() {
+    let (code, out, err) = ksspictl(&[
+        "stress",
+        "--duration",
+        "3",
+        "--concurrency",
+        "4",
+        "--faults",
+        "1in50",
+        "--workers",
+        "3",
+        "--disrupt",
+        "60",
+        "--seed",
+        "11",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}\n{out}");
+    let j = json(&out);
+    let n = |k: &str| j[k].as_u64().unwrap_or_else(|| panic!("{k} missing: {j}"));
+    assert_eq!(j["balanced"], true, "{j}");
+    assert!(j["failure"].is_null(), "{j}");
+    assert_eq!(
+        (n("faults_one_in"), n("workers"), n("disrupt_percent")),
+        (50, 3, 60)
+    );
+    // Batches: TLS versions rotate, faults every other one.
+    let batches = n("batches");
+    assert!(batches >= 2, "{j}");
+    assert_eq!(
+        n("batches_tls12") + n("batches_tls13") + n("batches_tls_both"),
+        batches
+    );
+    assert_eq!(n("batches_tls12"), batches.div_ceil(3), "{j}");
+    assert_eq!(n("batches_faults"), batches / 2, "{j}");
+    let with_tickets = (0..batches).filter(|i| (i / 6) % 2 == 0).count() as u64;
+    assert_eq!(n("batches_tickets"), with_tickets, "{j}");
+    // Faults were injected; failures only where they were.
+    assert!(
+        n("faults_injected") > 0 && n("fault_points") > n("faults_injected"),
+        "{j}"
+    );
+    assert_eq!(n("handshakes_failed_clean"), 0, "{j}");
+    assert_eq!(n("pairs_failed_clean"), 0, "{j}");
+    assert_eq!(
+        n("handshakes_ok") + n("handshakes_failed"),
+        16 * batches,
+        "{j}"
+    );
+    assert!(n("handshakes_ok") > 0 && n("pairs_ok") > 0, "{j}");
+    assert!(n("pairs_tls12") > 0 && n("pairs_tls13") > 0, "{j}");
+    assert!(n("pair_bytes_checked") > 0, "{j}");
+    // Every request completed exactly once, with a clean status.
+    let sent = n("requests_sent");
+    assert!(sent > 100, "{j}");
+    assert_eq!(n("requests_completed"), sent, "{j}");
+    assert_eq!(n("requests_completed_twice"), 0);
+    assert_eq!(n("requests_dropped"), 0);
+    assert_eq!(n("status_not_clean"), 0);
+    assert_eq!(n("replies_not_clean"), 0);
+    assert_eq!(n("status_success") + n("status_error"), sent);
+    // Disruptions of every kind happened and were accounted for.
+    assert!(n("pairs_disrupted") > 0, "{j}");
+    assert!(
+        n("cancels") > 0 && n("cancelled") > 0 && n("pends_refused") > 0,
+        "{j}"
+    );
+    assert!(n("closes_mid_flight") > 0 && n("file_cleanups") > 0, "{j}");
+    assert_eq!(
+        n("cancel_routines"),
+        n("cancelled_by_engine") + n("cancel_races"),
+        "{j}"
+    );
+    assert!(
+        n("cancelled") >= n("cancelled_by_engine") + n("cancel_races") + n("pends_refused"),
+        "{j}"
+    );
+    assert!(n("pends_refused") <= n("pends"));
+    // Sessions: all closed; every id handed out is refused afterwards.
+    assert!(n("sessions_opened") > 0, "{j}");
+    assert_eq!(n("sessions_open_at_end"), 0);
+    assert!(n("stale_ids_refused") > 0 && n("stale_ids_refused") <= n("sessions_opened"));
+    // Async calls and callbacks balance in the engine, the self-test and
+    // the model; every work item queued ran; nothing leaked.
+    assert!(n("engine_calls") > 0);
+    assert_eq!(n("engine_calls"), n("engine_completions"), "{j}");
+    assert_eq!(n("engine_callbacks"), n("engine_notified"), "{j}");
+    assert_eq!(n("selftest_callbacks"), n("selftest_notified"), "{j}");
+    assert_eq!(n("model_calls"), n("model_completions"), "{j}");
+    assert_eq!(n("model_callbacks"), n("model_notified"), "{j}");
+    assert!(n("model_calls") >= n("engine_calls") + n("selftest_completions"));
+    assert!(n("work_items_queued") > 0);
+    assert_eq!(n("work_items_queued"), n("work_items_run"), "{j}");
+    assert!(n("work_items_engine") <= n("work_items_queued"));
+    assert_eq!(n("leaked"), 0);
+}
+
+#[test]
+fn stress_refuses_bad_soak_arguments_with_one_line() {
+    for (args, text) in [
+        (&["stress", "--faults", "often"][..], "often"),
+        (
+            &["stress", "--disrupt", "101", "--duration", "1"][..],
+            "--disrupt",
+        ),
+        (&["stress", "--concurrency", "0"][..], "--concurrency"),
+    ] {
+        let (code, _, err) = ksspictl(args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(text), "{args:?}: {err}");
+    }
 }
