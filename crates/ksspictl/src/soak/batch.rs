@@ -615,38 +615,40 @@ impl<'a> Worker<'a> {
         let n = self.sent;
         self.sent += u32::from(may_pend);
         let how = match self.disrupt {
-            Some((at, how)) if may_pend && at == n => {
-                self.disrupted = true;
-                Some(how)
-            }
+            Some((at, how)) if may_pend && at == n => Some(how),
             _ => None,
         };
+        // A cancel that comes too late (the request completed already) did
+        // nothing: the next request that may pend is cancelled instead.
+        self.disrupted |= how.is_some_and(|how| !matches!(how, Disrupt::Cancel));
         let early = matches!(how, Some(Disrupt::CancelEarly));
         let p = self.model.submit(self.file, code, input, capacity, early);
-        match how {
-            Some(Disrupt::Cancel) => {
+        match (how, session_of(code, input)) {
+            (Some(Disrupt::Cancel), _) => {
                 self.pause();
-                self.model.cancel(&p);
-            }
-            Some(Disrupt::Close) => {
-                // Every request of the pair starts with its session id.
-                if let Some(session) = session_of(code, input) {
-                    self.pause();
-                    let close = enc(&CloseRequest { session });
-                    let c = self
-                        .model
-                        .submit(self.file, IOCTL_KSSPI_CLOSE, &close, 64, false);
-                    self.wait(&c)?;
-                    self.c.closes_mid_flight += 1;
+                if self.model.cancel(&p) {
+                    self.disrupted = true;
+                } else {
+                    self.disrupt = Some((n + 1, Disrupt::Cancel));
                 }
             }
-            Some(Disrupt::Cleanup) => {
+            (Some(Disrupt::Close), Some(session)) => {
+                self.pause();
+                let close = enc(&CloseRequest { session });
+                let c = self
+                    .model
+                    .submit(self.file, IOCTL_KSSPI_CLOSE, &close, 64, false);
+                self.wait(&c)?;
+                self.c.closes_mid_flight += 1;
+            }
+            // An OPEN has no session id to CLOSE yet: close the file instead.
+            (Some(Disrupt::Close | Disrupt::Cleanup), _) => {
                 self.pause();
                 self.model.device.cleanup(self.file);
                 self.file_gone = true;
                 self.c.file_cleanups += 1;
             }
-            Some(Disrupt::CancelEarly) | None => {}
+            (Some(Disrupt::CancelEarly) | None, _) => {}
         }
         Ok(self.wait(&p)?)
     }
