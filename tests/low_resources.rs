@@ -20,18 +20,9 @@ use ksspi_abi::*;
 use ksspi_driver::device::{DeviceConfig, FileId};
 use ksspi_driver::ntstatus::*;
 use ksspi_sim::certs::TestPki;
-use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig};
+use ksspi_sim::{CallbackIrql, CompletionPolicy, SimConfig};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Every completion mode, and the seeded mix.
-const POLICIES: [CompletionPolicy; 5] = [
-    CompletionPolicy::Always(Completion::Async),
-    CompletionPolicy::Always(Completion::AsyncBeforeReturn),
-    CompletionPolicy::Always(Completion::Inline),
-    CompletionPolicy::Always(Completion::Sync),
-    CompletionPolicy::Mixed,
-];
 
 /// Sweep a device scenario over every fault point of a fresh model with
 /// `config`: each run gets its own device, unloads it, waits for its
@@ -81,7 +72,7 @@ fn config(completion: CompletionPolicy, tickets: usize, seed: u64) -> SimConfig 
 #[test]
 fn a_low_resources_sweep_over_a_selftest_with_bytes_ends_cleanly_every_time() {
     let (mut points, mut runs) = (0, 0);
-    for (i, policy) in POLICIES.into_iter().enumerate() {
+    for (i, policy) in CompletionPolicy::ALL.into_iter().enumerate() {
         let (p, r) = sweep_device("self-test sweep", config(policy, 2, 3 + i as u64), |w| {
             let file = w.dev.open_file();
             let req = SelftestRequest {
@@ -118,7 +109,7 @@ fn a_low_resources_sweep_over_a_selftest_with_bytes_ends_cleanly_every_time() {
 #[test]
 fn a_low_resources_sweep_over_the_record_ioctls_ends_cleanly_every_time() {
     let (mut points, mut runs) = (0, 0);
-    for (i, policy) in POLICIES.into_iter().enumerate() {
+    for (i, policy) in CompletionPolicy::ALL.into_iter().enumerate() {
         for (protocols, tickets) in [(proto::TLS12, 0), (proto::TLS13, 2)] {
             let (p, r) = sweep_device("record sweep", config(policy, tickets, 4 + i as u64), |w| {
                 let file = w.dev.open_file();

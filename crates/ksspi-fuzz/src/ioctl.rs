@@ -16,7 +16,7 @@ use ksspi_abi::*;
 use ksspi_driver::device::{Device, DeviceConfig, FileId, PendKey, Request};
 use ksspi_driver::ntstatus::*;
 use ksspi_sim::certs::Thumbprint;
-use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimPlatform, SimProvider};
+use ksspi_sim::{CallbackIrql, CompletionPolicy, SimConfig, SimPlatform, SimProvider};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,15 +90,6 @@ pub const CODES: [u32; 9] = [
     IOCTL_KSSPI_DECRYPT,
     IOCTL_KSSPI_SHUTDOWN,
     IOCTL_KSSPI_QUERY,
-];
-
-/// The model's completion modes, by header byte (modulo 5).
-pub const COMPLETIONS: [CompletionPolicy; 5] = [
-    CompletionPolicy::Always(Completion::Async),
-    CompletionPolicy::Always(Completion::AsyncBeforeReturn),
-    CompletionPolicy::Always(Completion::Inline),
-    CompletionPolicy::Always(Completion::Sync),
-    CompletionPolicy::Mixed,
 ];
 
 /// The callback IRQLs, by header byte (modulo 3).
@@ -218,7 +209,8 @@ fn enc<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
 impl World {
     fn new(header: &mut Input<'_>) -> World {
         let (store, thumb) = crate::pki();
-        let completion = COMPLETIONS[usize::from(header.u8()) % COMPLETIONS.len()];
+        let completion =
+            CompletionPolicy::ALL[usize::from(header.u8()) % CompletionPolicy::ALL.len()];
         let b = header.u8();
         let sim = SimProvider::new(
             SimConfig {

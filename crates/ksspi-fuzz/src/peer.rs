@@ -21,11 +21,11 @@
 //! - both sessions close exactly once and the model is clean at unload.
 
 use crate::input::Input;
-use crate::ioctl::{COMPLETIONS, IRQLS};
+use crate::ioctl::IRQLS;
 use ksspi::engine::{Outcome, RecordError, RecordOutcome, StepError};
 use ksspi::sys::{SP_PROT_TLS1_2, SP_PROT_TLS1_3};
 use ksspi_sim::drive::{passive, Pair, Recorder, SimSession};
-use ksspi_sim::{SimConfig, SimProvider};
+use ksspi_sim::{CompletionPolicy, SimConfig, SimProvider};
 
 /// The operations of a script, by their byte (taken modulo the count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,7 +237,7 @@ pub fn run(data: &[u8], established_first: bool) -> Summary {
         2 => SP_PROT_TLS1_2,
         _ => 0,
     };
-    let completion = COMPLETIONS[usize::from(inp.u8()) % COMPLETIONS.len()];
+    let completion = CompletionPolicy::ALL[usize::from(inp.u8()) % CompletionPolicy::ALL.len()];
     let c = inp.u8();
     let (store, thumb) = crate::pki();
     let sim = SimProvider::new(

@@ -55,6 +55,17 @@ pub enum CompletionPolicy {
     Mixed,
 }
 
+impl CompletionPolicy {
+    /// Each mode alone, then the mix.
+    pub const ALL: [CompletionPolicy; 5] = [
+        CompletionPolicy::Always(Completion::Async),
+        CompletionPolicy::Always(Completion::AsyncBeforeReturn),
+        CompletionPolicy::Always(Completion::Inline),
+        CompletionPolicy::Always(Completion::Sync),
+        CompletionPolicy::Mixed,
+    ];
+}
+
 /// The IRQL callbacks run at (contract item 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallbackIrql {

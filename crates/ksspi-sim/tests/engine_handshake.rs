@@ -111,15 +111,6 @@ fn flights_split_at_every_byte_boundary_still_complete() {
     }
 }
 
-/// The model's completion policies, by index.
-const POLICIES: [CompletionPolicy; 5] = [
-    CompletionPolicy::Always(Completion::Async),
-    CompletionPolicy::Always(Completion::AsyncBeforeReturn),
-    CompletionPolicy::Always(Completion::Inline),
-    CompletionPolicy::Always(Completion::Sync),
-    CompletionPolicy::Mixed,
-];
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -129,12 +120,12 @@ proptest! {
     #[test]
     fn flights_cut_anywhere_still_complete(
         tls13 in any::<bool>(),
-        policy in 0..POLICIES.len(),
+        policy in 0..CompletionPolicy::ALL.len(),
         seed in any::<u64>(),
         cuts in proptest::collection::vec(1usize..3000, 1..24),
     ) {
         let versions = if tls13 { ONLY_TLS13 } else { ONLY_TLS12 };
-        let (sim, thumb) = sim_with(config(POLICIES[policy], CallbackIrql::Mixed, seed));
+        let (sim, thumb) = sim_with(config(CompletionPolicy::ALL[policy], CallbackIrql::Mixed, seed));
         let pair = Pair::new(&sim, thumb, "localhost", versions);
         let outcome = pair.handshake_cut(&cuts);
         pair.finish();
