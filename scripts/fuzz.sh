@@ -34,7 +34,7 @@ if [ "${1:-}" = "--smoke" ]; then
   seconds=${2:-30}
   for t in "${targets[@]}"; do
     printf 'fuzz smoke: %s for %s s\n' "$t" "$seconds"
-    fuzz "$t" "$seconds" "target/fuzz-smoke/$t" 2>&1 | grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+== ERROR|SUMMARY|thread .* panicked)' || true
+    fuzz "$t" "$seconds" "target/fuzz-smoke/$t" 2>&1 | grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|==[0-9]+== ERROR|SUMMARY|thread .* panicked)' || true
     status=${PIPESTATUS[0]}
     [ "$status" -eq 0 ] || { echo "fuzz smoke: $t failed ($status)"; exit 1; }
   done

@@ -344,6 +344,14 @@ impl Platform for CountingPlatform {
     fn now_us(&self) -> u64 {
         self.inner.now_us()
     }
+
+    fn spin_wait(&self) {
+        self.inner.spin_wait()
+    }
+
+    fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {
+        self.inner.reserve(capacity)
+    }
 }
 
 /// The device engine's counters at the end (see [`EngineStats`]).
