@@ -89,15 +89,9 @@ fn the_cache_is_bounded_and_nothing_is_cached_after_unload() {
         for manual in [false, true] {
             let mut input = w.open_input_with(Role::Client, b"localhost", protocols);
             if manual {
-                let mut store = [0u8; 16];
-                store[..2].copy_from_slice(b"MY");
                 input = enc(&OpenRequest {
-                    role: Role::Client,
                     manual_validation: true,
-                    protocols,
-                    thumbprint: w.thumb,
-                    store,
-                    target: b"localhost",
+                    ..OpenRequest::new(Role::Client, protocols, w.thumb, b"localhost")
                 });
             }
             let (st, _) = w.call(file, IOCTL_KSSPI_OPEN, &input, 64);

@@ -189,16 +189,7 @@ impl World {
 
     /// [`World::open_input`] allowing `protocols` ([`proto`] bits).
     pub fn open_input_with(&self, role: Role, target: &[u8], protocols: u32) -> Vec<u8> {
-        let mut store = [0u8; 16];
-        store[..2].copy_from_slice(b"MY");
-        enc(&OpenRequest {
-            role,
-            manual_validation: false,
-            protocols,
-            thumbprint: self.thumb,
-            store,
-            target,
-        })
+        enc(&OpenRequest::new(role, protocols, self.thumb, target))
     }
 
     pub fn open(&self, file: FileId, role: Role, target: &[u8]) -> (NtStatus, OpenReply) {

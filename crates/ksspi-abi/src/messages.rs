@@ -183,6 +183,26 @@ pub struct OpenRequest<'a> {
     pub target: &'a [u8],
 }
 
+/// The system store servers' certificates are looked up in: `"MY"`,
+/// NUL-padded.
+pub const STORE_MY: [u8; 16] = *b"MY\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+
+impl<'a> OpenRequest<'a> {
+    /// An OPEN for `role` allowing `protocols` ([`proto`] bits), with the
+    /// server certificate `thumbprint` in [`STORE_MY`] and the client's
+    /// `target` name, certificate validation on (set the other fields after).
+    pub const fn new(role: Role, protocols: u32, thumbprint: [u8; 20], target: &'a [u8]) -> Self {
+        OpenRequest {
+            role,
+            manual_validation: false,
+            protocols,
+            thumbprint,
+            store: STORE_MY,
+            target,
+        }
+    }
+}
+
 impl<'a> Message<'a> for OpenRequest<'a> {
     const KIND: Kind = Kind::OpenRequest;
     fn data(&self) -> &'a [u8] {

@@ -359,8 +359,6 @@ impl World {
             Op::Open => {
                 let flags = inp.u8();
                 let file = self.file(inp);
-                let mut store = [0u8; 16];
-                store[..2].copy_from_slice(b"MY");
                 let mut thumbprint = self.thumb;
                 if flags & 4 != 0 {
                     thumbprint[0] ^= 0x5A; // a certificate the store lacks
@@ -375,13 +373,11 @@ impl World {
                 } else {
                     Role::Client
                 };
+                let target = if role == Role::Client { target } else { b"" };
+                let protocols = u32::from(flags >> 4 & 3).max(1);
                 let request = OpenRequest {
-                    role,
                     manual_validation: flags & 2 != 0,
-                    protocols: u32::from(flags >> 4 & 3).max(1),
-                    thumbprint,
-                    store,
-                    target: if role == Role::Client { target } else { b"" },
+                    ..OpenRequest::new(role, protocols, thumbprint, target)
                 };
                 let mut buf = [0u8; 512];
                 let Ok(n) = encode(&request, &mut buf) else {

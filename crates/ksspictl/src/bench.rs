@@ -349,16 +349,7 @@ impl EnginePair {
 /// (credentials acquired per session, as the driver does), STEPs, CLOSE.
 fn ioctl_handshakes(model: &Model, n: usize, protocols: u32) -> Result<Duration, Failure> {
     let open = |role: ksspi_abi::Role, target: &[u8]| -> Result<SessionId, Failure> {
-        let mut store = [0u8; 16];
-        store[..2].copy_from_slice(b"MY");
-        let req = OpenRequest {
-            role,
-            manual_validation: false,
-            protocols,
-            thumbprint: model.thumbprint,
-            store,
-            target,
-        };
+        let req = OpenRequest::new(role, protocols, model.thumbprint, target);
         let reply = call(model, IOCTL_KSSPI_OPEN, &enc(&req), 64)?;
         let r = decode::<OpenReply>(&reply).map_err(|e| Failure(format!("{e:?}")))?;
         if r.status < 0 {

@@ -72,16 +72,8 @@ pub fn open(
     target: &str,
     protocols: u32,
 ) -> Result<SessionId, Failure> {
-    let mut store = [0u8; 16];
-    store[..2].copy_from_slice(b"MY");
-    let req = OpenRequest {
-        role: if server { Role::Server } else { Role::Client },
-        manual_validation: false,
-        protocols,
-        thumbprint,
-        store,
-        target: target.as_bytes(),
-    };
+    let role = if server { Role::Server } else { Role::Client };
+    let req = OpenRequest::new(role, protocols, thumbprint, target.as_bytes());
     let reply = call(driver, IOCTL_KSSPI_OPEN, &encoded(&req, target.len())?, 64)?;
     let open = decode::<OpenReply>(&reply)
         .map_err(|e| Failure(format!("a malformed OPEN reply: {e:?}")))?;

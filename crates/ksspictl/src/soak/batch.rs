@@ -670,16 +670,13 @@ impl<'a> Worker<'a> {
     }
 
     fn open(&mut self, server: bool, protocols: u32) -> Go<SessionId> {
-        let mut store = [0u8; 16];
-        store[..2].copy_from_slice(b"MY");
-        let req = OpenRequest {
-            role: if server { Role::Server } else { Role::Client },
-            manual_validation: false,
-            protocols,
-            thumbprint: self.plan.thumbprint.unwrap_or(self.model.thumbprint),
-            store,
-            target: if server { b"" } else { b"localhost" },
+        let (role, target): (_, &[u8]) = if server {
+            (Role::Server, b"")
+        } else {
+            (Role::Client, b"localhost")
         };
+        let thumbprint = self.plan.thumbprint.unwrap_or(self.model.thumbprint);
+        let req = OpenRequest::new(role, protocols, thumbprint, target);
         let reply = self.must("OPEN", IOCTL_KSSPI_OPEN, &enc(&req), 64)?;
         let r = decode::<OpenReply>(&reply)
             .map_err(|e| Failure(format!("a malformed OPEN reply: {e:?}")))?;
