@@ -314,15 +314,10 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             return self.pair_ended(None, false);
         };
         // The pair's buffers; under low resources the pair fails cleanly.
-        let scratch_len = if self.plan.bytes > 0 {
-            CHUNK.min(self.plan.bytes as usize)
-        } else {
-            0
-        };
         let (Ok(server_inbox), Ok(client_inbox), Ok(scratch)) = (
             self.platform.reserve(self.limits.max_output),
             self.platform.reserve(self.limits.max_output),
-            zeroed_buffer(&self.platform, scratch_len),
+            zeroed_buffer(&self.platform, CHUNK.min(self.plan.bytes as usize)),
         ) else {
             return self.pair_ended(None, false);
         };

@@ -22,7 +22,6 @@ use ksspi_driver::ntstatus::*;
 use ksspi_sim::certs::TestPki;
 use ksspi_sim::{CallbackIrql, CompletionPolicy, SimConfig};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Sweep a device scenario over every fault point of a fresh model with
 /// `config`: each run gets its own device, unloads it, waits for its
@@ -39,12 +38,7 @@ fn sweep_device(
         let w = World::over(sim.clone(), thumb, DeviceConfig::default());
         let verdict = scenario(&w);
         w.dev.unload();
-        for _ in 0..2000 {
-            if w.dev.sessions_alive() == 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        w.wait_sessions_gone();
         sim.wait_idle();
         w.check_all_completed_once();
         verdict

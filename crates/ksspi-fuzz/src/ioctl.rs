@@ -16,7 +16,7 @@ use ksspi_abi::*;
 use ksspi_driver::device::{Device, DeviceConfig, FileId, PendKey, Request};
 use ksspi_driver::ntstatus::*;
 use ksspi_sim::certs::Thumbprint;
-use ksspi_sim::{CallbackIrql, CompletionPolicy, SimConfig, SimPlatform, SimProvider};
+use ksspi_sim::{SimPlatform, SimProvider};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,13 +90,6 @@ pub const CODES: [u32; 9] = [
     IOCTL_KSSPI_DECRYPT,
     IOCTL_KSSPI_SHUTDOWN,
     IOCTL_KSSPI_QUERY,
-];
-
-/// The callback IRQLs, by header byte (modulo 3).
-pub const IRQLS: [CallbackIrql; 3] = [
-    CallbackIrql::Passive,
-    CallbackIrql::Dispatch,
-    CallbackIrql::Mixed,
 ];
 
 /// What a run reached (so the seeds can be checked to go deep).
@@ -208,20 +201,7 @@ fn enc<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
 
 impl World {
     fn new(header: &mut Input<'_>) -> World {
-        let (store, thumb) = crate::pki();
-        let completion =
-            CompletionPolicy::ALL[usize::from(header.u8()) % CompletionPolicy::ALL.len()];
-        let b = header.u8();
-        let sim = SimProvider::new(
-            SimConfig {
-                completion,
-                callback_irql: IRQLS[usize::from(b & 3) % IRQLS.len()],
-                tls13_tickets: usize::from(b >> 2 & 3),
-                seed: u64::from(header.u8()),
-                ..SimConfig::default()
-            },
-            store.clone(),
-        );
+        let sim = crate::model(header);
         let config = DeviceConfig {
             max_sessions: 8,
             max_sessions_per_file: 5,
@@ -233,7 +213,7 @@ impl World {
             sim,
             dev,
             log: Arc::default(),
-            thumb: *thumb,
+            thumb: crate::pki().1,
             files,
             sessions: Vec::new(),
             wire: Vec::new(),
@@ -270,9 +250,9 @@ impl World {
             let fate = &fates[id];
             assert!(!fate.dropped, "request {id} dropped without completion");
             if let Some(first) = fate.completions.first() {
-                let first = first.clone();
+                let (code, first) = (fate.code, first.clone());
                 drop(fates);
-                check_reply(self.log.fates.lock().unwrap()[id].code, &first);
+                check_reply(code, &first);
                 return first;
             }
             let left = deadline.saturating_duration_since(Instant::now());

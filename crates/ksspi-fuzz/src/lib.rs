@@ -21,8 +21,35 @@ pub mod ioctl;
 pub mod peer;
 pub mod seeds;
 
+use input::Input;
 use ksspi_sim::certs::{CertStore, TestPki, Thumbprint};
+use ksspi_sim::{CallbackIrql, CompletionPolicy, SimConfig, SimProvider};
 use std::sync::{Arc, OnceLock};
+
+/// The callback IRQLs, by script byte (modulo 3).
+pub const IRQLS: [CallbackIrql; 3] = [
+    CallbackIrql::Passive,
+    CallbackIrql::Dispatch,
+    CallbackIrql::Mixed,
+];
+
+/// A fresh model over [`pki`] as three script bytes choose it: the
+/// completion mode ([`CompletionPolicy::ALL`], modulo 5); the callback IRQL
+/// (bits 0-1) and the TLS 1.3 tickets (bits 2-3); the seed.
+pub fn model(inp: &mut Input<'_>) -> SimProvider {
+    let completion = CompletionPolicy::ALL[usize::from(inp.u8()) % CompletionPolicy::ALL.len()];
+    let b = inp.u8();
+    SimProvider::new(
+        SimConfig {
+            completion,
+            callback_irql: IRQLS[usize::from(b & 3) % IRQLS.len()],
+            tls13_tickets: usize::from(b >> 2 & 3),
+            seed: u64::from(inp.u8()),
+            ..SimConfig::default()
+        },
+        pki().0.clone(),
+    )
+}
 
 /// One certificate store for every run: a CA in Root, a "localhost" leaf in
 /// MY (made once; each run gets a fresh model over it).

@@ -21,11 +21,9 @@
 //! - both sessions close exactly once and the model is clean at unload.
 
 use crate::input::Input;
-use crate::ioctl::IRQLS;
 use ksspi::engine::{Outcome, RecordError, RecordOutcome, StepError};
 use ksspi::sys::{SP_PROT_TLS1_2, SP_PROT_TLS1_3};
 use ksspi_sim::drive::{passive, Pair, Recorder, SimSession};
-use ksspi_sim::{CompletionPolicy, SimConfig, SimProvider};
 
 /// The operations of a script, by their byte (taken modulo the count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,7 +207,7 @@ impl<'a> Side<'a> {
 pub struct Summary {
     /// The victim completed its handshake.
     pub victim_established: bool,
-    /// Application bytes the victim decrypted, and the honest side.
+    /// Application bytes the victim decrypted.
     pub victim_got: usize,
     /// Application bytes the honest side decrypted.
     pub honest_got: usize,
@@ -237,20 +235,8 @@ pub fn run(data: &[u8], established_first: bool) -> Summary {
         2 => SP_PROT_TLS1_2,
         _ => 0,
     };
-    let completion = CompletionPolicy::ALL[usize::from(inp.u8()) % CompletionPolicy::ALL.len()];
-    let c = inp.u8();
-    let (store, thumb) = crate::pki();
-    let sim = SimProvider::new(
-        SimConfig {
-            completion,
-            callback_irql: IRQLS[usize::from(c & 3) % IRQLS.len()],
-            tls13_tickets: usize::from(c >> 2 & 3),
-            seed: u64::from(inp.u8()),
-            ..SimConfig::default()
-        },
-        store.clone(),
-    );
-    let pair = Pair::new(&sim, *thumb, "localhost", (disabled, disabled));
+    let sim = crate::model(&mut inp);
+    let pair = Pair::new(&sim, crate::pki().1, "localhost", (disabled, disabled));
     let summary = {
         let (server, client) = (
             Side::new(&pair.server, &pair.server_events),

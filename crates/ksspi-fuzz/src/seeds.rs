@@ -52,14 +52,8 @@ const CLIENT: u8 = 1;
 /// client first, each on `file`s of its own; then data both ways, a query,
 /// shutdown and close.
 fn ioctl_exchange(s: &mut Script, server_file: u8, client_file: u8) {
-    for (who, file) in [1u8, 0, 1, 0, 1, 0].into_iter().zip([
-        client_file,
-        server_file,
-        client_file,
-        server_file,
-        client_file,
-        server_file,
-    ]) {
+    // Client and server in turn, three steps each.
+    for (who, file) in [(1u8, client_file), (0, server_file)].repeat(3) {
         // session, file, relay, fitting buffer
         op(s, ioctl::Op::Step).u8(who).u8(file).u8(0).u8(0);
     }
