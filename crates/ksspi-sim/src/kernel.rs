@@ -188,11 +188,23 @@ struct QueueState {
     shutdown: bool,
 }
 
+/// The queue's lock and its two wake-ups: `work` wakes one idle thread per
+/// item queued, `idle` wakes [`WorkQueue::wait_idle`] once nothing is queued
+/// or running. (One condition variable for both woke every thread on every
+/// item, and every waiter after every item: on a 2-core VM those futile
+/// wake-ups cost more than a handshake's cryptography.)
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    work: Condvar,
+    idle: Condvar,
+}
+
 /// The work-item queue (`IoQueueWorkItem` / `WdfWorkItemEnqueue`): items run at
 /// PASSIVE_LEVEL on a system-thread stand-in, in the order queued.
 #[derive(Clone)]
 pub struct WorkQueue {
-    shared: Arc<(Mutex<QueueState>, Condvar)>,
+    shared: Arc<Queue>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -200,7 +212,7 @@ impl WorkQueue {
     /// A queue served by `threads` system threads.
     pub fn new(threads: usize) -> Self {
         let queue = WorkQueue {
-            shared: Arc::new((Mutex::new(QueueState::default()), Condvar::new())),
+            shared: Arc::default(),
             threads: Arc::new(Mutex::new(Vec::new())),
         };
         for i in 0..threads.max(1) {
@@ -217,34 +229,35 @@ impl WorkQueue {
     /// Queue `item` to run at PASSIVE_LEVEL. Callable at any IRQL up to DISPATCH.
     pub fn queue(&self, item: impl FnOnce() + Send + 'static) {
         require_at_most_dispatch("IoQueueWorkItem");
-        let (lock, cv) = &*self.shared;
-        let mut st = lock.lock().unwrap();
+        let q = &*self.shared;
+        let mut st = q.state.lock().unwrap();
         st.items.push_back(Box::new(item));
         st.queued_total += 1;
-        cv.notify_all();
+        drop(st);
+        q.work.notify_one();
     }
 
     /// How many items have been queued so far.
     pub fn queued_total(&self) -> u64 {
-        self.shared.0.lock().unwrap().queued_total
+        self.shared.state.lock().unwrap().queued_total
     }
 
     /// Wait until no item is queued or running (a test-side wait at PASSIVE).
     pub fn wait_idle(&self) {
         require_passive("WorkQueue::wait_idle");
-        let (lock, cv) = &*self.shared;
-        let mut st = lock.lock().unwrap();
+        let q = &*self.shared;
+        let mut st = q.state.lock().unwrap();
         while !st.items.is_empty() || st.running > 0 {
-            st = cv.wait(st).unwrap();
+            st = q.idle.wait(st).unwrap();
         }
     }
 
     /// Stop the threads after the queue drains.
     pub fn shutdown(&self) {
         {
-            let (lock, cv) = &*self.shared;
-            lock.lock().unwrap().shutdown = true;
-            cv.notify_all();
+            let q = &*self.shared;
+            q.state.lock().unwrap().shutdown = true;
+            q.work.notify_all();
         }
         let handles: Vec<_> = std::mem::take(&mut *self.threads.lock().unwrap());
         let me = std::thread::current().id();
@@ -256,11 +269,11 @@ impl WorkQueue {
     }
 }
 
-fn worker(shared: Arc<(Mutex<QueueState>, Condvar)>) {
-    let (lock, cv) = &*shared;
+fn worker(shared: Arc<Queue>) {
+    let q = &*shared;
     loop {
         let item = {
-            let mut st = lock.lock().unwrap();
+            let mut st = q.state.lock().unwrap();
             loop {
                 if let Some(item) = st.items.pop_front() {
                     st.running += 1;
@@ -269,7 +282,7 @@ fn worker(shared: Arc<(Mutex<QueueState>, Condvar)>) {
                 if st.shutdown {
                     return;
                 }
-                st = cv.wait(st).unwrap();
+                st = q.work.wait(st).unwrap();
             }
         };
         // Work items start at PASSIVE_LEVEL and must return there.
@@ -277,10 +290,13 @@ fn worker(shared: Arc<(Mutex<QueueState>, Condvar)>) {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(item));
         let leaked = current_irql();
         IRQL.with(|c| c.set(0));
-        let mut st = lock.lock().unwrap();
+        let mut st = q.state.lock().unwrap();
         st.running -= 1;
-        cv.notify_all();
+        let drained = st.items.is_empty() && st.running == 0;
         drop(st);
+        if drained || outcome.is_err() {
+            q.idle.notify_all();
+        }
         if let Err(panic) = outcome {
             // A bugcheck in a work item stops everything: re-raise it on this
             // thread so the test harness sees it, after releasing waiters.

@@ -73,6 +73,19 @@ pub struct Plan {
     pub scale: Vec<u32>,
     /// Where the plot goes (`None`: no plot).
     pub plot: Option<std::path::PathBuf>,
+    /// The sections to run (empty: all of them).
+    pub only: Vec<Section>,
+}
+
+pub use crate::BenchSection as Section;
+
+impl Plan {
+    fn wants(&self, section: Section) -> bool {
+        self.only.is_empty()
+            || self.only.contains(&section)
+            // The plot shows memory per session beside the scale figures.
+            || (section == Section::Memory && self.plot.is_some() && self.wants(Section::Scale))
+    }
 }
 
 fn passive() -> Passive {
@@ -486,11 +499,13 @@ struct HandshakeRow {
     rustls_per_second: f64,
     engine_sync_per_second: f64,
     engine_async_per_second: f64,
-    ioctl_per_second: f64,
+    ioctl_sync_per_second: f64,
+    ioctl_async_per_second: f64,
     selftest_per_second: f64,
     engine_sync_ratio: f64,
     engine_async_ratio: f64,
-    ioctl_ratio: f64,
+    ioctl_sync_ratio: f64,
+    ioctl_async_ratio: f64,
     selftest_ratio: f64,
 }
 
@@ -535,7 +550,7 @@ pub struct Report {
     continuations: Vec<ContinuationRow>,
     records: Vec<RecordRow>,
     scale: Vec<ScaleRow>,
-    memory: MemoryRow,
+    memory: Option<MemoryRow>,
     plot: Option<String>,
 }
 
@@ -553,9 +568,9 @@ fn proto_bits(v: Version) -> u32 {
     }
 }
 
-fn model(tickets: usize) -> Model {
+fn model(completion: Completion, tickets: usize) -> Model {
     Model::new(SimConfig {
-        completion: CompletionPolicy::Always(Completion::Async),
+        completion: CompletionPolicy::Always(completion),
         callback_irql: CallbackIrql::Passive,
         tls13_tickets: tickets,
         ..SimConfig::default()
@@ -585,25 +600,33 @@ fn handshake_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<HandshakeR
             let async_world = EngineWorld::new(Completion::Async, version)?;
             async_world.handshakes(2)?;
             let asynchronous = on_threads(threads, || async_world.handshakes(n))?;
-            let m = model(0);
-            ioctl_handshakes(&m, 2, proto_bits(version))?;
-            let ioctl = on_threads(threads, || ioctl_handshakes(&m, n, proto_bits(version)))?;
+            let p = proto_bits(version);
+            let m = model(Completion::Sync, 0);
+            ioctl_handshakes(&m, 2, p)?;
+            let ioctl_sync = on_threads(threads, || ioctl_handshakes(&m, n, p))?;
+            finish(m)?;
+            let m = model(Completion::Async, 0);
+            ioctl_handshakes(&m, 2, p)?;
+            let ioctl_async = on_threads(threads, || ioctl_handshakes(&m, n, p))?;
             let total = (n * threads) as u32;
             let st = selftest(&m, total, threads as u32, proto_bits(version))?;
             let selftest_rate = round1(total as f64 * 1e6 / st.elapsed_us.max(1) as f64);
             finish(m)?;
             let r = rate(n * threads, rustls);
+            let per_second = |d| rate(n * threads, d);
             rows.push(HandshakeRow {
                 tls: tls_name(version),
                 threads,
                 rustls_per_second: r,
-                engine_sync_per_second: rate(n * threads, sync),
-                engine_async_per_second: rate(n * threads, asynchronous),
-                ioctl_per_second: rate(n * threads, ioctl),
+                engine_sync_per_second: per_second(sync),
+                engine_async_per_second: per_second(asynchronous),
+                ioctl_sync_per_second: per_second(ioctl_sync),
+                ioctl_async_per_second: per_second(ioctl_async),
                 selftest_per_second: selftest_rate,
-                engine_sync_ratio: round3(rate(n * threads, sync) / r),
-                engine_async_ratio: round3(rate(n * threads, asynchronous) / r),
-                ioctl_ratio: round3(rate(n * threads, ioctl) / r),
+                engine_sync_ratio: round3(per_second(sync) / r),
+                engine_async_ratio: round3(per_second(asynchronous) / r),
+                ioctl_sync_ratio: round3(per_second(ioctl_sync) / r),
+                ioctl_async_ratio: round3(per_second(ioctl_async) / r),
                 selftest_ratio: round3(selftest_rate / r),
             });
         }
@@ -675,7 +698,7 @@ fn scale_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<ScaleRow>, Fai
         } else {
             (2 * c).max(400)
         };
-        let m = model(0);
+        let m = model(Completion::Async, 0);
         let st = selftest(&m, count, c, proto::TLS13)?;
         finish(m)?;
         rows.push(ScaleRow {
@@ -738,16 +761,31 @@ fn memory() -> Result<MemoryRow, Failure> {
 
 /// Run the benchmarks.
 pub fn run(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Report, Failure> {
-    progress("continuations over the null provider");
-    let continuations = continuation_rows(plan);
-    let handshakes = handshake_rows(plan, progress)?;
-    progress("record layer");
-    let records = record_rows(plan)?;
-    progress("memory per session");
-    let memory = memory()?;
-    let scale = scale_rows(plan, progress)?;
-    let plot = match &plan.plot {
-        Some(path) => {
+    let mut continuations = Vec::new();
+    if plan.wants(Section::Continuations) {
+        progress("continuations over the null provider");
+        continuations = continuation_rows(plan);
+    }
+    let mut handshakes = Vec::new();
+    if plan.wants(Section::Handshakes) {
+        handshakes = handshake_rows(plan, progress)?;
+    }
+    let mut records = Vec::new();
+    if plan.wants(Section::Records) {
+        progress("record layer");
+        records = record_rows(plan)?;
+    }
+    let mut memory = None;
+    if plan.wants(Section::Memory) {
+        progress("memory per session");
+        memory = Some(self::memory()?);
+    }
+    let mut scale = Vec::new();
+    if plan.wants(Section::Scale) {
+        scale = scale_rows(plan, progress)?;
+    }
+    let plot = match (&plan.plot, &memory) {
+        (Some(path), Some(memory)) if !scale.is_empty() => {
             let per_session = memory.engine_session_bytes
                 + memory.device_entry_bytes
                 + memory.provider_async_context_bytes;
@@ -764,7 +802,7 @@ pub fn run(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Report, Failure> {
             scale_png(path, "ksspi self-test over the model", &points).map_err(Failure)?;
             Some(path.display().to_string())
         }
-        None => None,
+        _ => None,
     };
     Ok(Report {
         machine: machine(),
@@ -801,55 +839,69 @@ fn machine() -> String {
 /// The report as tables.
 pub fn print(r: &Report) {
     println!("ksspi bench on {}", r.machine);
-    println!("\nhandshakes per second (ratio to plain rustls, same certificate and provider)");
-    println!(
-        "  {:<5} {:>7} {:>9} {:>16} {:>16} {:>16} {:>16}",
-        "TLS", "threads", "rustls", "engine (sync)", "engine (async)", "IOCTL path", "self-test"
-    );
-    for h in &r.handshakes {
+    if !r.handshakes.is_empty() {
+        println!("\nhandshakes per second (ratio to plain rustls, same certificate and provider)");
         println!(
-            "  {:<5} {:>7} {:>9.1} {:>9.1} ({:.3}) {:>9.1} ({:.3}) {:>9.1} ({:.3}) {:>9.1} ({:.3})",
+            "  {:<5} {:>7} {:>9} {:>16} {:>16} {:>16} {:>16} {:>16}",
+            "TLS",
+            "threads",
+            "rustls",
+            "engine (sync)",
+            "engine (async)",
+            "IOCTL (sync)",
+            "IOCTL (async)",
+            "self-test"
+        );
+    }
+    for h in &r.handshakes {
+        let cell = |rate: f64, ratio: f64| format!("{rate:>9.1} ({ratio:.3})");
+        println!(
+            "  {:<5} {:>7} {:>9.1} {} {} {} {} {}",
             h.tls,
             h.threads,
             h.rustls_per_second,
-            h.engine_sync_per_second,
-            h.engine_sync_ratio,
-            h.engine_async_per_second,
-            h.engine_async_ratio,
-            h.ioctl_per_second,
-            h.ioctl_ratio,
-            h.selftest_per_second,
-            h.selftest_ratio
+            cell(h.engine_sync_per_second, h.engine_sync_ratio),
+            cell(h.engine_async_per_second, h.engine_async_ratio),
+            cell(h.ioctl_sync_per_second, h.ioctl_sync_ratio),
+            cell(h.ioctl_async_per_second, h.ioctl_async_ratio),
+            cell(h.selftest_per_second, h.selftest_ratio),
         );
     }
-    println!("\nasync machinery alone (a provider whose calls do no cryptography)");
+    if !r.continuations.is_empty() {
+        println!("\nasync machinery alone (a provider whose calls do no cryptography)");
+    }
     for c in &r.continuations {
         println!(
             "  {:<26} {:>12.1} continuations/s  {:>8.1} ns each",
             c.mode, c.per_second, c.ns_per_continuation
         );
     }
-    println!(
-        "\nrecord layer, client encrypt + server decrypt (ratio: engine speed / rustls speed)"
-    );
+    if !r.records.is_empty() {
+        println!(
+            "\nrecord layer, client encrypt + server decrypt (ratio: engine speed / rustls speed)"
+        );
+    }
     for x in &r.records {
         println!(
             "  TLS {:<4} {:>6} B messages: rustls {:>8.1} MiB/s, engine {:>8.1} MiB/s ({:.3})",
             x.tls, x.message_bytes, x.rustls_mib_per_second, x.engine_mib_per_second, x.ratio
         );
     }
-    println!("\nscale: the self-test (TLS 1.3) at growing concurrency");
+    if !r.scale.is_empty() {
+        println!("\nscale: the self-test (TLS 1.3) at growing concurrency");
+    }
     for s in &r.scale {
         println!(
             "  {:>6} at once: {:>6} handshakes, {:>8.1}/s, p50 {:>9} µs, p99 {:>9} µs",
             s.concurrency, s.handshakes, s.handshakes_per_second, s.p50_us, s.p99_us
         );
     }
-    let m = &r.memory;
-    println!(
-        "\nmemory per session at rest: engine {} B, device {} B, provider (model) {} B for its async context, {} B once established",
-        m.engine_session_bytes, m.device_entry_bytes, m.provider_async_context_bytes, m.provider_established_bytes
-    );
+    if let Some(m) = &r.memory {
+        println!(
+            "\nmemory per session at rest: engine {} B, device {} B, provider (model) {} B for its async context, {} B once established",
+            m.engine_session_bytes, m.device_entry_bytes, m.provider_async_context_bytes, m.provider_established_bytes
+        );
+    }
     if let Some(p) = &r.plot {
         println!("plot: {p}");
     }

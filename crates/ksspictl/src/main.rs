@@ -115,6 +115,9 @@ enum Command {
         /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// Run only these sections, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<BenchSection>,
     },
     /// Handshake with a TLS server through a driver client session.
     Connect {
@@ -331,12 +334,28 @@ fn open_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure>
     Ok(Box::new(windows::WinDriver::open()?))
 }
 
+/// One part of `bench` (`--only`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchSection {
+    /// Handshakes per second against rustls.
+    Handshakes,
+    /// The async machinery over the null provider.
+    Continuations,
+    /// Record-layer throughput against rustls.
+    Records,
+    /// Memory per session at rest.
+    Memory,
+    /// The self-test at growing concurrency (and the plot, with memory).
+    Scale,
+}
+
 #[cfg(not(windows))]
 fn run_bench(
     quick: bool,
     scale: &[u32],
     plot: Option<&std::path::Path>,
     json: bool,
+    only: &[BenchSection],
 ) -> Result<(), Failure> {
     if scale.contains(&0) {
         return Err(Failure("--scale takes concurrencies of at least 1".into()));
@@ -345,6 +364,7 @@ fn run_bench(
         quick,
         scale: scale.to_vec(),
         plot: plot.map(|p| p.to_path_buf()),
+        only: only.to_vec(),
     };
     let bar = (!json).then(|| {
         let bar = ProgressBar::new_spinner();
@@ -379,6 +399,7 @@ fn run_bench(
     _scale: &[u32],
     _plot: Option<&std::path::Path>,
     _json: bool,
+    _only: &[BenchSection],
 ) -> Result<(), Failure> {
     Err(Failure(
         "bench measures the stack over the model against plain rustls; on Windows the \
@@ -1355,7 +1376,8 @@ fn main() -> ExitCode {
             scale,
             plot,
             json,
-        } => run_bench(*quick, scale, plot.as_deref(), *json),
+            only,
+        } => run_bench(*quick, scale, plot.as_deref(), *json, only),
         Command::Stress {
             duration,
             concurrency,

@@ -20,8 +20,7 @@ use ksspi_sim::certs::{TestPki, Thumbprint};
 use ksspi_sim::platform::SimWorkItem;
 use ksspi_sim::{SimConfig, SimPlatform, SimProvider, SimStats};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// What a request dropped by the engine without completion delivers to its
@@ -128,17 +127,39 @@ struct Glue {
     claims: u8,
     /// Completed.
     finished: bool,
+    /// What the waiter gets: the completion's status and reply (the copy to
+    /// the user's buffer), or [`DROPPED`].
+    result: Option<(NtStatus, Vec<u8>)>,
 }
 
+/// One request's glue state and its waiter's wake-up (one allocation per
+/// request; the waiter of a request completed before it waits never sleeps).
 struct Shared {
     glue: Mutex<Glue>,
-    done: mpsc::Sender<(NtStatus, Vec<u8>)>,
+    done: Condvar,
     ledger: Arc<Ledger>,
 }
 
 impl Shared {
+    fn new(cancelled: bool, ledger: Arc<Ledger>) -> Arc<Shared> {
+        Arc::new(Shared {
+            glue: Mutex::new(Glue {
+                cancel_flag: cancelled,
+                ..Glue::default()
+            }),
+            done: Condvar::new(),
+            ledger,
+        })
+    }
+
     fn glue(&self) -> std::sync::MutexGuard<'_, Glue> {
         self.glue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hand the waiter its result and wake it.
+    fn deliver(&self, status: NtStatus, reply: Vec<u8>) {
+        self.glue().result = Some((status, reply));
+        self.done.notify_all();
     }
 
     /// Complete the request (the IRP): once.
@@ -164,7 +185,7 @@ impl Shared {
             }
             _ => bump(&l.not_clean),
         }
-        let _ = self.done.send((status, reply.to_vec()));
+        self.deliver(status, reply.to_vec());
     }
 
     /// One claim of the two that settle a completion racing the cancel
@@ -247,22 +268,27 @@ impl Drop for ChannelRequest {
         if !self.handled {
             bump(&self.shared.ledger.dropped);
             // Wake the waiter rather than hang it; the ledger has it.
-            let _ = self.shared.done.send((DROPPED, Vec::new()));
+            self.shared.deliver(DROPPED, Vec::new());
         }
     }
 }
 
 /// A request user mode sent and waits for.
 pub struct Pending {
-    rx: mpsc::Receiver<(NtStatus, Vec<u8>)>,
     shared: Arc<Shared>,
 }
 
 impl Pending {
-    /// Wait for the completion: its status and reply, or `None` after
-    /// `timeout`.
+    /// Wait for the completion: its status and reply (taken: a second wait
+    /// finds nothing), or `None` after `timeout`.
     pub fn wait(&self, timeout: Duration) -> Option<(NtStatus, Vec<u8>)> {
-        self.rx.recv_timeout(timeout).ok()
+        let glue = self.shared.glue();
+        let (mut glue, _) = self
+            .shared
+            .done
+            .wait_timeout_while(glue, timeout, |g| g.result.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        glue.result.take()
     }
 }
 
@@ -439,13 +465,8 @@ impl Model {
     }
 
     /// Send an IOCTL and start waiting for its completion.
-    pub fn send(
-        &self,
-        code: u32,
-        input: &[u8],
-        capacity: usize,
-    ) -> mpsc::Receiver<(NtStatus, Vec<u8>)> {
-        self.submit(self.file, code, input, capacity, false).rx
+    pub fn send(&self, code: u32, input: &[u8], capacity: usize) -> Pending {
+        self.submit(self.file, code, input, capacity, false)
     }
 
     /// Send an IOCTL on `file`; `cancelled` sends it cancelled already (user
@@ -458,15 +479,7 @@ impl Model {
         capacity: usize,
         cancelled: bool,
     ) -> Pending {
-        let (tx, rx) = mpsc::channel();
-        let shared = Arc::new(Shared {
-            glue: Mutex::new(Glue {
-                cancel_flag: cancelled,
-                ..Glue::default()
-            }),
-            done: tx,
-            ledger: self.ledger.clone(),
-        });
+        let shared = Shared::new(cancelled, self.ledger.clone());
         if cancelled {
             bump(&self.ledger.cancels);
         }
@@ -478,7 +491,7 @@ impl Model {
             handled: false,
         };
         self.device.ioctl(file, code, input, request, &at);
-        Pending { rx, shared }
+        Pending { shared }
     }
 
     /// User mode cancels `request` (CancelIoEx). If the engine pended it and
@@ -566,8 +579,8 @@ impl Driver for Model {
 
     fn call(&self, code: u32, input: &[u8], capacity: usize) -> Result<(i32, Vec<u8>), Failure> {
         self.send(code, input, capacity)
-            .recv_timeout(Duration::from_secs(600))
-            .map_err(|_| Failure("the driver did not complete the request within 600 s".into()))
+            .wait(Duration::from_secs(600))
+            .ok_or_else(|| Failure("the driver did not complete the request within 600 s".into()))
     }
 
     fn finish(self: Box<Self>) -> u64 {
@@ -581,19 +594,14 @@ mod tests {
     use ksspi_abi::SessionId;
 
     fn request(model: &Model) -> (ChannelRequest, Pending) {
-        let (tx, rx) = mpsc::channel();
-        let shared = Arc::new(Shared {
-            glue: Mutex::default(),
-            done: tx,
-            ledger: model.ledger.clone(),
-        });
+        let shared = Shared::new(false, model.ledger.clone());
         bump(&model.ledger.sent);
         let r = ChannelRequest {
             capacity: 64,
             shared: shared.clone(),
             handled: false,
         };
-        (r, Pending { rx, shared })
+        (r, Pending { shared })
     }
 
     fn key(model: &Model) -> PendKey {
