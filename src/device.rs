@@ -29,9 +29,9 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use ksspi::engine::{
-    acquire_credentials, release_credentials, zeroed_buffer, CredentialSpec, EngineStats, Limits,
-    Outcome, Platform, RecordError, RecordReport, Role, Session, SessionEvents, SessionSetup,
-    StepError, StepReport,
+    acquire_credentials, release_credentials, CredentialSpec, EngineStats, Limits, Outcome,
+    Platform, RecordError, RecordReport, Role, Session, SessionEvents, SessionSetup, StepError,
+    StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::provider::SspiProvider;
@@ -47,6 +47,13 @@ pub trait Request: Send + 'static {
     /// Bytes the request's output buffer holds (METHOD_BUFFERED).
     fn output_capacity(&self) -> usize;
 
+    /// The output buffer itself (`output_capacity()` bytes: on Windows the
+    /// system buffer, whose input the glue copied out before the engine saw
+    /// it), for a reply the engine writes in place and completes with
+    /// [`Request::complete_written`]. Callable at DISPATCH_LEVEL, until the
+    /// request completes.
+    fn output(&mut self) -> &mut [u8];
+
     /// The engine keeps the request pending under `key` (OPEN while the
     /// credentials are acquired, STEP while its calls run). The glue makes it
     /// cancelable (`WdfRequestMarkCancelableEx`) and keeps `key` for its cancel
@@ -60,9 +67,29 @@ pub trait Request: Send + 'static {
         true
     }
 
+    /// Complete with `status`, the first `len` bytes of [`Request::output`]
+    /// being the reply (`len` bytes of information). Callable at
+    /// DISPATCH_LEVEL.
+    fn complete_written(self, status: NtStatus, len: usize);
+
     /// Copy `reply` to the output buffer and complete with `status` (and
-    /// `reply.len()` bytes of information). Callable at DISPATCH_LEVEL.
-    fn complete(self, status: NtStatus, reply: &[u8]);
+    /// `reply.len()` bytes of information); a reply longer than the buffer
+    /// completes with `STATUS_BUFFER_TOO_SMALL`. Callable at DISPATCH_LEVEL.
+    fn complete(mut self, status: NtStatus, reply: &[u8])
+    where
+        Self: Sized,
+    {
+        if reply.is_empty() {
+            return self.complete_written(status, 0);
+        }
+        match self.output().get_mut(..reply.len()) {
+            Some(out) => {
+                out.copy_from_slice(reply);
+                self.complete_written(status, reply.len());
+            }
+            None => self.complete_written(STATUS_BUFFER_TOO_SMALL, 0),
+        }
+    }
 
     /// Complete with `STATUS_CANCELLED` from inside the glue's cancel routine
     /// (through [`Device::cancel`]): the request is being cancelled, so there
@@ -133,8 +160,12 @@ struct Entry<P: SspiProvider, K: Platform, R> {
     credentials: Option<Arc<Credentials<P>>>,
     pending: Option<R>,
     pending_serial: u64,
-    reply: Vec<u8>,
+    /// The length of the reply written into the pending request's output
+    /// (by `step_done` / `record_done`, for `step_ready` to complete).
     reply_len: usize,
+    /// A synchronous request (ENCRYPT, QUERY) is working on the session
+    /// outside the table lock.
+    in_sync_call: bool,
 }
 
 impl<P: SspiProvider, K: Platform, R> Entry<P, K, R> {
@@ -150,10 +181,6 @@ impl<P: SspiProvider, K: Platform, R> Entry<P, K, R> {
         (self.session.clone(), opening)
     }
 }
-
-/// A session and its reply buffer, taken out of the table for a synchronous
-/// request.
-type Borrowed<P, K> = (Arc<Session<P, K>>, Vec<u8>);
 
 /// The part of a close that runs outside the table lock.
 fn end_close<P: SspiProvider, K: Platform, R: Request>(
@@ -305,6 +332,17 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
         }
     }
 
+    /// Bytes the device itself keeps per session, beside the engine's
+    /// session: its table slot (allocated with the table, so fixed from
+    /// `new` on) and the session's event router (an `Arc`: two counts and
+    /// the router). Replies are written into the requests' own output
+    /// buffers, so no reply buffer is kept.
+    pub fn bytes_per_session(&self) -> usize {
+        core::mem::size_of::<Slot<P, K, R>>()
+            + 2 * core::mem::size_of::<usize>()
+            + core::mem::size_of::<EntryEvents<P, K, R>>()
+    }
+
     /// The engine counters (calls, completions, callbacks, work items).
     pub fn stats(&self) -> &Arc<EngineStats> {
         &self.shared.stats
@@ -436,16 +474,6 @@ fn step_status(outcome: Outcome, missing: u32) -> (SecStatus, StepOutcome) {
         Outcome::Established => (SecStatus::SEC_E_OK, StepOutcome::Established),
         Outcome::Failed(status) => (status, StepOutcome::Failed),
     }
-}
-
-/// The per-session reply buffer: the largest reply a session's requests
-/// produce (STEP's, DECRYPT's and SHUTDOWN's, ENCRYPT's of [`MAX_TOKEN`]
-/// bytes, QUERY's).
-pub fn reply_capacity(limits: &Limits) -> usize {
-    step_reply_capacity(limits.max_output)
-        .max(record_reply_capacity(limits.max_input, limits.max_output))
-        .max(encrypt_reply_capacity(MAX_TOKEN))
-        .max(QUERY_REPLY_CAPACITY)
 }
 
 /// What a record-layer refusal completes the request with: an NTSTATUS for a
@@ -587,10 +615,6 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 target: (!target.is_empty()).then(|| String::from(target)),
             }
         };
-        // Allocate outside the lock; under low resources OPEN fails cleanly.
-        let Ok(reply) = zeroed_buffer(&self.platform, reply_capacity(&self.config.limits)) else {
-            return request.complete(STATUS_INSUFFICIENT_RESOURCES, &[]);
-        };
         let id = {
             let mut table = self.table.lock(&self.platform);
             if table.count(file) >= self.config.max_sessions_per_file {
@@ -613,8 +637,8 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 credentials: None,
                 pending: Some(request),
                 pending_serial: serial,
-                reply,
                 reply_len: 0,
+                in_sync_call: false,
             });
             table.open += 1;
             id
@@ -814,8 +838,8 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 return None;
             }
         };
-        // A request in the engine, or an ENCRYPT using the reply buffer.
-        if entry.pending.is_some() || entry.reply.is_empty() {
+        // A request in the engine, or an ENCRYPT or QUERY working.
+        if entry.pending.is_some() || entry.in_sync_call {
             drop(table);
             request.complete(STATUS_DEVICE_BUSY, &[]);
             return None;
@@ -849,12 +873,29 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         if request.output_capacity() < encrypt_reply_capacity(m.bytes.len()) {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         }
-        // The records are sealed straight into the session's reply buffer.
-        let (session, mut buf) = match self.borrow_reply(file, m.session) {
-            Ok(b) => b,
+        // The records are sealed straight into the request's output.
+        let session = match self.begin_sync(file, m.session) {
+            Ok(s) => s,
             Err(status) => return request.complete(status, &[]),
         };
-        let (head, tail) = buf.split_at_mut(EncryptReply::DATA_OFFSET);
+        self.encrypt_into(file, &m, &session, request, at);
+        self.end_sync(file, m.session);
+    }
+
+    fn encrypt_into(
+        &self,
+        file: FileId,
+        m: &RecordRequest<'_>,
+        session: &Session<P, K>,
+        mut request: R,
+        at: &Passive,
+    ) {
+        let Some((head, tail)) = request
+            .output()
+            .split_at_mut_checked(EncryptReply::DATA_OFFSET)
+        else {
+            return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
+        };
         match session.encrypt(m.bytes, tail, at) {
             Ok(n) => {
                 let max = session
@@ -866,13 +907,13 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                     output: &tail[..n],
                 };
                 match encode_prefix(&reply, head) {
-                    Ok(off) if off + n <= request.output_capacity() => {
-                        request.complete(STATUS_SUCCESS, &buf[..off + n])
+                    Ok(EncryptReply::DATA_OFFSET) => {
+                        request.complete_written(STATUS_SUCCESS, EncryptReply::DATA_OFFSET + n)
                     }
                     _ => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
                 }
             }
-            Err(e) => match record_refusal(self.borrowed_refusal(file, m.session, e)) {
+            Err(e) => match record_refusal(self.sync_refusal(file, m.session, e)) {
                 Ok(status) => request.complete(status, &[]),
                 Err(status) => complete_with(
                     request,
@@ -884,30 +925,30 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 ),
             },
         }
-        self.return_reply(file, m.session, buf);
     }
 
-    /// Take an open session's reply buffer for a synchronous request (ENCRYPT,
-    /// QUERY) that fills it at PASSIVE_LEVEL outside the table lock. While it
-    /// is out, the session's other requests are refused as busy.
-    fn borrow_reply(&self, file: FileId, id: SessionId) -> Result<Borrowed<P, K>, NtStatus> {
+    /// Start a synchronous request (ENCRYPT, QUERY) on an open session: it
+    /// writes its reply into its own output at PASSIVE_LEVEL outside the
+    /// table lock, and until [`Shared::end_sync`] the session's other
+    /// requests are refused as busy.
+    fn begin_sync(&self, file: FileId, id: SessionId) -> Result<Arc<Session<P, K>>, NtStatus> {
         let mut table = self.table.lock(&self.platform);
         let entry = match table.entry(id, file) {
             Some(e) if e.phase == Phase::Open => e,
             _ => return Err(STATUS_INVALID_HANDLE),
         };
-        if entry.pending.is_some() || entry.reply.is_empty() {
+        if entry.pending.is_some() || entry.in_sync_call {
             return Err(STATUS_DEVICE_BUSY);
         }
         let session = entry.session.clone().ok_or(STATUS_INVALID_HANDLE)?;
-        Ok((session, core::mem::take(&mut entry.reply)))
+        entry.in_sync_call = true;
+        Ok(session)
     }
 
-    /// What a session refused a request with while its reply buffer was
-    /// borrowed. Nothing else runs on it then, so `Busy` means a close came
-    /// in meanwhile (its teardown owns the session): the session is closed,
-    /// not busy.
-    fn borrowed_refusal(&self, file: FileId, id: SessionId, e: RecordError) -> RecordError {
+    /// What a session refused a synchronous request with. Nothing else runs
+    /// on it then, so `Busy` means a close came in meanwhile (its teardown
+    /// owns the session): the session is closed, not busy.
+    fn sync_refusal(&self, file: FileId, id: SessionId, e: RecordError) -> RecordError {
         let mut table = self.table.lock(&self.platform);
         match table.entry(id, file) {
             Some(entry) if entry.phase == Phase::Open => e,
@@ -916,11 +957,11 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         }
     }
 
-    /// Give the buffer back (unless the session went meanwhile).
-    fn return_reply(&self, file: FileId, id: SessionId, buf: Vec<u8>) {
+    /// The synchronous request is done (the session may be gone meanwhile).
+    fn end_sync(&self, file: FileId, id: SessionId) {
         let mut table = self.table.lock(&self.platform);
         if let Some(entry) = table.entry(id, file) {
-            entry.reply = buf;
+            entry.in_sync_call = false;
         }
     }
 
@@ -932,13 +973,33 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         if request.output_capacity() < QUERY_REPLY_CAPACITY {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         }
-        let (session, mut buf) = match self.borrow_reply(file, m.session) {
-            Ok(b) => b,
+        let session = match self.begin_sync(file, m.session) {
+            Ok(s) => s,
             Err(status) => return request.complete(status, &[]),
         };
+        self.query_into(file, m.session, &session, request, at);
+        self.end_sync(file, m.session);
+    }
+
+    /// QUERY's reply, the leaf certificate copied straight into the
+    /// request's output.
+    fn query_into(
+        &self,
+        file: FileId,
+        id: SessionId,
+        session: &Session<P, K>,
+        mut request: R,
+        at: &Passive,
+    ) {
         let offset = QUERY_REPLY_CAPACITY - MAX_PEER_CERTIFICATE;
-        let (head, tail) = buf.split_at_mut(offset);
-        match session.describe(&mut tail[..MAX_PEER_CERTIFICATE], at) {
+        let Some((head, tail)) = request
+            .output()
+            .get_mut(..QUERY_REPLY_CAPACITY)
+            .map(|out| out.split_at_mut(offset))
+        else {
+            return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
+        };
+        match session.describe(tail, at) {
             Ok(info) => {
                 let c = info.connection.unwrap_or_default();
                 let sizes = info.sizes;
@@ -959,17 +1020,16 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 };
                 match encode_prefix(&reply, head) {
                     Ok(n) if n == offset => {
-                        request.complete(STATUS_SUCCESS, &buf[..n + info.leaf_len])
+                        request.complete_written(STATUS_SUCCESS, n + info.leaf_len)
                     }
                     _ => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
                 }
             }
-            Err(e) => match record_refusal(self.borrowed_refusal(file, m.session, e)) {
+            Err(e) => match record_refusal(self.sync_refusal(file, id, e)) {
                 Ok(status) => request.complete(status, &[]),
                 Err(_) => request.complete(STATUS_INVALID_DEVICE_STATE, &[]),
             },
         }
-        self.return_reply(file, m.session, buf);
     }
 
     fn decrypt(&self, file: FileId, input: &[u8], request: R, at: &Passive) {
@@ -1052,6 +1112,21 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
     }
 }
 
+impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
+    /// Encode a move's reply straight into the output of the request pended
+    /// for it (none: cancelled meanwhile, nothing to write), for
+    /// `step_ready` to complete.
+    fn write_reply<'a, M: Message<'a>>(&self, id: SessionId, reply: &M) {
+        let mut table = self.table.lock(&self.platform);
+        if let Some(entry) = table.entry_any_file(id) {
+            entry.reply_len = match entry.pending.as_mut() {
+                Some(request) => encode(reply, request.output()).unwrap_or(0),
+                None => 0,
+            };
+        }
+    }
+}
+
 /// A session's events, routed to its table entry.
 struct EntryEvents<P: SspiProvider, K: Platform, R: Request> {
     device: Weak<Shared<P, K, R>>,
@@ -1082,10 +1157,7 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
             cipher: report.connection.map_or(0, |c| c.aiCipher),
             output: report.output,
         };
-        let mut table = device.table.lock(&device.platform);
-        if let Some(entry) = table.entry_any_file(self.id) {
-            entry.reply_len = encode(&reply, &mut entry.reply).unwrap_or(0);
-        }
+        device.write_reply(self.id, &reply);
     }
 
     fn record_done(&self, report: &RecordReport<'_>) {
@@ -1120,10 +1192,7 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
             data: report.data,
             output: report.output,
         };
-        let mut table = device.table.lock(&device.platform);
-        if let Some(entry) = table.entry_any_file(self.id) {
-            entry.reply_len = encode(&reply, &mut entry.reply).unwrap_or(0);
-        }
+        device.write_reply(self.id, &reply);
     }
 
     fn step_ready(&self) {
@@ -1133,13 +1202,10 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
         let mut table = device.table.lock(&device.platform);
         if let Some(entry) = table.entry_any_file(self.id) {
             if let Some(request) = entry.pending.take() {
-                let reply = &entry.reply[..entry.reply_len];
-                if entry.reply_len == 0 {
-                    request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
-                } else {
-                    request.complete(STATUS_SUCCESS, reply);
+                match core::mem::take(&mut entry.reply_len) {
+                    0 => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
+                    n => request.complete_written(STATUS_SUCCESS, n),
                 }
-                entry.reply_len = 0;
             }
         }
     }

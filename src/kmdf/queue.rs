@@ -137,9 +137,27 @@ extern "C" fn evt_io_device_control(
     }
     // SAFETY: a file object of this device.
     let file = unsafe { file_id(file_object) };
+    let mut output: PVOID = core::ptr::null_mut();
+    let mut output_bytes: usize = 0;
+    if output_length > 0 {
+        // SAFETY: a live request; both out-parameters are ours.
+        let status = unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfRequestRetrieveOutputBuffer,
+                request,
+                0,
+                &raw mut output,
+                &raw mut output_bytes
+            )
+        };
+        if !nt_success(status) {
+            return complete(request, status, 0);
+        }
+    }
     let request = WdfRequest {
         request,
-        output: output_length,
+        output: output.cast::<u8>(),
+        output_bytes: if output.is_null() { 0 } else { output_bytes },
         marked: false,
     };
     engine.ioctl(file, code, &input, request, &at);
@@ -148,7 +166,10 @@ extern "C" fn evt_io_device_control(
 /// A `WDFREQUEST` the engine owns until it completes it.
 pub struct WdfRequest {
     request: WDFREQUEST,
-    output: usize,
+    /// The output buffer (METHOD_BUFFERED's system buffer, whose input was
+    /// copied out above) and its length; null and 0 without one.
+    output: *mut u8,
+    output_bytes: usize,
     /// Marked cancelable (and not yet unmarked).
     marked: bool,
 }
@@ -163,37 +184,23 @@ impl WdfRequest {
         // (WdfDeviceInitSetRequestAttributes); it lives as long as the request.
         unsafe { &*request_context(self.request as WDFOBJECT) }
     }
-
-    /// Copy `reply` into the output buffer and complete.
-    fn finish(self, status: NtStatus, reply: &[u8]) {
-        if reply.is_empty() {
-            return complete(self.request, status, 0);
-        }
-        let mut buffer: PVOID = core::ptr::null_mut();
-        // SAFETY: a live request; the out-parameter is ours; no length wanted.
-        let got = unsafe {
-            call_unsafe_wdf_function_binding!(
-                WdfRequestRetrieveOutputBuffer,
-                self.request,
-                reply.len(),
-                &raw mut buffer,
-                core::ptr::null_mut()
-            )
-        };
-        if !nt_success(got) {
-            return complete(self.request, got, 0);
-        }
-        // SAFETY: WDF checked the buffer holds at least reply.len() bytes; the
-        // input was copied out before the engine saw it, so nothing else
-        // refers to the system buffer.
-        unsafe { core::ptr::copy_nonoverlapping(reply.as_ptr(), buffer.cast::<u8>(), reply.len()) };
-        complete(self.request, status, reply.len());
-    }
 }
 
 impl Request for WdfRequest {
     fn output_capacity(&self) -> usize {
-        self.output
+        self.output_bytes
+    }
+
+    fn output(&mut self) -> &mut [u8] {
+        if self.output.is_null() {
+            return &mut [];
+        }
+        // SAFETY: WDF returned `output_bytes` writable bytes at `output`
+        // (nonpaged, so usable at DISPATCH_LEVEL), valid until the request
+        // completes, which consumes `self`; the input was copied out before
+        // the engine saw the request, so nothing else refers to the buffer,
+        // and `&mut self` makes this the only slice of it.
+        unsafe { core::slice::from_raw_parts_mut(self.output, self.output_bytes) }
     }
 
     fn pend(&mut self, key: PendKey) -> bool {
@@ -218,7 +225,7 @@ impl Request for WdfRequest {
         self.marked
     }
 
-    fn complete(self, status: NtStatus, reply: &[u8]) {
+    fn complete_written(self, status: NtStatus, len: usize) {
         if self.marked {
             // SAFETY: marked by `pend` and not unmarked since.
             let unmarked = unsafe {
@@ -233,7 +240,7 @@ impl Request for WdfRequest {
                 return;
             }
         }
-        self.finish(status, reply);
+        complete(self.request, status, len.min(self.output_bytes));
     }
 
     fn cancelled(self) {

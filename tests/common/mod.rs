@@ -25,6 +25,10 @@ pub type Key = Arc<Mutex<Option<PendKey>>>;
 /// A request whose completion the test waits for.
 pub struct TestRequest {
     capacity: usize,
+    /// The output buffer, allocated when the engine first writes to it.
+    output: Vec<u8>,
+    /// Completed (not a dropped request).
+    completed: bool,
     done: Done,
     /// Where the engine's [`PendKey`] goes when it pends the request (what
     /// the KMDF glue keeps for its cancel routine).
@@ -41,14 +45,23 @@ impl Request for TestRequest {
         *self.key.lock().unwrap() = Some(key);
         !self.cancelled_early
     }
-    fn complete(self, status: NtStatus, reply: &[u8]) {
+    fn output(&mut self) -> &mut [u8] {
+        if self.output.len() != self.capacity {
+            self.output = vec![0; self.capacity];
+        }
+        &mut self.output
+    }
+    fn complete_written(mut self, status: NtStatus, len: usize) {
+        assert!(len <= self.capacity, "reply overruns the output buffer");
         assert!(
-            reply.len() <= self.capacity,
-            "reply overruns the output buffer"
+            len == 0 || self.output.len() == self.capacity,
+            "a reply completed in place was never written"
         );
-        self.done.0.lock().unwrap().push((status, reply.to_vec()));
+        let mut reply = std::mem::take(&mut self.output);
+        reply.truncate(len);
+        self.completed = true;
+        self.done.0.lock().unwrap().push((status, reply));
         self.done.1.notify_all();
-        std::mem::forget(self); // completed: not a dropped request
     }
 }
 
@@ -58,8 +71,10 @@ pub const DROPPED: NtStatus = 0x7FFF_DEAD;
 
 impl Drop for TestRequest {
     fn drop(&mut self) {
-        self.done.0.lock().unwrap().push((DROPPED, Vec::new()));
-        self.done.1.notify_all();
+        if !self.completed {
+            self.done.0.lock().unwrap().push((DROPPED, Vec::new()));
+            self.done.1.notify_all();
+        }
     }
 }
 
@@ -139,6 +154,8 @@ impl World {
         self.sent.lock().unwrap().push(done.clone());
         let request = TestRequest {
             capacity,
+            output: Vec::new(),
+            completed: false,
             done: done.clone(),
             key: key.clone(),
             cancelled_early,

@@ -130,6 +130,8 @@ pub struct FuzzRequest {
     log: Arc<Log>,
     id: usize,
     capacity: usize,
+    /// The output buffer, allocated when the engine first writes to it.
+    output: Vec<u8>,
     cancelled_early: bool,
     completed: bool,
 }
@@ -144,18 +146,30 @@ impl Request for FuzzRequest {
         !self.cancelled_early
     }
 
-    fn complete(mut self, status: NtStatus, reply: &[u8]) {
+    fn output(&mut self) -> &mut [u8] {
+        if self.output.len() != self.capacity {
+            self.output = vec![0; self.capacity];
+        }
+        &mut self.output
+    }
+
+    fn complete_written(mut self, status: NtStatus, len: usize) {
         assert!(
-            reply.len() <= self.capacity,
-            "a {}-byte reply into a {}-byte output buffer",
-            reply.len(),
+            len <= self.capacity,
+            "a {len}-byte reply into a {}-byte output buffer",
             self.capacity
+        );
+        assert!(
+            len == 0 || self.output.len() == self.capacity,
+            "a reply completed in place was never written"
         );
         assert_ne!(status, STATUS_PENDING, "completed with STATUS_PENDING");
         self.completed = true;
+        let mut reply = std::mem::take(&mut self.output);
+        reply.truncate(len);
         self.log.fates.lock().unwrap()[self.id]
             .completions
-            .push((status, reply.to_vec()));
+            .push((status, reply));
         self.log.cv.notify_all();
     }
 }
@@ -235,6 +249,7 @@ impl World {
             log: self.log.clone(),
             id,
             capacity,
+            output: Vec::new(),
             cancelled_early: early,
             completed: false,
         };

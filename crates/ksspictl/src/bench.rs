@@ -751,9 +751,12 @@ fn memory() -> Result<MemoryRow, Failure> {
         p.close();
     }
     let engine_pair = 2 * (per_session + per_ctx);
+    let m = model(Completion::Sync, 0);
+    let device_bytes = m.device.bytes_per_session();
+    finish(m)?;
     Ok(MemoryRow {
         engine_session_bytes: per_session.max(0) as u64,
-        device_entry_bytes: ksspi_driver::device::reply_capacity(&Limits::default()) as u64,
+        device_entry_bytes: device_bytes as u64,
         provider_async_context_bytes: per_ctx.max(0) as u64,
         provider_established_bytes: ((per_pair - engine_pair).max(0) / 2) as u64,
     })

@@ -163,7 +163,7 @@ impl Shared {
     }
 
     /// Complete the request (the IRP): once.
-    fn finish(&self, status: NtStatus, reply: &[u8]) {
+    fn finish(&self, status: NtStatus, reply: Vec<u8>) {
         {
             let mut g = self.glue();
             if g.finished {
@@ -185,7 +185,7 @@ impl Shared {
             }
             _ => bump(&l.not_clean),
         }
-        self.deliver(status, reply.to_vec());
+        self.deliver(status, reply);
     }
 
     /// One claim of the two that settle a completion racing the cancel
@@ -198,7 +198,7 @@ impl Shared {
         };
         if second {
             bump(&self.ledger.cancel_races);
-            self.finish(STATUS_CANCELLED, &[]);
+            self.finish(STATUS_CANCELLED, Vec::new());
         }
     }
 }
@@ -206,6 +206,9 @@ impl Shared {
 /// A request as the glue hands it to the engine.
 pub struct ChannelRequest {
     capacity: usize,
+    /// The output buffer (the I/O manager's system buffer), allocated when
+    /// the engine first writes to it.
+    output: Vec<u8>,
     shared: Arc<Shared>,
     /// The engine called `complete` or `cancelled`.
     handled: bool,
@@ -214,6 +217,13 @@ pub struct ChannelRequest {
 impl Request for ChannelRequest {
     fn output_capacity(&self) -> usize {
         self.capacity
+    }
+
+    fn output(&mut self) -> &mut [u8] {
+        if self.output.len() != self.capacity {
+            self.output = vec![0; self.capacity];
+        }
+        &mut self.output
     }
 
     fn pend(&mut self, key: PendKey) -> bool {
@@ -232,14 +242,39 @@ impl Request for ChannelRequest {
         true
     }
 
-    fn complete(mut self, status: NtStatus, reply: &[u8]) {
-        self.handled = true;
+    fn complete(self, status: NtStatus, reply: &[u8]) {
         assert!(
             reply.len() <= self.capacity,
             "a reply of {} bytes overruns a {}-byte output buffer",
             reply.len(),
             self.capacity
         );
+        self.settle(status, reply.to_vec());
+    }
+
+    fn complete_written(mut self, status: NtStatus, len: usize) {
+        assert!(
+            len <= self.output.len(),
+            "a reply of {len} bytes written into a {}-byte output buffer",
+            self.output.len()
+        );
+        let mut output = std::mem::take(&mut self.output);
+        output.truncate(len);
+        self.settle(status, output);
+    }
+
+    fn cancelled(mut self) {
+        self.handled = true;
+        bump(&self.shared.ledger.cancelled_by_engine);
+        self.shared.finish(STATUS_CANCELLED, Vec::new());
+    }
+}
+
+impl ChannelRequest {
+    /// Complete with `reply` (unless the cancel routine took the request:
+    /// then this is one of the two claims).
+    fn settle(mut self, status: NtStatus, reply: Vec<u8>) {
+        self.handled = true;
         let raced = {
             let mut g = self.shared.glue();
             if g.marked {
@@ -254,12 +289,6 @@ impl Request for ChannelRequest {
         } else {
             self.shared.finish(status, reply);
         }
-    }
-
-    fn cancelled(mut self) {
-        self.handled = true;
-        bump(&self.shared.ledger.cancelled_by_engine);
-        self.shared.finish(STATUS_CANCELLED, &[]);
     }
 }
 
@@ -487,6 +516,7 @@ impl Model {
         let at = Passive::check(Irql::PASSIVE).expect("the harness thread runs at PASSIVE");
         let request = ChannelRequest {
             capacity,
+            output: Vec::new(),
             shared: shared.clone(),
             handled: false,
         };
@@ -598,6 +628,7 @@ mod tests {
         bump(&model.ledger.sent);
         let r = ChannelRequest {
             capacity: 64,
+            output: Vec::new(),
             shared: shared.clone(),
             handled: false,
         };
