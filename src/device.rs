@@ -897,13 +897,11 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         };
         match session.encrypt(m.bytes, tail, at) {
-            Ok(n) => {
-                let max = session
-                    .stream_sizes()
-                    .map_or(RECORD_PLAINTEXT, |s| s.max_message);
+            Ok(sealed) => {
+                let n = sealed.len;
                 let reply = EncryptReply {
                     status: 0,
-                    records: m.bytes.len().div_ceil(max) as u32,
+                    records: sealed.records as u32,
                     output: &tail[..n],
                 };
                 match encode_prefix(&reply, head) {

@@ -506,6 +506,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
                 session
                     .encrypt(&scratch[..chunk], &mut inbox[start..], &at)
                     .ok()
+                    .map(|sealed| sealed.len)
             });
         inbox.truncate(start + sealed.unwrap_or(0));
         peer.lock(&self.platform).inbox = inbox;

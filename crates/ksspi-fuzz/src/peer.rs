@@ -169,8 +169,11 @@ impl<'a> Side<'a> {
         };
         let mut out = vec![0u8; len];
         match self.session.encrypt(&data, &mut out, &at) {
-            Ok(written) => {
+            Ok(sealed) => {
+                let written = sealed.len;
                 assert!(!self.shut_down, "an encrypt accepted after shutdown");
+                let max = self.session.stream_sizes().map_or(1, |s| s.max_message);
+                assert_eq!(sealed.records, n.div_ceil(max), "records for {n} bytes");
                 assert!(written <= len, "wrote {written} of {len} bytes");
                 out.truncate(written);
                 self.sent.extend_from_slice(&data);

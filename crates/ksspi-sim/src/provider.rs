@@ -1034,16 +1034,27 @@ impl SspiProvider for SimProvider {
         {
             return SecStatus::SEC_E_BUFFER_TOO_SMALL;
         }
-        // SAFETY: the caller's DATA buffer holds `n` bytes.
-        let data = unsafe { bytes(&buffers[d]) }.to_vec();
-        let record = match ctx.encrypt(&data) {
+        // SAFETY: the caller's DATA buffer holds `n` bytes, which nothing
+        // writes while the context seals them (into its own scratch buffer).
+        let data = unsafe { bytes(&buffers[d]) };
+        // The record lies in the context's scratch buffer: no allocation, and
+        // one copy out to the caller's buffers.
+        let record = match ctx.encrypt(data) {
             Ok(r) => r,
             Err(status) => return status,
         };
-        debug_assert_eq!(record.len(), sizes.header + n + sizes.trailer);
-        let (head, rest) = record.split_at(sizes.header);
-        let (body, tail) = rest.split_at(n);
-        // SAFETY: each buffer holds at least what is copied (checked above).
+        // A whole record of the stream sizes, or none for no data.
+        let (head, body, tail) = match record.len() {
+            0 => (&[][..], &[][..], &[][..]),
+            len => {
+                debug_assert_eq!(len, sizes.header + n + sizes.trailer);
+                let (head, rest) = record.split_at(sizes.header);
+                let (body, tail) = rest.split_at(n);
+                (head, body, tail)
+            }
+        };
+        // SAFETY: each buffer holds at least what is copied (checked above),
+        // and the record is in the context's memory, not the caller's.
         unsafe {
             copy_to(&buffers[h], head);
             copy_to(&buffers[d], body);
@@ -1077,19 +1088,27 @@ impl SspiProvider for SimProvider {
         let Some(d) = buffers.iter().position(|b| b.kind() == SECBUFFER_DATA) else {
             return SecStatus::SEC_E_INVALID_TOKEN;
         };
-        let empty: Vec<usize> = (0..buffers.len())
-            .filter(|&i| buffers[i].kind() == SECBUFFER_EMPTY)
-            .collect();
-        if empty.len() < 3 || (buffers[d].cbBuffer > 0 && buffers[d].pvBuffer.is_null()) {
+        // The first three EMPTY buffers take the results, as Schannel's do.
+        let mut empty = [0usize; 3];
+        let mut found = 0;
+        for (i, b) in buffers.iter().enumerate() {
+            if found < empty.len() && b.kind() == SECBUFFER_EMPTY {
+                empty[found] = i;
+                found += 1;
+            }
+        }
+        if found < empty.len() || (buffers[d].cbBuffer > 0 && buffers[d].pvBuffer.is_null()) {
             return SecStatus::SEC_E_INVALID_TOKEN;
         }
-        // SAFETY: the caller's DATA buffer holds its cbBuffer bytes.
-        let input = unsafe { bytes(&buffers[d]) }.to_vec();
         let base = buffers[d].pvBuffer.cast::<u8>();
+        // SAFETY: the caller's DATA buffer holds its cbBuffer bytes, which it
+        // hands over for the call: DecryptMessage decrypts them in place.
+        let input = unsafe { bytes_mut(&buffers[d]) };
+        let len = input.len();
         let u = entry
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .decrypt(&input);
+            .decrypt(input);
         if !qop.is_null() {
             // SAFETY: the caller's out-parameter.
             unsafe { qop.write(0) };
@@ -1102,23 +1121,15 @@ impl SspiProvider for SimProvider {
         };
         match u.status {
             SecStatus::SEC_E_OK => {
-                let trailer = u.record - u.header - u.data.len();
-                // The plaintext replaces the ciphertext in place.
-                // SAFETY: the record lies within the DATA buffer.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(u.data.as_ptr(), base.add(u.header), u.data.len())
-                };
-                set(&mut buffers[d], SECBUFFER_STREAM_HEADER, 0, u.header);
-                set(
-                    &mut buffers[empty[0]],
-                    SECBUFFER_DATA,
-                    u.header,
-                    u.data.len(),
-                );
+                // The plaintext lies in place, between the header and the
+                // trailer of the record at the start of the DATA buffer.
+                let (header, data, trailer) = (u.data.start, u.data.len(), u.record - u.data.end);
+                set(&mut buffers[d], SECBUFFER_STREAM_HEADER, 0, header);
+                set(&mut buffers[empty[0]], SECBUFFER_DATA, header, data);
                 set(
                     &mut buffers[empty[1]],
                     SECBUFFER_STREAM_TRAILER,
-                    u.header + u.data.len(),
+                    u.data.end,
                     trailer,
                 );
                 if u.extra > 0 {
@@ -1130,7 +1141,7 @@ impl SspiProvider for SimProvider {
                 buffers[empty[0]].cbBuffer = u.missing as u32;
             }
             SecStatus::SEC_I_RENEGOTIATE | SecStatus::SEC_I_CONTEXT_EXPIRED if u.extra > 0 => {
-                let at = input.len() - u.extra;
+                let at = len - u.extra;
                 set(&mut buffers[empty[0]], SECBUFFER_EXTRA, at, u.extra);
             }
             _ => {}
@@ -1318,6 +1329,19 @@ unsafe fn bytes(b: &SecBuffer) -> &[u8] {
     }
     // SAFETY: per the caller.
     unsafe { std::slice::from_raw_parts(b.pvBuffer.cast::<u8>(), b.cbBuffer as usize) }
+}
+
+/// A buffer's bytes, to write in place.
+///
+/// # Safety
+/// `b.pvBuffer` holds `b.cbBuffer` writable bytes (or the length is 0) that
+/// nothing else reads or writes while the result lives.
+unsafe fn bytes_mut<'a>(b: &SecBuffer) -> &'a mut [u8] {
+    if b.cbBuffer == 0 || b.pvBuffer.is_null() {
+        return &mut [];
+    }
+    // SAFETY: per the caller.
+    unsafe { std::slice::from_raw_parts_mut(b.pvBuffer.cast::<u8>(), b.cbBuffer as usize) }
 }
 
 /// Copy `data` to the start of a buffer.

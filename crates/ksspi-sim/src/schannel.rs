@@ -367,6 +367,14 @@ pub struct Context {
     shutdown: bool,
     /// The close_notify went out: no handshake call produces anything more.
     close_sent: bool,
+    /// The stream sizes, fixed once the handshake is complete.
+    sizes: Option<StreamSizes>,
+    /// Where EncryptMessage has rustls write a record before it is copied out
+    /// to the caller's header, data and trailer buffers: kept for the
+    /// context's life, grown to the largest record sealed (at most
+    /// MAX_PLAINTEXT and the overhead), so no call allocates once it has
+    /// reached that size.
+    scratch: Vec<u8>,
 }
 
 /// `SecPkgContext_StreamSizes`, as the model's contexts report it.
@@ -380,16 +388,17 @@ pub struct StreamSizes {
     pub max_message: usize,
 }
 
-/// One DecryptMessage.
+/// One DecryptMessage, in place: what became of the caller's buffer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Unsealed {
     /// SEC_E_OK, SEC_E_INCOMPLETE_MESSAGE, SEC_I_RENEGOTIATE,
     /// SEC_I_CONTEXT_EXPIRED or an error.
     pub status: SecStatus,
-    /// The plaintext of the first record.
-    pub data: Vec<u8>,
-    /// Bytes of the record before its plaintext (the STREAM_HEADER).
-    pub header: usize,
+    /// With SEC_E_OK: where the plaintext of the first record now lies in the
+    /// buffer (the DATA buffer). It starts after the record's STREAM_HEADER
+    /// (`data.start` bytes); the STREAM_TRAILER runs from `data.end` to
+    /// `record`.
+    pub data: std::ops::Range<usize>,
     /// Length of the record decrypted (0 if none).
     pub record: usize,
     /// Input after the record (SECBUFFER_EXTRA); with SEC_I_RENEGOTIATE, the
@@ -414,24 +423,48 @@ enum Framing {
 
 fn frame(input: &[u8]) -> Framing {
     let mut ends = Vec::new();
+    if walk_records(input, |end| ends.push(end)) {
+        Framing::Records { complete: ends }
+    } else {
+        Framing::Garbage
+    }
+}
+
+/// Walk the record headers of `input`, handing `each` the end of every
+/// complete record; false if a header is not TLS (the input is garbage).
+fn walk_records(input: &[u8], mut each: impl FnMut(usize)) -> bool {
     let mut off = 0;
     while input.len() - off >= 5 {
         let h = &input[off..off + 5];
         let valid_type = (20..=24).contains(&h[0]);
         if !valid_type || h[1] != 3 {
-            return Framing::Garbage;
+            return false;
         }
         let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
         if len > MAX_RECORD {
-            return Framing::Garbage;
+            return false;
         }
         if input.len() - off < 5 + len {
             break;
         }
         off += 5 + len;
-        ends.push(off);
+        each(off);
     }
-    Framing::Records { complete: ends }
+    true
+}
+
+/// The end of the first complete record of `input` (`Ok(None)`: none yet),
+/// every header checked as [`frame`] checks them, without allocating;
+/// `Err(())` for garbage.
+fn first_record(input: &[u8]) -> Result<Option<usize>, ()> {
+    let mut first = None;
+    if walk_records(input, |end| {
+        first.get_or_insert(end);
+    }) {
+        Ok(first)
+    } else {
+        Err(())
+    }
 }
 
 fn missing_after(tail: &[u8]) -> usize {
@@ -651,6 +684,8 @@ impl Context {
             peer_closed: false,
             shutdown: false,
             close_sent: false,
+            sizes: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -808,6 +843,9 @@ impl Context {
         }
         let extra = input.len() - consumed;
         self.established = established;
+        if established {
+            self.sizes = self.negotiated_sizes();
+        }
         let status = if established {
             SecStatus::SEC_E_OK
         } else {
@@ -866,9 +904,11 @@ fn encrypt_into(
 impl Context {
     /// `SECPKG_ATTR_STREAM_SIZES`, once established.
     pub fn stream_sizes(&self) -> Option<StreamSizes> {
-        if !self.established {
-            return None;
-        }
+        self.sizes.filter(|_| self.established)
+    }
+
+    /// The stream sizes of the negotiated version and suite.
+    fn negotiated_sizes(&self) -> Option<StreamSizes> {
         let tls13 = self.protocol()? & (SP_PROT_TLS1_3_SERVER | SP_PROT_TLS1_3_CLIENT) != 0;
         let suite = self.cipher_suite_name().unwrap_or("");
         let (header, trailer) = if tls13 {
@@ -895,9 +935,19 @@ impl Context {
         Ok(())
     }
 
-    /// EncryptMessage: one record carrying `data` (at most
-    /// [`MAX_PLAINTEXT`] bytes): header, ciphertext, trailer.
-    pub fn encrypt(&mut self, data: &[u8]) -> Result<Vec<u8>, SecStatus> {
+    /// EncryptMessage: one record carrying `data` (at most [`MAX_PLAINTEXT`]
+    /// bytes), exactly `header + data.len() + trailer` bytes of
+    /// [`Context::stream_sizes`]: header, ciphertext, trailer. rustls writes
+    /// the record into the context's scratch buffer, which the result borrows
+    /// until the next call (the provider copies it out to the caller's
+    /// buffers); nothing is allocated once the scratch has grown to the
+    /// largest record. rustls cannot write over the plaintext it reads (its
+    /// input and output are two slices that may not alias), so one copy is
+    /// the fewest a caller's buffers in place can get.
+    ///
+    /// Empty `data` gives an empty record: rustls seals no record for no
+    /// data (Schannel would send a record with no data in it).
+    pub fn encrypt(&mut self, data: &[u8]) -> Result<&[u8], SecStatus> {
         self.usable()?;
         if data.len() > MAX_PLAINTEXT {
             return Err(SecStatus::SEC_E_BUFFER_TOO_SMALL);
@@ -905,22 +955,43 @@ impl Context {
         if self.shutdown {
             return Err(SecStatus::SEC_E_CONTEXT_EXPIRED);
         }
-        let mut out = Vec::new();
+        let Some(sizes) = self.sizes else {
+            return Err(SecStatus::SEC_E_INVALID_HANDLE);
+        };
+        let len = sizes.header + data.len() + sizes.trailer;
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0);
+        }
+        // Exactly one record's room: were rustls to put anything before the
+        // record (a queued handshake message), it would refuse for want of
+        // room and keep it, rather than hand back more than one record.
+        let out = &mut self.scratch[..len];
         let mut empty: [u8; 0] = [];
-        let result = with_conn!(self, c => {
+        let written = with_conn!(self, c => {
             match c.process_tls_records(&mut empty).state {
-                Ok(ConnectionState::WriteTraffic(mut wt)) => {
-                    encrypt_into(|buf| wt.encrypt(data, buf), &mut out)
-                }
+                Ok(ConnectionState::WriteTraffic(mut wt)) => match wt.encrypt(data, out) {
+                    Ok(n) => Ok(n),
+                    Err(EncryptError::InsufficientSize(_)) => Err(SecStatus::SEC_E_INTERNAL_ERROR),
+                    Err(_) => Err(SecStatus::SEC_E_CONTEXT_EXPIRED),
+                },
                 Ok(_) => Err(SecStatus::SEC_E_CONTEXT_EXPIRED),
                 Err(e) => Err(map_error(&e)),
             }
-        });
-        result.map(|()| out)
+        })?;
+        if written != len && !(data.is_empty() && written == 0) {
+            return Err(SecStatus::SEC_E_INTERNAL_ERROR);
+        }
+        Ok(&self.scratch[..written])
     }
 
-    /// DecryptMessage over a byte stream: the first record of `input`.
-    pub fn decrypt(&mut self, input: &[u8]) -> Unsealed {
+    /// DecryptMessage over a byte stream, in place: the first record of
+    /// `buf` is decrypted where it lies, its plaintext put after its header
+    /// ([`Unsealed::data`]), and what follows it left alone (EXTRA). Nothing
+    /// is allocated; the plaintext is copied once, from the buffer rustls
+    /// keeps it in (its `ReadTraffic` hands out a chunk it owns, not a slice
+    /// of the record) into the record. On a failure the record's bytes are
+    /// left as rustls left them.
+    pub fn decrypt(&mut self, buf: &mut [u8]) -> Unsealed {
         let refuse = |status| Unsealed {
             status,
             ..Unsealed::default()
@@ -935,43 +1006,37 @@ impl Context {
             // The post-handshake record must go to the handshake call first.
             return refuse(SecStatus::SEC_E_OUT_OF_SEQUENCE);
         }
-        let ends = match frame(input) {
-            Framing::Garbage => {
+        let record = match first_record(buf) {
+            Err(()) => {
                 self.failed = Some(SecStatus::SEC_E_DECRYPT_FAILURE);
                 return refuse(SecStatus::SEC_E_DECRYPT_FAILURE);
             }
-            Framing::Records { complete } => complete,
+            Ok(None) => {
+                return Unsealed {
+                    status: SecStatus::SEC_E_INCOMPLETE_MESSAGE,
+                    missing: missing_after(buf),
+                    ..Unsealed::default()
+                }
+            }
+            Ok(Some(record)) => record,
         };
-        let Some(&record) = ends.first() else {
-            return Unsealed {
-                status: SecStatus::SEC_E_INCOMPLETE_MESSAGE,
-                missing: missing_after(input),
-                ..Unsealed::default()
-            };
-        };
-        let header = self.stream_sizes().map_or(5, |s| s.header);
-        let mut buf = input[..record].to_vec();
-        let mut data = Vec::new();
+        let input_len = buf.len();
+        let header = self.sizes.map_or(5, |s| s.header);
+        let rec = &mut buf[..record];
+        let mut got = 0;
         let mut closed = false;
         let mut error = None;
         let mut answer = Vec::new();
         with_conn!(self, c => {
             let mut off = 0;
             for _ in 0..16 {
-                let UnbufferedStatus { discard, state } = c.process_tls_records(&mut buf[off..]);
+                let UnbufferedStatus { discard, state } = c.process_tls_records(&mut rec[off..]);
                 let mut stop = false;
+                let mut readable = false;
                 match state {
-                    Ok(ConnectionState::ReadTraffic(mut rt)) => {
-                        while let Some(r) = rt.next_record() {
-                            match r {
-                                Ok(app) => data.extend_from_slice(app.payload),
-                                Err(e) => {
-                                    error = Some(e);
-                                    break;
-                                }
-                            }
-                        }
-                    }
+                    // The record's plaintext is queued in rustls; it is read
+                    // below, once this state (which borrows `rec`) is gone.
+                    Ok(ConnectionState::ReadTraffic(_)) => readable = true,
                     Ok(ConnectionState::EncodeTlsData(mut enc)) => {
                         encode(|b| enc.encode(b), &mut answer)
                     }
@@ -982,24 +1047,53 @@ impl Context {
                     }
                     Ok(_) => stop = true,
                     Err(e) => {
-                        error = Some(e);
+                        error = Some(map_error(&e));
                         stop = true;
                     }
                 }
                 off += discard;
+                if readable {
+                    // With plaintext queued, rustls answers ReadTraffic before
+                    // it looks at its input: asked over an empty buffer, it
+                    // leaves `rec` free to take the plaintext.
+                    let mut none: [u8; 0] = [];
+                    match c.process_tls_records(&mut none).state {
+                        Ok(ConnectionState::ReadTraffic(mut rt)) => {
+                            while let Some(r) = rt.next_record() {
+                                match r {
+                                    Ok(app) => {
+                                        let (at, n) = (header + got, app.payload.len());
+                                        if at + n > rec.len() {
+                                            // More plaintext than the record held.
+                                            error = Some(SecStatus::SEC_E_INTERNAL_ERROR);
+                                            break;
+                                        }
+                                        rec[at..at + n].copy_from_slice(app.payload);
+                                        got += n;
+                                    }
+                                    Err(e) => {
+                                        error = Some(map_error(&e));
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        // Not what rustls does with plaintext queued.
+                        _ => error = Some(SecStatus::SEC_E_INTERNAL_ERROR),
+                    }
+                }
                 if stop || error.is_some() {
                     break;
                 }
             }
         });
-        if let Some(e) = error {
-            let status = map_error(&e);
+        if let Some(status) = error {
             if status != SecStatus::SEC_I_CONTEXT_EXPIRED {
                 self.failed = Some(status);
             }
             return refuse(status);
         }
-        let extra = input.len() - record;
+        let extra = input_len - record;
         if closed {
             self.peer_closed = true;
             return Unsealed {
@@ -1009,7 +1103,7 @@ impl Context {
                 ..Unsealed::default()
             };
         }
-        if data.is_empty() {
+        if got == 0 {
             // A handshake message after the handshake (a TLS 1.3
             // NewSessionTicket or KeyUpdate): Schannel says
             // SEC_I_RENEGOTIATE and wants the record handed to the handshake
@@ -1018,14 +1112,13 @@ impl Context {
             self.post_handshake_out = answer;
             return Unsealed {
                 status: SecStatus::SEC_I_RENEGOTIATE,
-                extra: input.len(),
+                extra: input_len,
                 ..Unsealed::default()
             };
         }
         Unsealed {
             status: SecStatus::SEC_E_OK,
-            data,
-            header,
+            data: header..header + got,
             record,
             extra,
             missing: 0,

@@ -70,8 +70,10 @@ fn seal(session: &SimSession, data: &[u8]) -> Vec<u8> {
     for piece in data.chunks(40_000) {
         let need = session.sealed_len(piece.len()).expect("established");
         let mut out = vec![0u8; need];
-        let n = session.encrypt(piece, &mut out, &at).unwrap();
+        let sealed = session.encrypt(piece, &mut out, &at).unwrap();
+        let n = sealed.len;
         assert!(n <= need);
+        assert_eq!(sealed.records, piece.len().div_ceil(16 * 1024));
         wire.extend_from_slice(&out[..n]);
     }
     wire
@@ -332,7 +334,12 @@ fn record_calls_are_refused_with_their_reason() {
         Err(RecordError::TooMuchInput)
     );
     // A step after the handshake is refused; an empty encrypt writes nothing.
-    assert_eq!(p.client.encrypt(b"", &mut out, &at), Ok(0));
+    assert_eq!(
+        p.client
+            .encrypt(b"", &mut out, &at)
+            .map(|s| (s.len, s.records)),
+        Ok((0, 0))
+    );
     assert!(p.client.step(b"x", &at).is_err());
     p.finish();
 }

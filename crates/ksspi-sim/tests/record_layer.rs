@@ -80,7 +80,7 @@ fn seal(ctx: &mut Context, data: &[u8]) -> Vec<u8> {
     for chunk in data.chunks(sizes.max_message) {
         let record = ctx.encrypt(chunk).unwrap();
         assert_eq!(record.len(), sizes.header + chunk.len() + sizes.trailer);
-        out.extend_from_slice(&record);
+        out.extend_from_slice(record);
     }
     out
 }
@@ -104,10 +104,12 @@ fn open_stream(ctx: &mut Context, stream: &[u8], feed: usize) -> Read {
     let mut buf: Vec<u8> = Vec::new();
     let mut next = 0;
     loop {
-        let u = ctx.decrypt(&buf);
+        let u = ctx.decrypt(&mut buf);
         match u.status {
             SecStatus::SEC_E_OK => {
-                read.data.extend_from_slice(&u.data);
+                // Decrypted in place, after the record's header.
+                assert!(u.data.end <= u.record && u.record + u.extra == buf.len());
+                read.data.extend_from_slice(&buf[u.data.clone()]);
                 buf.drain(..buf.len() - u.extra);
             }
             SecStatus::SEC_E_INCOMPLETE_MESSAGE => {
@@ -236,11 +238,11 @@ fn a_tampered_record_fails_and_the_context_stays_unusable() {
         let good = seal(&mut p.client, b"next");
         let sizes = p.client.stream_sizes().unwrap();
         wire[sizes.header + 3] ^= 0x40;
-        let u = p.server.decrypt(&wire);
+        let u = p.server.decrypt(&mut wire);
         assert_eq!(u.status, SecStatus::SEC_E_DECRYPT_FAILURE);
         assert!(u.data.is_empty());
         assert_eq!(
-            p.server.decrypt(&good).status,
+            p.server.decrypt(&mut good.clone()).status,
             SecStatus::SEC_E_DECRYPT_FAILURE,
             "no record decrypts after a failure"
         );
@@ -269,7 +271,7 @@ fn shutdown_sends_close_notify_and_the_peer_sees_context_expired() {
         assert_eq!(read.data, b"last words");
         assert!(read.expired);
         assert_eq!(
-            p.client.decrypt(&[]).status,
+            p.client.decrypt(&mut []).status,
             SecStatus::SEC_I_CONTEXT_EXPIRED
         );
     }
@@ -282,7 +284,7 @@ fn garbage_and_oversized_input_are_refused() {
         p.client.encrypt(&payload(MAX_PLAINTEXT + 1)).unwrap_err(),
         SecStatus::SEC_E_BUFFER_TOO_SMALL
     );
-    let u = p.server.decrypt(b"GET / HTTP/1.1\r\n\r\n");
+    let u = p.server.decrypt(&mut b"GET / HTTP/1.1\r\n\r\n".to_vec());
     assert_eq!(u.status, SecStatus::SEC_E_DECRYPT_FAILURE);
     assert_eq!(
         p.server.encrypt(b"x").unwrap_err(),

@@ -332,7 +332,8 @@ impl EnginePair {
             let w = self
                 .client
                 .encrypt(msg, &mut wire, &at)
-                .map_err(|e| Failure(format!("encrypt: {e:?}")))?;
+                .map_err(|e| Failure(format!("encrypt: {e:?}")))?
+                .len;
             // Within the 64 KiB a session buffers, in whole records.
             let mut fed = 0;
             let mut got = 0;

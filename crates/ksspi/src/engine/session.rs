@@ -169,6 +169,16 @@ pub struct RecordReport<'a> {
     pub calls: u32,
 }
 
+/// What [`Session::encrypt`] sealed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    /// Bytes of records written at the start of the output.
+    pub len: usize,
+    /// Records written (one `EncryptMessage` each): one per stream sizes'
+    /// maximum message of plaintext, none for no plaintext.
+    pub records: usize,
+}
+
 /// What an established session says about itself ([`Session::describe`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -620,7 +630,7 @@ impl<P: SspiProvider> TlsMachine<P> {
     }
 
     /// Seal `data` into `out` (EncryptMessage per record), as owner.
-    fn seal(&mut self, data: &[u8], out: &mut [u8]) -> Result<usize, RecordError> {
+    fn seal(&mut self, data: &[u8], out: &mut [u8]) -> Result<Sealed, RecordError> {
         self.record_usable()?;
         if self.close_sent {
             return Err(RecordError::ShutDown);
@@ -631,15 +641,16 @@ impl<P: SspiProvider> TlsMachine<P> {
         if sizes.sealed_len(data.len()).is_none_or(|n| n > out.len()) {
             return Err(RecordError::OutputTooSmall);
         }
-        let mut written = 0;
+        let mut sealed = Sealed { len: 0, records: 0 };
         for chunk in data.chunks(sizes.max_message) {
             let room = sizes.header + chunk.len() + sizes.trailer;
-            let record = &mut out[written..written + room];
+            let record = &mut out[sealed.len..sealed.len + room];
             record[sizes.header..sizes.header + chunk.len()].copy_from_slice(chunk);
-            written += encrypt_record(&self.provider, slot, &sizes, record, chunk.len())
+            sealed.len += encrypt_record(&self.provider, slot, &sizes, record, chunk.len())
                 .map_err(RecordError::Failed)?;
+            sealed.records += 1;
         }
-        Ok(written)
+        Ok(sealed)
     }
 
     /// Describe the established session; the peer's leaf certificate goes to
@@ -1028,7 +1039,8 @@ impl<P: SspiProvider, K: Platform> Session<P, K> {
     }
 
     /// Seal `data` into TLS records in `out` (at least
-    /// [`Session::sealed_len`] bytes); returns the bytes written. Synchronous
+    /// [`Session::sealed_len`] bytes); returns the bytes written at the start
+    /// of `out` and how many records they are ([`Sealed`]). Synchronous
     /// (`EncryptMessage` per record); refused while a step, decrypt or
     /// shutdown is in flight.
     pub fn encrypt(
@@ -1036,7 +1048,7 @@ impl<P: SspiProvider, K: Platform> Session<P, K> {
         data: &[u8],
         out: &mut [u8],
         _at: &Passive,
-    ) -> Result<usize, RecordError> {
+    ) -> Result<Sealed, RecordError> {
         self.conductor
             .inspect(|m| m.seal(data, out))
             .unwrap_or(Err(RecordError::Busy))
