@@ -523,6 +523,15 @@ pub(crate) fn disabled_protocols(allowed: u32, server: bool) -> u32 {
 
 /// Encode `m` into the request's output and complete it with `STATUS_SUCCESS`
 /// (`STATUS_BUFFER_TOO_SMALL` if it does not fit).
+/// Encode `m` into `out`: the status and length to complete with (a reply
+/// that does not fit is `STATUS_BUFFER_TOO_SMALL`, with nothing written).
+fn write_reply<'a, M: Message<'a>>(out: &mut [u8], m: &M) -> (NtStatus, usize) {
+    match encode(m, out) {
+        Ok(n) => (STATUS_SUCCESS, n),
+        Err(_) => (STATUS_BUFFER_TOO_SMALL, 0),
+    }
+}
+
 pub(crate) fn complete_with<'a, M: Message<'a>, R: Request>(request: R, m: &M) {
     let mut buf = [0u8; 256];
     match encode(m, &mut buf) {
@@ -865,7 +874,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         }
     }
 
-    fn encrypt(&self, file: FileId, input: &[u8], request: R, at: &Passive) {
+    fn encrypt(&self, file: FileId, input: &[u8], mut request: R, at: &Passive) {
         let EncryptRequest(m) = match decode::<EncryptRequest>(input) {
             Ok(m) => m,
             Err(e) => return request.complete(e.ntstatus(), &[]),
@@ -873,28 +882,30 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         if request.output_capacity() < encrypt_reply_capacity(m.bytes.len()) {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         }
-        // The records are sealed straight into the request's output.
+        // The records are sealed straight into the request's output. The
+        // session is free again before the request completes: the caller
+        // woken by the completion may send its next request at once.
         let session = match self.begin_sync(file, m.session) {
             Ok(s) => s,
             Err(status) => return request.complete(status, &[]),
         };
-        self.encrypt_into(file, &m, &session, request, at);
+        let (status, len) = self.encrypt_into(file, &m, &session, request.output(), at);
         self.end_sync(file, m.session);
+        request.complete_written(status, len);
     }
 
+    /// ENCRYPT's reply written into `out`: the status and length to complete
+    /// the request with.
     fn encrypt_into(
         &self,
         file: FileId,
         m: &RecordRequest<'_>,
         session: &Session<P, K>,
-        mut request: R,
+        out: &mut [u8],
         at: &Passive,
-    ) {
-        let Some((head, tail)) = request
-            .output()
-            .split_at_mut_checked(EncryptReply::DATA_OFFSET)
-        else {
-            return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
+    ) -> (NtStatus, usize) {
+        let Some((head, tail)) = out.split_at_mut_checked(EncryptReply::DATA_OFFSET) else {
+            return (STATUS_BUFFER_TOO_SMALL, 0);
         };
         match session.encrypt(m.bytes, tail, at) {
             Ok(sealed) => {
@@ -906,15 +917,15 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 };
                 match encode_prefix(&reply, head) {
                     Ok(EncryptReply::DATA_OFFSET) => {
-                        request.complete_written(STATUS_SUCCESS, EncryptReply::DATA_OFFSET + n)
+                        (STATUS_SUCCESS, EncryptReply::DATA_OFFSET + n)
                     }
-                    _ => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
+                    _ => (STATUS_BUFFER_TOO_SMALL, 0),
                 }
             }
             Err(e) => match record_refusal(self.sync_refusal(file, m.session, e)) {
-                Ok(status) => request.complete(status, &[]),
-                Err(status) => complete_with(
-                    request,
+                Ok(status) => (status, 0),
+                Err(status) => write_reply(
+                    out,
                     &EncryptReply {
                         status: status.0,
                         records: 0,
@@ -963,7 +974,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         }
     }
 
-    fn query(&self, file: FileId, input: &[u8], request: R, at: &Passive) {
+    fn query(&self, file: FileId, input: &[u8], mut request: R, at: &Passive) {
         let m = match decode::<QueryRequest>(input) {
             Ok(m) => m,
             Err(e) => return request.complete(e.ntstatus(), &[]),
@@ -975,27 +986,27 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             Ok(s) => s,
             Err(status) => return request.complete(status, &[]),
         };
-        self.query_into(file, m.session, &session, request, at);
+        let (status, len) = self.query_into(file, m.session, &session, request.output(), at);
         self.end_sync(file, m.session);
+        request.complete_written(status, len);
     }
 
-    /// QUERY's reply, the leaf certificate copied straight into the
-    /// request's output.
+    /// QUERY's reply written into `out`, the leaf certificate copied straight
+    /// in: the status and length to complete the request with.
     fn query_into(
         &self,
         file: FileId,
         id: SessionId,
         session: &Session<P, K>,
-        mut request: R,
+        out: &mut [u8],
         at: &Passive,
-    ) {
+    ) -> (NtStatus, usize) {
         let offset = QUERY_REPLY_CAPACITY - MAX_PEER_CERTIFICATE;
-        let Some((head, tail)) = request
-            .output()
+        let Some((head, tail)) = out
             .get_mut(..QUERY_REPLY_CAPACITY)
             .map(|out| out.split_at_mut(offset))
         else {
-            return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
+            return (STATUS_BUFFER_TOO_SMALL, 0);
         };
         match session.describe(tail, at) {
             Ok(info) => {
@@ -1017,15 +1028,13 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                     leaf: &tail[..info.leaf_len],
                 };
                 match encode_prefix(&reply, head) {
-                    Ok(n) if n == offset => {
-                        request.complete_written(STATUS_SUCCESS, n + info.leaf_len)
-                    }
-                    _ => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
+                    Ok(n) if n == offset => (STATUS_SUCCESS, n + info.leaf_len),
+                    _ => (STATUS_BUFFER_TOO_SMALL, 0),
                 }
             }
             Err(e) => match record_refusal(self.sync_refusal(file, id, e)) {
-                Ok(status) => request.complete(status, &[]),
-                Err(_) => request.complete(STATUS_INVALID_DEVICE_STATE, &[]),
+                Ok(status) => (status, 0),
+                Err(_) => (STATUS_INVALID_DEVICE_STATE, 0),
             },
         }
     }

@@ -678,3 +678,47 @@ fn the_selftest_exchanges_and_checks_bytes_both_ways_after_each_handshake() {
         w.finish();
     }
 }
+
+#[test]
+fn the_next_request_sent_from_an_encrypt_or_query_completion_is_not_busy() {
+    // A user thread woken by an ENCRYPT's or QUERY's completion may send its
+    // next request on the session before the completing call has returned:
+    // the session must be free by then, not refused as busy.
+    let w = std::sync::Arc::new(world(
+        CompletionPolicy::Always(Completion::Sync),
+        DeviceConfig::default(),
+    ));
+    let file = w.dev.open_file();
+    let (_, server) = w.open(file, Role::Server, b"");
+    let (_, client) = w.open(file, Role::Client, b"localhost");
+    establish(&w, file, server.session, client.session);
+    let session = client.session;
+    let encrypt = enc(&EncryptRequest(RecordRequest {
+        session,
+        bytes: b"first",
+    }));
+    let query = enc(&QueryRequest { session });
+    for (code, input, capacity) in [
+        (IOCTL_KSSPI_ENCRYPT, &encrypt, encrypt_reply_capacity(5)),
+        (IOCTL_KSSPI_QUERY, &query, QUERY_REPLY_CAPACITY),
+    ] {
+        let (request, first, _) = w.request(capacity, false);
+        let (next, second, _) = w.request(encrypt_reply_capacity(5), false);
+        let (wn, encrypt) = (w.clone(), encrypt.clone());
+        let request = request.then(move |status| {
+            assert_eq!(status, STATUS_SUCCESS);
+            wn.dev
+                .ioctl(file, IOCTL_KSSPI_ENCRYPT, &encrypt, next, &at());
+        });
+        w.dev.ioctl(file, code, input, request, &at());
+        assert_eq!(wait(&first).0, STATUS_SUCCESS, "{code:#x}");
+        assert_eq!(
+            wait(&second).0,
+            STATUS_SUCCESS,
+            "{code:#x}: the next request was refused"
+        );
+    }
+    assert_eq!(w.close(file, server.session), STATUS_SUCCESS);
+    assert_eq!(w.close(file, client.session), STATUS_SUCCESS);
+    std::sync::Arc::into_inner(w).unwrap().finish();
+}

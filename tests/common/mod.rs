@@ -35,6 +35,17 @@ pub struct TestRequest {
     key: Key,
     /// Cancelled before the engine could pend it.
     cancelled_early: bool,
+    /// Runs once the completion is recorded, on the completing thread (what
+    /// a user thread woken by the completion does next).
+    then: Option<Box<dyn FnOnce(NtStatus) + Send>>,
+}
+
+impl TestRequest {
+    /// Run `f` with the status right after the request completes.
+    pub fn then(mut self, f: impl FnOnce(NtStatus) + Send + 'static) -> TestRequest {
+        self.then = Some(Box::new(f));
+        self
+    }
 }
 
 impl Request for TestRequest {
@@ -62,6 +73,9 @@ impl Request for TestRequest {
         self.completed = true;
         self.done.0.lock().unwrap().push((status, reply));
         self.done.1.notify_all();
+        if let Some(then) = self.then.take() {
+            then(status);
+        }
     }
 }
 
@@ -159,6 +173,7 @@ impl World {
             done: done.clone(),
             key: key.clone(),
             cancelled_early,
+            then: None,
         };
         (request, done, key)
     }
