@@ -3,10 +3,11 @@
 # clang-19 + mingw-w64 headers (ABI check), Debian's rustc-web toolchain with
 # std sources + lld/llvm 19 (kernel-target check), openssl (real TLS peers),
 # the rustfmt / clippy components of the rustup toolchain, and the nightly
-# toolchain with cargo-fuzz (the fuzz smoke run).
+# toolchain with cargo-fuzz (the fuzz smoke run); valgrind, whose callgrind
+# counts the bench's instructions per handshake.
 set -euo pipefail
 
-pkgs=(clang-19 mingw-w64-common lld-19 llvm-19 rustc-web cargo-web rust-web-src openssl)
+pkgs=(clang-19 mingw-w64-common lld-19 llvm-19 rustc-web cargo-web rust-web-src openssl valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -22,6 +22,8 @@ cargo run -q -p ksspictl -- selftest --count 300 --concurrency 32 --completion m
 step "benchmarks: a smoke run (a few iterations of each, no figures kept)"
 cargo run -q -p ksspictl -- bench --quick --scale 1,16 --json > target/bench-smoke.json
 grep -q '"handshakes"' target/bench-smoke.json
+# The instruction counts ran under callgrind (setup.sh installs valgrind).
+grep -q '"instructions":{"rows":\[{' target/bench-smoke.json
 
 step "fuzz smoke: each cargo-fuzz target for 20 s (libFuzzer, ASan)"
 bash scripts/fuzz.sh --smoke 20

@@ -16,6 +16,7 @@
 //! Model only: on Windows the driver's own figures come from `selftest`.
 
 use crate::backend::Driver;
+use crate::instructions::{self, Instructions};
 use crate::model::Model;
 use crate::plot::{scale_png, ScalePoint};
 use crate::Failure;
@@ -430,6 +431,51 @@ fn call(model: &Model, code: u32, input: &[u8], capacity: usize) -> Result<Vec<u
     Ok(reply)
 }
 
+/// One handshake path of the bench, run alone by `ksspictl bench-path` so
+/// that `valgrind --tool=callgrind` counts its instructions
+/// ([`crate::instructions`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandshakePath {
+    /// Plain rustls, the baseline.
+    Rustls,
+    /// The engine's sessions, synchronous completions.
+    EngineSync,
+    /// The engine's sessions, completions on the model's threads.
+    EngineAsync,
+    /// The device's IOCTL path, synchronous completions.
+    IoctlSync,
+    /// The device's IOCTL path, completions on the model's threads.
+    IoctlAsync,
+}
+
+/// `n` handshakes through `path` on this thread, after its setup (the
+/// certificates, the model, credentials), and its teardown.
+pub fn run_path(path: HandshakePath, version: Version, n: usize) -> Result<(), Failure> {
+    match path {
+        HandshakePath::Rustls => {
+            Baseline::new(version, 0).handshakes(n);
+        }
+        HandshakePath::EngineSync | HandshakePath::EngineAsync => {
+            let completion = match path {
+                HandshakePath::EngineSync => Completion::Sync,
+                _ => Completion::Async,
+            };
+            EngineWorld::new(completion, version)?.handshakes(n)?;
+        }
+        HandshakePath::IoctlSync | HandshakePath::IoctlAsync => {
+            let completion = match path {
+                HandshakePath::IoctlSync => Completion::Sync,
+                _ => Completion::Async,
+            };
+            let m = model(completion, 0);
+            ioctl_handshakes(&m, n, proto_bits(version))?;
+            finish(m)?;
+        }
+    }
+    Ok(())
+}
+
 /// Unload the model; anything left behind fails the bench.
 fn finish(m: Model) -> Result<(), Failure> {
     match Box::new(m).finish() {
@@ -552,6 +598,7 @@ pub struct Report {
     records: Vec<RecordRow>,
     scale: Vec<ScaleRow>,
     memory: Option<MemoryRow>,
+    instructions: Option<Instructions>,
     plot: Option<String>,
 }
 
@@ -788,6 +835,11 @@ pub fn run(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Report, Failure> {
     if plan.wants(Section::Scale) {
         scale = scale_rows(plan, progress)?;
     }
+    let mut instructions = None;
+    if plan.wants(Section::Instructions) {
+        let (lo, hi) = if plan.quick { (1, 3) } else { (5, 25) };
+        instructions = Some(instructions::run(lo, hi, progress)?);
+    }
     let plot = match (&plan.plot, &memory) {
         (Some(path), Some(memory)) if !scale.is_empty() => {
             let per_session = memory.engine_session_bytes
@@ -815,6 +867,7 @@ pub fn run(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Report, Failure> {
         records,
         scale,
         memory,
+        instructions,
         plot,
     })
 }
@@ -905,6 +958,9 @@ pub fn print(r: &Report) {
             "\nmemory per session at rest: engine {} B, device {} B, provider (model) {} B for its async context, {} B once established",
             m.engine_session_bytes, m.device_entry_bytes, m.provider_async_context_bytes, m.provider_established_bytes
         );
+    }
+    if let Some(i) = &r.instructions {
+        instructions::print(i);
     }
     if let Some(p) = &r.plot {
         println!("plot: {p}");

@@ -10,6 +10,8 @@ mod backend;
 #[cfg(not(windows))]
 mod bench;
 #[cfg(not(windows))]
+mod instructions;
+#[cfg(not(windows))]
 mod model;
 #[cfg(not(windows))]
 mod plot;
@@ -118,6 +120,20 @@ enum Command {
         /// Run only these sections, comma-separated (default: all).
         #[arg(long, value_delimiter = ',')]
         only: Vec<BenchSection>,
+    },
+    /// One handshake path of `bench`, alone: what `bench --only
+    /// instructions` runs under callgrind (model only).
+    #[command(hide = true)]
+    BenchPath {
+        /// Which path.
+        #[arg(long)]
+        path: BenchPathName,
+        /// The TLS version, 1.2 or 1.3.
+        #[arg(long)]
+        tls: String,
+        /// Handshakes to run.
+        #[arg(long)]
+        count: usize,
     },
     /// Handshake with a TLS server through a driver client session.
     Connect {
@@ -347,6 +363,33 @@ pub enum BenchSection {
     Memory,
     /// The self-test at growing concurrency (and the plot, with memory).
     Scale,
+    /// Instructions per handshake of each path, under valgrind's callgrind.
+    Instructions,
+}
+
+#[cfg(not(windows))]
+use bench::HandshakePath as BenchPathName;
+/// `bench-path` exists on the model's hosts only.
+#[cfg(windows)]
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BenchPathName {
+    /// Not on Windows.
+    None,
+}
+
+#[cfg(not(windows))]
+fn run_bench_path(path: BenchPathName, tls: &str, count: usize) -> Result<(), Failure> {
+    let version = match tls {
+        "1.2" => ksspi_sim::baseline::Version::Tls12,
+        "1.3" => ksspi_sim::baseline::Version::Tls13,
+        other => return Err(Failure(format!("--tls takes 1.2 or 1.3, not {other}"))),
+    };
+    bench::run_path(path, version, count)
+}
+
+#[cfg(windows)]
+fn run_bench_path(_path: BenchPathName, _tls: &str, _count: usize) -> Result<(), Failure> {
+    Err(Failure("bench-path runs over the model only".into()))
 }
 
 #[cfg(not(windows))]
@@ -1378,6 +1421,7 @@ fn main() -> ExitCode {
             json,
             only,
         } => run_bench(*quick, scale, plot.as_deref(), *json, only),
+        Command::BenchPath { path, tls, count } => run_bench_path(*path, tls, *count),
         Command::Stress {
             duration,
             concurrency,

@@ -203,12 +203,52 @@ impl Shared {
     }
 }
 
+/// The stand-in for the I/O manager's system buffers (METHOD_BUFFERED): a
+/// request that writes a reply takes one, and it goes back when the reply
+/// has been copied to the caller. As on Windows, where the system buffer
+/// comes from pool and is not zeroed, a buffer keeps whatever the last
+/// request left in it (only the completion's `len` bytes ever reach the
+/// caller), so the harness does not zero 64 KiB for every STEP and DECRYPT.
+#[derive(Default)]
+pub struct SystemBuffers {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl SystemBuffers {
+    /// Buffers kept for reuse, at most.
+    const KEPT: usize = 64;
+
+    /// A buffer of at least `len` bytes (grown with zeros only the first
+    /// time it is used at that size).
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buffer = self
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        if buffer.len() < len {
+            buffer.resize(len, 0);
+        }
+        buffer
+    }
+
+    fn put(&self, buffer: Vec<u8>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < Self::KEPT {
+            free.push(buffer);
+        }
+    }
+}
+
 /// A request as the glue hands it to the engine.
 pub struct ChannelRequest {
     capacity: usize,
-    /// The output buffer (the I/O manager's system buffer), allocated when
-    /// the engine first writes to it.
+    /// The output buffer (the I/O manager's system buffer), taken from
+    /// `buffers` when the engine first writes to it; at least `capacity`
+    /// bytes then.
     output: Vec<u8>,
+    buffers: Arc<SystemBuffers>,
     shared: Arc<Shared>,
     /// The engine called `complete` or `cancelled`.
     handled: bool,
@@ -220,10 +260,10 @@ impl Request for ChannelRequest {
     }
 
     fn output(&mut self) -> &mut [u8] {
-        if self.output.len() != self.capacity {
-            self.output = vec![0; self.capacity];
+        if self.output.len() < self.capacity {
+            self.output = self.buffers.take(self.capacity);
         }
-        &mut self.output
+        &mut self.output[..self.capacity]
     }
 
     fn pend(&mut self, key: PendKey) -> bool {
@@ -254,13 +294,15 @@ impl Request for ChannelRequest {
 
     fn complete_written(mut self, status: NtStatus, len: usize) {
         assert!(
-            len <= self.output.len(),
+            len == 0 || len <= self.output.len().min(self.capacity),
             "a reply of {len} bytes written into a {}-byte output buffer",
-            self.output.len()
+            self.output.len().min(self.capacity)
         );
-        let mut output = std::mem::take(&mut self.output);
-        output.truncate(len);
-        self.settle(status, output);
+        // The I/O manager copies the reply to the caller's buffer and frees
+        // the system buffer.
+        let reply = self.output.get(..len).unwrap_or_default().to_vec();
+        self.buffers.put(std::mem::take(&mut self.output));
+        self.settle(status, reply);
     }
 
     fn cancelled(mut self) {
@@ -468,6 +510,7 @@ pub struct Model {
     pub thumbprint: Thumbprint,
     pub ledger: Arc<Ledger>,
     work: Arc<WorkCounts>,
+    buffers: Arc<SystemBuffers>,
 }
 
 impl Model {
@@ -490,6 +533,7 @@ impl Model {
             thumbprint,
             ledger: Arc::default(),
             work,
+            buffers: Arc::default(),
         }
     }
 
@@ -517,6 +561,7 @@ impl Model {
         let request = ChannelRequest {
             capacity,
             output: Vec::new(),
+            buffers: self.buffers.clone(),
             shared: shared.clone(),
             handled: false,
         };
@@ -629,6 +674,7 @@ mod tests {
         let r = ChannelRequest {
             capacity: 64,
             output: Vec::new(),
+            buffers: model.buffers.clone(),
             shared: shared.clone(),
             handled: false,
         };
@@ -651,6 +697,29 @@ mod tests {
         assert_eq!(p.wait(Duration::from_secs(1)).map(|d| d.0), Some(DROPPED));
         let l = model.ledger.counts();
         assert_eq!((l.sent, l.completed, l.dropped), (1, 0, 1));
+        assert_eq!(model.unload_report().leaked, 0);
+    }
+
+    #[test]
+    fn system_buffers_are_reused_and_a_reply_is_only_what_was_written() {
+        let model = Model::new(SimConfig::default());
+        let (mut r, p) = request(&model);
+        r.output()[..4].copy_from_slice(b"long");
+        let first = r.output().as_ptr();
+        r.complete_written(0, 4);
+        assert_eq!(p.wait(Duration::from_secs(1)), Some((0, b"long".to_vec())));
+        // The next request gets the same buffer back, not zeroed (as pool
+        // memory is not), and its reply is the one byte it wrote.
+        let (mut r, p) = request(&model);
+        assert_eq!(r.output().as_ptr(), first);
+        assert_eq!(&r.output()[..4], b"long");
+        r.output()[0] = b'X';
+        r.complete_written(0, 1);
+        assert_eq!(p.wait(Duration::from_secs(1)), Some((0, b"X".to_vec())));
+        // A request that writes nothing takes no buffer.
+        let (r, p) = request(&model);
+        r.complete_written(0, 0);
+        assert_eq!(p.wait(Duration::from_secs(1)), Some((0, vec![])));
         assert_eq!(model.unload_report().leaked, 0);
     }
 
