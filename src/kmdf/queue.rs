@@ -109,25 +109,13 @@ extern "C" fn evt_io_device_control(
         if input.try_reserve_exact(input_length).is_err() {
             return complete(request, STATUS_INSUFFICIENT_RESOURCES, 0);
         }
-        let mut buffer: PVOID = core::ptr::null_mut();
-        let mut length: usize = 0;
-        // SAFETY: a live request; both out-parameters are ours.
-        let status = unsafe {
-            call_unsafe_wdf_function_binding!(
-                WdfRequestRetrieveInputBuffer,
-                request,
-                0,
-                &raw mut buffer,
-                &raw mut length
-            )
+        let (buffer, length) = match retrieve(request, Buffer::Input) {
+            Ok(b) => b,
+            Err(status) => return complete(request, status, 0),
         };
-        if !nt_success(status) {
-            return complete(request, status, 0);
-        }
         // SAFETY: WDF returned `length` readable bytes at `buffer` (the system
         // buffer, valid until the request completes, which is after this copy).
-        input
-            .extend_from_slice(unsafe { core::slice::from_raw_parts(buffer.cast::<u8>(), length) });
+        input.extend_from_slice(unsafe { core::slice::from_raw_parts(buffer, length) });
     }
     // SAFETY: a live request.
     let file_object =
@@ -137,30 +125,58 @@ extern "C" fn evt_io_device_control(
     }
     // SAFETY: a file object of this device.
     let file = unsafe { file_id(file_object) };
-    let mut output: PVOID = core::ptr::null_mut();
-    let mut output_bytes: usize = 0;
-    if output_length > 0 {
-        // SAFETY: a live request; both out-parameters are ours.
-        let status = unsafe {
-            call_unsafe_wdf_function_binding!(
-                WdfRequestRetrieveOutputBuffer,
-                request,
-                0,
-                &raw mut output,
-                &raw mut output_bytes
-            )
-        };
-        if !nt_success(status) {
-            return complete(request, status, 0);
+    let (output, output_bytes) = if output_length > 0 {
+        match retrieve(request, Buffer::Output) {
+            Ok(b) => b,
+            Err(status) => return complete(request, status, 0),
         }
-    }
+    } else {
+        (core::ptr::null_mut(), 0)
+    };
     let request = WdfRequest {
         request,
-        output: output.cast::<u8>(),
+        output,
         output_bytes: if output.is_null() { 0 } else { output_bytes },
         marked: false,
     };
     engine.ioctl(file, code, &input, request, &at);
+}
+
+/// Which of a request's buffers [`retrieve`] gives.
+enum Buffer {
+    Input,
+    Output,
+}
+
+/// A request's input or output buffer (METHOD_BUFFERED: both are the system
+/// buffer) and its length, or the status WDF refused it with.
+fn retrieve(request: WDFREQUEST, which: Buffer) -> Result<(*mut u8, usize), NTSTATUS> {
+    let mut buffer: PVOID = core::ptr::null_mut();
+    let mut length: usize = 0;
+    // SAFETY: a live request; both out-parameters are ours.
+    let status = unsafe {
+        match which {
+            Buffer::Input => call_unsafe_wdf_function_binding!(
+                WdfRequestRetrieveInputBuffer,
+                request,
+                0,
+                &raw mut buffer,
+                &raw mut length
+            ),
+            Buffer::Output => call_unsafe_wdf_function_binding!(
+                WdfRequestRetrieveOutputBuffer,
+                request,
+                0,
+                &raw mut buffer,
+                &raw mut length
+            ),
+        }
+    };
+    if nt_success(status) {
+        Ok((buffer.cast::<u8>(), length))
+    } else {
+        Err(status)
+    }
 }
 
 /// A `WDFREQUEST` the engine owns until it completes it.

@@ -527,6 +527,9 @@ fn on_threads(
     })
 }
 
+/// Rounds of the handshake figures.
+const ROUNDS: usize = 7;
+
 fn rate(n: usize, d: Duration) -> f64 {
     round1(n as f64 / d.as_secs_f64().max(1e-9))
 }
@@ -543,6 +546,10 @@ fn round3(x: f64) -> f64 {
 struct HandshakeRow {
     tls: &'static str,
     threads: usize,
+    /// Rounds the figures are the medians of.
+    rounds: usize,
+    /// Handshakes each path ran per round (on all threads together).
+    handshakes_per_round: usize,
     rustls_per_second: f64,
     engine_sync_per_second: f64,
     engine_async_per_second: f64,
@@ -625,8 +632,24 @@ fn model(completion: Completion, tickets: usize) -> Model {
     })
 }
 
+/// The median of `v` (not empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// Handshakes per second of every path, per TLS version and thread count.
+/// The paths take turns in [`ROUNDS`] rounds of `n` handshakes per thread
+/// each; a row gives each path's median rate and the median of its per-round
+/// ratios to rustls, so a slow moment of the VM lands in one round of every
+/// path rather than in one path's only measurement.
 fn handshake_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<HandshakeRow>, Failure> {
-    let n = if plan.quick { 4 } else { 400 };
+    let (n, rounds) = if plan.quick { (4, 1) } else { (300, ROUNDS) };
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let mut rows = Vec::new();
     for version in [Version::Tls12, Version::Tls13] {
@@ -638,44 +661,59 @@ fn handshake_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<HandshakeR
                 "handshakes, TLS {}, {threads} thread(s)",
                 tls_name(version)
             ));
-            let base = Baseline::new(version, 0);
-            // Warm up every path once (lazy statics, first allocations).
-            base.handshakes(2);
-            let rustls = on_threads(threads, || Ok(base.handshakes(n)))?;
-            let sync_world = EngineWorld::new(Completion::Sync, version)?;
-            sync_world.handshakes(2)?;
-            let sync = on_threads(threads, || sync_world.handshakes(n))?;
-            let async_world = EngineWorld::new(Completion::Async, version)?;
-            async_world.handshakes(2)?;
-            let asynchronous = on_threads(threads, || async_world.handshakes(n))?;
             let p = proto_bits(version);
-            let m = model(Completion::Sync, 0);
-            ioctl_handshakes(&m, 2, p)?;
-            let ioctl_sync = on_threads(threads, || ioctl_handshakes(&m, n, p))?;
-            finish(m)?;
-            let m = model(Completion::Async, 0);
-            ioctl_handshakes(&m, 2, p)?;
-            let ioctl_async = on_threads(threads, || ioctl_handshakes(&m, n, p))?;
-            let total = (n * threads) as u32;
-            let st = selftest(&m, total, threads as u32, proto_bits(version))?;
-            let selftest_rate = round1(total as f64 * 1e6 / st.elapsed_us.max(1) as f64);
-            finish(m)?;
-            let r = rate(n * threads, rustls);
-            let per_second = |d| rate(n * threads, d);
+            let total = n * threads;
+            let base = Baseline::new(version, 0);
+            let sync_world = EngineWorld::new(Completion::Sync, version)?;
+            let async_world = EngineWorld::new(Completion::Async, version)?;
+            let sync_model = model(Completion::Sync, 0);
+            let async_model = model(Completion::Async, 0);
+            // Warm up every path once (lazy statics, first allocations, the
+            // device's credential cache).
+            base.handshakes(2);
+            sync_world.handshakes(2)?;
+            async_world.handshakes(2)?;
+            ioctl_handshakes(&sync_model, 2, p)?;
+            ioctl_handshakes(&async_model, 2, p)?;
+            // Per path, its rate in each round.
+            let mut rates: [Vec<f64>; 6] = Default::default();
+            for _ in 0..rounds {
+                let timed = [
+                    on_threads(threads, || Ok(base.handshakes(n)))?,
+                    on_threads(threads, || sync_world.handshakes(n))?,
+                    on_threads(threads, || async_world.handshakes(n))?,
+                    on_threads(threads, || ioctl_handshakes(&sync_model, n, p))?,
+                    on_threads(threads, || ioctl_handshakes(&async_model, n, p))?,
+                ];
+                for (r, d) in rates.iter_mut().zip(timed) {
+                    r.push(rate(total, d));
+                }
+                let st = selftest(&async_model, total as u32, threads as u32, p)?;
+                rates[5].push(round1(total as f64 * 1e6 / st.elapsed_us.max(1) as f64));
+            }
+            finish(sync_model)?;
+            finish(async_model)?;
+            let ratio = |i: usize| {
+                let per_round = rates[i].iter().zip(&rates[0]).map(|(x, r)| x / r);
+                round3(median(per_round.collect()))
+            };
+            let rate_of = |i: usize| round1(median(rates[i].clone()));
             rows.push(HandshakeRow {
                 tls: tls_name(version),
                 threads,
-                rustls_per_second: r,
-                engine_sync_per_second: per_second(sync),
-                engine_async_per_second: per_second(asynchronous),
-                ioctl_sync_per_second: per_second(ioctl_sync),
-                ioctl_async_per_second: per_second(ioctl_async),
-                selftest_per_second: selftest_rate,
-                engine_sync_ratio: round3(per_second(sync) / r),
-                engine_async_ratio: round3(per_second(asynchronous) / r),
-                ioctl_sync_ratio: round3(per_second(ioctl_sync) / r),
-                ioctl_async_ratio: round3(per_second(ioctl_async) / r),
-                selftest_ratio: round3(selftest_rate / r),
+                rounds,
+                handshakes_per_round: total,
+                rustls_per_second: rate_of(0),
+                engine_sync_per_second: rate_of(1),
+                engine_async_per_second: rate_of(2),
+                ioctl_sync_per_second: rate_of(3),
+                ioctl_async_per_second: rate_of(4),
+                selftest_per_second: rate_of(5),
+                engine_sync_ratio: ratio(1),
+                engine_async_ratio: ratio(2),
+                ioctl_sync_ratio: ratio(3),
+                ioctl_async_ratio: ratio(4),
+                selftest_ratio: ratio(5),
             });
         }
     }
@@ -897,7 +935,11 @@ fn machine() -> String {
 pub fn print(r: &Report) {
     println!("ksspi bench on {}", r.machine);
     if !r.handshakes.is_empty() {
-        println!("\nhandshakes per second (ratio to plain rustls, same certificate and provider)");
+        println!(
+            "\nhandshakes per second, median of {} rounds (in brackets the median of each round's \
+             ratio to plain rustls; same certificate and provider)",
+            r.handshakes[0].rounds
+        );
         println!(
             "  {:<5} {:>7} {:>9} {:>16} {:>16} {:>16} {:>16} {:>16}",
             "TLS",
