@@ -594,6 +594,10 @@ struct MemoryRow {
     device_entry_bytes: u64,
     provider_async_context_bytes: u64,
     provider_established_bytes: u64,
+    /// Measured: what an OPEN over cached credentials keeps alive through
+    /// the IOCTL path (the engine's session, the device's router, the
+    /// provider's async context; the table slot comes with the table).
+    ioctl_open_bytes: u64,
 }
 
 /// Everything one run measured.
@@ -839,12 +843,34 @@ fn memory() -> Result<MemoryRow, Failure> {
     let engine_pair = 2 * (per_session + per_ctx);
     let m = model(Completion::Sync, 0);
     let device_bytes = m.device.bytes_per_session();
+    let open = || -> Result<SessionId, Failure> {
+        let req = OpenRequest::new(ksspi_abi::Role::Server, proto::ALL, m.thumbprint, b"");
+        let reply = call(&m, IOCTL_KSSPI_OPEN, &enc(&req), 64)?;
+        Ok(decode::<OpenReply>(&reply)
+            .map_err(|e| Failure(format!("{e:?}")))?
+            .session)
+    };
+    let close = |session| call(&m, IOCTL_KSSPI_CLOSE, &enc(&CloseRequest { session }), 64);
+    // The first OPEN acquires the credentials the others find cached.
+    close(open()?)?;
+    // Within the device's sessions per file.
+    let opens = 32;
+    let mut ids = Vec::with_capacity(opens);
+    let before = live();
+    for _ in 0..opens {
+        ids.push(open()?);
+    }
+    let per_open = (live() - before) / opens as i64;
+    for id in ids {
+        close(id)?;
+    }
     finish(m)?;
     Ok(MemoryRow {
         engine_session_bytes: per_session.max(0) as u64,
         device_entry_bytes: device_bytes as u64,
         provider_async_context_bytes: per_ctx.max(0) as u64,
         provider_established_bytes: ((per_pair - engine_pair).max(0) / 2) as u64,
+        ioctl_open_bytes: per_open.max(0) as u64,
     })
 }
 
@@ -999,6 +1025,10 @@ pub fn print(r: &Report) {
         println!(
             "\nmemory per session at rest: engine {} B, device {} B, provider (model) {} B for its async context, {} B once established",
             m.engine_session_bytes, m.device_entry_bytes, m.provider_async_context_bytes, m.provider_established_bytes
+        );
+        println!(
+            "  measured through the IOCTL path: an OPEN over cached credentials keeps {} B alive",
+            m.ioctl_open_bytes
         );
     }
     if let Some(i) = &r.instructions {
