@@ -116,7 +116,7 @@ pub struct PendKey {
 }
 
 /// A file handle on the device (`WDFFILEOBJECT`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FileId(pub u64);
 
 /// The device's bounds.
@@ -200,12 +200,54 @@ struct Slot<P: SspiProvider, K: Platform, R> {
     entry: Option<Entry<P, K, R>>,
 }
 
+/// The session table. Everything in it is allocated with the device, so an
+/// OPEN or a CLOSE allocates nothing here, and every operation under its
+/// spin lock is O(1) in the table's size (finding a free slot, a file's
+/// count): no scan of the slots at DISPATCH_LEVEL.
 struct Table<P: SspiProvider, K: Platform, R> {
     slots: Vec<Slot<P, K, R>>,
+    /// Indices of the free slots, a stack (lowest index on top at first).
+    free: Vec<u32>,
+    /// Sessions per file, for the files that have any, sorted by file
+    /// (capacity: one per slot, the most there can be).
+    files: Vec<(FileId, u32)>,
     open: u32,
 }
 
 impl<P: SspiProvider, K: Platform, R> Table<P, K, R> {
+    fn new(size: u32) -> Self {
+        Table {
+            slots: (0..size)
+                .map(|_| Slot {
+                    generation: 1,
+                    entry: None,
+                })
+                .collect(),
+            free: (0..size).rev().collect(),
+            files: Vec::with_capacity(size as usize),
+            open: 0,
+        }
+    }
+
+    /// The slot the next session takes (not taken yet).
+    fn next_free(&self) -> Option<u32> {
+        self.free.last().copied()
+    }
+
+    /// Put `entry` in slot `index`, the one [`Table::next_free`] gave.
+    fn occupy(&mut self, index: u32, entry: Entry<P, K, R>) {
+        debug_assert_eq!(self.free.last(), Some(&index));
+        self.free.pop();
+        let file = entry.file;
+        self.slots[index as usize].entry = Some(entry);
+        match self.files.binary_search_by_key(&file, |&(f, _)| f) {
+            Ok(i) => self.files[i].1 += 1,
+            // Within the capacity: every file listed holds a slot.
+            Err(i) => self.files.insert(i, (file, 1)),
+        }
+        self.open += 1;
+    }
+
     fn entry(&mut self, id: SessionId, file: FileId) -> Option<&mut Entry<P, K, R>> {
         let slot = self.slots.get_mut(id.slot() as usize)?;
         if slot.generation != id.generation() {
@@ -229,15 +271,22 @@ impl<P: SspiProvider, K: Platform, R> Table<P, K, R> {
         }
         let entry = slot.entry.take()?;
         slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.slot());
+        if let Ok(i) = self.files.binary_search_by_key(&entry.file, |&(f, _)| f) {
+            self.files[i].1 -= 1;
+            if self.files[i].1 == 0 {
+                self.files.remove(i);
+            }
+        }
         self.open -= 1;
         Some(entry)
     }
 
     fn count(&self, file: FileId) -> u32 {
-        self.slots
-            .iter()
-            .filter(|s| s.entry.as_ref().is_some_and(|e| e.file == file))
-            .count() as u32
+        match self.files.binary_search_by_key(&file, |&(f, _)| f) {
+            Ok(i) => self.files[i].1,
+            Err(_) => 0,
+        }
     }
 }
 
@@ -306,18 +355,13 @@ pub struct Device<P: SspiProvider, K: Platform, R: Request> {
 impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
     /// A device with `config`'s bounds (its session table is allocated here).
     pub fn new(provider: P, platform: K, config: DeviceConfig) -> Self {
-        let slots = (0..config.max_sessions)
-            .map(|_| Slot {
-                generation: 1,
-                entry: None,
-            })
-            .collect();
+        let table = Table::new(config.max_sessions);
         Device {
             shared: Arc::new(Shared {
                 provider,
                 platform,
                 config,
-                table: SpinLock::new(Table { slots, open: 0 }),
+                table: SpinLock::new(table),
                 credentials: SpinLock::new(CredentialCache {
                     entries: Vec::with_capacity(CREDENTIAL_CACHE),
                     closed: false,
@@ -630,26 +674,27 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 drop(table);
                 return request.complete(STATUS_QUOTA_EXCEEDED, &[]);
             }
-            let Some(index) = table.slots.iter().position(|s| s.entry.is_none()) else {
+            let Some(index) = table.next_free() else {
                 drop(table);
                 return request.complete(STATUS_INSUFFICIENT_RESOURCES, &[]);
             };
-            let id = SessionId::new(index as u32, table.slots[index].generation);
+            let id = SessionId::new(index, table.slots[index as usize].generation);
             let Some((request, serial)) = self.pend(request, file, id) else {
                 return;
             };
-            let slot = &mut table.slots[index];
-            slot.entry = Some(Entry {
-                file,
-                phase: Phase::Opening,
-                session: None,
-                credentials: None,
-                pending: Some(request),
-                pending_serial: serial,
-                reply_len: 0,
-                in_sync_call: false,
-            });
-            table.open += 1;
+            table.occupy(
+                index,
+                Entry {
+                    file,
+                    phase: Phase::Opening,
+                    session: None,
+                    credentials: None,
+                    pending: Some(request),
+                    pending_serial: serial,
+                    reply_len: 0,
+                    in_sync_call: false,
+                },
+            );
             id
         };
         self.sessions_total.fetch_add(1, Ordering::Relaxed);

@@ -722,3 +722,54 @@ fn the_next_request_sent_from_an_encrypt_or_query_completion_is_not_busy() {
     assert_eq!(w.close(file, client.session), STATUS_SUCCESS);
     std::sync::Arc::into_inner(w).unwrap().finish();
 }
+
+#[test]
+fn a_full_table_refuses_opens_and_freed_slots_and_quotas_come_back() {
+    // 4 slots, 3 per file: the table's free slots and per-file counts follow
+    // every OPEN and CLOSE, and a reused slot refuses its old id.
+    let config = DeviceConfig {
+        max_sessions: 4,
+        max_sessions_per_file: 3,
+        ..DeviceConfig::default()
+    };
+    let w = world(CompletionPolicy::Always(Completion::Sync), config);
+    let (a, b, c) = (w.dev.open_file(), w.dev.open_file(), w.dev.open_file());
+    let open = |file| {
+        let (st, reply) = w.open(file, Role::Client, b"x");
+        (st, reply.session)
+    };
+    let a1 = open(a).1;
+    let a2 = open(a).1;
+    let a3 = open(a).1;
+    assert_eq!(open(a).0, STATUS_QUOTA_EXCEEDED);
+    let (st, b1) = open(b);
+    assert_eq!(st, STATUS_SUCCESS);
+    assert_eq!(open(c).0, STATUS_INSUFFICIENT_RESOURCES, "the table is full");
+    assert_eq!((w.dev.sessions_of(a), w.dev.sessions_of(b)), (3, 1));
+    // Free a's second slot: c gets it, under a new generation.
+    assert_eq!(w.close(a, a2), STATUS_SUCCESS);
+    let (st, c1) = open(c);
+    assert_eq!(st, STATUS_SUCCESS);
+    assert_eq!(c1.slot(), a2.slot());
+    assert_ne!(c1, a2);
+    assert_eq!(w.step(a, a2, &[]).0, STATUS_INVALID_HANDLE, "a stale id");
+    assert_eq!(w.close(c, a2), STATUS_INVALID_HANDLE);
+    // a is under its quota again but the table is full.
+    assert_eq!(open(a).0, STATUS_INSUFFICIENT_RESOURCES);
+    assert_eq!(w.close(b, b1), STATUS_SUCCESS);
+    assert_eq!(w.dev.sessions_of(b), 0);
+    assert_eq!(open(a).0, STATUS_SUCCESS);
+    assert_eq!(
+        (w.dev.sessions_of(a), w.dev.sessions_of(c), w.dev.sessions_alive()),
+        (3, 1, 4)
+    );
+    w.dev.cleanup(a);
+    assert_eq!((w.dev.sessions_of(a), w.dev.sessions_alive()), (0, 1));
+    for _ in 0..3 {
+        assert_eq!(open(b).0, STATUS_SUCCESS);
+    }
+    assert_eq!(w.close(a, a1), STATUS_INVALID_HANDLE);
+    assert_eq!(w.close(a, a3), STATUS_INVALID_HANDLE);
+    w.dev.unload();
+    w.finish();
+}
