@@ -557,16 +557,23 @@ macro_rules! drain_alerts {
     }};
 }
 
+/// Append what `f` encodes to `out`, written in place (as the baseline
+/// does: no buffer of its own, 2 KiB of room first, then what rustls asks).
 fn encode(mut f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>, out: &mut Vec<u8>) {
-    let mut buf = vec![0u8; 4096];
+    let at = out.len();
+    let mut room = 2048;
     loop {
-        match f(&mut buf) {
+        out.resize(at + room, 0);
+        match f(&mut out[at..]) {
             Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
+                out.truncate(at + n);
                 return;
             }
-            Err(EncodeError::InsufficientSize(e)) => buf.resize(e.required_size, 0),
-            Err(_) => return,
+            Err(EncodeError::InsufficientSize(e)) => room = e.required_size,
+            Err(_) => {
+                out.truncate(at);
+                return;
+            }
         }
     }
 }
@@ -881,20 +888,25 @@ macro_rules! with_conn {
     };
 }
 
-/// Encode what `f` writes into a buffer grown as it asks.
+/// Append what `f` encrypts to `out`, written in place, grown as it asks.
 fn encrypt_into(
     mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
     out: &mut Vec<u8>,
 ) -> Result<(), SecStatus> {
-    let mut buf = vec![0u8; MAX_PLAINTEXT + 512];
+    let at = out.len();
+    let mut room = 2048;
     loop {
-        match f(&mut buf) {
+        out.resize(at + room, 0);
+        match f(&mut out[at..]) {
             Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
+                out.truncate(at + n);
                 return Ok(());
             }
-            Err(EncryptError::InsufficientSize(e)) => buf.resize(e.required_size, 0),
-            Err(_) => return Err(SecStatus::SEC_E_CONTEXT_EXPIRED),
+            Err(EncryptError::InsufficientSize(e)) => room = e.required_size,
+            Err(_) => {
+                out.truncate(at);
+                return Err(SecStatus::SEC_E_CONTEXT_EXPIRED);
+            }
         }
     }
 }
