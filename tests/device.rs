@@ -744,7 +744,11 @@ fn a_full_table_refuses_opens_and_freed_slots_and_quotas_come_back() {
     assert_eq!(open(a).0, STATUS_QUOTA_EXCEEDED);
     let (st, b1) = open(b);
     assert_eq!(st, STATUS_SUCCESS);
-    assert_eq!(open(c).0, STATUS_INSUFFICIENT_RESOURCES, "the table is full");
+    assert_eq!(
+        open(c).0,
+        STATUS_INSUFFICIENT_RESOURCES,
+        "the table is full"
+    );
     assert_eq!((w.dev.sessions_of(a), w.dev.sessions_of(b)), (3, 1));
     // Free a's second slot: c gets it, under a new generation.
     assert_eq!(w.close(a, a2), STATUS_SUCCESS);
@@ -760,7 +764,11 @@ fn a_full_table_refuses_opens_and_freed_slots_and_quotas_come_back() {
     assert_eq!(w.dev.sessions_of(b), 0);
     assert_eq!(open(a).0, STATUS_SUCCESS);
     assert_eq!(
-        (w.dev.sessions_of(a), w.dev.sessions_of(c), w.dev.sessions_alive()),
+        (
+            w.dev.sessions_of(a),
+            w.dev.sessions_of(c),
+            w.dev.sessions_alive()
+        ),
         (3, 1, 4)
     );
     w.dev.cleanup(a);
