@@ -565,8 +565,6 @@ pub(crate) fn disabled_protocols(allowed: u32, server: bool) -> u32 {
     disabled
 }
 
-/// Encode `m` into the request's output and complete it with `STATUS_SUCCESS`
-/// (`STATUS_BUFFER_TOO_SMALL` if it does not fit).
 /// Encode `m` into `out`: the status and length to complete with (a reply
 /// that does not fit is `STATUS_BUFFER_TOO_SMALL`, with nothing written).
 fn write_reply<'a, M: Message<'a>>(out: &mut [u8], m: &M) -> (NtStatus, usize) {
@@ -576,6 +574,8 @@ fn write_reply<'a, M: Message<'a>>(out: &mut [u8], m: &M) -> (NtStatus, usize) {
     }
 }
 
+/// Encode `m` into the request's output and complete it with `STATUS_SUCCESS`
+/// (`STATUS_BUFFER_TOO_SMALL` if it does not fit).
 pub(crate) fn complete_with<'a, M: Message<'a>, R: Request>(request: R, m: &M) {
     let mut buf = [0u8; 256];
     match encode(m, &mut buf) {
