@@ -1,8 +1,9 @@
 //! The scale benchmark's plot: how handshake cost grows with concurrency.
 //!
 //! One PNG, two panels side by side: handshakes per second against the
-//! number of sessions handshaking at once (log x), and the median and 99th
-//! percentile handshake latency in milliseconds (log x, log y). A footnote
+//! number of handshakes at once (log x; a server and a client session
+//! each), and the median and 99th percentile handshake latency in
+//! milliseconds (log x, log y). A footnote
 //! gives the memory per session at rest at each concurrency.
 //!
 //! Text is drawn by plotters' `ab_glyph` backend from DejaVu Sans embedded in
@@ -184,7 +185,7 @@ fn draw(path: &Path, title: &str, points: &[ScalePoint]) -> Result<(), Box<dyn s
         .y_label_area_size(70)
         .build_cartesian_2d(x_range.clone().log_scale(), 0.0..r_top)?;
     left.configure_mesh()
-        .x_desc("sessions handshaking at once")
+        .x_desc("handshakes at once (a server and a client session each)")
         .y_desc("handshakes / s")
         .axis_desc_style(label.clone())
         .label_style(ticks.clone())
@@ -217,7 +218,7 @@ fn draw(path: &Path, title: &str, points: &[ScalePoint]) -> Result<(), Box<dyn s
         .build_cartesian_2d(x_range.log_scale(), y_lat.log_scale())?;
     right
         .configure_mesh()
-        .x_desc("sessions handshaking at once")
+        .x_desc("handshakes at once (a server and a client session each)")
         .y_desc("latency (ms)")
         .axis_desc_style(label)
         .label_style(ticks.clone())
