@@ -14,24 +14,17 @@
 //! and inside its work item, on whichever thread. What is not: the model
 //! provider's calls (ksecdd and Schannel), the platform's work-item calls
 //! (the kernel) and the test request's own bookkeeping (the glue's copy to
-//! user mode, its completion slot), each wrapped in [`outside`].
-//!
-//! Why this file has its own meter instead of `ksspi_sim::alloc_count`: its
-//! `count` turns counting on for the calling thread only, and its
-//! `CountedProvider` runs every provider call inside `outside`. The engine's
-//! completion callback runs *inside* a provider call when the model completes
-//! inline (and the work item inside the model's queue), and on another thread
-//! when it completes asynchronously, so there it would never be counted:
-//! `engine_alloc` measures what runs on the issuing thread. The meter here
-//! has the same rules (a thread-local switch and an `outside` depth) plus
-//! [`engine`], which counts the engine's code wherever it is entered, even
-//! from inside an `outside` (its depth is set aside while the engine runs),
-//! and the provider and platform wrappers below enter the engine's callback
-//! and work item through it. Counts are per thread and summed once per
-//! outermost region, so nothing is counted twice.
+//! user mode, its completion slot), each wrapped in [`outside`]. The meter is
+//! [`ksspi_sim::alloc_count`]: the test sends each IOCTL inside [`engine`],
+//! the device runs over its [`CountedProvider`] and [`CountedPlatform`],
+//! which enter the engine's callback and work item through [`engine`] too
+//! (even from inside a provider call that completes inline), and an IOCTL's
+//! figure is what the [`tally`] grew by, over every thread, until its
+//! request completed and the model went idle.
 //!
 //! When something is counted in a per-IOCTL phase, the first few allocation
-//! sites are kept with their backtraces and printed with the failure.
+//! sites are kept with their backtraces ([`record_sites`]) and printed with
+//! the failure.
 //!
 //! The figures when this was written (`-- --nocapture` prints them per run):
 //! a server OPEN over cached credentials takes 10 allocations, 164 842
@@ -48,379 +41,21 @@
 mod common;
 
 use common::{at, enc, payload};
-use ksspi::engine::Platform;
-use ksspi::provider::{AsyncContextPtr, SspiProvider};
-use ksspi::sys::{
-    SecBufferDesc, SecHandle, SspiAsyncContext, SspiAsyncNotifyCallback, TimeStamp, UNICODE_STRING,
-};
-use ksspi::{Irql, SecStatus};
 use ksspi_abi::*;
 use ksspi_driver::device::{Device, DeviceConfig, FileId, PendKey, Request};
 use ksspi_driver::ntstatus::*;
+use ksspi_sim::alloc_count::{
+    continuations, engine, outside, record_sites, serial, take_sites, tally, Counted,
+    CountedPlatform, CountedProvider, Counting,
+};
 use ksspi_sim::certs::{CertStore, TestPki, Thumbprint};
-use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimPlatform, SimProvider};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::backtrace::Backtrace;
-use std::cell::Cell;
-use std::collections::HashMap;
-use std::ffi::c_void;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimProvider};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-// ---------------------------------------------------------------------------
-// The meter.
-
 #[global_allocator]
-static METER: Meter = Meter;
-
-/// A global allocator that counts what the engine's code allocates.
-struct Meter;
-
-/// Allocations and the bytes they asked for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Counted {
-    allocs: u64,
-    bytes: u64,
-}
-
-impl std::ops::Sub for Counted {
-    type Output = Counted;
-    fn sub(self, o: Counted) -> Counted {
-        Counted {
-            allocs: self.allocs - o.allocs,
-            bytes: self.bytes - o.bytes,
-        }
-    }
-}
-
-impl std::ops::Add for Counted {
-    type Output = Counted;
-    fn add(self, o: Counted) -> Counted {
-        Counted {
-            allocs: self.allocs + o.allocs,
-            bytes: self.bytes + o.bytes,
-        }
-    }
-}
-
-impl std::fmt::Display for Counted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} allocations, {} bytes", self.allocs, self.bytes)
-    }
-}
-
-thread_local! {
-    /// This thread is running the engine's code (inside [`engine`]).
-    static IN_ENGINE: Cell<bool> = const { Cell::new(false) };
-    /// How deep in [`outside`] calls this thread is.
-    static OUTSIDE: Cell<u32> = const { Cell::new(0) };
-    /// Recording an allocation site: the recorder's allocations are its own.
-    static RECORDING: Cell<bool> = const { Cell::new(false) };
-    /// What the engine's code allocated on this thread so far.
-    static MINE: Cell<Counted> = const { Cell::new(Counted { allocs: 0, bytes: 0 }) };
-}
-
-/// The sum over every thread of what outermost [`engine`] regions counted.
-static TALLY_ALLOCS: AtomicU64 = AtomicU64::new(0);
-static TALLY_BYTES: AtomicU64 = AtomicU64::new(0);
-
-/// Keep allocation sites (set for the phases that must allocate nothing).
-static RECORD_SITES: AtomicBool = AtomicBool::new(false);
-/// The first counted allocations of a recording phase: size and backtrace.
-static SITES: Mutex<Vec<(usize, Backtrace)>> = Mutex::new(Vec::new());
-const SITES_KEPT: usize = 4;
-
-/// The engine's callbacks and work items that went through the meter.
-static CALLBACKS: AtomicU64 = AtomicU64::new(0);
-static WORK_ITEMS: AtomicU64 = AtomicU64::new(0);
-
-fn counting_here() -> bool {
-    IN_ENGINE.try_with(Cell::get).unwrap_or(false)
-        && OUTSIDE.try_with(Cell::get).unwrap_or(1) == 0
-        && !RECORDING.try_with(Cell::get).unwrap_or(true)
-}
-
-fn note(size: usize) {
-    if !counting_here() {
-        return;
-    }
-    MINE.with(|m| {
-        let c = m.get();
-        m.set(Counted {
-            allocs: c.allocs + 1,
-            bytes: c.bytes + size as u64,
-        })
-    });
-    if RECORD_SITES.load(Ordering::Relaxed) {
-        RECORDING.with(|r| r.set(true));
-        let mut sites = SITES.lock().unwrap_or_else(|e| e.into_inner());
-        if sites.len() < SITES_KEPT {
-            sites.push((size, Backtrace::force_capture()));
-        }
-        drop(sites);
-        RECORDING.with(|r| r.set(false));
-    }
-}
-
-// SAFETY: delegates every call to the system allocator; it only counts.
-unsafe impl GlobalAlloc for Meter {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-/// Run the engine's code: what it allocates on this thread is counted, even
-/// when entered from inside [`outside`] (the model's provider calling the
-/// engine's callback). An outermost region adds its count to the tally.
-fn engine<R>(f: impl FnOnce() -> R) -> R {
-    let nested = IN_ENGINE.with(|e| e.replace(true));
-    let depth = OUTSIDE.with(|o| o.replace(0));
-    let before = MINE.with(Cell::get);
-    let r = f();
-    let counted = MINE.with(Cell::get) - before;
-    OUTSIDE.with(|o| o.set(depth));
-    IN_ENGINE.with(|e| e.set(nested));
-    if !nested {
-        TALLY_ALLOCS.fetch_add(counted.allocs, Ordering::SeqCst);
-        TALLY_BYTES.fetch_add(counted.bytes, Ordering::SeqCst);
-    }
-    r
-}
-
-/// Run what is not the engine's (the provider, the kernel, the glue).
-fn outside<R>(f: impl FnOnce() -> R) -> R {
-    OUTSIDE.with(|o| o.set(o.get() + 1));
-    let r = f();
-    OUTSIDE.with(|o| o.set(o.get() - 1));
-    r
-}
-
-fn tally() -> Counted {
-    Counted {
-        allocs: TALLY_ALLOCS.load(Ordering::SeqCst),
-        bytes: TALLY_BYTES.load(Ordering::SeqCst),
-    }
-}
-
-/// The sites kept so far, formatted (and forgotten).
-fn take_sites() -> String {
-    let sites = std::mem::take(&mut *SITES.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut out = String::new();
-    for (i, (size, bt)) in sites.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "--- counted allocation #{} ({size} bytes):\n{bt}",
-            i + 1
-        );
-    }
-    out
-}
-
-/// The tests share the tally: one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-// ---------------------------------------------------------------------------
-// The model, metered: the provider and platform the device runs over.
-
-/// The model's provider, every call outside the count; the engine's
-/// completion callback is registered through [`notify`], which enters it
-/// through [`engine`].
-#[derive(Clone)]
-struct Metered {
-    sim: SimProvider,
-    /// The registration behind each async context's callback, until freed.
-    thunks: Arc<Mutex<HashMap<usize, Box<Notify>>>>,
-}
-
-/// The engine's callback and data for one async context.
-#[derive(Clone, Copy)]
-struct Notify {
-    callback: unsafe extern "system" fn(*mut SspiAsyncContext, *mut c_void),
-    data: usize,
-}
-
-/// The callback the model calls: the engine's, metered.
-///
-/// # Safety
-/// `thunk` is the [`Notify`] registered for `ctx`, which lives until the
-/// context is freed (never while a call on it may complete).
-unsafe extern "system" fn notify(ctx: *mut SspiAsyncContext, thunk: *mut c_void) {
-    // SAFETY: per the function's contract; copied out before the engine runs
-    // (it may free the context, and so the registration, in its callback).
-    let Notify { callback, data } = unsafe { *thunk.cast::<Notify>() };
-    CALLBACKS.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: the engine's callback, with the context and data it registered.
-    engine(|| unsafe { callback(ctx, data as *mut c_void) });
-}
-
-macro_rules! forward {
-    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {$(
-        unsafe fn $name(&self $(, $arg: $ty)*) -> $ret {
-            // SAFETY: forwarded with the caller's guarantees.
-            outside(|| unsafe { self.sim.$name($($arg),*) })
-        }
-    )*};
-}
-
-impl SspiProvider for Metered {
-    fn current_irql(&self) -> Irql {
-        self.sim.current_irql()
-    }
-    fn create_async_context(&self) -> Option<AsyncContextPtr> {
-        outside(|| self.sim.create_async_context())
-    }
-    unsafe fn free_async_context(&self, c: AsyncContextPtr) {
-        outside(|| {
-            // SAFETY: forwarded with the caller's guarantees.
-            unsafe { self.sim.free_async_context(c) };
-            // No callback runs for a freed context: its registration goes.
-            let thunk = self.thunks.lock().unwrap().remove(&(c.as_ptr() as usize));
-            drop(thunk);
-        })
-    }
-    unsafe fn set_async_notify_callback(
-        &self,
-        c: AsyncContextPtr,
-        cb: SspiAsyncNotifyCallback,
-        d: *mut c_void,
-    ) -> SecStatus {
-        outside(|| {
-            let Some(callback) = cb else {
-                // SAFETY: forwarded with the caller's guarantees.
-                return unsafe { self.sim.set_async_notify_callback(c, None, d) };
-            };
-            let mut thunk = Box::new(Notify {
-                callback,
-                data: d as usize,
-            });
-            let ptr: *mut Notify = &mut *thunk;
-            // SAFETY: the caller's guarantees for `c`; `ptr` stays valid until
-            // the context is freed or re-registered (the map keeps it).
-            let status = unsafe {
-                self.sim
-                    .set_async_notify_callback(c, Some(notify), ptr.cast())
-            };
-            if status.is_success() {
-                let old = self
-                    .thunks
-                    .lock()
-                    .unwrap()
-                    .insert(c.as_ptr() as usize, thunk);
-                drop(old);
-            }
-            status
-        })
-    }
-    forward! {
-        fn reinit_async_context(&self, c: AsyncContextPtr) -> SecStatus;
-        fn async_context_requires_notify(&self, c: AsyncContextPtr) -> bool;
-        fn get_async_call_status(&self, c: AsyncContextPtr) -> SecStatus;
-        fn acquire_credentials_handle_async(&self, c: AsyncContextPtr, a: *mut UNICODE_STRING, b: *mut UNICODE_STRING, u: u32, d: *mut c_void, h: *mut SecHandle, e: *mut TimeStamp) -> SecStatus;
-        fn free_credentials_handle_async(&self, c: AsyncContextPtr, h: *mut SecHandle) -> SecStatus;
-        fn initialize_security_context_async(&self, c: AsyncContextPtr, cr: *mut SecHandle, x: *mut SecHandle, t: *mut UNICODE_STRING, r: u32, i: *mut SecBufferDesc, n: *mut SecHandle, o: *mut SecBufferDesc, a: *mut u32, e: *mut TimeStamp) -> SecStatus;
-        fn accept_security_context_async(&self, c: AsyncContextPtr, cr: *mut SecHandle, x: *mut SecHandle, i: *mut SecBufferDesc, r: u32, n: *mut SecHandle, o: *mut SecBufferDesc, a: *mut u32, e: *mut TimeStamp) -> SecStatus;
-        fn delete_security_context_async(&self, c: AsyncContextPtr, h: *mut SecHandle) -> SecStatus;
-        fn encrypt_message(&self, h: *mut SecHandle, q: u32, m: *mut SecBufferDesc, s: u32) -> SecStatus;
-        fn decrypt_message(&self, h: *mut SecHandle, m: *mut SecBufferDesc, s: u32, q: *mut u32) -> SecStatus;
-        fn query_context_attributes(&self, h: *mut SecHandle, a: u32, b: *mut c_void) -> SecStatus;
-        fn apply_control_token(&self, h: *mut SecHandle, i: *mut SecBufferDesc) -> SecStatus;
-        fn free_context_buffer(&self, b: *mut c_void) -> SecStatus;
-    }
-}
-
-/// The model's platform: work-item calls outside the count (the kernel's),
-/// the work item's run entered through [`engine`]; `reserve` counted (the
-/// session's buffers are part of its setup), as `CountedPlatform` does.
-#[derive(Clone)]
-struct MeteredPlatform(SimPlatform);
-
-/// The engine's work-item entry and argument.
-#[derive(Clone, Copy)]
-struct WorkThunk {
-    run: unsafe fn(*const ()),
-    arg: usize,
-}
-
-/// A work item whose run goes through [`work`].
-struct MeteredWork {
-    item: <SimPlatform as Platform>::WorkItem,
-    _thunk: Box<WorkThunk>,
-}
-
-/// The work item's entry: the engine's, metered.
-///
-/// # Safety
-/// `thunk` is the [`WorkThunk`] of a live [`MeteredWork`] (the engine keeps
-/// its work item while it is queued).
-unsafe fn work(thunk: *const ()) {
-    // SAFETY: per the function's contract; copied out before the engine runs.
-    let WorkThunk { run, arg } = unsafe { *thunk.cast::<WorkThunk>() };
-    WORK_ITEMS.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: the engine's entry with the argument it registered.
-    engine(|| unsafe { run(arg as *const ()) });
-}
-
-impl Platform for MeteredPlatform {
-    type WorkItem = MeteredWork;
-    fn create_work_item(
-        &self,
-        run: unsafe fn(*const ()),
-        arg: *const (),
-    ) -> Result<MeteredWork, SecStatus> {
-        outside(|| {
-            let thunk = Box::new(WorkThunk {
-                run,
-                arg: arg as usize,
-            });
-            let ptr: *const WorkThunk = &*thunk;
-            let item = self.0.create_work_item(work, ptr.cast())?;
-            Ok(MeteredWork {
-                item,
-                _thunk: thunk,
-            })
-        })
-    }
-    fn queue_work_item(&self, item: &MeteredWork) {
-        outside(|| self.0.queue_work_item(&item.item))
-    }
-    fn raise_to_dispatch(&self) -> Irql {
-        self.0.raise_to_dispatch()
-    }
-    fn lower_irql(&self, old: Irql) {
-        self.0.lower_irql(old)
-    }
-    fn now_us(&self) -> u64 {
-        self.0.now_us()
-    }
-    fn spin_wait(&self) {
-        self.0.spin_wait()
-    }
-    fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {
-        self.0.reserve(capacity)
-    }
-}
+static METER: Counting = Counting;
 
 // ---------------------------------------------------------------------------
 // The glue's stand-in.
@@ -509,7 +144,7 @@ impl Drop for Req {
 // ---------------------------------------------------------------------------
 // The rig: a metered device over the model, and the IOCTLs.
 
-type Dev = Device<Metered, MeteredPlatform, Req>;
+type Dev = Device<CountedProvider, CountedPlatform, Req>;
 
 /// One certificate store for every test (building it is not the engine's).
 fn pki() -> &'static (Arc<CertStore>, Thumbprint) {
@@ -565,11 +200,8 @@ impl Rig {
             store.clone(),
         );
         let dev = Device::new(
-            Metered {
-                sim: sim.clone(),
-                thunks: Arc::default(),
-            },
-            MeteredPlatform(SimPlatform::new(&sim)),
+            CountedProvider::new(sim.clone()),
+            CountedPlatform::new(&sim),
             DeviceConfig::default(),
         );
         let file = dev.open_file();
@@ -854,12 +486,9 @@ fn scenario(completion: CompletionPolicy, irql: CallbackIrql, protocols: u32) ->
     let open_cached = cached.unwrap();
 
     // From here on nothing may allocate: keep the first sites.
-    let (callbacks, work_items) = (
-        CALLBACKS.load(Ordering::Relaxed),
-        WORK_ITEMS.load(Ordering::Relaxed),
-    );
+    let entered = continuations();
     take_sites();
-    RECORD_SITES.store(true, Ordering::SeqCst);
+    record_sites(true);
     // A session that never stepped: its CLOSE and teardown.
     let mut close_idle = None;
     for id in idle {
@@ -962,7 +591,7 @@ fn scenario(completion: CompletionPolicy, irql: CallbackIrql, protocols: u32) ->
     );
 
     let close_used = rig.close(server) + rig.close(client);
-    RECORD_SITES.store(false, Ordering::SeqCst);
+    record_sites(false);
     let sites = take_sites();
 
     let offenders: Vec<String> = rig
@@ -987,8 +616,8 @@ fn scenario(completion: CompletionPolicy, irql: CallbackIrql, protocols: u32) ->
         close: (close_idle.unwrap(), close_used),
         ioctls: rig.log.len(),
         off_thread: rig.off_thread,
-        callbacks: CALLBACKS.load(Ordering::Relaxed) - callbacks,
-        work_items: WORK_ITEMS.load(Ordering::Relaxed) - work_items,
+        callbacks: (continuations() - entered).callbacks,
+        work_items: (continuations() - entered).work_items,
     };
     assert_eq!(rig.dev.unload(), 0, "{label}: sessions left");
     let Rig { sim, dev, .. } = rig;

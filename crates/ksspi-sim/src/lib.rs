@@ -1,7 +1,8 @@
 //! ksspi-sim: the host model of ksecdd + Schannel and of the kernel's rules.
 //!
-//! - [`alloc_count`]: a counting allocator and uncounted provider / platform
-//!   wrappers, for allocation tests.
+//! - [`alloc_count`]: a counting allocator for allocation tests, and provider
+//!   / platform wrappers that keep the model's work out of the count and
+//!   enter the engine's continuations through it, on whichever thread.
 //! - [`drive`]: engine sessions driven from a test or a fuzz target.
 //! - [`certs`]: the model certificate store (certificates by SHA-1 thumbprint).
 //! - [`schannel`]: Schannel's handshake semantics over rustls's unbuffered API.

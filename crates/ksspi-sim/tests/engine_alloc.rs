@@ -1,8 +1,14 @@
 //! After setup, a handshake step and a record-layer call (encrypt, decrypt,
-//! shutdown) allocate nothing in the engine: every
-//! allocation made while `Session::step` runs is counted, except those made
-//! inside the (model) provider, the platform's work queue and the test's own
-//! event recorder, which stand for ksecdd, the kernel and the driver.
+//! shutdown) allocate nothing in the engine, in every completion mode and at
+//! either callback IRQL. Every allocation the engine's code makes is
+//! counted, on whichever thread it runs: inside `Session::step` (or
+//! `encrypt`, `decrypt`, `shutdown`), and in the continuations that finish
+//! the call (the engine's completion callback, inline inside a provider call
+//! or on the model's completion threads, and its work item), until the model
+//! is idle. Not counted: what the (model) provider, the platform's work
+//! queue and the test's own event recorder allocate, which stand for
+//! ksecdd, the kernel and the driver. The meter is
+//! [`ksspi_sim::alloc_count`]; `-- --nocapture` prints what each mode ran.
 
 mod engine_support;
 
@@ -13,8 +19,11 @@ use ksspi::engine::{
 use ksspi::provider::SspiProvider;
 use ksspi::sys::*;
 use ksspi::SecStatus;
-use ksspi_sim::alloc_count::{count, outside, CountedPlatform, CountedProvider, Counting};
-use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimPlatform, SimProvider};
+use ksspi_sim::alloc_count::{
+    continuations, count, count_until_idle, engine, outside, record_sites, serial, take_sites,
+    Counted, CountedPlatform, CountedProvider, Counting,
+};
+use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimProvider};
 use std::sync::Arc;
 
 #[global_allocator]
@@ -50,8 +59,8 @@ fn session(
         events: Arc::new(Events(rec.clone())),
     };
     Session::new(
-        CountedProvider(sim.clone()),
-        CountedPlatform(SimPlatform::new(sim)),
+        CountedProvider::new(sim.clone()),
+        CountedPlatform::new(sim),
         setup,
         Arc::default(),
         &passive(),
@@ -64,8 +73,8 @@ fn acquire_wrapped(
     spec: &ksspi::engine::CredentialSpec,
 ) -> Arc<ksspi::handle::Credentials<CountedProvider>> {
     ksspi_sim::testing::acquire_blocking(
-        CountedProvider(sim.clone()),
-        CountedPlatform(SimPlatform::new(sim)),
+        CountedProvider::new(sim.clone()),
+        CountedPlatform::new(sim),
         spec,
         Arc::default(),
         &passive(),
@@ -128,8 +137,24 @@ fn model_record(
     (sealing.allocs, opening.allocs)
 }
 
+/// What the engine allocated in `f` and in the continuations it started,
+/// until the model is idle. With `hold`, the model's completion threads wait
+/// until `f` returned, so that an asynchronous call's continuation runs after
+/// the issuer returned (on the model's CPU, or through the work item with
+/// callbacks at DISPATCH), whatever the timing.
+fn measure(sim: &SimProvider, hold: bool, f: impl FnOnce()) -> Counted {
+    let gate = hold.then(|| sim.hold_completions());
+    count_until_idle(sim, || {
+        f();
+        if let Some(gate) = gate {
+            outside(|| gate.release());
+        }
+    })
+}
+
 #[test]
 fn a_handshake_step_allocates_nothing_in_the_engine() {
+    let _serial = serial();
     // The counter sees an allocation made in the counted region...
     assert_eq!(
         count(|| drop(std::hint::black_box(vec![1u8; 10]))).allocs,
@@ -140,14 +165,28 @@ fn a_handshake_step_allocates_nothing_in_the_engine() {
         count(|| outside(|| drop(std::hint::black_box(vec![1u8; 10])))).allocs,
         0
     );
-    for mode in [
-        Completion::Sync,
-        Completion::Inline,
-        Completion::AsyncBeforeReturn,
+    // The engine's code on another thread is counted too (starting the
+    // thread is not the engine's).
+    let on_a_thread = count(|| {
+        outside(|| {
+            std::thread::spawn(|| engine(|| drop(std::hint::black_box(vec![1u8; 5]))))
+                .join()
+                .unwrap()
+        })
+    });
+    assert_eq!(on_a_thread.allocs, 1);
+    for (mode, irql) in [
+        (Completion::Sync, CallbackIrql::Passive),
+        (Completion::Inline, CallbackIrql::Passive),
+        (Completion::Inline, CallbackIrql::Dispatch),
+        (Completion::AsyncBeforeReturn, CallbackIrql::Passive),
+        (Completion::AsyncBeforeReturn, CallbackIrql::Dispatch),
+        (Completion::Async, CallbackIrql::Passive),
+        (Completion::Async, CallbackIrql::Dispatch),
     ] {
         let config = SimConfig {
             completion: CompletionPolicy::Always(mode),
-            callback_irql: CallbackIrql::Passive,
+            callback_irql: irql,
             ..SimConfig::default()
         };
         let (sim, thumb) = sim_with(config);
@@ -164,19 +203,27 @@ fn a_handshake_step_allocates_nothing_in_the_engine() {
             &crec,
         );
         let at = passive();
+        let hold = mode == Completion::Async;
+        // From here on nothing may allocate: keep the first sites. The
+        // setup's continuations end first (a region adds its count to the
+        // tally when it ends).
+        sim.wait_idle();
+        let entered = continuations();
+        take_sites();
+        record_sites(true);
         let mut allocs = 0;
-        allocs += count(|| client.step(&[], &at).unwrap()).allocs;
+        allocs += measure(&sim, hold, || client.step(&[], &at).unwrap()).allocs;
         let mut to_server = crec.next().output;
         let mut steps = 1;
         let (mut c_done, mut s_done) = (false, false);
         for _ in 0..8 {
             if !s_done && !to_server.is_empty() {
-                allocs += count(|| server.step(&to_server, &at).unwrap()).allocs;
+                allocs += measure(&sim, hold, || server.step(&to_server, &at).unwrap()).allocs;
                 steps += 1;
                 let r = srec.next();
                 s_done = r.outcome == Outcome::Established;
                 if !c_done && !r.output.is_empty() {
-                    allocs += count(|| client.step(&r.output, &at).unwrap()).allocs;
+                    allocs += measure(&sim, hold, || client.step(&r.output, &at).unwrap()).allocs;
                     steps += 1;
                     let c = crec.next();
                     c_done = c.outcome == Outcome::Established;
@@ -191,22 +238,28 @@ fn a_handshake_step_allocates_nothing_in_the_engine() {
         }
         assert!(c_done && s_done, "{mode:?}: handshake did not finish");
         assert_eq!(
-            allocs, 0,
-            "{mode:?}: the engine allocated {allocs} times over {steps} steps"
+            allocs,
+            0,
+            "{mode:?}, callbacks {irql:?}: the engine allocated {allocs} times over {steps} \
+             steps\n{}",
+            take_sites()
         );
         // The record layer: encrypt, decrypt, shutdown and the peer's
         // close_notify allocate nothing in the engine either.
         let data: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
         let mut wire = vec![0u8; client.sealed_len(data.len()).unwrap()];
         let mut n = 0;
-        let mut record_allocs =
-            count(|| n = client.encrypt(&data, &mut wire, &at).unwrap().len).allocs;
-        record_allocs += count(|| server.decrypt(&wire[..n], &at).unwrap()).allocs;
+        let mut record_allocs = measure(&sim, hold, || {
+            n = client.encrypt(&data, &mut wire, &at).unwrap().len
+        })
+        .allocs;
+        record_allocs += measure(&sim, hold, || server.decrypt(&wire[..n], &at).unwrap()).allocs;
         assert!(srec.next_record().data == data, "{mode:?}: decrypted");
         // The model's own EncryptMessage and DecryptMessage (ksecdd's side,
         // left out above) add no allocation to rustls's: one per record each
         // way, rustls's own (it seals into a buffer of its own, and queues each
         // record's plaintext in one).
+        record_sites(false);
         let (from, to) = (client.security_context(), server.security_context());
         let sizes = client.stream_sizes().unwrap();
         let msg = &data[..sizes.max_message];
@@ -216,16 +269,37 @@ fn a_handshake_step_allocates_nothing_in_the_engine() {
             sealing <= 1 && opening <= 1,
             "{mode:?}: the model's EncryptMessage allocated {sealing} times, DecryptMessage {opening}"
         );
-        record_allocs += count(|| server.shutdown(&at).unwrap()).allocs;
+        record_sites(true);
+        record_allocs += measure(&sim, hold, || server.shutdown(&at).unwrap()).allocs;
         let close = srec.next_record();
-        record_allocs += count(|| client.decrypt(&close.output, &at).unwrap()).allocs;
+        record_allocs += measure(&sim, hold, || client.decrypt(&close.output, &at).unwrap()).allocs;
         assert_eq!(
             crec.next_record().outcome,
             ksspi::engine::RecordOutcome::PeerClosed
         );
+        record_sites(false);
         assert_eq!(
-            record_allocs, 0,
-            "{mode:?}: the record layer allocated {record_allocs} times"
+            record_allocs,
+            0,
+            "{mode:?}, callbacks {irql:?}: the record layer allocated {record_allocs} times\n{}",
+            take_sites()
+        );
+        // The continuations were measured: outside the synchronous mode the
+        // calls completed through the engine's callback, entered through the
+        // meter, and, when it came at DISPATCH after the issuer returned,
+        // through its work item too.
+        let ran = continuations() - entered;
+        match (mode, irql) {
+            (Completion::Sync, _) => assert_eq!(ran.callbacks, 0, "{mode:?}"),
+            (Completion::Async, CallbackIrql::Dispatch) => {
+                assert!(ran.callbacks > 0 && ran.work_items > 0, "{mode:?}: {ran:?}")
+            }
+            _ => assert!(ran.callbacks > 0, "{mode:?}: {ran:?}"),
+        }
+        println!(
+            "{mode:?}, callbacks {irql:?}: {steps} steps and 4 record-layer calls allocated \
+             nothing in the engine ({} callbacks, {} work items metered)",
+            ran.callbacks, ran.work_items
         );
         server.close();
         client.close();
