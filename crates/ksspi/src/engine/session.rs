@@ -42,6 +42,7 @@ use crate::sys::*;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::ops::Range;
 use core::ptr;
 
 /// Which side of the handshake.
@@ -268,9 +269,10 @@ enum Op {
 
 /// The session's state machine: the handshake, then the record layer.
 ///
-/// `input` holds bytes from the peer. During a decrypt, `input[..plain]` is the
-/// plaintext opened so far (each record is decrypted in place and its data
-/// moved down) and `input[cursor..]` what is not consumed yet.
+/// `input` holds bytes from the peer. During a decrypt, `input[plain]` is the
+/// plaintext opened so far (each record is decrypted in place; the first
+/// one's data stays where it was decrypted, each later one's is moved down
+/// to follow it) and `input[cursor..]` what is not consumed yet.
 pub struct TlsMachine<P: SspiProvider> {
     provider: P,
     server: bool,
@@ -280,7 +282,7 @@ pub struct TlsMachine<P: SspiProvider> {
     has_sec: bool,
     target: Vec<u16>,
     input: Vec<u8>,
-    plain: usize,
+    plain: Range<usize>,
     cursor: usize,
     token: Vec<u8>,
     alert: Vec<u8>,
@@ -343,7 +345,7 @@ impl<P: SspiProvider> TlsMachine<P> {
             has_sec: false,
             target,
             input: platform.reserve(limits.max_input)?,
-            plain: 0,
+            plain: 0..0,
             cursor: 0,
             token: zeroed_buffer(platform, limits.max_token)?,
             alert: vec![0; ALERT_CAPACITY],
@@ -625,7 +627,7 @@ impl<P: SspiProvider> TlsMachine<P> {
         self.output.clear();
         self.calls = 0;
         self.renegotiations = 0;
-        self.plain = 0;
+        self.plain = 0..0;
         self.cursor = 0;
     }
 
@@ -715,8 +717,13 @@ impl<P: SspiProvider> TlsMachine<P> {
                     }
                     let (at_off, len) = d.data;
                     let from = self.cursor + at_off;
-                    self.input.copy_within(from..from + len, self.plain);
-                    self.plain += len;
+                    if self.plain.is_empty() {
+                        // No copy for the first record (often the only one).
+                        self.plain = from..from + len;
+                    } else {
+                        self.input.copy_within(from..from + len, self.plain.end);
+                        self.plain.end += len;
+                    }
                     self.cursor += consumed;
                 }
                 SecStatus::SEC_E_INCOMPLETE_MESSAGE => {
@@ -879,7 +886,7 @@ impl<P: SspiProvider> Machine<P> for TlsMachine<P> {
         } else if let Some(outcome) = self.record.take() {
             let report = RecordReport {
                 outcome,
-                data: &self.input[..self.plain],
+                data: &self.input[self.plain.clone()],
                 output: &self.output,
                 renegotiations: self.renegotiations,
                 calls: self.calls,
@@ -887,7 +894,7 @@ impl<P: SspiProvider> Machine<P> for TlsMachine<P> {
             self.events.record_done(&report);
             // The plaintext is handed over; keep what is not consumed.
             self.input.drain(..self.cursor);
-            self.plain = 0;
+            self.plain = 0..0;
             self.cursor = 0;
         }
     }
