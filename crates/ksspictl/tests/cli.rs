@@ -124,6 +124,33 @@ fn bad_arguments_fail_with_one_line() {
     let (code, _, err) = ksspictl(&["selftest", "--completion", "sometimes"]);
     assert_ne!(code, 0);
     assert!(err.contains("sometimes"), "{err}");
+    let (code, _, err) = ksspictl(&[
+        "bench-path",
+        "--path",
+        "rustls",
+        "--tls",
+        "1.1",
+        "--count",
+        "1",
+    ]);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("1.1"), "{err}");
+}
+
+#[test]
+fn bench_path_runs_each_handshake_path_cleanly() {
+    for path in [
+        "rustls",
+        "engine-sync",
+        "engine-async",
+        "ioctl-sync",
+        "ioctl-async",
+    ] {
+        let (code, _, err) =
+            ksspictl(&["bench-path", "--path", path, "--tls", "1.3", "--count", "2"]);
+        assert_eq!(code, 0, "{path}: {err}");
+    }
 }
 
 #[test]
