@@ -557,9 +557,14 @@ macro_rules! drain_alerts {
     }};
 }
 
-/// Append what `f` encodes to `out`, written in place (as the baseline
-/// does: no buffer of its own, 2 KiB of room first, then what rustls asks).
-fn encode(mut f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>, out: &mut Vec<u8>) {
+/// Append what `f` writes to `out`, in place (as the baseline does: no
+/// buffer of its own, 2 KiB of room first, then what rustls asks for, which
+/// `needs` reads from the error); on any other error `out` is left as it was.
+fn append_in_place<E>(
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    needs: impl Fn(&E) -> Option<usize>,
+    out: &mut Vec<u8>,
+) -> Result<(), E> {
     let at = out.len();
     let mut room = 2048;
     loop {
@@ -567,15 +572,26 @@ fn encode(mut f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>, out: &mut 
         match f(&mut out[at..]) {
             Ok(n) => {
                 out.truncate(at + n);
-                return;
+                return Ok(());
             }
-            Err(EncodeError::InsufficientSize(e)) => room = e.required_size,
-            Err(_) => {
-                out.truncate(at);
-                return;
-            }
+            Err(e) => match needs(&e) {
+                Some(required) => room = required,
+                None => {
+                    out.truncate(at);
+                    return Err(e);
+                }
+            },
         }
     }
+}
+
+/// Append the message `f` encodes to `out` (nothing on a failure).
+fn encode(f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>, out: &mut Vec<u8>) {
+    let needs = |e: &EncodeError| match e {
+        EncodeError::InsufficientSize(e) => Some(e.required_size),
+        _ => None,
+    };
+    let _ = append_in_place(f, needs, out);
 }
 
 /// Schannel's code for a rustls failure.
@@ -888,27 +904,16 @@ macro_rules! with_conn {
     };
 }
 
-/// Append what `f` encrypts to `out`, written in place, grown as it asks.
+/// Append the record `f` encrypts to `out`.
 fn encrypt_into(
-    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+    f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
     out: &mut Vec<u8>,
 ) -> Result<(), SecStatus> {
-    let at = out.len();
-    let mut room = 2048;
-    loop {
-        out.resize(at + room, 0);
-        match f(&mut out[at..]) {
-            Ok(n) => {
-                out.truncate(at + n);
-                return Ok(());
-            }
-            Err(EncryptError::InsufficientSize(e)) => room = e.required_size,
-            Err(_) => {
-                out.truncate(at);
-                return Err(SecStatus::SEC_E_CONTEXT_EXPIRED);
-            }
-        }
-    }
+    let needs = |e: &EncryptError| match e {
+        EncryptError::InsufficientSize(e) => Some(e.required_size),
+        _ => None,
+    };
+    append_in_place(f, needs, out).map_err(|_| SecStatus::SEC_E_CONTEXT_EXPIRED)
 }
 
 /// The record layer: EncryptMessage, DecryptMessage, stream sizes, and the

@@ -384,18 +384,39 @@ impl EnginePair {
     }
 }
 
+/// OPEN a session on the model's device: the model's certificate in MY for
+/// a server, `target` for a client.
+fn open_session(
+    model: &Model,
+    role: ksspi_abi::Role,
+    protocols: u32,
+    target: &[u8],
+) -> Result<SessionId, Failure> {
+    let req = OpenRequest::new(role, protocols, model.thumbprint, target);
+    let reply = call(model, IOCTL_KSSPI_OPEN, &enc(&req), 64)?;
+    let r = decode::<OpenReply>(&reply).map_err(|e| Failure(format!("{e:?}")))?;
+    if r.status < 0 {
+        return Err(Failure(format!("OPEN: {}", ksspi::SecStatus(r.status))));
+    }
+    Ok(r.session)
+}
+
+/// CLOSE a session on the model's device.
+fn close_session(model: &Model, session: SessionId) -> Result<(), Failure> {
+    call(
+        model,
+        IOCTL_KSSPI_CLOSE,
+        &enc(&CloseRequest { session }),
+        64,
+    )
+    .map(drop)
+}
+
 /// Handshakes through the device's IOCTL path in-process: OPEN both sides
-/// (credentials acquired per session, as the driver does), STEPs, CLOSE.
+/// (over the credentials the device caches after the first OPEN of each
+/// kind), STEPs, CLOSE.
 fn ioctl_handshakes(model: &Model, n: usize, protocols: u32) -> Result<Duration, Failure> {
-    let open = |role: ksspi_abi::Role, target: &[u8]| -> Result<SessionId, Failure> {
-        let req = OpenRequest::new(role, protocols, model.thumbprint, target);
-        let reply = call(model, IOCTL_KSSPI_OPEN, &enc(&req), 64)?;
-        let r = decode::<OpenReply>(&reply).map_err(|e| Failure(format!("{e:?}")))?;
-        if r.status < 0 {
-            return Err(Failure(format!("OPEN: {}", ksspi::SecStatus(r.status))));
-        }
-        Ok(r.session)
-    };
+    let open = |role, target: &[u8]| open_session(model, role, protocols, target);
     let step = |session, input: &[u8]| -> Result<(StepOutcome, Vec<u8>), Failure> {
         let reply = call(
             model,
@@ -426,12 +447,7 @@ fn ioctl_handshakes(model: &Model, n: usize, protocols: u32) -> Result<Duration,
             return Err(Failure(format!("an IOCTL handshake ended {c:?} / {s:?}")));
         }
         for session in [server, client] {
-            call(
-                model,
-                IOCTL_KSSPI_CLOSE,
-                &enc(&CloseRequest { session }),
-                64,
-            )?;
+            close_session(model, session)?;
         }
     }
     Ok(start.elapsed())
@@ -476,22 +492,18 @@ pub enum HandshakePath {
 /// `n` handshakes through `path` on this thread, after its setup (the
 /// certificates, the model, credentials), and its teardown.
 pub fn run_path(path: HandshakePath, version: Version, n: usize) -> Result<(), Failure> {
+    let completion = match path {
+        HandshakePath::EngineSync | HandshakePath::IoctlSync => Completion::Sync,
+        _ => Completion::Async,
+    };
     match path {
         HandshakePath::Rustls => {
             Baseline::new(version, 0).handshakes(n);
         }
         HandshakePath::EngineSync | HandshakePath::EngineAsync => {
-            let completion = match path {
-                HandshakePath::EngineSync => Completion::Sync,
-                _ => Completion::Async,
-            };
             EngineWorld::new(completion, version)?.handshakes(n)?;
         }
         HandshakePath::IoctlSync | HandshakePath::IoctlAsync => {
-            let completion = match path {
-                HandshakePath::IoctlSync => Completion::Sync,
-                _ => Completion::Async,
-            };
             let m = model(completion, 0);
             ioctl_handshakes(&m, n, proto_bits(version))?;
             finish(m)?;
@@ -869,14 +881,8 @@ fn memory() -> Result<MemoryRow, Failure> {
     let engine_pair = 2 * (per_session + per_ctx);
     let m = model(Completion::Sync, 0);
     let device_bytes = m.device.bytes_per_session();
-    let open = || -> Result<SessionId, Failure> {
-        let req = OpenRequest::new(ksspi_abi::Role::Server, proto::ALL, m.thumbprint, b"");
-        let reply = call(&m, IOCTL_KSSPI_OPEN, &enc(&req), 64)?;
-        Ok(decode::<OpenReply>(&reply)
-            .map_err(|e| Failure(format!("{e:?}")))?
-            .session)
-    };
-    let close = |session| call(&m, IOCTL_KSSPI_CLOSE, &enc(&CloseRequest { session }), 64);
+    let open = || open_session(&m, ksspi_abi::Role::Server, proto::ALL, b"");
+    let close = |session| close_session(&m, session);
     // The first OPEN acquires the credentials the others find cached.
     close(open()?)?;
     // Within the device's sessions per file.

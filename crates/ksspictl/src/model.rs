@@ -233,7 +233,12 @@ impl SystemBuffers {
         buffer
     }
 
+    /// Keep `buffer` for a later request (an empty one, from a request
+    /// that never wrote, is not worth keeping).
     fn put(&self, buffer: Vec<u8>) {
+        if buffer.is_empty() {
+            return;
+        }
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         if free.len() < Self::KEPT {
             free.push(buffer);
