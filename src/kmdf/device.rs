@@ -78,7 +78,6 @@ pub fn create(mut device_init: &mut WDFDEVICE_INIT) -> NTSTATUS {
         EvtFileCleanup: Some(evt_file_cleanup),
         AutoForwardCleanupClose: _WDF_TRI_STATE::WdfUseDefault,
         FileObjectClass: _WDF_FILEOBJECT_CLASS::WdfFileObjectWdfCannotUseFsContexts,
-        ..WDF_FILEOBJECT_CONFIG::default()
     };
     let mut file_attributes = attributes_with(FILE_CONTEXT_INFO.unique());
     // SAFETY: device_init is WDF's; both structures outlive the call.
@@ -251,8 +250,9 @@ fn wait_until(mut done: impl FnMut() -> bool) {
         let mut interval = LARGE_INTEGER {
             QuadPart: -10 * 1000 * 10, // 10 ms, relative, in 100 ns units
         };
+        // A non-alertable kernel-mode wait ends only with STATUS_SUCCESS.
         // SAFETY: at PASSIVE_LEVEL (cleanup callbacks), non-alertable.
-        unsafe {
+        let _ = unsafe {
             KeDelayExecutionThread(_MODE::KernelMode as KPROCESSOR_MODE, 0, &raw mut interval)
         };
         waited_ms += 10;

@@ -71,7 +71,6 @@ impl Platform for KmdfPlatform {
             Size: wdf_size::<WDF_WORKITEM_CONFIG>(),
             EvtWorkItemFunc: Some(evt_work_item),
             AutomaticSerialization: 0,
-            ..WDF_WORKITEM_CONFIG::default()
         };
         let mut attributes = WDF_OBJECT_ATTRIBUTES {
             ParentObject: self.device as WDFOBJECT,
