@@ -47,7 +47,7 @@ echo "abi-check: ok: $structs structures ($fields field offsets), $consts consta
 for planted in offset:SecBuffer offset:SCH_CREDENTIALS value:SEC_I_ASYNC_CALL_PENDING \
   value:ASC_REQ_EXTENDED_ERROR signature:SspiAcceptSecurityContextAsync \
   signature:SspiReinitAsyncContext signature:SspiAsyncNotifyCallback \
-  signature:DECRYPT_MESSAGE_FN; do
+  signature:DECRYPT_MESSAGE_FN signature:SspiAsyncContextRequiresNotify; do
   "$gen" --corrupt "$planted" > "$out/planted.c"
   if compile "$out/planted.c" 2>/dev/null; then
     echo "abi-check: FAILED: a planted error ($planted) compiled cleanly"

@@ -52,6 +52,56 @@ fn section<'a>(s: &'a [(String, Vec<String>)], name: &str) -> &'a [String] {
         .1
 }
 
+/// The minimum Windows build, as `Cargo.toml` states it once.
+fn minimum_build() -> u32 {
+    let cargo = read("Cargo.toml");
+    let line = cargo
+        .lines()
+        .find(|l| l.starts_with("minimum-build = "))
+        .expect("minimum-build in [workspace.metadata.ksspi.windows]");
+    line["minimum-build = ".len()..].trim().parse().expect("a build number")
+}
+
+/// The minimum Windows, in words, as `Cargo.toml` states it.
+fn minimum_words() -> String {
+    let cargo = read("Cargo.toml");
+    let line = cargo
+        .lines()
+        .find(|l| l.starts_with("minimum = "))
+        .expect("minimum in [workspace.metadata.ksspi.windows]");
+    line.split('"').nth(1).expect("a quoted string").to_string()
+}
+
+#[test]
+fn the_supported_windows_range_is_stated_once_and_agreed_on() {
+    let build = minimum_build();
+    let words = minimum_words();
+    // KMDF 1.33 runs on Windows Server 2022 (20348) / Windows 11 21H2 (22000)
+    // and later; the target KMDF version and the minimum build go together.
+    let cargo = read("Cargo.toml");
+    assert!(cargo.contains("target-kmdf-version-minor = 33"));
+    assert_eq!(build, 20348, "KMDF 1.33's lowest system is build 20348");
+    assert!(words.contains(&build.to_string()), "{words}");
+    // The INF offers the driver from that build on, and no lower.
+    let inf = read("driver.inx");
+    let decorations: Vec<&str> = inf
+        .match_indices("NT$ARCH$.10.0...")
+        .map(|(i, m)| {
+            let rest = &inf[i + m.len()..];
+            let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    assert!(!decorations.is_empty());
+    for d in decorations {
+        assert_eq!(d, build.to_string(), "driver.inx's decoration");
+    }
+    // The user-facing pages say the same words.
+    for doc in ["README.md", "docs/WINDOWS.md"] {
+        assert!(read(doc).contains(&words), "{doc} states the supported range as Cargo.toml does: {words}");
+    }
+}
+
 #[test]
 fn the_inf_template_describes_this_package() {
     let inf = read("driver.inx");
@@ -77,7 +127,8 @@ fn the_inf_template_describes_this_package() {
     assert!(
         section(&s, "KSSPI_WdfSection").contains(&"KmdfLibraryVersion = $KMDFVERSION$".to_string())
     );
-    assert!(section(&s, "Standard.NT$ARCH$.10.0...16299")
+    let build = minimum_build();
+    assert!(section(&s, &format!("Standard.NT$ARCH$.10.0...{build}"))
         .iter()
         .any(|l| l.ends_with("Root\\ksspi")));
     assert!(section(&s, "KSSPI_Security")

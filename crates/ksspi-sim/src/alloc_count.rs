@@ -364,6 +364,9 @@ impl SspiProvider for CountedProvider {
     fn create_async_context(&self) -> Option<AsyncContextPtr> {
         outside(|| self.sim.create_async_context())
     }
+    fn has_requires_notify(&self) -> bool {
+        self.sim.has_requires_notify()
+    }
     unsafe fn free_async_context(&self, c: AsyncContextPtr) {
         outside(|| {
             // SAFETY: forwarded with the caller's guarantees.
@@ -408,7 +411,7 @@ impl SspiProvider for CountedProvider {
     }
     forward! {
         fn reinit_async_context(&self, c: AsyncContextPtr) -> SecStatus;
-        fn async_context_requires_notify(&self, c: AsyncContextPtr) -> bool;
+        fn async_context_requires_notify(&self, c: AsyncContextPtr) -> Option<bool>;
         fn get_async_call_status(&self, c: AsyncContextPtr) -> SecStatus;
         fn acquire_credentials_handle_async(&self, c: AsyncContextPtr, a: *mut UNICODE_STRING, b: *mut UNICODE_STRING, u: u32, d: *mut c_void, h: *mut SecHandle, e: *mut TimeStamp) -> SecStatus;
         fn free_credentials_handle_async(&self, c: AsyncContextPtr, h: *mut SecHandle) -> SecStatus;

@@ -155,11 +155,16 @@ impl SspiProvider for NullProvider {
         SecStatus::SEC_E_OK
     }
 
-    unsafe fn async_context_requires_notify(&self, ctx: AsyncContextPtr) -> bool {
+    fn has_requires_notify(&self) -> bool {
+        true
+    }
+
+    unsafe fn async_context_requires_notify(&self, ctx: AsyncContextPtr) -> Option<bool> {
         // SAFETY: a live context of ours.
-        unsafe { &*ctx.as_ptr().cast::<NullContext>() }
+        let notify = unsafe { &*ctx.as_ptr().cast::<NullContext>() }
             .notify
-            .load(Ordering::Acquire)
+            .load(Ordering::Acquire);
+        Some(notify)
     }
 
     unsafe fn get_async_call_status(&self, ctx: AsyncContextPtr) -> SecStatus {

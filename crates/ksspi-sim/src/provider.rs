@@ -91,6 +91,13 @@ pub struct SimConfig {
     /// Open point: may `SspiReinitAsyncContext` run inside the callback? When
     /// false, the model refuses it there (`SEC_E_INVALID_HANDLE`).
     pub reinit_in_callback: bool,
+    /// Open point: does ksecdd export `SspiAsyncContextRequiresNotify`?
+    /// Neither independent list of its exports has it. When false, the
+    /// function answers `None` (the driver could not find it) and no call
+    /// completes without its callback: where the policy picks
+    /// [`Completion::Sync`], the call still completes synchronously but calls
+    /// back inline before the issuing function returns `SEC_E_OK`.
+    pub requires_notify_exported: bool,
     /// Completion threads (the other CPUs).
     pub cpus: usize,
     /// TLS 1.3 NewSessionTickets a server context sends after the handshake
@@ -105,6 +112,7 @@ impl Default for SimConfig {
             completion: CompletionPolicy::Always(Completion::Async),
             callback_irql: CallbackIrql::Passive,
             reinit_in_callback: true,
+            requires_notify_exported: true,
             cpus: 2,
             tls13_tickets: 0,
         }
@@ -316,9 +324,16 @@ impl SimProvider {
     }
 
     fn pick_completion(&self, draws: &mut ChaCha8Rng) -> Completion {
-        match self.0.config.completion {
+        let mode = match self.0.config.completion {
             CompletionPolicy::Always(c) => c,
             CompletionPolicy::Mixed => Completion::ALL[(draws.next_u64() % 4) as usize],
+        };
+        // Without SspiAsyncContextRequiresNotify a driver cannot know that a
+        // call needs no callback: the system must always call back.
+        if mode == Completion::Sync && !self.0.config.requires_notify_exported {
+            Completion::Inline
+        } else {
+            mode
         }
     }
 
@@ -780,10 +795,17 @@ impl SspiProvider for SimProvider {
         })
     }
 
-    unsafe fn async_context_requires_notify(&self, ctx: AsyncContextPtr) -> bool {
-        self.with_ctx(ctx, "SspiAsyncContextRequiresNotify", |c| {
+    fn has_requires_notify(&self) -> bool {
+        self.0.config.requires_notify_exported
+    }
+
+    unsafe fn async_context_requires_notify(&self, ctx: AsyncContextPtr) -> Option<bool> {
+        if !self.0.config.requires_notify_exported {
+            return None;
+        }
+        Some(self.with_ctx(ctx, "SspiAsyncContextRequiresNotify", |c| {
             c.requires_notify || c.in_flight
-        })
+        }))
     }
 
     unsafe fn get_async_call_status(&self, ctx: AsyncContextPtr) -> SecStatus {

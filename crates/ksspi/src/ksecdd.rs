@@ -7,14 +7,21 @@
 //! The record-layer and attribute calls go through the `SecurityFunctionTableW`
 //! from `InitSecurityInterfaceW`, which carries EncryptMessage and
 //! DecryptMessage whatever names ksecdd exports them under.
+//!
+//! `SspiAsyncContextRequiresNotify` is declared in sspi.h but is in neither
+//! independent list of ksecdd's exports (mingw-w64's `libksecdd.a`, Wine's
+//! `ksecdd.sys.spec`), and one unresolved import stops a driver from loading.
+//! It is looked up at run time instead ([`RequiresNotifyLookup`]); where it is
+//! absent, every accepted call is taken to complete through its callback, as
+//! HTTP.sys does after `SspiAcceptSecurityContextAsync` returns `SEC_E_OK`.
 
 use crate::irql::{Irql, Passive};
 use crate::provider::{AsyncContextPtr, SspiProvider};
 use crate::status::SecStatus;
 use crate::sys::ffi;
 use crate::sys::{
-    SecBufferDesc, SecHandle, SecurityFunctionTableW, SspiAsyncNotifyCallback, TimeStamp,
-    UNICODE_STRING,
+    SecBufferDesc, SecHandle, SecurityFunctionTableW, SspiAsyncContextRequiresNotifyFn,
+    SspiAsyncNotifyCallback, TimeStamp, UNICODE_STRING,
 };
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
@@ -23,6 +30,81 @@ use core::ptr::{self, NonNull};
 #[derive(Clone, Copy)]
 pub struct Ksecdd {
     table: &'static SecurityFunctionTableW,
+    requires_notify: Option<SspiAsyncContextRequiresNotifyFn>,
+    lookup: RequiresNotifyLookup,
+}
+
+/// What the run-time lookup of `SspiAsyncContextRequiresNotify` found: one of
+/// the facts the driver reports after its first run on a real system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequiresNotifyLookup {
+    /// ksecdd.sys exports it: a call that completed without a callback is
+    /// known as such.
+    Found,
+    /// `MmGetSystemRoutineAddressEx` found no such export in ksecdd.sys:
+    /// every accepted call completes through its callback.
+    NotExported,
+    /// The system has no `MmGetSystemRoutineAddressEx` (before Windows 10
+    /// version 2004), so nothing can be asked: treated as `NotExported`.
+    NoLookupFunction,
+}
+
+/// A counted UTF-16 string for the lookups (no terminator needed).
+struct Utf16<const N: usize>([u16; N]);
+
+impl<const N: usize> Utf16<N> {
+    const fn new(s: &str) -> Self {
+        let bytes = s.as_bytes();
+        assert!(bytes.len() == N);
+        let mut out = [0u16; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = bytes[i] as u16;
+            i += 1;
+        }
+        Utf16(out)
+    }
+
+    fn unicode_string(&mut self) -> UNICODE_STRING {
+        let bytes = (N * 2) as u16;
+        UNICODE_STRING {
+            Length: bytes,
+            MaximumLength: bytes,
+            Buffer: self.0.as_mut_ptr(),
+        }
+    }
+}
+
+/// Find `SspiAsyncContextRequiresNotify` in the loaded ksecdd.sys.
+fn lookup_requires_notify(
+    _at: &Passive,
+) -> (Option<SspiAsyncContextRequiresNotifyFn>, RequiresNotifyLookup) {
+    const EX: &str = "MmGetSystemRoutineAddressEx";
+    const MODULE: &str = "ksecdd.sys";
+    let mut ex_name = Utf16::<{ EX.len() }>::new(EX);
+    let mut ex_name = ex_name.unicode_string();
+    // SAFETY: at PASSIVE_LEVEL (the token says so); the string is valid for
+    // the call and never written through.
+    let ex = unsafe { ffi::MmGetSystemRoutineAddress(&raw mut ex_name) };
+    if ex.is_null() {
+        return (None, RequiresNotifyLookup::NoLookupFunction);
+    }
+    // SAFETY: a non-null address of ntoskrnl's MmGetSystemRoutineAddressEx,
+    // whose prototype (wdm.h) is MmGetSystemRoutineAddressExFn.
+    let ex: ffi::MmGetSystemRoutineAddressExFn = unsafe { core::mem::transmute(ex) };
+    let mut module = Utf16::<{ MODULE.len() }>::new(MODULE);
+    let mut module = module.unicode_string();
+    // SAFETY: at PASSIVE_LEVEL; both names are valid for the call and the
+    // function name is NUL-terminated.
+    let found = unsafe { ex(&raw mut module, c"SspiAsyncContextRequiresNotify".as_ptr().cast()) };
+    if found.is_null() {
+        return (None, RequiresNotifyLookup::NotExported);
+    }
+    // SAFETY: ksecdd's export of that name, whose prototype (sspi.h) is
+    // SspiAsyncContextRequiresNotifyFn (checked by scripts/abi-check.sh);
+    // ksecdd stays loaded while a driver that imports from it is.
+    let found: SspiAsyncContextRequiresNotifyFn = unsafe { core::mem::transmute(found) };
+    (Some(found), RequiresNotifyLookup::Found)
 }
 
 // SAFETY: the function table is immutable, process-wide data owned by ksecdd.
@@ -31,18 +113,29 @@ unsafe impl Send for Ksecdd {}
 unsafe impl Sync for Ksecdd {}
 
 impl Ksecdd {
-    /// Bind to ksecdd: fetch its function table (`InitSecurityInterfaceW`).
-    /// `SEC_E_SECPKG_NOT_FOUND` if it returns NULL.
-    pub fn new(_at: &Passive) -> Result<Self, SecStatus> {
+    /// Bind to ksecdd: fetch its function table (`InitSecurityInterfaceW`)
+    /// and look up `SspiAsyncContextRequiresNotify`.
+    /// `SEC_E_SECPKG_NOT_FOUND` if the table is NULL.
+    pub fn new(at: &Passive) -> Result<Self, SecStatus> {
         // SAFETY: InitSecurityInterfaceW takes no arguments and returns a
         // pointer to ksecdd's static table (or NULL), valid while ksecdd is loaded,
         // which is as long as any driver importing it.
         let table = unsafe { ffi::InitSecurityInterfaceW() };
         // SAFETY: non-null, static and never written after initialisation.
-        match unsafe { table.as_ref() } {
-            Some(table) => Ok(Ksecdd { table }),
-            None => Err(SecStatus::SEC_E_SECPKG_NOT_FOUND),
-        }
+        let Some(table) = (unsafe { table.as_ref() }) else {
+            return Err(SecStatus::SEC_E_SECPKG_NOT_FOUND);
+        };
+        let (requires_notify, lookup) = lookup_requires_notify(at);
+        Ok(Ksecdd {
+            table,
+            requires_notify,
+            lookup,
+        })
+    }
+
+    /// What the lookup of `SspiAsyncContextRequiresNotify` found.
+    pub fn requires_notify_lookup(&self) -> RequiresNotifyLookup {
+        self.lookup
     }
 }
 
@@ -80,9 +173,15 @@ impl SspiProvider for Ksecdd {
         status(unsafe { ffi::SspiSetAsyncNotifyCallback(ctx.as_ptr(), callback, data) })
     }
 
-    unsafe fn async_context_requires_notify(&self, ctx: AsyncContextPtr) -> bool {
-        // SAFETY: the caller guarantees a live context.
-        unsafe { ffi::SspiAsyncContextRequiresNotify(ctx.as_ptr()) != 0 }
+    unsafe fn async_context_requires_notify(&self, ctx: AsyncContextPtr) -> Option<bool> {
+        let requires_notify = self.requires_notify?;
+        // SAFETY: ksecdd's function (see `lookup_requires_notify`); the caller
+        // guarantees a live context.
+        Some(unsafe { requires_notify(ctx.as_ptr()) } != 0)
+    }
+
+    fn has_requires_notify(&self) -> bool {
+        self.requires_notify.is_some()
     }
 
     unsafe fn get_async_call_status(&self, ctx: AsyncContextPtr) -> SecStatus {

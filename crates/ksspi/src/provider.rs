@@ -20,7 +20,11 @@
 //! signalled through the registered callback, which may run on another CPU
 //! before the issuing method returns, inline on the issuer's stack, or not at
 //! all for a call that completed synchronously
-//! ([`SspiProvider::async_context_requires_notify`] answers false then).
+//! ([`SspiProvider::async_context_requires_notify`] answers `Some(false)`
+//! then). Where the system cannot say (ksecdd does not export
+//! `SspiAsyncContextRequiresNotify`, the likely case: see
+//! [`crate::ksecdd`]), it answers `None`, and every accepted call is taken to
+//! complete through its callback, as HTTP.sys does.
 
 use crate::irql::Irql;
 use crate::status::SecStatus;
@@ -70,11 +74,16 @@ pub trait SspiProvider: Clone + Send + Sync + 'static {
     ) -> SecStatus;
 
     /// `SspiAsyncContextRequiresNotify`: whether completion of the call issued on
-    /// `ctx` is (or was) signalled through the callback.
+    /// `ctx` is (or was) signalled through the callback; `None` where the
+    /// function does not exist, and then the callback always comes.
     ///
     /// # Safety
     /// `ctx` is live.
-    unsafe fn async_context_requires_notify(&self, ctx: AsyncContextPtr) -> bool;
+    unsafe fn async_context_requires_notify(&self, ctx: AsyncContextPtr) -> Option<bool>;
+
+    /// Whether `SspiAsyncContextRequiresNotify` exists here (an observed fact
+    /// the driver reports): when false, the method above answers `None`.
+    fn has_requires_notify(&self) -> bool;
 
     /// `SspiGetAsyncCallStatus`: the call's result, or `SEC_I_ASYNC_CALL_PENDING`.
     ///

@@ -47,7 +47,8 @@ fn reach_everything<P: SspiProvider>(p: &P) -> i32 {
     unsafe {
         let mut s = p.set_async_notify_callback(ctx, Some(callback), n).0;
         s |= p.reinit_async_context(ctx).0;
-        s |= i32::from(p.async_context_requires_notify(ctx));
+        s |= i32::from(p.async_context_requires_notify(ctx).unwrap_or(true));
+        s |= i32::from(p.has_requires_notify());
         s |= p.get_async_call_status(ctx).0;
         s |= p.acquire_credentials_handle_async(ctx, n.cast(), n.cast(), 0, n, n.cast(), n.cast()).0;
         s |= p.free_credentials_handle_async(ctx, n.cast()).0;

@@ -75,7 +75,7 @@ fn wait(sim: &SimProvider, actx: AsyncContextPtr, signal: &Signal, before: u32) 
         // SAFETY: the async context is live (owned by the peer).
         let status = unsafe { sim.get_async_call_status(actx) };
         // SAFETY: as above.
-        let notify = unsafe { sim.async_context_requires_notify(actx) };
+        let notify = unsafe { sim.async_context_requires_notify(actx) } != Some(false);
         if status != SecStatus::SEC_I_ASYNC_CALL_PENDING && (!notify || *fired > before) {
             return status;
         }

@@ -212,15 +212,17 @@ impl<P: SspiProvider> InFlight<P> {
         self.context.status()
     }
 
-    /// `SspiAsyncContextRequiresNotify`: false when the call completed
-    /// synchronously and no callback will come.
+    /// `SspiAsyncContextRequiresNotify`: false only when the provider says the
+    /// call completed synchronously and no callback will come; where it
+    /// cannot say (the function is not exported), a callback always comes.
     pub fn requires_notify(&self) -> bool {
         // SAFETY: the context is live.
-        unsafe {
+        let answer = unsafe {
             self.context
                 .provider
                 .async_context_requires_notify(self.context.ptr)
-        }
+        };
+        answer != Some(false)
     }
 
     /// The raw context pointer (to match a callback's `Handle` argument).
@@ -529,7 +531,7 @@ fn release_detached<P: SspiProvider>(provider: &P, slot: HandleSlot, kind: Kind)
         }
         // Read before arriving: once arrived, the callback may free `ctx`. No
         // callback coming, or the callback came first: finishing is ours.
-        let no_callback = !provider.async_context_requires_notify(ctx);
+        let no_callback = provider.async_context_requires_notify(ctx) == Some(false);
         if no_callback || (*detached).arrived.swap(true, Ordering::AcqRel) {
             provider.free_async_context(ctx);
             drop(Box::from_raw(detached));

@@ -210,8 +210,12 @@ impl SspiProvider for TestProvider {
         SecStatus::SEC_E_OK
     }
 
-    unsafe fn async_context_requires_notify(&self, ctx: AsyncContextPtr) -> bool {
-        self.st().live[&(ctx.as_ptr() as usize)].notify
+    fn has_requires_notify(&self) -> bool {
+        true
+    }
+
+    unsafe fn async_context_requires_notify(&self, ctx: AsyncContextPtr) -> Option<bool> {
+        Some(self.st().live[&(ctx.as_ptr() as usize)].notify)
     }
 
     unsafe fn get_async_call_status(&self, ctx: AsyncContextPtr) -> SecStatus {

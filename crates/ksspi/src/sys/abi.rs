@@ -234,8 +234,14 @@ macro_rules! c_fn_ptrs {
 
 c_fn_ptrs!((A), (A, B), (A, B, C), (A, B, C, D), (A, B, C, D, E));
 
-/// The header typedef each of ksspi's function pointer types mirrors.
-pub fn fn_pointer_types() -> [(&'static str, &'static str, &'static [&'static str]); 7] {
+/// Functions ksspi looks up at run time instead of importing: their pointer
+/// types are checked against the headers' prototypes.
+pub const RESOLVED_AT_RUN_TIME: &[&str] = &["SspiAsyncContextRequiresNotify"];
+
+/// The header typedef each of ksspi's function pointer types mirrors; a name
+/// that is a function rather than a typedef (one ksspi resolves at run time
+/// instead of importing) is compared with the type of a pointer to it.
+pub fn fn_pointer_types() -> [(&'static str, &'static str, &'static [&'static str]); 8] {
     use super::types::*;
     fn entry<F: CFnPtr>(
         c_name: &'static str,
@@ -250,6 +256,7 @@ pub fn fn_pointer_types() -> [(&'static str, &'static str, &'static [&'static st
         entry::<FreeContextBufferFn>("FREE_CONTEXT_BUFFER_FN"),
         entry::<EncryptMessageFn>("ENCRYPT_MESSAGE_FN"),
         entry::<DecryptMessageFn>("DECRYPT_MESSAGE_FN"),
+        entry::<SspiAsyncContextRequiresNotifyFn>("SspiAsyncContextRequiresNotify"),
     ]
 }
 
@@ -351,9 +358,14 @@ pub fn c_conformance_source(corrupt: Corruption) -> std::string::String {
                 _ => *t,
             })
             .collect();
+        let header_type = if RESOLVED_AT_RUN_TIME.contains(&name) {
+            std::format!("__typeof__(&{name})")
+        } else {
+            name.into()
+        };
         let _ = writeln!(
             c,
-            "typedef {ret} (*ksspi_{name})({});\n_Static_assert(__builtin_types_compatible_p(ksspi_{name}, {name}), \"signature of {name}\");",
+            "typedef {ret} (*ksspi_{name})({});\n_Static_assert(__builtin_types_compatible_p(ksspi_{name}, {header_type}), \"signature of {name}\");",
             params.join(", ")
         );
     }

@@ -35,8 +35,6 @@ abi_fns! { PROTOTYPES, "sspi.h":
         callback: SspiAsyncNotifyCallback,
         callback_data: *mut c_void,
     ) -> i32;
-    /// sspi.h: `BOOLEAN SspiAsyncContextRequiresNotify(SspiAsyncContext* AsyncContext);`
-    fn SspiAsyncContextRequiresNotify(context: *mut SspiAsyncContext) -> u8;
     /// sspi.h: `SECURITY_STATUS SspiGetAsyncCallStatus(SspiAsyncContext* Handle);`
     fn SspiGetAsyncCallStatus(handle: *mut SspiAsyncContext) -> i32;
     /// sspi.h (ISSP_MODE == 0): `SspiAcquireCredentialsHandleAsyncW`.
@@ -94,3 +92,24 @@ abi_fns! { PROTOTYPES, "sspi.h":
     /// sspi.h: `PSecurityFunctionTableW SEC_ENTRY InitSecurityInterfaceW(void);`
     fn InitSecurityInterfaceW() -> *mut SecurityFunctionTableW;
 }
+
+// What ksspi imports from `ntoskrnl.exe`: the run-time lookup of functions
+// that not every system exports. Declared by hand (mingw-w64's `wdm.h` and
+// the user-mode headers the ABI check compiles against cannot be mixed).
+#[cfg(windows)]
+#[link(name = "ntoskrnl")]
+extern "system" {
+    /// wdm.h: `PVOID MmGetSystemRoutineAddress(PUNICODE_STRING SystemRoutineName);`
+    /// Windows 2000 and later, PASSIVE_LEVEL; only ntoskrnl's and the HAL's
+    /// exports (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmgetsystemroutineaddress).
+    pub fn MmGetSystemRoutineAddress(name: *mut UNICODE_STRING) -> *mut c_void;
+}
+
+/// wdm.h: `PVOID MmGetSystemRoutineAddressEx(PUNICODE_STRING ModuleName, PSTR FunctionName);`
+/// (Windows 10 version 2004 and later: learn.microsoft.com/windows-hardware/
+/// drivers/ddi/wdm/nf-wdm-mmgetsystemroutineaddressex). Looked up through
+/// [`MmGetSystemRoutineAddress`] rather than imported, as Microsoft's own
+/// drivers do (vmsmp.sys and win32k resolve it by name), so that its absence
+/// is an answer, not a load failure.
+pub type MmGetSystemRoutineAddressExFn =
+    unsafe extern "system" fn(module: *mut UNICODE_STRING, function: *const u8) -> *mut c_void;

@@ -146,6 +146,14 @@ pub type DecryptMessageFn = unsafe extern "system" fn(
     qop: *mut u32,
 ) -> i32;
 
+/// `SspiAsyncContextRequiresNotify` (sspi.h:
+/// `BOOLEAN SspiAsyncContextRequiresNotify(SspiAsyncContext* AsyncContext);`),
+/// as a pointer: ksspi never imports it (neither mingw-w64's `libksecdd.a` nor
+/// Wine's `ksecdd.sys.spec` lists it, and one missing import stops a driver
+/// from loading), and looks it up at run time instead ([`crate::ksecdd`]).
+pub type SspiAsyncContextRequiresNotifyFn =
+    unsafe extern "system" fn(context: *mut SspiAsyncContext) -> u8;
+
 /// `CredHandle` (sspi.h).
 pub type CredHandle = SecHandle;
 /// `CtxtHandle` (sspi.h).
