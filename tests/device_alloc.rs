@@ -227,7 +227,7 @@ impl Rig {
     fn call(&mut self, code: u32, input: &[u8], capacity: usize) -> Call {
         let slot = Arc::new(Slot::default());
         let request = Req::new(capacity, slot.clone());
-        let gate = (self.hold && self.sent % 2 == 0).then(|| self.sim.hold_completions());
+        let gate = (self.hold && self.sent.is_multiple_of(2)).then(|| self.sim.hold_completions());
         self.sent += 1;
         let before = tally();
         engine(|| self.dev.ioctl(self.file, code, input, request, &at()));

@@ -256,7 +256,7 @@ fn wait_until(mut done: impl FnMut() -> bool) {
             KeDelayExecutionThread(_MODE::KernelMode as KPROCESSOR_MODE, 0, &raw mut interval)
         };
         waited_ms += 10;
-        if waited_ms % 1000 == 0 {
+        if waited_ms.is_multiple_of(1000) {
             println!("ksspi: waiting for SSPI calls in flight ({waited_ms} ms)");
         }
     }

@@ -341,7 +341,7 @@ impl SimProvider {
         match self.0.config.callback_irql {
             CallbackIrql::Passive => Irql::PASSIVE,
             CallbackIrql::Dispatch => Irql::DISPATCH,
-            CallbackIrql::Mixed if draws.next_u64() % 2 == 0 => Irql::PASSIVE,
+            CallbackIrql::Mixed if draws.next_u64().is_multiple_of(2) => Irql::PASSIVE,
             CallbackIrql::Mixed => Irql::DISPATCH,
         }
     }

@@ -215,7 +215,7 @@ impl Verifier {
                 left > 0
             });
             let draw = splitmix64(self.seed.load(Ordering::Relaxed) ^ n);
-            let hit = !spared && draw % one_in == 0;
+            let hit = !spared && draw.is_multiple_of(one_in);
             if hit {
                 SPARE.with(|s| s.set(SPARED_AFTER_A_FAULT));
             }

@@ -920,7 +920,7 @@ fn stress_batch(plan: &StressPlan, index: u64) -> Result<soak::Batch, Failure> {
         seed: plan.seed + index,
         concurrency: plan.concurrency,
         protocols: batch_protocols(plan.tls, index),
-        tickets: if (index / 6) % 2 == 0 { 2 } else { 0 },
+        tickets: if (index / 6).is_multiple_of(2) { 2 } else { 0 },
         faults: if index % 2 == 1 {
             plan.faults.unwrap_or(200)
         } else {
