@@ -4,10 +4,13 @@
 # std sources + lld/llvm 19 (kernel-target check), openssl (real TLS peers),
 # the rustfmt / clippy components of the rustup toolchain, and the nightly
 # toolchain with cargo-fuzz (the fuzz smoke run); valgrind, whose callgrind
-# counts the bench's instructions per handshake.
+# counts the bench's instructions per handshake; for the driver image
+# (scripts/driver-build.sh) libclang (bindgen), mingw-w64's import libraries,
+# python3 and the stable toolchain's x86_64-pc-windows-msvc target.
 set -euo pipefail
 
-pkgs=(clang-19 mingw-w64-common lld-19 llvm-19 rustc-web cargo-web rust-web-src openssl valgrind)
+pkgs=(clang-19 mingw-w64-common lld-19 llvm-19 rustc-web cargo-web rust-web-src openssl valgrind
+  libclang-19-dev mingw-w64-x86-64-dev python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -21,6 +24,7 @@ fi
 
 if command -v rustup >/dev/null; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
+  rustup target add --toolchain stable x86_64-pc-windows-msvc >/dev/null
   if ! rustup toolchain list | grep -q '^nightly'; then
     echo "setup: installing the nightly toolchain (cargo-fuzz needs it)"
     rustup toolchain install nightly --profile minimal >/dev/null
