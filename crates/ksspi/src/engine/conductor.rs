@@ -50,23 +50,23 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// engine never has the same item queued twice.
     fn queue_work_item(&self, item: &Self::WorkItem);
 
-    /// Raise the current thread to DISPATCH_LEVEL (`KeRaiseIrql`), for a spin
-    /// lock; returns the IRQL to go back to.
-    fn raise_to_dispatch(&self) -> Irql;
+    /// Take the spin lock `word` (a `KSPIN_LOCK`: `KeAcquireSpinLockRaiseToDpc`
+    /// on Windows, so Driver Verifier sees the lock and its IRQL), raising to
+    /// DISPATCH_LEVEL; returns the IRQL to go back to. Callable at IRQL <=
+    /// DISPATCH_LEVEL only: above it, the kernel stops the system (the model
+    /// does too), and nothing here can lower the IRQL.
+    fn acquire_spin_lock(&self, word: &SpinWord) -> Irql;
 
-    /// Go back to `old` (`KeLowerIrql`).
-    fn lower_irql(&self, old: Irql);
+    /// Release `word` and go back to `old` (`KeReleaseSpinLock`).
+    ///
+    /// # Safety
+    /// `word` is held by this thread, taken by [`Platform::acquire_spin_lock`],
+    /// which returned `old`.
+    unsafe fn release_spin_lock(&self, word: &SpinWord, old: Irql);
 
     /// A monotonic clock in microseconds (`KeQueryInterruptTime` / 10), for
     /// the self-test's timings.
     fn now_us(&self) -> u64;
-
-    /// A lock waiter's pause after spinning a while. The kernel spins on:
-    /// a holder at DISPATCH_LEVEL is never preempted, so the wait is short.
-    /// The model yields its thread, since there a holder can be preempted.
-    fn spin_wait(&self) {
-        core::hint::spin_loop();
-    }
 
     /// An empty buffer with room for `capacity` bytes, or
     /// `SEC_E_INSUFFICIENT_MEMORY`: the large per-session allocations
@@ -75,6 +75,32 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// The model overrides it to inject the failure.
     fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {
         reserve_buffer(capacity)
+    }
+}
+
+/// A `KSPIN_LOCK` (wdm.h: `typedef ULONG_PTR KSPIN_LOCK`, zero when free, as
+/// `KeInitializeSpinLock` leaves it), owned by the lock that uses it and
+/// reached only through [`Platform::acquire_spin_lock`] and
+/// [`Platform::release_spin_lock`].
+#[derive(Debug, Default)]
+#[repr(transparent)]
+pub struct SpinWord(core::sync::atomic::AtomicUsize);
+
+impl SpinWord {
+    /// A free lock.
+    pub const fn new() -> Self {
+        SpinWord(core::sync::atomic::AtomicUsize::new(0))
+    }
+
+    /// The word, for a platform's own spin loop (the model's).
+    pub fn word(&self) -> &core::sync::atomic::AtomicUsize {
+        &self.0
+    }
+
+    /// A `PKSPIN_LOCK` for the kernel's functions: the kernel reads and
+    /// writes the word atomically, as the platform's lock operations need.
+    pub fn as_ptr(&self) -> *mut usize {
+        self.0.as_ptr()
     }
 }
 
