@@ -638,8 +638,26 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             handshakes_failed: self.handshakes_failed.load(Ordering::Relaxed),
             max_sessions_per_file: self.config.max_sessions_per_file,
             max_buffered_per_session: self.config.limits.max_input as u32,
+            observed: self.observed(),
         };
         complete_with(request, &reply);
+    }
+
+    /// The open points, as seen since load (GET_INFO's observed facts).
+    fn observed(&self) -> Observed {
+        let s = &self.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Observed {
+            requires_notify_exported: u32::from(self.provider.has_requires_notify()),
+            calls: l(&s.calls),
+            completed_without_callback: l(&s.completed_sync),
+            callback_before_return: l(&s.callback_first),
+            callback_after_return: l(&s.issuer_first),
+            callbacks_passive: l(&s.callbacks_passive),
+            callbacks_dispatch: l(&s.callbacks_dispatch),
+            reinits_in_callback: l(&s.reinits_in_callback),
+            reinits_refused_in_callback: l(&s.reinits_deferred),
+        }
     }
 
     fn selftest(&self, input: &[u8], request: R, at: &Passive) {
@@ -658,6 +676,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         crate::selftest::start(
             self.provider.clone(),
             self.platform.clone(),
+            self.stats.clone(),
             plan,
             self.config.limits,
             request,

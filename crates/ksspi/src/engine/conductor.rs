@@ -144,11 +144,36 @@ pub struct EngineStats {
     /// Reinits refused inside a completion callback and retried from the
     /// work item.
     pub reinits_deferred: AtomicU64,
+    /// Reinits accepted inside a completion callback.
+    pub reinits_in_callback: AtomicU64,
 }
 
 impl EngineStats {
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn counters(&self) -> [&AtomicU64; 11] {
+        [
+            &self.calls,
+            &self.completed_sync,
+            &self.callback_first,
+            &self.issuer_first,
+            &self.callbacks_passive,
+            &self.callbacks_dispatch,
+            &self.work_items,
+            &self.async_contexts,
+            &self.reinits,
+            &self.reinits_deferred,
+            &self.reinits_in_callback,
+        ]
+    }
+
+    /// Add `other`'s counts to these (a self-test run's, into the device's).
+    pub fn absorb(&self, other: &EngineStats) {
+        for (mine, theirs) in self.counters().into_iter().zip(other.counters()) {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 }
 
@@ -448,7 +473,12 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Shared<P, K, M> {
             if let Some(ctx) = st.ctx.as_mut() {
                 if !ctx.is_fresh() && wants_call {
                     match ctx.reinit() {
-                        Ok(()) => EngineStats::bump(&self.stats.reinits),
+                        Ok(()) => {
+                            EngineStats::bump(&self.stats.reinits);
+                            if in_callback {
+                                EngineStats::bump(&self.stats.reinits_in_callback);
+                            }
+                        }
                         Err(_) if in_callback => {
                             EngineStats::bump(&self.stats.reinits_deferred);
                             drop(st);
