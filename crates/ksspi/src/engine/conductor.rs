@@ -339,7 +339,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
         };
         match prepared {
             Ok(()) => {
-                self.shared.run(at, false);
+                self.shared.run(at, Entry::Owner);
                 Ok(())
             }
             Err(e) => {
@@ -349,7 +349,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
                     // A close came in meanwhile: the teardown is ours.
                     Release::TearDown => {
                         self.shared.state.take().keepalive = keepalive;
-                        self.shared.run(at, false);
+                        self.shared.run(at, Entry::Owner);
                     }
                 }
                 Err(StartError::Refused(e))
@@ -364,7 +364,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
         if self.shared.own.release() == Release::TearDown {
             // A close came in while we looked: the teardown is ours.
             self.shared.state.take().keepalive = Some(self.shared.clone());
-            self.shared.continue_at_passive(false);
+            self.shared.continue_at_passive(Entry::Owner);
         }
         Some(r)
     }
@@ -376,7 +376,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
         match self.shared.own.close() {
             CloseClaim::TearDownNow => {
                 self.shared.state.take().keepalive = Some(self.shared.clone());
-                self.shared.continue_at_passive(false);
+                self.shared.continue_at_passive(Entry::Owner);
             }
             CloseClaim::OwnerWill | CloseClaim::AlreadyClosing => {}
         }
@@ -389,6 +389,18 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Drop for Conductor<P, K, M> {
     }
 }
 
+/// Who continues the machine ([`Shared::run`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entry {
+    /// The owner's own call (start, inspect, close): on any stack, maybe
+    /// inside a completion callback of an event handler's making.
+    Owner,
+    /// The completion callback's continuation, on the callback's stack.
+    Callback,
+    /// The work item, at PASSIVE_LEVEL outside every callback.
+    WorkItem,
+}
+
 /// The work item's entry: continue at PASSIVE_LEVEL.
 ///
 /// # Safety
@@ -398,7 +410,7 @@ unsafe fn work_entry<P: SspiProvider, K: Platform, M: Machine<P>>(arg: *const ()
     // SAFETY: per the function's contract.
     let shared = unsafe { &*arg.cast::<Shared<P, K, M>>() };
     // SAFETY: work items run at PASSIVE_LEVEL (Platform's contract).
-    shared.run(&unsafe { Passive::assume() }, false);
+    shared.run(&unsafe { Passive::assume() }, Entry::WorkItem);
 }
 
 /// The completion callback (`SspiAsyncNotifyCallback`). Read the result, then
@@ -425,16 +437,15 @@ unsafe extern "system" fn on_complete<P: SspiProvider, K: Platform, M: Machine<P
     }
     if shared.handoff.callback_arrived() {
         EngineStats::bump(&shared.stats.issuer_first);
-        shared.continue_at_passive(true);
+        shared.continue_at_passive(Entry::Callback);
     }
 }
 
 impl<P: SspiProvider, K: Platform, M: Machine<P>> Shared<P, K, M> {
     /// Continue as owner: inline at PASSIVE_LEVEL, else through the work item.
-    /// `in_callback`: we are on the completion callback's stack.
-    fn continue_at_passive(&self, in_callback: bool) {
+    fn continue_at_passive(&self, entry: Entry) {
         match Passive::check(self.provider.current_irql()) {
-            Some(at) => self.run(&at, in_callback),
+            Some(at) => self.run(&at, entry),
             None => self.queue_work(),
         }
     }
@@ -448,7 +459,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Shared<P, K, M> {
 
     /// The trampoline: collect completions and make moves until the machine
     /// waits on a callback, goes idle or finishes. Called by the owner only.
-    fn run(&self, at: &Passive, in_callback: bool) {
+    fn run(&self, at: &Passive, entry: Entry) {
         let mut st = self.state.take();
         loop {
             if let Some(flight) = st.flight.take() {
@@ -467,26 +478,30 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Shared<P, K, M> {
             let closing = self.own.is_closing();
             // Ready the context for the machine's next call. Whether
             // SspiReinitAsyncContext may run inside the completion callback is
-            // not documented: if it is refused there, continue from the work
-            // item instead, outside the callback, and reinit there.
+            // not documented: if it is refused, continue from the work item
+            // instead, outside any callback, and reinit there. Not only on
+            // the callback's own continuation: an owner's call (a step) may
+            // come from an event handler that runs inside this context's
+            // callback, and nothing here can tell.
             let wants_call = st.machine.wants_call(closing);
             if let Some(ctx) = st.ctx.as_mut() {
                 if !ctx.is_fresh() && wants_call {
                     match ctx.reinit() {
                         Ok(()) => {
                             EngineStats::bump(&self.stats.reinits);
-                            if in_callback {
+                            if entry == Entry::Callback {
                                 EngineStats::bump(&self.stats.reinits_in_callback);
                             }
                         }
-                        Err(_) if in_callback => {
+                        Err(_) if entry != Entry::WorkItem => {
                             EngineStats::bump(&self.stats.reinits_deferred);
                             drop(st);
                             self.queue_work();
                             return;
                         }
-                        // Outside the callback the machine meets the failure
-                        // when it readies the context, and reports it.
+                        // On the work item, outside every callback, the
+                        // machine meets the failure when it readies the
+                        // context, and reports it.
                         Err(_) => {}
                     }
                 }
