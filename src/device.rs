@@ -38,7 +38,7 @@ use ksspi::provider::SspiProvider;
 use ksspi::sys::{
     SP_PROT_TLS1_2_CLIENT, SP_PROT_TLS1_2_SERVER, SP_PROT_TLS1_3_CLIENT, SP_PROT_TLS1_3_SERVER,
 };
-use ksspi::{Passive, SecStatus};
+use ksspi::{Passive, SecStatus, Tracked};
 use ksspi_abi::*;
 
 /// A pended or pending IOCTL request, as the glue gives it to the engine
@@ -347,9 +347,30 @@ struct Shared<P: SspiProvider, K: Platform, R: Request> {
     handshakes_failed: AtomicU64,
 }
 
-/// The device engine.
+/// The device engine. Everything it builds runs over its provider
+/// [`Tracked`], so removal and unload can wait until no async context, and so
+/// no callback into the driver, is left ([`Device::outstanding`]).
 pub struct Device<P: SspiProvider, K: Platform, R: Request> {
-    shared: Arc<Shared<P, K, R>>,
+    shared: Arc<Shared<Tracked<P>, K, R>>,
+}
+
+/// What removal and unload wait for ([`Device::outstanding`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outstanding {
+    /// Sessions in the table (opening, open or closing).
+    pub sessions: u32,
+    /// Async contexts alive: calls that may still complete (handshake steps,
+    /// credential acquisitions and releases, detached deletes, the
+    /// self-test's machines), and each one's callback or work item.
+    pub async_contexts: usize,
+}
+
+impl Outstanding {
+    /// Nothing left: ksecdd holds no callback into the driver, and no work
+    /// item of the engine is queued or running.
+    pub fn is_drained(&self) -> bool {
+        self.sessions == 0 && self.async_contexts == 0
+    }
 }
 
 impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
@@ -358,7 +379,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
         let table = Table::new(config.max_sessions);
         Device {
             shared: Arc::new(Shared {
-                provider,
+                provider: Tracked::new(provider),
                 platform,
                 config,
                 table: SpinLock::new(table),
@@ -382,9 +403,9 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
     /// the router). Replies are written into the requests' own output
     /// buffers, so no reply buffer is kept.
     pub fn bytes_per_session(&self) -> usize {
-        core::mem::size_of::<Slot<P, K, R>>()
+        core::mem::size_of::<Slot<Tracked<P>, K, R>>()
             + 2 * core::mem::size_of::<usize>()
-            + core::mem::size_of::<EntryEvents<P, K, R>>()
+            + core::mem::size_of::<EntryEvents<Tracked<P>, K, R>>()
     }
 
     /// The engine counters (calls, completions, callbacks, work items).
@@ -481,9 +502,21 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
         self.cleanup(file)
     }
 
-    /// Unload: close every session. Returns how many are still alive; the glue
-    /// waits for [`Device::sessions_alive`] to reach 0 before it lets go.
-    pub fn unload(&self) -> u32 {
+    /// What is still outstanding: the device may be let go of (its memory
+    /// freed, the driver image unloaded) only once this
+    /// [`is drained`](Outstanding::is_drained).
+    pub fn outstanding(&self) -> Outstanding {
+        Outstanding {
+            sessions: self.sessions_alive(),
+            async_contexts: self.shared.provider.async_contexts_alive(),
+        }
+    }
+
+    /// Unload (the device's removal, before the framework disposes its work
+    /// items): close every session and release the cached credentials.
+    /// Returns what is still outstanding; the glue waits until
+    /// [`Device::outstanding`] is drained before it lets go of the device.
+    pub fn unload(&self) -> Outstanding {
         self.shared.close_where(|_| true);
         let cached = {
             let mut cache = self.shared.credentials.lock(&self.shared.platform);
@@ -495,7 +528,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
         for (_, credentials) in cached {
             self.shared.let_go(credentials);
         }
-        self.sessions_alive()
+        self.outstanding()
     }
 
     /// Credentials handles the device keeps for later OPENs.
@@ -605,8 +638,26 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             handshakes_failed: self.handshakes_failed.load(Ordering::Relaxed),
             max_sessions_per_file: self.config.max_sessions_per_file,
             max_buffered_per_session: self.config.limits.max_input as u32,
+            observed: self.observed(),
         };
         complete_with(request, &reply);
+    }
+
+    /// The open points, as seen since load (GET_INFO's observed facts).
+    fn observed(&self) -> Observed {
+        let s = &self.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Observed {
+            requires_notify_exported: u32::from(self.provider.has_requires_notify()),
+            calls: l(&s.calls),
+            completed_without_callback: l(&s.completed_sync),
+            callback_before_return: l(&s.callback_first),
+            callback_after_return: l(&s.issuer_first),
+            callbacks_passive: l(&s.callbacks_passive),
+            callbacks_dispatch: l(&s.callbacks_dispatch),
+            reinits_in_callback: l(&s.reinits_in_callback),
+            reinits_refused_in_callback: l(&s.reinits_deferred),
+        }
     }
 
     fn selftest(&self, input: &[u8], request: R, at: &Passive) {
@@ -625,6 +676,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         crate::selftest::start(
             self.provider.clone(),
             self.platform.clone(),
+            self.stats.clone(),
             plan,
             self.config.limits,
             request,

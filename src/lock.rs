@@ -1,25 +1,23 @@
-//! A spin lock for the device engine's tables: held at DISPATCH_LEVEL (raised
-//! through the platform, `KeRaiseIrql` on Windows), so a cancel routine at
-//! DISPATCH can take it safely. Nothing that needs PASSIVE may run while it is
-//! held (the model stops the test if something does).
+//! A spin lock for the device engine's tables: a kernel spin lock
+//! (`KSPIN_LOCK`, taken through [`Platform::acquire_spin_lock`]: on Windows
+//! `KeAcquireSpinLockRaiseToDpc`, which Driver Verifier tracks), held at
+//! DISPATCH_LEVEL so a cancel routine at DISPATCH can take it safely. Nothing
+//! that needs PASSIVE may run while it is held (the model stops the test if
+//! something does).
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, Ordering};
-use ksspi::engine::Platform;
+use ksspi::engine::{Platform, SpinWord};
 use ksspi::Irql;
-
-/// Spins before a waiter pauses through [`Platform::spin_wait`].
-const SPINS_BEFORE_WAIT: u32 = 128;
 
 /// A spin lock around `T`.
 pub struct SpinLock<T> {
-    locked: AtomicBool,
+    word: SpinWord,
     value: UnsafeCell<T>,
 }
 
-// SAFETY: the value is only reached through a guard, which the atomic flag
-// makes exclusive.
+// SAFETY: the value is only reached through a guard, which the kernel spin
+// lock makes exclusive.
 unsafe impl<T: Send> Sync for SpinLock<T> {}
 // SAFETY: as above; the lock owns its value.
 unsafe impl<T: Send> Send for SpinLock<T> {}
@@ -35,31 +33,14 @@ impl<T> SpinLock<T> {
     /// A lock around `value`.
     pub const fn new(value: T) -> Self {
         SpinLock {
-            locked: AtomicBool::new(false),
+            word: SpinWord::new(),
             value: UnsafeCell::new(value),
         }
     }
 
-    /// Raise to DISPATCH_LEVEL and take the lock. A waiter spins on a plain
-    /// read (test-and-test-and-set, so waiters do not fight over the cache
-    /// line), and after a while pauses through [`Platform::spin_wait`].
+    /// Raise to DISPATCH_LEVEL and take the lock (at IRQL <= DISPATCH_LEVEL).
     pub fn lock<'a, K: Platform>(&'a self, platform: &'a K) -> SpinGuard<'a, T, K> {
-        let old = platform.raise_to_dispatch();
-        let mut spins = 0u32;
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            while self.locked.load(Ordering::Relaxed) {
-                spins = spins.saturating_add(1);
-                if spins < SPINS_BEFORE_WAIT {
-                    core::hint::spin_loop();
-                } else {
-                    platform.spin_wait();
-                }
-            }
-        }
+        let old = platform.acquire_spin_lock(&self.word);
         SpinGuard {
             lock: self,
             platform,
@@ -85,7 +66,8 @@ impl<T, K: Platform> DerefMut for SpinGuard<'_, T, K> {
 
 impl<T, K: Platform> Drop for SpinGuard<'_, T, K> {
     fn drop(&mut self) {
-        self.lock.locked.store(false, Ordering::Release);
-        self.platform.lower_irql(self.old);
+        // SAFETY: this guard took the lock through the same platform, which
+        // returned `old`; the guard is dropped once.
+        unsafe { self.platform.release_spin_lock(&self.lock.word, self.old) };
     }
 }

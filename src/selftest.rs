@@ -127,6 +127,8 @@ pub(crate) struct Run<P: SspiProvider, K: Platform, R: Request> {
     limits: Limits,
     /// The handshake sessions' counters (their async contexts only).
     stats: Arc<EngineStats>,
+    /// The device's counters, which take this run's at its end.
+    device_stats: Arc<EngineStats>,
     creds: SpinLock<Creds<P>>,
     request: SpinLock<Option<R>>,
     actions: SpinLock<VecDeque<Action<P, K>>>,
@@ -152,6 +154,7 @@ pub(crate) struct Run<P: SspiProvider, K: Platform, R: Request> {
 pub(crate) fn start<P: SspiProvider, K: Platform, R: Request>(
     provider: P,
     platform: K,
+    device_stats: Arc<EngineStats>,
     plan: SelftestRequest,
     limits: Limits,
     request: R,
@@ -171,6 +174,7 @@ pub(crate) fn start<P: SspiProvider, K: Platform, R: Request>(
         plan,
         limits,
         stats: Arc::default(),
+        device_stats,
         creds: SpinLock::new(Creds {
             server: None,
             clients: Vec::with_capacity(2),
@@ -618,6 +622,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             return;
         };
         let s = &self.stats;
+        self.device_stats.absorb(s);
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (p50, p99, max) = {
             let mut lat = self.latencies.lock(&self.platform);

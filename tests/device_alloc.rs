@@ -619,7 +619,7 @@ fn scenario(completion: CompletionPolicy, irql: CallbackIrql, protocols: u32) ->
         callbacks: (continuations() - entered).callbacks,
         work_items: (continuations() - entered).work_items,
     };
-    assert_eq!(rig.dev.unload(), 0, "{label}: sessions left");
+    assert_eq!(rig.dev.unload().sessions, 0, "{label}: sessions left");
     let Rig { sim, dev, .. } = rig;
     sim.wait_idle();
     drop(dev);

@@ -59,7 +59,10 @@ fn minimum_build() -> u32 {
         .lines()
         .find(|l| l.starts_with("minimum-build = "))
         .expect("minimum-build in [workspace.metadata.ksspi.windows]");
-    line["minimum-build = ".len()..].trim().parse().expect("a build number")
+    line["minimum-build = ".len()..]
+        .trim()
+        .parse()
+        .expect("a build number")
 }
 
 /// The minimum Windows, in words, as `Cargo.toml` states it.
@@ -88,7 +91,9 @@ fn the_supported_windows_range_is_stated_once_and_agreed_on() {
         .match_indices("NT$ARCH$.10.0...")
         .map(|(i, m)| {
             let rest = &inf[i + m.len()..];
-            let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             &rest[..end]
         })
         .collect();
@@ -98,7 +103,10 @@ fn the_supported_windows_range_is_stated_once_and_agreed_on() {
     }
     // The user-facing pages say the same words.
     for doc in ["README.md", "docs/WINDOWS.md"] {
-        assert!(read(doc).contains(&words), "{doc} states the supported range as Cargo.toml does: {words}");
+        assert!(
+            read(doc).contains(&words),
+            "{doc} states the supported range as Cargo.toml does: {words}"
+        );
     }
 }
 

@@ -2,6 +2,16 @@
 //! request context, device interface and queue, as in the samples'
 //! `device.rs`; and the engine's lifetime, from device creation to the
 //! device's cleanup callback.
+//!
+//! Removal, in the framework's order (open-source WDF,
+//! `FxPkgPnp::PnpEventRemovedCommonCode`): the queues are purged (pended
+//! requests meet their cancel routines), then `EvtDeviceSelfManagedIoCleanup`
+//! runs, then the device's children, the engine's work items among them, are
+//! disposed, then the device's own cleanup callback. The engine is drained
+//! in the self-managed I/O cleanup, while its work items still run; the
+//! cleanup callback drains again (a device removed before it started never
+//! gets the self-managed I/O callback, and then has nothing outstanding) and
+//! frees the engine.
 
 use super::context::{
     attributes_with, device_context, file_context, wdf_size, DEVICE_CONTEXT_INFO,
@@ -20,6 +30,7 @@ use wdk_sys::{
     _WDF_TRI_STATE, GUID, KPROCESSOR_MODE, LARGE_INTEGER, NTSTATUS, STATUS_INVALID_DEVICE_STATE,
     STATUS_SUCCESS, UNICODE_STRING, WDFDEVICE, WDFDEVICE_INIT, WDFFILEOBJECT, WDFOBJECT,
     WDFREQUEST, WDF_FILEOBJECT_CONFIG, WDF_NO_HANDLE, WDF_OBJECT_ATTRIBUTES,
+    WDF_PNPPOWER_EVENT_CALLBACKS,
 };
 
 /// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL` (wdmsec.h): only SYSTEM and Administrators.
@@ -90,6 +101,23 @@ pub fn create(mut device_init: &mut WDFDEVICE_INIT) -> NTSTATUS {
         );
     };
 
+    // Removal drains the engine in EvtDeviceSelfManagedIoCleanup, before the
+    // framework disposes the device's work items (see the module's doc).
+    let mut pnp_power = WDF_PNPPOWER_EVENT_CALLBACKS {
+        Size: wdf_size::<WDF_PNPPOWER_EVENT_CALLBACKS>(),
+        EvtDeviceSelfManagedIoCleanup: Some(evt_device_self_managed_io_cleanup),
+        ..WDF_PNPPOWER_EVENT_CALLBACKS::default()
+    };
+    // SAFETY: device_init is WDF's, not yet consumed; the structure outlives
+    // the call (WDF copies it).
+    unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceInitSetPnpPowerEventCallbacks,
+            device_init,
+            &raw mut pnp_power
+        );
+    };
+
     // Every request carries a RequestContext (the cancel routine's key).
     let mut request_attributes = attributes_with(REQUEST_CONTEXT_INFO.unique());
     // SAFETY: as above.
@@ -134,6 +162,10 @@ pub fn create(mut device_init: &mut WDFDEVICE_INIT) -> NTSTATUS {
             return STATUS_INVALID_DEVICE_STATE;
         }
     };
+    println!(
+        "ksspi: SspiAsyncContextRequiresNotify: {:?}",
+        provider.requires_notify_lookup()
+    );
     let engine = Box::new(Engine::new(
         provider,
         KmdfPlatform::new(device),
@@ -224,20 +256,37 @@ extern "C" fn evt_file_close(file: WDFFILEOBJECT) {
     }
 }
 
-/// The device object's cleanup callback: close every session, wait for them
-/// to go, then drop the engine.
+/// EvtDeviceSelfManagedIoCleanup: the device is being removed; its queue is
+/// purged and its work items are not disposed yet. Drain the engine.
+extern "C" fn evt_device_self_managed_io_cleanup(device: WDFDEVICE) {
+    // SAFETY: a live ksspi device; its engine lives until the cleanup
+    // callback, which runs after this one.
+    if let Some(engine) = unsafe { engine_of(device) } {
+        drain(engine);
+    }
+}
+
+/// Close every session, release the cached credentials, and wait (at
+/// PASSIVE_LEVEL) until no async context is alive: no call can complete,
+/// no callback or work item can enter the driver any more.
+fn drain(engine: &Engine) {
+    if !engine.unload().is_drained() {
+        wait_until(|| engine.outstanding().is_drained());
+    }
+}
+
+/// The device object's cleanup callback: drain (nothing is left if the
+/// self-managed I/O cleanup ran), then drop the engine.
 extern "C" fn evt_device_cleanup(object: WDFOBJECT) {
     // SAFETY: the device's context; no callback of the device runs any more
-    // except completions of calls still in flight, which the wait covers.
+    // except completions of calls still in flight, which the drain covers.
     let ctx = unsafe { &mut *device_context(object) };
     if ctx.engine.is_null() {
         return;
     }
     // SAFETY: set from Box::into_raw in `create`.
     let engine = unsafe { &*ctx.engine };
-    if engine.unload() > 0 {
-        wait_until(|| engine.sessions_alive() == 0);
-    }
+    drain(engine);
     // SAFETY: from Box::into_raw; nothing refers to it any more.
     drop(unsafe { Box::from_raw(ctx.engine.cast_mut()) });
     ctx.engine = core::ptr::null();

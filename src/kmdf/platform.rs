@@ -1,14 +1,20 @@
 //! The engine's [`Platform`] on Windows: `WDFWORKITEM`s for the PASSIVE_LEVEL
-//! continuation, the IRQL (CR8, as wdm.h's x64 inline functions do it) and
-//! the interrupt-time clock.
+//! continuation, kernel spin locks (`KeAcquireSpinLockRaiseToDpc` /
+//! `KeReleaseSpinLock`, which Driver Verifier tracks), the IRQL
+//! (`KeGetCurrentIrql`, as wdk-sys's own `paged_code!` reads it) and the
+//! interrupt-time clock. Nothing here touches CR8.
 
 use super::context::{attributes_with, wdf_size, work_item_context, WORK_ITEM_CONTEXT_INFO};
-use ksspi::engine::Platform;
+use ksspi::engine::{Platform, SpinWord};
 use ksspi::{Irql, SecStatus};
 use wdk::nt_success;
 use wdk_sys::{
-    call_unsafe_wdf_function_binding, ntddk::KeQueryInterruptTimePrecise, WDFDEVICE, WDFOBJECT,
-    WDFWORKITEM, WDF_OBJECT_ATTRIBUTES, WDF_WORKITEM_CONFIG,
+    call_unsafe_wdf_function_binding,
+    ntddk::{
+        KeAcquireSpinLockRaiseToDpc, KeGetCurrentIrql, KeQueryInterruptTimePrecise,
+        KeReleaseSpinLock,
+    },
+    WDFDEVICE, WDFOBJECT, WDFWORKITEM, WDF_OBJECT_ATTRIBUTES, WDF_WORKITEM_CONFIG,
 };
 
 /// Work items parented to the device; the IRQL and the clock.
@@ -33,17 +39,24 @@ impl KmdfPlatform {
 /// One `WDFWORKITEM`; deleted when the engine drops it.
 pub struct WorkItem(WDFWORKITEM);
 
-// SAFETY: WdfWorkItemEnqueue and WdfObjectDelete may be called from any
-// thread at IRQL <= DISPATCH_LEVEL.
+// SAFETY: WdfWorkItemEnqueue may be called from any thread at IRQL <=
+// DISPATCH_LEVEL; the item is deleted only as `Drop` says.
 unsafe impl Send for WorkItem {}
 // SAFETY: as above.
 unsafe impl Sync for WorkItem {}
 
 impl Drop for WorkItem {
     fn drop(&mut self) {
-        // SAFETY: the handle is live and owned here. The engine never drops a
-        // queued item; it may drop one from inside its own callback, which is
-        // where EVT_WDF_WORKITEM's documentation says to delete it.
+        // SAFETY: the handle is live and owned here, at IRQL <=
+        // DISPATCH_LEVEL. Deleting a work item at PASSIVE_LEVEL flushes it:
+        // FxWorkItem::Dispose waits for a running callback to return, unless
+        // the deleting thread is that callback's (open-source WDF,
+        // fxworkitem.cpp, FlushAndRundown); above PASSIVE the framework
+        // defers the disposal to PASSIVE (work items have passive callbacks:
+        // FxObject::ShouldDeferDisposeLocked). The engine never deletes a
+        // queued item (the model stops a test that does), and holds no lock
+        // a running item needs while it deletes one (docs/DESIGN.md, "Work
+        // items").
         unsafe { call_unsafe_wdf_function_binding!(WdfObjectDelete, self.0 as WDFOBJECT) };
     }
 }
@@ -105,15 +118,17 @@ impl Platform for KmdfPlatform {
         unsafe { call_unsafe_wdf_function_binding!(WdfWorkItemEnqueue, item.0) };
     }
 
-    fn raise_to_dispatch(&self) -> Irql {
-        let old = current_irql();
-        debug_assert!(old.0 <= Irql::DISPATCH.0);
-        write_cr8(Irql::DISPATCH);
-        old
+    fn acquire_spin_lock(&self, word: &SpinWord) -> Irql {
+        // SAFETY: `word` is a KSPIN_LOCK (a pointer-sized word, zero when
+        // free) that lives as long as its lock; the caller is at IRQL <=
+        // DISPATCH_LEVEL (Platform's contract; above it the kernel stops).
+        Irql(unsafe { KeAcquireSpinLockRaiseToDpc(word.as_ptr().cast()) })
     }
 
-    fn lower_irql(&self, old: Irql) {
-        write_cr8(old);
+    unsafe fn release_spin_lock(&self, word: &SpinWord, old: Irql) {
+        // SAFETY: the caller holds `word`, taken by acquire_spin_lock, which
+        // returned `old`.
+        unsafe { KeReleaseSpinLock(word.as_ptr().cast(), old.0) };
     }
 
     fn now_us(&self) -> u64 {
@@ -123,24 +138,9 @@ impl Platform for KmdfPlatform {
     }
 }
 
-/// `KeGetCurrentIrql` (wdm.h): on x64 a FORCEINLINE read of CR8.
+/// `KeGetCurrentIrql`, as wdk-sys binds it (its `paged_code!` macro calls
+/// the same binding; mingw-w64's `libntoskrnl.a` lists the export).
 pub fn current_irql() -> Irql {
-    let cr8: u64;
-    // SAFETY: reading CR8 is allowed at CPL 0, where a driver runs; no side
-    // effects.
-    unsafe {
-        core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags))
-    };
-    Irql(cr8 as u8)
-}
-
-/// `KeRaiseIrql` / `KeLowerIrql` (wdm.h): on x64 FORCEINLINE writes of CR8.
-fn write_cr8(irql: Irql) {
-    let value = u64::from(irql.0);
-    // SAFETY: at CPL 0, writing the task priority register is how the x64
-    // kernel sets the IRQL; callers pair each raise with a lower to the old
-    // level, as KeRaiseIrql/KeLowerIrql require.
-    unsafe {
-        core::arch::asm!("mov cr8, {}", in(reg) value, options(nomem, nostack, preserves_flags))
-    };
+    // SAFETY: callable at any IRQL; no arguments, no side effects.
+    Irql(unsafe { KeGetCurrentIrql() })
 }

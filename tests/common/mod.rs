@@ -5,7 +5,6 @@
 
 #![allow(dead_code)]
 
-use ksspi::engine::Platform;
 use ksspi::{Irql, Passive};
 use ksspi_abi::*;
 use ksspi_driver::device::{Device, DeviceConfig, FileId, PendKey, Request};
@@ -97,6 +96,8 @@ pub type Dev = Device<SimProvider, SimPlatform, TestRequest>;
 pub struct World {
     pub sim: SimProvider,
     pub dev: Dev,
+    /// The device's platform (to play the framework disposing its work items).
+    pub platform: SimPlatform,
     pub thumb: Thumbprint,
     /// Protocols the OPENs of [`World::open_input`] allow ([`proto`] bits).
     pub protocols: u32,
@@ -142,10 +143,12 @@ pub fn at() -> Passive {
 impl World {
     /// A device over `sim`, whose server certificate is `thumb`.
     pub fn over(sim: SimProvider, thumb: Thumbprint, config: DeviceConfig) -> World {
-        let dev = Device::new(sim.clone(), SimPlatform::new(&sim), config);
+        let platform = SimPlatform::new(&sim);
+        let dev = Device::new(sim.clone(), platform.clone(), config);
         World {
             sim,
             dev,
+            platform,
             thumb,
             protocols: proto::ALL,
             sent: Mutex::default(),
@@ -196,11 +199,8 @@ impl World {
 
     /// A cancel routine's call, made at DISPATCH_LEVEL as one may run.
     pub fn cancel_at_dispatch(&self, key: PendKey) -> bool {
-        let platform = SimPlatform::new(&self.sim);
-        let old = platform.raise_to_dispatch();
-        let r = self.dev.cancel(key);
-        platform.lower_irql(old);
-        r
+        let _dispatch = ksspi_sim::kernel::raise_irql(Irql::DISPATCH);
+        self.dev.cancel(key)
     }
 
     /// Send and wait for the completion.

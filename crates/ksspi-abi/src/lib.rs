@@ -370,6 +370,13 @@ mod tests {
             handshakes_failed: 1,
             max_sessions_per_file: 64,
             max_buffered_per_session: 65536,
+            observed: Observed {
+                requires_notify_exported: 1,
+                calls: 40,
+                callbacks_dispatch: 12,
+                reinits_in_callback: 5,
+                ..Observed::default()
+            },
         };
         check(&info, &enc(&info));
         let open = OpenRequest {

@@ -108,6 +108,74 @@ pub struct InfoReply {
     pub max_sessions_per_file: u32,
     /// Limit on bytes buffered per session.
     pub max_buffered_per_session: u32,
+    /// What the driver has seen of the system's async SSPI since load.
+    pub observed: Observed,
+}
+
+/// The open points of the async SSPI contract, as the driver observed them
+/// on this system since it loaded (its IOCTL sessions, credential calls and
+/// self-test runs together). The first run on a real Windows answers each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Whether ksecdd.sys exports `SspiAsyncContextRequiresNotify` (found
+    /// at run time; 0 or 1).
+    pub requires_notify_exported: u32,
+    /// Async calls issued.
+    pub calls: u64,
+    /// Calls that completed without a callback (only knowable where
+    /// `SspiAsyncContextRequiresNotify` exists).
+    pub completed_without_callback: u64,
+    /// Calls whose callback ran before the issuing function returned.
+    pub callback_before_return: u64,
+    /// Calls whose callback ran after the issuing function returned.
+    pub callback_after_return: u64,
+    /// Callbacks that ran at PASSIVE_LEVEL.
+    pub callbacks_passive: u64,
+    /// Callbacks that ran above PASSIVE_LEVEL.
+    pub callbacks_dispatch: u64,
+    /// `SspiReinitAsyncContext` calls accepted inside a callback.
+    pub reinits_in_callback: u64,
+    /// `SspiReinitAsyncContext` calls refused inside a callback (retried from
+    /// a work item).
+    pub reinits_refused_in_callback: u64,
+}
+
+impl Observed {
+    fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        w.u32(self.requires_notify_exported)?;
+        w.u32(0)?;
+        for v in [
+            self.calls,
+            self.completed_without_callback,
+            self.callback_before_return,
+            self.callback_after_return,
+            self.callbacks_passive,
+            self.callbacks_dispatch,
+            self.reinits_in_callback,
+            self.reinits_refused_in_callback,
+        ] {
+            w.u64(v)?;
+        }
+        Ok(())
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let requires_notify_exported = r.u32()?;
+        if requires_notify_exported > 1 || r.u32()? != 0 {
+            return Err(DecodeError::Reserved);
+        }
+        Ok(Observed {
+            requires_notify_exported,
+            calls: r.u64()?,
+            completed_without_callback: r.u64()?,
+            callback_before_return: r.u64()?,
+            callback_after_return: r.u64()?,
+            callbacks_passive: r.u64()?,
+            callbacks_dispatch: r.u64()?,
+            reinits_in_callback: r.u64()?,
+            reinits_refused_in_callback: r.u64()?,
+        })
+    }
 }
 
 impl<'a> Message<'a> for InfoReply {
@@ -123,7 +191,8 @@ impl<'a> Message<'a> for InfoReply {
         w.u64(self.handshakes_ok)?;
         w.u64(self.handshakes_failed)?;
         w.u32(self.max_sessions_per_file)?;
-        w.u32(self.max_buffered_per_session)
+        w.u32(self.max_buffered_per_session)?;
+        self.observed.put(w)
     }
     fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let driver_version = [r.u16()?, r.u16()?, r.u16()?];
@@ -139,6 +208,7 @@ impl<'a> Message<'a> for InfoReply {
             handshakes_failed: r.u64()?,
             max_sessions_per_file: r.u32()?,
             max_buffered_per_session: r.u32()?,
+            observed: Observed::get(r)?,
         };
         r.end()?;
         Ok(m)

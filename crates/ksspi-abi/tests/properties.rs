@@ -177,6 +177,17 @@ proptest! {
             handshakes_failed: counts[2],
             max_sessions_per_file: small[2],
             max_buffered_per_session: small[3],
+            observed: Observed {
+                requires_notify_exported: small[0] & 1,
+                calls: counts[0],
+                completed_without_callback: counts[1],
+                callback_before_return: counts[2],
+                callback_after_return: counts[0] ^ 1,
+                callbacks_passive: counts[1] ^ 2,
+                callbacks_dispatch: counts[2] ^ 3,
+                reinits_in_callback: counts[0] >> 1,
+                reinits_refused_in_callback: counts[1] >> 1,
+            },
         };
         round_trip(&m, &enc(&m))?;
         let m = OpenReply { status, session: SessionId(session) };

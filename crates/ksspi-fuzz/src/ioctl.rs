@@ -10,7 +10,6 @@
 //! have completed exactly once with nothing left in the model.
 
 use crate::input::Input;
-use ksspi::engine::Platform;
 use ksspi::{Irql, Passive};
 use ksspi_abi::*;
 use ksspi_driver::device::{Device, DeviceConfig, FileId, PendKey, Request};
@@ -487,10 +486,8 @@ impl World {
                 let key = self.log.fates.lock().unwrap()[id].key;
                 if let Some(key) = key {
                     // A cancel routine's call, at DISPATCH_LEVEL as one may run.
-                    let platform = SimPlatform::new(&self.sim);
-                    let old = platform.raise_to_dispatch();
+                    let _dispatch = ksspi_sim::kernel::raise_irql(ksspi::Irql::DISPATCH);
                     self.dev.cancel(key);
-                    platform.lower_irql(old);
                 }
             }
             Op::Cleanup => {

@@ -45,7 +45,7 @@
 
 use crate::platform::SimPlatform;
 use crate::provider::SimProvider;
-use ksspi::engine::Platform;
+use ksspi::engine::{Platform, SpinWord};
 use ksspi::provider::{AsyncContextPtr, SspiProvider};
 use ksspi::sys::*;
 use ksspi::{Irql, SecStatus};
@@ -491,17 +491,15 @@ impl Platform for CountedPlatform {
     fn queue_work_item(&self, item: &CountedWork) {
         outside(|| self.0.queue_work_item(&item.item))
     }
-    fn raise_to_dispatch(&self) -> Irql {
-        self.0.raise_to_dispatch()
+    fn acquire_spin_lock(&self, word: &SpinWord) -> Irql {
+        self.0.acquire_spin_lock(word)
     }
-    fn lower_irql(&self, old: Irql) {
-        self.0.lower_irql(old)
+    unsafe fn release_spin_lock(&self, word: &SpinWord, old: Irql) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.0.release_spin_lock(word, old) }
     }
     fn now_us(&self) -> u64 {
         self.0.now_us()
-    }
-    fn spin_wait(&self) {
-        self.0.spin_wait()
     }
     fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {
         // Counted: the session's buffers are its fixed per-session amount.

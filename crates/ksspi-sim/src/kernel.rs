@@ -78,6 +78,8 @@ pub enum Bugcheck {
     IrqlNotLessOrEqual,
     /// 0x09: raising to a lower IRQL.
     IrqlNotGreaterOrEqual,
+    /// 0x10: releasing a spin lock that is not held.
+    SpinLockNotOwned,
     /// 0xC4: Driver Verifier saw a broken rule (free in flight, double free, ...).
     DriverVerifierDetectedViolation,
     /// 0xC2: bad pool caller (use after free, double free of memory).
@@ -92,6 +94,7 @@ impl Bugcheck {
         match self {
             Bugcheck::IrqlNotLessOrEqual => (0x0A, "IRQL_NOT_LESS_OR_EQUAL"),
             Bugcheck::IrqlNotGreaterOrEqual => (0x09, "IRQL_NOT_GREATER_OR_EQUAL"),
+            Bugcheck::SpinLockNotOwned => (0x10, "SPIN_LOCK_NOT_OWNED"),
             Bugcheck::DriverVerifierDetectedViolation => {
                 (0xC4, "DRIVER_VERIFIER_DETECTED_VIOLATION")
             }

@@ -78,7 +78,10 @@ impl<const N: usize> Utf16<N> {
 /// Find `SspiAsyncContextRequiresNotify` in the loaded ksecdd.sys.
 fn lookup_requires_notify(
     _at: &Passive,
-) -> (Option<SspiAsyncContextRequiresNotifyFn>, RequiresNotifyLookup) {
+) -> (
+    Option<SspiAsyncContextRequiresNotifyFn>,
+    RequiresNotifyLookup,
+) {
     const EX: &str = "MmGetSystemRoutineAddressEx";
     const MODULE: &str = "ksecdd.sys";
     let mut ex_name = Utf16::<{ EX.len() }>::new(EX);
@@ -96,7 +99,12 @@ fn lookup_requires_notify(
     let mut module = module.unicode_string();
     // SAFETY: at PASSIVE_LEVEL; both names are valid for the call and the
     // function name is NUL-terminated.
-    let found = unsafe { ex(&raw mut module, c"SspiAsyncContextRequiresNotify".as_ptr().cast()) };
+    let found = unsafe {
+        ex(
+            &raw mut module,
+            c"SspiAsyncContextRequiresNotify".as_ptr().cast(),
+        )
+    };
     if found.is_null() {
         return (None, RequiresNotifyLookup::NotExported);
     }
@@ -358,17 +366,8 @@ impl SspiProvider for Ksecdd {
     }
 }
 
-/// `KeGetCurrentIrql` (wdm.h): on x64 a FORCEINLINE read of CR8, done the same way.
-#[cfg(target_arch = "x86_64")]
+/// `KeGetCurrentIrql`, imported from ntoskrnl.exe.
 fn current_irql() -> Irql {
-    let cr8: u64;
-    // SAFETY: reading CR8 is allowed at CPL 0, where a driver runs; it has no
-    // side effects.
-    unsafe {
-        core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags))
-    };
-    Irql(cr8 as u8)
+    // SAFETY: callable at any IRQL; no arguments, no side effects.
+    Irql(unsafe { ffi::KeGetCurrentIrql() })
 }
-
-#[cfg(not(target_arch = "x86_64"))]
-compile_error!("the ksecdd backend reads the IRQL from CR8 and supports x86_64 only");

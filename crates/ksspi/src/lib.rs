@@ -8,6 +8,8 @@
 //! - [`handle`]: owned handles over a provider, freed exactly once, never while a
 //!   call is in flight.
 //! - [`irql`]: IRQL in the types: what must run at PASSIVE_LEVEL says so.
+//! - [`tracked`]: a provider that counts the async contexts alive, so a
+//!   driver knows when no callback can reach it any more.
 //!
 //! The crate is `no_std` + `alloc` and builds for `x86_64-pc-windows-msvc`.
 #![cfg_attr(not(any(test, feature = "std-tools")), no_std)]
@@ -25,8 +27,10 @@ pub mod provider;
 mod status;
 #[allow(missing_docs)]
 pub mod sys;
+pub mod tracked;
 
 pub use handle::{AsyncContext, Credentials, InFlight, SecurityContext};
 pub use irql::{Irql, Passive};
 pub use provider::SspiProvider;
 pub use status::{SecStatus, StatusClass};
+pub use tracked::Tracked;

@@ -239,6 +239,13 @@ struct SelftestArgs {
     /// Model: the seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Model: ksecdd does not export SspiAsyncContextRequiresNotify (every
+    /// call then completes through its callback).
+    #[arg(long = "no-requires-notify")]
+    no_requires_notify: bool,
+    /// Model: SspiReinitAsyncContext is refused inside the callback.
+    #[arg(long = "refuse-reinit-in-callback")]
+    refuse_reinit_in_callback: bool,
     /// The server certificate's SHA-1 thumbprint in LocalMachine\My (needed
     /// on Windows; the model generates one).
     #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint)]
@@ -294,6 +301,8 @@ fn model_config(args: &SelftestArgs) -> SimConfig {
         seed: args.seed,
         completion,
         callback_irql,
+        requires_notify_exported: !args.no_requires_notify,
+        reinit_in_callback: !args.refuse_reinit_in_callback,
         ..model_defaults()
     }
 }
@@ -744,6 +753,90 @@ struct Latency {
     max: u64,
 }
 
+/// The open points of the async SSPI contract as the driver saw them
+/// (GET_INFO's observed facts): what the first run on a real Windows answers.
+#[derive(Serialize)]
+struct ObservedJson {
+    /// Does ksecdd.sys export SspiAsyncContextRequiresNotify?
+    requires_notify_exported: bool,
+    /// Async calls issued.
+    calls: u64,
+    /// At which IRQL the completion callbacks ran.
+    callback_irql: Callbacks,
+    /// Calls that completed without a callback.
+    completed_without_callback: u64,
+    /// Calls whose callback ran before the issuing function returned.
+    callback_before_return: u64,
+    /// Calls whose callback ran after it returned.
+    callback_after_return: u64,
+    /// SspiReinitAsyncContext inside the callback: accepted / refused.
+    reinit_in_callback: ReinitJson,
+}
+
+#[derive(Serialize)]
+struct ReinitJson {
+    accepted: u64,
+    refused: u64,
+}
+
+impl From<Observed> for ObservedJson {
+    fn from(o: Observed) -> Self {
+        ObservedJson {
+            requires_notify_exported: o.requires_notify_exported != 0,
+            calls: o.calls,
+            callback_irql: Callbacks {
+                passive: o.callbacks_passive,
+                dispatch: o.callbacks_dispatch,
+            },
+            completed_without_callback: o.completed_without_callback,
+            callback_before_return: o.callback_before_return,
+            callback_after_return: o.callback_after_return,
+            reinit_in_callback: ReinitJson {
+                accepted: o.reinits_in_callback,
+                refused: o.reinits_refused_in_callback,
+            },
+        }
+    }
+}
+
+impl ObservedJson {
+    /// The facts as table rows.
+    fn rows(&self) -> [(&'static str, String); 5] {
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        [
+            (
+                "SspiAsyncContextRequiresNotify exported",
+                yes_no(self.requires_notify_exported).to_string(),
+            ),
+            (
+                "callback IRQL: PASSIVE / DISPATCH",
+                format!(
+                    "{} / {}",
+                    self.callback_irql.passive, self.callback_irql.dispatch
+                ),
+            ),
+            (
+                "calls completed without a callback",
+                format!("{} of {}", self.completed_without_callback, self.calls),
+            ),
+            (
+                "callback before / after the issuer returned",
+                format!(
+                    "{} / {}",
+                    self.callback_before_return, self.callback_after_return
+                ),
+            ),
+            (
+                "reinit inside the callback: accepted / refused",
+                format!(
+                    "{} / {}",
+                    self.reinit_in_callback.accepted, self.reinit_in_callback.refused
+                ),
+            ),
+        ]
+    }
+}
+
 #[derive(Serialize)]
 struct SelftestJson {
     backend: &'static str,
@@ -764,6 +857,8 @@ struct SelftestJson {
     bytes_per_pair: u32,
     bytes_checked: u64,
     leaked: u64,
+    /// The open points as the driver saw them (GET_INFO after the run).
+    observed: ObservedJson,
 }
 
 /// What a self-test runs on: the driver, the server certificate and the seed.
@@ -814,7 +909,7 @@ fn run_selftest(
     protocols: u32,
     bytes: u32,
     spinner: bool,
-) -> Result<(SelftestReply, &'static str, u64), Failure> {
+) -> Result<(SelftestReply, &'static str, u64, Observed), Failure> {
     let request = SelftestRequest {
         count,
         concurrency,
@@ -855,7 +950,18 @@ fn run_selftest(
     }
     let r = decode::<SelftestReply>(&reply)
         .map_err(|e| Failure(format!("a malformed self-test reply: {e:?}")))?;
-    Ok((r, backend, driver.finish()))
+    let (status, info) = driver.call(IOCTL_KSSPI_GET_INFO, &[], 256)?;
+    let observed = match decode::<InfoReply>(&info) {
+        Ok(info) if status == 0 => info.observed,
+        _ => {
+            driver.finish();
+            return Err(Failure(format!(
+                "GET_INFO after the self-test failed: {}",
+                ntstatus_name(status)
+            )));
+        }
+    };
+    Ok((r, backend, driver.finish(), observed))
 }
 
 use soak::Counters;
@@ -939,7 +1045,7 @@ fn stress_batch(plan: &StressPlan, index: u64) -> Result<soak::Batch, Failure> {
     let _ = plan.seed; // ksecdd's behaviour is not seeded
     let protocols = batch_protocols(plan.tls, index);
     let bytes = batch_bytes(plan.bytes, index);
-    let (r, _, leaked) = run_selftest(
+    let (r, _, leaked, _) = run_selftest(
         selftest_driver(None, plan.thumbprint)?,
         plan.concurrency * 4,
         plan.concurrency,
@@ -1187,16 +1293,21 @@ fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
     let config = Some(model_config(args));
     #[cfg(windows)]
     let config = {
-        if args.completion.is_some() || args.callback_irql.is_some() {
+        if args.completion.is_some()
+            || args.callback_irql.is_some()
+            || args.no_requires_notify
+            || args.refuse_reinit_in_callback
+        {
             return Err(Failure(
-                "--completion and --callback-irql choose the model's behaviour; on Windows \
+                "--completion, --callback-irql, --no-requires-notify and \
+                 --refuse-reinit-in-callback choose the model's behaviour; on Windows \
                  ksecdd decides how calls complete"
                     .into(),
             ));
         }
         None
     };
-    let (r, backend, leaked) = run_selftest(
+    let (r, backend, leaked, observed) = run_selftest(
         selftest_driver(config, args.cert_thumbprint)?,
         args.count,
         args.concurrency,
@@ -1239,6 +1350,7 @@ fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
         bytes_per_pair: args.bytes,
         bytes_checked: r.bytes_checked,
         leaked,
+        observed: observed.into(),
     };
     if args.json {
         println!("{}", serde_json::to_string(&json).expect("serialisable"));
@@ -1326,6 +1438,21 @@ fn print_table(j: &SelftestJson) {
     for (k, v) in rows {
         println!("  {k:<width$}  {v}");
     }
+    print_observed(&j.observed);
+}
+
+/// The observed-facts section of `selftest` and `info`.
+fn print_observed(o: &ObservedJson) {
+    let rows = o.rows();
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    println!("observed on this system (the contract's open points):");
+    for (k, v) in rows {
+        println!("  {k:<width$}  {v}");
+    }
 }
 
 #[derive(Serialize)]
@@ -1340,6 +1467,7 @@ struct InfoJson {
     handshakes_failed: u64,
     max_sessions_per_file: u32,
     max_buffered_per_session: u32,
+    observed: ObservedJson,
 }
 
 fn info(json: bool) -> Result<(), Failure> {
@@ -1384,6 +1512,7 @@ fn info(json: bool) -> Result<(), Failure> {
         handshakes_failed: r.handshakes_failed,
         max_sessions_per_file: r.max_sessions_per_file,
         max_buffered_per_session: r.max_buffered_per_session,
+        observed: r.observed.into(),
     };
     if json {
         println!("{}", serde_json::to_string(&j).expect("serialisable"));
@@ -1405,6 +1534,7 @@ fn info(json: bool) -> Result<(), Failure> {
             "  limits: {} sessions per file, {} bytes buffered per session",
             j.max_sessions_per_file, j.max_buffered_per_session
         );
+        print_observed(&j.observed);
     }
     Ok(())
 }

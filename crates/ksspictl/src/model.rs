@@ -12,7 +12,7 @@
 
 use crate::backend::Driver;
 use crate::Failure;
-use ksspi::engine::{EngineStats, Platform};
+use ksspi::engine::{EngineStats, Platform, SpinWord};
 use ksspi::{Irql, Passive, SecStatus};
 use ksspi_driver::device::{Device, DeviceConfig, FileId, PendKey, Request};
 use ksspi_driver::ntstatus::{NtStatus, STATUS_CANCELLED};
@@ -435,20 +435,17 @@ impl Platform for CountingPlatform {
         self.inner.queue_work_item(&item.inner);
     }
 
-    fn raise_to_dispatch(&self) -> Irql {
-        self.inner.raise_to_dispatch()
+    fn acquire_spin_lock(&self, word: &SpinWord) -> Irql {
+        self.inner.acquire_spin_lock(word)
     }
 
-    fn lower_irql(&self, old: Irql) {
-        self.inner.lower_irql(old)
+    unsafe fn release_spin_lock(&self, word: &SpinWord, old: Irql) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.release_spin_lock(word, old) }
     }
 
     fn now_us(&self) -> u64 {
         self.inner.now_us()
-    }
-
-    fn spin_wait(&self) {
-        self.inner.spin_wait()
     }
 
     fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {

@@ -50,23 +50,23 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// engine never has the same item queued twice.
     fn queue_work_item(&self, item: &Self::WorkItem);
 
-    /// Raise the current thread to DISPATCH_LEVEL (`KeRaiseIrql`), for a spin
-    /// lock; returns the IRQL to go back to.
-    fn raise_to_dispatch(&self) -> Irql;
+    /// Take the spin lock `word` (a `KSPIN_LOCK`: `KeAcquireSpinLockRaiseToDpc`
+    /// on Windows, so Driver Verifier sees the lock and its IRQL), raising to
+    /// DISPATCH_LEVEL; returns the IRQL to go back to. Callable at IRQL <=
+    /// DISPATCH_LEVEL only: above it, the kernel stops the system (the model
+    /// does too), and nothing here can lower the IRQL.
+    fn acquire_spin_lock(&self, word: &SpinWord) -> Irql;
 
-    /// Go back to `old` (`KeLowerIrql`).
-    fn lower_irql(&self, old: Irql);
+    /// Release `word` and go back to `old` (`KeReleaseSpinLock`).
+    ///
+    /// # Safety
+    /// `word` is held by this thread, taken by [`Platform::acquire_spin_lock`],
+    /// which returned `old`.
+    unsafe fn release_spin_lock(&self, word: &SpinWord, old: Irql);
 
     /// A monotonic clock in microseconds (`KeQueryInterruptTime` / 10), for
     /// the self-test's timings.
     fn now_us(&self) -> u64;
-
-    /// A lock waiter's pause after spinning a while. The kernel spins on:
-    /// a holder at DISPATCH_LEVEL is never preempted, so the wait is short.
-    /// The model yields its thread, since there a holder can be preempted.
-    fn spin_wait(&self) {
-        core::hint::spin_loop();
-    }
 
     /// An empty buffer with room for `capacity` bytes, or
     /// `SEC_E_INSUFFICIENT_MEMORY`: the large per-session allocations
@@ -75,6 +75,32 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// The model overrides it to inject the failure.
     fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {
         reserve_buffer(capacity)
+    }
+}
+
+/// A `KSPIN_LOCK` (wdm.h: `typedef ULONG_PTR KSPIN_LOCK`, zero when free, as
+/// `KeInitializeSpinLock` leaves it), owned by the lock that uses it and
+/// reached only through [`Platform::acquire_spin_lock`] and
+/// [`Platform::release_spin_lock`].
+#[derive(Debug, Default)]
+#[repr(transparent)]
+pub struct SpinWord(core::sync::atomic::AtomicUsize);
+
+impl SpinWord {
+    /// A free lock.
+    pub const fn new() -> Self {
+        SpinWord(core::sync::atomic::AtomicUsize::new(0))
+    }
+
+    /// The word, for a platform's own spin loop (the model's).
+    pub fn word(&self) -> &core::sync::atomic::AtomicUsize {
+        &self.0
+    }
+
+    /// A `PKSPIN_LOCK` for the kernel's functions: the kernel reads and
+    /// writes the word atomically, as the platform's lock operations need.
+    pub fn as_ptr(&self) -> *mut usize {
+        self.0.as_ptr()
     }
 }
 
@@ -118,11 +144,36 @@ pub struct EngineStats {
     /// Reinits refused inside a completion callback and retried from the
     /// work item.
     pub reinits_deferred: AtomicU64,
+    /// Reinits accepted inside a completion callback.
+    pub reinits_in_callback: AtomicU64,
 }
 
 impl EngineStats {
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn counters(&self) -> [&AtomicU64; 11] {
+        [
+            &self.calls,
+            &self.completed_sync,
+            &self.callback_first,
+            &self.issuer_first,
+            &self.callbacks_passive,
+            &self.callbacks_dispatch,
+            &self.work_items,
+            &self.async_contexts,
+            &self.reinits,
+            &self.reinits_deferred,
+            &self.reinits_in_callback,
+        ]
+    }
+
+    /// Add `other`'s counts to these (a self-test run's, into the device's).
+    pub fn absorb(&self, other: &EngineStats) {
+        for (mine, theirs) in self.counters().into_iter().zip(other.counters()) {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 }
 
@@ -288,7 +339,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
         };
         match prepared {
             Ok(()) => {
-                self.shared.run(at, false);
+                self.shared.run(at, Entry::Owner);
                 Ok(())
             }
             Err(e) => {
@@ -298,7 +349,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
                     // A close came in meanwhile: the teardown is ours.
                     Release::TearDown => {
                         self.shared.state.take().keepalive = keepalive;
-                        self.shared.run(at, false);
+                        self.shared.run(at, Entry::Owner);
                     }
                 }
                 Err(StartError::Refused(e))
@@ -313,7 +364,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
         if self.shared.own.release() == Release::TearDown {
             // A close came in while we looked: the teardown is ours.
             self.shared.state.take().keepalive = Some(self.shared.clone());
-            self.shared.continue_at_passive(false);
+            self.shared.continue_at_passive(Entry::Owner);
         }
         Some(r)
     }
@@ -325,7 +376,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Conductor<P, K, M> {
         match self.shared.own.close() {
             CloseClaim::TearDownNow => {
                 self.shared.state.take().keepalive = Some(self.shared.clone());
-                self.shared.continue_at_passive(false);
+                self.shared.continue_at_passive(Entry::Owner);
             }
             CloseClaim::OwnerWill | CloseClaim::AlreadyClosing => {}
         }
@@ -338,6 +389,18 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Drop for Conductor<P, K, M> {
     }
 }
 
+/// Who continues the machine ([`Shared::run`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entry {
+    /// The owner's own call (start, inspect, close): on any stack, maybe
+    /// inside a completion callback of an event handler's making.
+    Owner,
+    /// The completion callback's continuation, on the callback's stack.
+    Callback,
+    /// The work item, at PASSIVE_LEVEL outside every callback.
+    WorkItem,
+}
+
 /// The work item's entry: continue at PASSIVE_LEVEL.
 ///
 /// # Safety
@@ -347,7 +410,7 @@ unsafe fn work_entry<P: SspiProvider, K: Platform, M: Machine<P>>(arg: *const ()
     // SAFETY: per the function's contract.
     let shared = unsafe { &*arg.cast::<Shared<P, K, M>>() };
     // SAFETY: work items run at PASSIVE_LEVEL (Platform's contract).
-    shared.run(&unsafe { Passive::assume() }, false);
+    shared.run(&unsafe { Passive::assume() }, Entry::WorkItem);
 }
 
 /// The completion callback (`SspiAsyncNotifyCallback`). Read the result, then
@@ -374,16 +437,15 @@ unsafe extern "system" fn on_complete<P: SspiProvider, K: Platform, M: Machine<P
     }
     if shared.handoff.callback_arrived() {
         EngineStats::bump(&shared.stats.issuer_first);
-        shared.continue_at_passive(true);
+        shared.continue_at_passive(Entry::Callback);
     }
 }
 
 impl<P: SspiProvider, K: Platform, M: Machine<P>> Shared<P, K, M> {
     /// Continue as owner: inline at PASSIVE_LEVEL, else through the work item.
-    /// `in_callback`: we are on the completion callback's stack.
-    fn continue_at_passive(&self, in_callback: bool) {
+    fn continue_at_passive(&self, entry: Entry) {
         match Passive::check(self.provider.current_irql()) {
-            Some(at) => self.run(&at, in_callback),
+            Some(at) => self.run(&at, entry),
             None => self.queue_work(),
         }
     }
@@ -397,7 +459,7 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Shared<P, K, M> {
 
     /// The trampoline: collect completions and make moves until the machine
     /// waits on a callback, goes idle or finishes. Called by the owner only.
-    fn run(&self, at: &Passive, in_callback: bool) {
+    fn run(&self, at: &Passive, entry: Entry) {
         let mut st = self.state.take();
         loop {
             if let Some(flight) = st.flight.take() {
@@ -416,21 +478,30 @@ impl<P: SspiProvider, K: Platform, M: Machine<P>> Shared<P, K, M> {
             let closing = self.own.is_closing();
             // Ready the context for the machine's next call. Whether
             // SspiReinitAsyncContext may run inside the completion callback is
-            // not documented: if it is refused there, continue from the work
-            // item instead, outside the callback, and reinit there.
+            // not documented: if it is refused, continue from the work item
+            // instead, outside any callback, and reinit there. Not only on
+            // the callback's own continuation: an owner's call (a step) may
+            // come from an event handler that runs inside this context's
+            // callback, and nothing here can tell.
             let wants_call = st.machine.wants_call(closing);
             if let Some(ctx) = st.ctx.as_mut() {
                 if !ctx.is_fresh() && wants_call {
                     match ctx.reinit() {
-                        Ok(()) => EngineStats::bump(&self.stats.reinits),
-                        Err(_) if in_callback => {
+                        Ok(()) => {
+                            EngineStats::bump(&self.stats.reinits);
+                            if entry == Entry::Callback {
+                                EngineStats::bump(&self.stats.reinits_in_callback);
+                            }
+                        }
+                        Err(_) if entry != Entry::WorkItem => {
                             EngineStats::bump(&self.stats.reinits_deferred);
                             drop(st);
                             self.queue_work();
                             return;
                         }
-                        // Outside the callback the machine meets the failure
-                        // when it readies the context, and reports it.
+                        // On the work item, outside every callback, the
+                        // machine meets the failure when it readies the
+                        // context, and reports it.
                         Err(_) => {}
                     }
                 }

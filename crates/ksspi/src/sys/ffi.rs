@@ -103,6 +103,10 @@ extern "system" {
     /// Windows 2000 and later, PASSIVE_LEVEL; only ntoskrnl's and the HAL's
     /// exports (learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-mmgetsystemroutineaddress).
     pub fn MmGetSystemRoutineAddress(name: *mut UNICODE_STRING) -> *mut c_void;
+    /// wdm.h: `KIRQL KeGetCurrentIrql(VOID);` Any IRQL. An export of
+    /// ntoskrnl.exe in mingw-w64's `libntoskrnl.a`; wdk-sys binds and calls
+    /// the same function (its `paged_code!` macro).
+    pub fn KeGetCurrentIrql() -> u8;
 }
 
 /// wdm.h: `PVOID MmGetSystemRoutineAddressEx(PUNICODE_STRING ModuleName, PSTR FunctionName);`

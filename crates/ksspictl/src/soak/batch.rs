@@ -217,6 +217,10 @@ fn checks(plan: &BatchPlan, c: &Counters, end: &Unloaded) -> Result<(), String> 
 fn counts(plan: &BatchPlan, r: &SelftestReply, info: &InfoReply, end: &Unloaded) -> Counters {
     let faults = plan.faults > 0;
     let (e, s, q) = (&end.engine, &end.sim, &end.requests);
+    let selftest_completions =
+        r.completions_pending + r.completions_inline_callback + r.completions_sync_no_callback;
+    let selftest_callbacks = r.callbacks_passive + r.callbacks_dispatch;
+    let selftest_notified = r.completions_pending + r.completions_inline_callback;
     Counters {
         batches_tls12: u64::from(plan.protocols == proto::TLS12),
         batches_tls13: u64::from(plan.protocols == proto::TLS13),
@@ -244,20 +248,22 @@ fn counts(plan: &BatchPlan, r: &SelftestReply, info: &InfoReply, end: &Unloaded)
         pends_refused: q.pends_refused,
         sessions_opened: info.sessions_total,
         sessions_open_at_end: u64::from(info.sessions_open) + u64::from(end.sessions_alive),
-        engine_calls: e.calls,
-        engine_completions: e.completed_sync + e.callback_first + e.issuer_first,
-        engine_callbacks: e.callbacks_passive + e.callbacks_dispatch,
-        engine_notified: e.callback_first + e.issuer_first,
-        selftest_completions: r.completions_pending
-            + r.completions_inline_callback
-            + r.completions_sync_no_callback,
-        selftest_callbacks: r.callbacks_passive + r.callbacks_dispatch,
-        selftest_notified: r.completions_pending + r.completions_inline_callback,
+        // The device's counters take in each self-test run's at its end (for
+        // GET_INFO's observed facts): the engine's own are what is left.
+        engine_calls: e.calls.saturating_sub(selftest_completions),
+        engine_completions: (e.completed_sync + e.callback_first + e.issuer_first)
+            .saturating_sub(selftest_completions),
+        engine_callbacks: (e.callbacks_passive + e.callbacks_dispatch)
+            .saturating_sub(selftest_callbacks),
+        engine_notified: (e.callback_first + e.issuer_first).saturating_sub(selftest_notified),
+        selftest_completions,
+        selftest_callbacks,
+        selftest_notified,
         model_calls: s.calls,
         model_completions: s.completed_async + s.completed_inline + s.completed_sync,
         model_callbacks: s.callbacks_passive + s.callbacks_dispatch,
         model_notified: s.completed_async + s.completed_inline,
-        work_items_engine: e.work_items + r.work_items,
+        work_items_engine: e.work_items,
         work_items_queued: end.work_queued,
         work_items_run: end.work_ran,
         fault_points: end.fault_points,
