@@ -1,15 +1,26 @@
 /*
- * ksspi driver build on Linux (scripts/driver-build.sh): declarations that
- * the WDK's wdm.h has and mingw-w64 10's ddk/wdm.h lacks, and that wdk-sys's
- * bindings (hence wdk-alloc and src/kmdf) need. Each is written from
- * the Microsoft documentation page named beside it. This directory comes
- * first on wdk-build's include path, so `#include <wdm.h>` lands here and the
- * real header is pulled in first.
+ * ksspi driver build on Linux (scripts/driver-build.sh): what the WDK's
+ * wdm.h declares and mingw-w64 10's ddk/wdm.h lacks, or has in another form,
+ * and that wdk-sys's bindings (hence wdk-alloc and src/kmdf) need. Each is
+ * written from the Microsoft documentation page named beside it. This
+ * directory comes first on wdk-build's include path, so `#include <wdm.h>`
+ * lands here and pulls in mingw-w64's header first.
  */
+
+/* KeGetCurrentIrql: on x64 mingw-w64 10 defines it inline (a CR8 read),
+ * where the WDK for Windows 10 and later declares the ntoskrnl.exe export
+ * (which mingw-w64's own libntoskrnl.a lists) and wdk-sys binds that (its
+ * paged_code! calls it). The inline definition is renamed out of the way;
+ * the export is declared below. */
+#define KeGetCurrentIrql ksspi_shim_mingw_KeGetCurrentIrql
 #include_next <wdm.h>
+#undef KeGetCurrentIrql
 
 #ifndef KSSPI_SHIM_WDM_H
 #define KSSPI_SHIM_WDM_H
+
+/* https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kegetcurrentirql */
+NTKERNELAPI KIRQL NTAPI KeGetCurrentIrql(VOID);
 
 /* https://learn.microsoft.com/windows-hardware/drivers/kernel/pool_flags */
 typedef ULONG64 POOL_FLAGS;
