@@ -46,7 +46,7 @@ impl Version {
     }
 }
 
-/// The model's provider (`schannel.rs`'s `provider()`).
+/// The model's provider (`schannel/credentials.rs`'s `provider()`).
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

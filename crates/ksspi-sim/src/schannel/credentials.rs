@@ -1,0 +1,310 @@
+//! Credentials: which versions a credential allows ([`Protocols`]), what it
+//! is made of ([`CredentialSpec`]), and the rustls configuration it becomes
+//! ([`Credential`]): the server's config, or the client's verifiers
+//! (WebPKI over the store's roots, none trusted without roots, or signatures
+//! only for manual validation) and the client certificate it offers.
+
+use crate::certs::{CertStore, Identity};
+use ksspi::sys::*;
+use ksspi::SecStatus;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    CertificateError, DigitallySignedStruct, Error, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedProtocolVersion,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Which TLS versions a credential allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Protocols {
+    /// TLS 1.2.
+    pub tls12: bool,
+    /// TLS 1.3.
+    pub tls13: bool,
+}
+
+impl Protocols {
+    /// TLS 1.2 and 1.3.
+    pub const ALL: Protocols = Protocols {
+        tls12: true,
+        tls13: true,
+    };
+    /// TLS 1.2 only.
+    pub const TLS12: Protocols = Protocols {
+        tls12: true,
+        tls13: false,
+    };
+    /// TLS 1.3 only.
+    pub const TLS13: Protocols = Protocols {
+        tls12: false,
+        tls13: true,
+    };
+
+    /// From `TLS_PARAMETERS.grbitDisabledProtocols` (0: everything the model
+    /// supports, TLS 1.2 and 1.3).
+    pub fn from_disabled(disabled: u32, server: bool) -> Self {
+        let (v12, v13) = if server {
+            (SP_PROT_TLS1_2_SERVER, SP_PROT_TLS1_3_SERVER)
+        } else {
+            (SP_PROT_TLS1_2_CLIENT, SP_PROT_TLS1_3_CLIENT)
+        };
+        Protocols {
+            tls12: disabled & v12 == 0,
+            tls13: disabled & v13 == 0,
+        }
+    }
+
+    pub(super) fn versions(self) -> Vec<&'static SupportedProtocolVersion> {
+        let mut v = Vec::new();
+        if self.tls13 {
+            v.push(&rustls::version::TLS13);
+        }
+        if self.tls12 {
+            v.push(&rustls::version::TLS12);
+        }
+        v
+    }
+}
+
+/// What a credential is made of.
+#[derive(Clone, Debug)]
+pub enum CredentialSpec {
+    /// A server with its certificate.
+    Server {
+        /// The certificate and key.
+        identity: Identity,
+        /// Allowed versions.
+        protocols: Protocols,
+        /// TLS 1.3 NewSessionTickets sent after the handshake (0: none).
+        tls13_tickets: usize,
+        /// Ask for, and require, a client certificate chaining to the store's roots.
+        require_client_cert: bool,
+    },
+    /// A client.
+    Client {
+        /// Allowed versions.
+        protocols: Protocols,
+        /// `SCH_CRED_MANUAL_CRED_VALIDATION`: do not validate the server's certificate.
+        manual_validation: bool,
+        /// A client certificate to offer when asked.
+        client_identity: Option<Identity>,
+    },
+}
+
+/// What a credential holds, by role.
+pub(super) enum Kind {
+    Server(Arc<ServerConfig>),
+    Client {
+        protocols: Protocols,
+        verifier: Arc<dyn ServerCertVerifier>,
+        lax: Arc<dyn ServerCertVerifier>,
+        manual: bool,
+        identity: Option<Arc<rustls::sign::CertifiedKey>>,
+    },
+}
+
+/// An acquired credential.
+pub struct Credential {
+    pub(super) kind: Kind,
+}
+
+/// The crypto provider every config is built on (ring).
+pub(super) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Credential {
+    /// Build a credential; `SEC_E_NO_CREDENTIALS` for an unusable certificate
+    /// or key, `SEC_E_ALGORITHM_MISMATCH` if no protocol is left enabled.
+    pub fn new(spec: CredentialSpec, store: &CertStore) -> Result<Credential, SecStatus> {
+        let kind = match spec {
+            CredentialSpec::Server {
+                identity,
+                protocols,
+                tls13_tickets,
+                require_client_cert,
+            } => {
+                let versions = protocols.versions();
+                if versions.is_empty() {
+                    return Err(SecStatus::SEC_E_ALGORITHM_MISMATCH);
+                }
+                let builder = ServerConfig::builder_with_provider(provider())
+                    .with_protocol_versions(&versions)
+                    .map_err(|_| SecStatus::SEC_E_ALGORITHM_MISMATCH)?;
+                let builder = if require_client_cert {
+                    let verifier = WebPkiClientVerifier::builder_with_provider(
+                        Arc::new(roots(store)),
+                        provider(),
+                    )
+                    .build()
+                    .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
+                    builder.with_client_cert_verifier(verifier)
+                } else {
+                    builder.with_no_client_auth()
+                };
+                let key = identity
+                    .key()
+                    .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
+                let mut config = builder
+                    .with_single_cert(identity.chain.clone(), key)
+                    .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
+                config.send_tls13_tickets = tls13_tickets;
+                Kind::Server(Arc::new(config))
+            }
+            CredentialSpec::Client {
+                protocols,
+                manual_validation,
+                client_identity,
+            } => {
+                if protocols.versions().is_empty() {
+                    return Err(SecStatus::SEC_E_ALGORITHM_MISMATCH);
+                }
+                let roots = Arc::new(roots(store));
+                let verifier: Arc<dyn ServerCertVerifier> = if roots.is_empty() {
+                    // No trust anchors: every chain is untrusted.
+                    Arc::new(NoRoots(provider()))
+                } else {
+                    WebPkiServerVerifier::builder_with_provider(roots, provider())
+                        .build()
+                        .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?
+                };
+                let identity = match client_identity {
+                    None => None,
+                    Some(id) => {
+                        let key = id.key().map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
+                        let signer = provider()
+                            .key_provider
+                            .load_private_key(key)
+                            .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
+                        Some(Arc::new(rustls::sign::CertifiedKey::new(
+                            id.chain.clone(),
+                            signer,
+                        )))
+                    }
+                };
+                Kind::Client {
+                    protocols,
+                    verifier,
+                    lax: Arc::new(AcceptAny(provider())),
+                    manual: manual_validation,
+                    identity,
+                }
+            }
+        };
+        Ok(Credential { kind })
+    }
+
+    /// Whether this is a server (inbound) credential.
+    pub fn is_server(&self) -> bool {
+        matches!(self.kind, Kind::Server(_))
+    }
+}
+
+fn roots(store: &CertStore) -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    for cert in store.roots() {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
+/// The server-certificate check of a client with no trust anchors.
+#[derive(Debug)]
+struct NoRoots(Arc<CryptoProvider>);
+
+/// The server-certificate check with validation off (manual validation, or
+/// no target name): signatures are still checked, the chain and name are not.
+#[derive(Debug)]
+struct AcceptAny(Arc<CryptoProvider>);
+
+macro_rules! signature_checks {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    };
+}
+
+impl ServerCertVerifier for NoRoots {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
+    }
+    signature_checks!();
+}
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    signature_checks!();
+}
+
+/// Records that the server asked for a client certificate, and answers with
+/// the credential's identity, if it has one.
+#[derive(Debug)]
+pub(super) struct AskedFor {
+    pub(super) asked: AtomicBool,
+    pub(super) identity: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl ResolvesClientCert for AskedFor {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.asked.store(true, Ordering::SeqCst);
+        self.identity.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}

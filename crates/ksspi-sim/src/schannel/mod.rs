@@ -1,0 +1,198 @@
+//! Model Schannel: the handshake semantics of AcceptSecurityContext /
+//! InitializeSecurityContext, produced over rustls's unbuffered API (tokens
+//! are real TLS records), synchronously and without pointers. The provider
+//! ([`crate::provider`]) wraps it in the async SSPI surface.
+//!
+//! Semantics reproduced (Schannel's, not rustls's):
+//! - the client's first call, with no input, gives the ClientHello;
+//! - input holding no complete record gives `SEC_E_INCOMPLETE_MESSAGE` with a
+//!   MISSING count, and consumes nothing (the caller resubmits it with more);
+//! - one call consumes one flight: once a call has produced a flight (any
+//!   record but a lone middlebox ChangeCipherSpec), records after the one
+//!   that produced it are left as EXTRA for the next call, and a partial
+//!   record at the end is EXTRA too;
+//! - `SEC_E_OK` when the handshake is complete (for a TLS 1.3 server, only once
+//!   the client's Finished is in), with any final token, and whatever input
+//!   followed as EXTRA;
+//! - failures map to Schannel's codes, with the alert rustls sends as the
+//!   alert token; a failed context stays failed;
+//! - a CertificateRequest the client cannot answer gives
+//!   `SEC_I_INCOMPLETE_CREDENTIALS` (no token); the next call goes on without a
+//!   client certificate, as Schannel does.
+//!
+//! The files, one concern each:
+//! - `credentials.rs`: credentials and the rustls configuration they become;
+//! - `framing.rs`: TLS record framing (INCOMPLETE_MESSAGE / MISSING / EXTRA);
+//! - `handshake.rs`: the handshake calls ([`Context::step`], [`Step`]);
+//! - `records.rs`: EncryptMessage, DecryptMessage, the stream sizes;
+//! - `post_handshake.rs`: post-handshake messages and the shutdown;
+//! - `errors.rs`: Schannel's codes for rustls failures ([`map_error`]);
+//! - `rustls_unbuffered.rs`: every use of rustls 0.23's unbuffered API,
+//!   behind a small interface of the model's own (later rustls versions
+//!   drop that API).
+//!
+//! This file holds the security context ([`Context`]): its state, making one
+//! over a credential, and what it negotiated.
+
+mod credentials;
+mod errors;
+mod framing;
+mod handshake;
+mod post_handshake;
+mod records;
+mod rustls_unbuffered;
+
+pub use credentials::{Credential, CredentialSpec, Protocols};
+pub use errors::map_error;
+pub use handshake::Step;
+pub use records::{StreamSizes, Unsealed, MAX_PLAINTEXT};
+
+use credentials::{provider, AskedFor, Kind};
+use ksspi::sys::*;
+use ksspi::SecStatus;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ProtocolVersion};
+use rustls_unbuffered::Conn;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// One TLS connection, one role, as a security context.
+pub struct Context {
+    conn: Conn,
+    /// A client's record of the server asking for its certificate (`None`
+    /// for a server).
+    asked: Option<Arc<AskedFor>>,
+    /// Records rustls has been given but not yet discarded (a handshake
+    /// message spanning records is joined in place).
+    pending: Vec<u8>,
+    started: bool,
+    established: bool,
+    failed: Option<SecStatus>,
+    held: Option<Step>,
+    /// A post-handshake record DecryptMessage consumed and answered with
+    /// SEC_I_RENEGOTIATE: its length, for the handshake call that is handed it.
+    post_handshake: Option<usize>,
+    /// What rustls wrote in answer to a post-handshake message (a KeyUpdate),
+    /// for that handshake call's output.
+    post_handshake_out: Vec<u8>,
+    /// The peer's close_notify arrived.
+    peer_closed: bool,
+    /// ApplyControlToken(SCHANNEL_SHUTDOWN) was applied: the next handshake
+    /// call produces close_notify.
+    shutdown: bool,
+    /// The close_notify went out: no handshake call produces anything more.
+    close_sent: bool,
+    /// The stream sizes, fixed once the handshake is complete.
+    sizes: Option<StreamSizes>,
+    /// Where EncryptMessage has rustls write a record before it is copied out
+    /// to the caller's header, data and trailer buffers: kept for the
+    /// context's life, grown to the largest record sealed (at most
+    /// MAX_PLAINTEXT and the overhead), so no call allocates once it has
+    /// reached that size.
+    scratch: Vec<u8>,
+}
+
+impl Context {
+    /// A server context over `cred`.
+    pub fn server(cred: &Credential) -> Result<Context, SecStatus> {
+        let Kind::Server(config) = &cred.kind else {
+            return Err(SecStatus::SEC_E_WRONG_CREDENTIAL_HANDLE);
+        };
+        let conn = Conn::server(config.clone()).map_err(|e| map_error(&e))?;
+        Ok(Context::with(conn, None))
+    }
+
+    /// A client context over `cred`, towards `target` (the SNI and the name the
+    /// certificate must carry; `None`: no name, and no validation).
+    pub fn client(cred: &Credential, target: Option<&str>) -> Result<Context, SecStatus> {
+        let Kind::Client {
+            protocols,
+            verifier,
+            lax,
+            manual,
+            identity,
+        } = &cred.kind
+        else {
+            return Err(SecStatus::SEC_E_WRONG_CREDENTIAL_HANDLE);
+        };
+        let (name, verifier) = match target.filter(|t| !t.is_empty()) {
+            Some(t) => (
+                ServerName::try_from(t.to_string())
+                    .map_err(|_| SecStatus::SEC_E_INVALID_PARAMETER)?,
+                if *manual {
+                    lax.clone()
+                } else {
+                    verifier.clone()
+                },
+            ),
+            None => (
+                ServerName::try_from("ksspi.invalid").expect("a valid name"),
+                lax.clone(),
+            ),
+        };
+        let asked = Arc::new(AskedFor {
+            asked: AtomicBool::new(false),
+            identity: identity.clone(),
+        });
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&protocols.versions())
+            .map_err(|_| SecStatus::SEC_E_ALGORITHM_MISMATCH)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(asked.clone());
+        config.resumption = rustls::client::Resumption::disabled();
+        config.enable_sni = target.is_some();
+        let conn = Conn::client(Arc::new(config), name).map_err(|e| map_error(&e))?;
+        Ok(Context::with(conn, Some(asked)))
+    }
+
+    fn with(conn: Conn, asked: Option<Arc<AskedFor>>) -> Context {
+        Context {
+            conn,
+            asked,
+            pending: Vec::new(),
+            started: false,
+            established: false,
+            failed: None,
+            held: None,
+            post_handshake: None,
+            post_handshake_out: Vec::new(),
+            peer_closed: false,
+            shutdown: false,
+            close_sent: false,
+            sizes: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Whether the handshake is complete.
+    pub fn is_established(&self) -> bool {
+        self.established
+    }
+
+    /// `dwProtocol` as Schannel reports it (`SP_PROT_TLS1_3_SERVER`, ...).
+    pub fn protocol(&self) -> Option<u32> {
+        let (server, v) = (!self.conn.is_client(), self.conn.protocol_version());
+        Some(match (v?, server) {
+            (ProtocolVersion::TLSv1_3, true) => SP_PROT_TLS1_3_SERVER,
+            (ProtocolVersion::TLSv1_3, false) => SP_PROT_TLS1_3_CLIENT,
+            (ProtocolVersion::TLSv1_2, true) => SP_PROT_TLS1_2_SERVER,
+            (ProtocolVersion::TLSv1_2, false) => SP_PROT_TLS1_2_CLIENT,
+            _ => return None,
+        })
+    }
+
+    /// The peer's certificates (DER, leaf first), once it sent them.
+    pub fn peer_certificates(&self) -> Vec<Vec<u8>> {
+        let certs = self.conn.peer_certificates();
+        certs
+            .map(|certs| certs.iter().map(|c| c.as_ref().to_vec()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The negotiated cipher suite's IANA name.
+    pub fn cipher_suite_name(&self) -> Option<&'static str> {
+        let suite = self.conn.negotiated_cipher_suite();
+        suite.and_then(|s| s.suite().as_str())
+    }
+}
