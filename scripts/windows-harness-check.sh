@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Type-check the harness's Windows backend (crates/ksspictl/src/windows.rs:
+# Type-check the harness's Windows backend (crates/ksspictl/src/backend/windows/:
 # the device interface lookup, CreateFileW, overlapped DeviceIoControl) for
 # x86_64-pc-windows-msvc, with Debian's rustc-web toolchain building std from
 # source. Nothing is linked or run: there is no Windows here.

@@ -15,9 +15,9 @@
 //!
 //! Model only: on Windows the driver's own figures come from `selftest`.
 
+use crate::backend::model::Model;
 use crate::backend::Driver;
 use crate::instructions::{self, Instructions};
-use crate::model::Model;
 use crate::plot::{scale_png, ScalePoint};
 use crate::Failure;
 use ksspi::engine::{

@@ -12,22 +12,18 @@ mod bench;
 #[cfg(not(windows))]
 mod instructions;
 #[cfg(not(windows))]
-mod model;
-#[cfg(not(windows))]
 mod plot;
 mod relay;
 mod soak;
-#[cfg(windows)]
-mod windows;
 
+#[cfg(not(windows))]
+use backend::model::Model;
 use backend::Driver;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use ksspi_abi::*;
 #[cfg(not(windows))]
 use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig};
-#[cfg(not(windows))]
-use model::Model;
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -356,7 +352,7 @@ fn open_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure>
                 .into(),
         ));
     }
-    Ok(Box::new(windows::WinDriver::open()?))
+    Ok(Box::new(backend::windows::WinDriver::open()?))
 }
 
 /// One part of `bench` (`--only`).
@@ -605,7 +601,7 @@ fn server_driver(identity: Identity) -> Result<(Box<dyn Driver>, [u8; 20]), Fail
             ))
         }
     };
-    Ok((Box::new(windows::WinDriver::open()?), thumbprint))
+    Ok((Box::new(backend::windows::WinDriver::open()?), thumbprint))
 }
 
 #[cfg(windows)]
@@ -891,7 +887,7 @@ fn selftest_driver(config: Option<()>, thumbprint: Option<[u8; 20]>) -> Result<T
     let _ = config;
     let thumbprint = thumbprint.ok_or_else(|| Failure(NEED_THUMBPRINT.into()))?;
     Ok(Target {
-        driver: Box::new(windows::WinDriver::open()?),
+        driver: Box::new(backend::windows::WinDriver::open()?),
         thumbprint,
         seed: 0,
     })
@@ -1021,7 +1017,7 @@ fn batch_bytes(bytes: Option<u32>, index: u64) -> u32 {
 /// batches see every combination.
 #[cfg(not(windows))]
 fn stress_batch(plan: &StressPlan, index: u64) -> Result<soak::Batch, Failure> {
-    soak::batch(&soak::BatchPlan {
+    backend::model::batch::batch(&backend::model::batch::BatchPlan {
         index,
         seed: plan.seed + index,
         concurrency: plan.concurrency,

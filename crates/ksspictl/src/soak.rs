@@ -15,11 +15,6 @@
 
 use serde::Serialize;
 
-#[cfg(not(windows))]
-mod batch;
-#[cfg(not(windows))]
-pub use batch::{batch, BatchPlan};
-
 macro_rules! counters {
     ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* $f:ident,)* }) => {
         $(#[$m])*

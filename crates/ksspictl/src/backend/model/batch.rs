@@ -1,8 +1,8 @@
 //! One soak batch over the model: a fresh device, its self-test, the
 //! workers' IOCTL session pairs beside it, the unload and the balances.
 
-use super::{Batch, Counters};
-use crate::model::{Model, Pending, Unloaded, DROPPED};
+use super::{Model, Pending, Unloaded, DROPPED};
+use crate::soak::{Batch, Counters};
 use crate::Failure;
 use ksspi::sys::{SP_PROT_TLS1_2, SP_PROT_TLS1_3};
 use ksspi::SecStatus;

@@ -1,9 +1,14 @@
 //! What the harness drives: the installed driver through DeviceIoControl
-//! (Windows, [`crate::windows`]) or the same device engine in-process over
-//! the model (elsewhere, [`crate::model`]). Both take an IOCTL's code and
-//! input and return its NTSTATUS and reply, blocking until it completes.
+//! (Windows, `windows`) or the same device engine in-process over the model
+//! (elsewhere, [`model`]). Both take an IOCTL's code and input and return its
+//! NTSTATUS and reply, blocking until it completes.
 
 use crate::Failure;
+
+#[cfg(not(windows))]
+pub mod model;
+#[cfg(windows)]
+pub mod windows;
 
 /// A driver to send IOCTLs to. Calls may come from several threads at once.
 pub trait Driver: Send + Sync {
