@@ -78,7 +78,7 @@ pub struct Plan {
     pub only: Vec<Section>,
 }
 
-pub use crate::BenchSection as Section;
+pub use crate::util::BenchSection as Section;
 
 impl Plan {
     fn wants(&self, section: Section) -> bool {

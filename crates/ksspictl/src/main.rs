@@ -14,24 +14,19 @@ mod instructions;
 #[cfg(not(windows))]
 mod plot;
 mod relay;
+mod selftest;
 mod soak;
+mod util;
 
-#[cfg(not(windows))]
-use backend::model::Model;
-use backend::Driver;
-use clap::{Parser, Subcommand, ValueEnum};
+use backend::{Driver, Identity};
+use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use ksspi_abi::*;
-#[cfg(not(windows))]
-use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig};
+use selftest::run_selftest;
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
-
-/// Counts live heap bytes, for `bench`'s memory per session.
-#[cfg(not(windows))]
-#[global_allocator]
-static ALLOCATOR: bench::Counting = bench::Counting;
+use util::*;
 
 #[derive(Parser)]
 #[command(
@@ -123,7 +118,7 @@ enum Command {
     BenchPath {
         /// Which path.
         #[arg(long)]
-        path: BenchPathName,
+        path: backend::BenchPathName,
         /// The TLS version, 1.2 or 1.3.
         #[arg(long)]
         tls: String,
@@ -191,30 +186,6 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Tls {
-    #[value(name = "1.2")]
-    V12,
-    #[value(name = "1.3")]
-    V13,
-    Both,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum CompletionArg {
-    Async,
-    Inline,
-    Sync,
-    Mixed,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum IrqlArg {
-    Passive,
-    Dispatch,
-    Mixed,
-}
-
 #[derive(clap::Args)]
 struct SelftestArgs {
     /// Handshakes to run.
@@ -226,22 +197,8 @@ struct SelftestArgs {
     /// TLS versions (both: alternate).
     #[arg(long, value_enum, default_value_t = Tls::Both)]
     tls: Tls,
-    /// Model: how async calls complete.
-    #[arg(long, value_enum)]
-    completion: Option<CompletionArg>,
-    /// Model: the IRQL completion callbacks run at.
-    #[arg(long = "callback-irql", value_enum)]
-    callback_irql: Option<IrqlArg>,
-    /// Model: the seed of every random choice.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Model: ksecdd does not export SspiAsyncContextRequiresNotify (every
-    /// call then completes through its callback).
-    #[arg(long = "no-requires-notify")]
-    no_requires_notify: bool,
-    /// Model: SspiReinitAsyncContext is refused inside the callback.
-    #[arg(long = "refuse-reinit-in-callback")]
-    refuse_reinit_in_callback: bool,
+    #[command(flatten)]
+    model: ModelOptions,
     /// The server certificate's SHA-1 thumbprint in LocalMachine\My (needed
     /// on Windows; the model generates one).
     #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint)]
@@ -255,206 +212,8 @@ struct SelftestArgs {
     json: bool,
 }
 
-/// "one in N": `N` or `1inN` (`0`, `off`: never).
-fn parse_one_in(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    if t == "off" {
-        return Ok(0);
-    }
-    let n = t.strip_prefix("1in").unwrap_or(&t);
-    n.parse()
-        .map_err(|_| format!("{s:?} is not N or 1inN (one fault point in N fails)"))
-}
-
-/// A SHA-1 thumbprint: 40 hex digits (spaces and colons ignored).
-fn parse_thumbprint(s: &str) -> Result<[u8; 20], String> {
-    let hex: Vec<u8> = s.bytes().filter(|b| !matches!(b, b' ' | b':')).collect();
-    if hex.len() != 40 {
-        return Err(format!("a thumbprint has 40 hex digits, not {}", hex.len()));
-    }
-    let mut out = [0u8; 20];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).map_err(|_| "not hex".to_string())?;
-        out[i] = u8::from_str_radix(text, 16).map_err(|_| format!("{text:?} is not hex"))?;
-    }
-    Ok(out)
-}
-
-#[cfg(not(windows))]
-fn model_config(args: &SelftestArgs) -> SimConfig {
-    let completion = match args.completion.unwrap_or(CompletionArg::Mixed) {
-        CompletionArg::Async => CompletionPolicy::Always(Completion::Async),
-        CompletionArg::Inline => CompletionPolicy::Always(Completion::Inline),
-        CompletionArg::Sync => CompletionPolicy::Always(Completion::Sync),
-        CompletionArg::Mixed => CompletionPolicy::Mixed,
-    };
-    let callback_irql = match args.callback_irql.unwrap_or(IrqlArg::Mixed) {
-        IrqlArg::Passive => CallbackIrql::Passive,
-        IrqlArg::Dispatch => CallbackIrql::Dispatch,
-        IrqlArg::Mixed => CallbackIrql::Mixed,
-    };
-    SimConfig {
-        seed: args.seed,
-        completion,
-        callback_irql,
-        requires_notify_exported: !args.no_requires_notify,
-        reinit_in_callback: !args.refuse_reinit_in_callback,
-        ..model_defaults()
-    }
-}
-
-/// The model as the harness runs it: servers send two TLS 1.3 session
-/// tickets after the handshake, as OpenSSL's do, so clients' record layers
-/// meet SEC_I_RENEGOTIATE as they would in the field.
-#[cfg(not(windows))]
-fn model_defaults() -> SimConfig {
-    SimConfig {
-        tls13_tickets: 2,
-        ..SimConfig::default()
-    }
-}
-
 /// A failure: one line on stderr, non-zero exit.
 pub struct Failure(pub String);
-
-fn protocols(tls: Tls) -> u32 {
-    match tls {
-        Tls::V12 => proto::TLS12,
-        Tls::V13 => proto::TLS13,
-        Tls::Both => proto::ALL,
-    }
-}
-
-fn read_file(path: &std::path::Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path).map_err(|e| Failure(format!("{}: {e}", path.display())))
-}
-
-/// The driver, trusting `ca` as well (model only): for `connect` and `info`.
-#[cfg(not(windows))]
-fn open_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
-    let model = Model::new(model_defaults());
-    if let Some(ca) = ca {
-        model
-            .sim
-            .store()
-            .add_root_pem(&read_file(ca)?)
-            .map_err(|e| Failure(format!("{}: {e}", ca.display())))?;
-    }
-    Ok(Box::new(model))
-}
-
-#[cfg(windows)]
-fn open_driver(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
-    if ca.is_some() {
-        return Err(Failure(
-            "--ca applies to the model; kernel Schannel trusts LocalMachine\\Root: \
-             import the CA there (certutil -addstore root ca.cer)"
-                .into(),
-        ));
-    }
-    Ok(Box::new(backend::windows::WinDriver::open()?))
-}
-
-/// One part of `bench` (`--only`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchSection {
-    /// Handshakes per second against rustls.
-    Handshakes,
-    /// The async machinery over the null provider.
-    Continuations,
-    /// Record-layer throughput against rustls.
-    Records,
-    /// Memory per session at rest.
-    Memory,
-    /// The self-test at growing concurrency (and the plot, with memory).
-    Scale,
-    /// Instructions per handshake of each path, under valgrind's callgrind.
-    Instructions,
-}
-
-#[cfg(not(windows))]
-use bench::HandshakePath as BenchPathName;
-/// `bench-path` exists on the model's hosts only.
-#[cfg(windows)]
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum BenchPathName {
-    /// Not on Windows.
-    None,
-}
-
-#[cfg(not(windows))]
-fn run_bench_path(path: BenchPathName, tls: &str, count: usize) -> Result<(), Failure> {
-    let version = match tls {
-        "1.2" => ksspi_sim::baseline::Version::Tls12,
-        "1.3" => ksspi_sim::baseline::Version::Tls13,
-        other => return Err(Failure(format!("--tls takes 1.2 or 1.3, not {other}"))),
-    };
-    bench::run_path(path, version, count)
-}
-
-#[cfg(windows)]
-fn run_bench_path(_path: BenchPathName, _tls: &str, _count: usize) -> Result<(), Failure> {
-    Err(Failure("bench-path runs over the model only".into()))
-}
-
-#[cfg(not(windows))]
-fn run_bench(
-    quick: bool,
-    scale: &[u32],
-    plot: Option<&std::path::Path>,
-    json: bool,
-    only: &[BenchSection],
-) -> Result<(), Failure> {
-    if scale.contains(&0) {
-        return Err(Failure("--scale takes concurrencies of at least 1".into()));
-    }
-    let plan = bench::Plan {
-        quick,
-        scale: scale.to_vec(),
-        plot: plot.map(|p| p.to_path_buf()),
-        only: only.to_vec(),
-    };
-    let bar = (!json).then(|| {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} bench: {msg} [{elapsed}]")
-                .expect("a valid template"),
-        );
-        bar.enable_steady_tick(Duration::from_millis(100));
-        bar
-    });
-    let progress = |what: &str| {
-        if let Some(bar) = &bar {
-            bar.set_message(what.to_string());
-        }
-    };
-    let report = bench::run(&plan, &progress);
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
-    let report = report?;
-    if json {
-        println!("{}", serde_json::to_string(&report).expect("serialisable"));
-    } else {
-        bench::print(&report);
-    }
-    Ok(())
-}
-
-#[cfg(windows)]
-fn run_bench(
-    _quick: bool,
-    _scale: &[u32],
-    _plot: Option<&std::path::Path>,
-    _json: bool,
-    _only: &[BenchSection],
-) -> Result<(), Failure> {
-    Err(Failure(
-        "bench measures the stack over the model against plain rustls; on Windows the \
-         driver's own figures come from `ksspictl selftest`"
-            .into(),
-    ))
-}
 
 /// What `connect` sends and waits for after the handshake.
 struct Conversation {
@@ -470,7 +229,7 @@ fn connect(
     tls: Tls,
     talk: Option<Conversation>,
 ) -> Result<(), Failure> {
-    let driver = open_driver(ca)?;
+    let driver = backend::open(ca)?;
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let name = server_name.unwrap_or(host);
     let session = relay::open(driver.as_ref(), false, [0; 20], name, protocols(tls))?;
@@ -564,50 +323,6 @@ fn describe(x: &relay::Exchange) -> String {
     )
 }
 
-/// The driver for `serve` and the thumbprint of the certificate it serves.
-#[cfg(not(windows))]
-fn server_driver(identity: Identity) -> Result<(Box<dyn Driver>, [u8; 20]), Failure> {
-    let model = Model::new(model_defaults());
-    let thumbprint = match identity {
-        Identity::Generated => model.thumbprint,
-        Identity::Thumbprint(t) => t,
-        Identity::Pem(cert, key) => model
-            .sim
-            .store()
-            .add_identity_pem("MY", &cert, &key)
-            .map_err(|e| Failure(format!("the server certificate: {e}")))?,
-        Identity::SelfSigned(name) => {
-            let leaf = ksspi_sim::certs::self_signed(&[name.as_str()]);
-            model
-                .sim
-                .store()
-                .add_identity("MY", leaf.chain_der, leaf.key_der)
-                .map_err(|e| Failure(format!("the self-signed certificate: {e}")))?
-        }
-    };
-    Ok((Box::new(model), thumbprint))
-}
-
-#[cfg(windows)]
-fn server_driver(identity: Identity) -> Result<(Box<dyn Driver>, [u8; 20]), Failure> {
-    let thumbprint = match identity {
-        Identity::Thumbprint(t) => t,
-        Identity::Generated => return Err(Failure(NEED_THUMBPRINT.into())),
-        Identity::Pem(..) | Identity::SelfSigned(_) => {
-            return Err(Failure(
-                "--cert/--key and --self-signed apply to the model; kernel Schannel takes the \
-                 server certificate from LocalMachine\\My: use --cert-thumbprint"
-                    .into(),
-            ))
-        }
-    };
-    Ok((Box::new(backend::windows::WinDriver::open()?), thumbprint))
-}
-
-#[cfg(windows)]
-const NEED_THUMBPRINT: &str = "on Windows the driver needs a server certificate in \
-     LocalMachine\\My: pass --cert-thumbprint HEX (docs/WINDOWS.md shows how to make one)";
-
 fn serve(
     listen: &str,
     identity: Identity,
@@ -615,7 +330,7 @@ fn serve(
     once: bool,
     echo: bool,
 ) -> Result<(), Failure> {
-    let (driver, thumbprint) = server_driver(identity)?;
+    let (driver, thumbprint) = backend::server(identity)?;
     let driver = std::sync::Arc::new(driver);
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| Failure(format!("listening on {listen}: {e}")))?;
@@ -689,15 +404,6 @@ fn serve(
     Ok(())
 }
 
-/// Where the server's certificate comes from.
-#[cfg_attr(windows, allow(dead_code))] // PEM and self-signed are refused there
-enum Identity {
-    Generated,
-    Thumbprint([u8; 20]),
-    Pem(String, String),
-    SelfSigned(String),
-}
-
 /// What `connect` is to say after the handshake, if anything.
 fn conversation(
     send: Option<&str>,
@@ -723,10 +429,6 @@ fn conversation(
         expect: expect.map(|e| e.as_bytes().to_vec()),
         idle: Duration::from_secs_f64(idle),
     }))
-}
-
-fn ntstatus_name(status: i32) -> String {
-    format!("NTSTATUS {:#010x}", status as u32)
 }
 
 #[derive(Serialize)]
@@ -857,110 +559,7 @@ struct SelftestJson {
     observed: ObservedJson,
 }
 
-/// What a self-test runs on: the driver, the server certificate and the seed.
-struct Target {
-    driver: Box<dyn Driver>,
-    thumbprint: [u8; 20],
-    seed: u64,
-}
-
-/// The driver for one self-test batch and the server certificate's
-/// thumbprint: a fresh model with `config`, or the installed driver.
-#[cfg(not(windows))]
-fn selftest_driver(
-    config: Option<SimConfig>,
-    thumbprint: Option<[u8; 20]>,
-) -> Result<Target, Failure> {
-    let config = config.unwrap_or_default();
-    let seed = config.seed;
-    let model = Model::new(config);
-    let thumbprint = thumbprint.unwrap_or(model.thumbprint);
-    Ok(Target {
-        driver: Box::new(model),
-        thumbprint,
-        seed,
-    })
-}
-
-#[cfg(windows)]
-fn selftest_driver(config: Option<()>, thumbprint: Option<[u8; 20]>) -> Result<Target, Failure> {
-    let _ = config;
-    let thumbprint = thumbprint.ok_or_else(|| Failure(NEED_THUMBPRINT.into()))?;
-    Ok(Target {
-        driver: Box::new(backend::windows::WinDriver::open()?),
-        thumbprint,
-        seed: 0,
-    })
-}
-
-/// One self-test: the reply, the backend's name and what leaked at unload.
-fn run_selftest(
-    Target {
-        driver,
-        thumbprint,
-        seed,
-    }: Target,
-    count: u32,
-    concurrency: u32,
-    protocols: u32,
-    bytes: u32,
-    spinner: bool,
-) -> Result<(SelftestReply, &'static str, u64, Observed), Failure> {
-    let request = SelftestRequest {
-        count,
-        concurrency,
-        protocols,
-        completion: 0,
-        callback_irql: 0,
-        seed,
-        thumbprint,
-        bytes,
-    };
-    let mut input = vec![0u8; 256];
-    let n = encode(&request, &mut input)
-        .map_err(|e| Failure(format!("encoding the request: {e:?}")))?;
-    let backend = driver.backend();
-    let bar = spinner.then(|| {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} self-test: {msg} [{elapsed}]")
-                .expect("a valid template"),
-        );
-        bar.set_message(format!(
-            "{count} handshakes at concurrency {concurrency} ({backend})"
-        ));
-        bar.enable_steady_tick(Duration::from_millis(100));
-        bar
-    });
-    let result = driver.call(IOCTL_KSSPI_SELFTEST, &input[..n], 512);
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let (status, reply) = result?;
-    if status != 0 {
-        driver.finish();
-        return Err(Failure(format!(
-            "the self-test request failed: {}",
-            ntstatus_name(status)
-        )));
-    }
-    let r = decode::<SelftestReply>(&reply)
-        .map_err(|e| Failure(format!("a malformed self-test reply: {e:?}")))?;
-    let (status, info) = driver.call(IOCTL_KSSPI_GET_INFO, &[], 256)?;
-    let observed = match decode::<InfoReply>(&info) {
-        Ok(info) if status == 0 => info.observed,
-        _ => {
-            driver.finish();
-            return Err(Failure(format!(
-                "GET_INFO after the self-test failed: {}",
-                ntstatus_name(status)
-            )));
-        }
-    };
-    Ok((r, backend, driver.finish(), observed))
-}
-
-use soak::Counters;
+use soak::{Counters, StressPlan};
 
 /// What `stress` prints with --json.
 #[derive(Serialize)]
@@ -982,97 +581,6 @@ struct StressJson {
     failure: Option<String>,
 }
 
-/// What `stress` runs.
-struct StressPlan {
-    duration: u64,
-    concurrency: u32,
-    tls: Tls,
-    seed: u64,
-    bytes: Option<u32>,
-    faults: Option<u64>,
-    workers: Option<u32>,
-    disrupt: Option<u32>,
-    thumbprint: Option<[u8; 20]>,
-    json: bool,
-}
-
-/// The TLS versions of batch `index`: `tls`, or with both a rotation of
-/// 1.2 only, 1.3 only and both.
-fn batch_protocols(tls: Tls, index: u64) -> u32 {
-    match tls {
-        Tls::Both => [proto::TLS12, proto::TLS13, proto::ALL][(index % 3) as usize],
-        other => protocols(other),
-    }
-}
-
-/// The self-test's application bytes in batch `index`: `bytes`, or by
-/// default 16 KiB each way in batches 2 and 3 of every four (so with and
-/// without faults).
-fn batch_bytes(bytes: Option<u32>, index: u64) -> u32 {
-    bytes.unwrap_or(if index % 4 >= 2 { 16 * 1024 } else { 0 })
-}
-
-/// One batch over the model: the soak's mix (see [`soak`]). TLS versions
-/// rotate every batch, tickets every six, faults every other one, so twelve
-/// batches see every combination.
-#[cfg(not(windows))]
-fn stress_batch(plan: &StressPlan, index: u64) -> Result<soak::Batch, Failure> {
-    backend::model::batch::batch(&backend::model::batch::BatchPlan {
-        index,
-        seed: plan.seed + index,
-        concurrency: plan.concurrency,
-        protocols: batch_protocols(plan.tls, index),
-        tickets: if (index / 6).is_multiple_of(2) { 2 } else { 0 },
-        faults: if index % 2 == 1 {
-            plan.faults.unwrap_or(200)
-        } else {
-            0
-        },
-        bytes: batch_bytes(plan.bytes, index),
-        workers: plan.workers.unwrap_or(2),
-        disrupt: plan.disrupt.unwrap_or(40),
-        thumbprint: plan.thumbprint,
-    })
-}
-
-/// One batch on Windows: a self-test of the installed driver.
-#[cfg(windows)]
-fn stress_batch(plan: &StressPlan, index: u64) -> Result<soak::Batch, Failure> {
-    let _ = plan.seed; // ksecdd's behaviour is not seeded
-    let protocols = batch_protocols(plan.tls, index);
-    let bytes = batch_bytes(plan.bytes, index);
-    let (r, _, leaked, _) = run_selftest(
-        selftest_driver(None, plan.thumbprint)?,
-        plan.concurrency * 4,
-        plan.concurrency,
-        protocols,
-        bytes,
-        false,
-    )?;
-    let want = u64::from(bytes) * 2 * r.handshakes_ok;
-    if r.bytes_checked != want {
-        return Err(Failure(format!(
-            "batch {index}: {} of {want} application bytes checked",
-            r.bytes_checked
-        )));
-    }
-    Ok(soak::Batch {
-        counters: Counters {
-            batches_tls12: u64::from(protocols == proto::TLS12),
-            batches_tls13: u64::from(protocols == proto::TLS13),
-            batches_tls_both: u64::from(protocols == proto::ALL),
-            handshakes_ok: r.handshakes_ok,
-            handshakes_failed: r.handshakes_failed,
-            handshakes_failed_clean: r.handshakes_failed,
-            bytes_checked: r.bytes_checked,
-            leaked,
-            ..Counters::default()
-        },
-        latency_max_us: r.latency_max_us,
-        failure: None,
-    })
-}
-
 fn stress(plan: StressPlan) -> Result<(), Failure> {
     if plan.concurrency == 0 {
         return Err(Failure("--concurrency must be at least 1".into()));
@@ -1080,14 +588,7 @@ fn stress(plan: StressPlan) -> Result<(), Failure> {
     if plan.disrupt.is_some_and(|d| d > 100) {
         return Err(Failure("--disrupt is a percentage: 0 to 100".into()));
     }
-    if cfg!(windows) && (plan.faults.is_some() || plan.workers.is_some() || plan.disrupt.is_some())
-    {
-        return Err(Failure(
-            "--faults, --workers and --disrupt drive the model; on Windows use Driver \
-             Verifier's low-resources simulation (docs/WINDOWS.md) and selftest batches"
-                .into(),
-        ));
-    }
+    let mix = backend::stress_mix(&plan)?;
     let (duration, json) = (plan.duration, plan.json);
     let start = std::time::Instant::now();
     let deadline = start + Duration::from_secs(duration);
@@ -1103,7 +604,7 @@ fn stress(plan: StressPlan) -> Result<(), Failure> {
     let (mut batches, mut worst) = (0u64, 0u64);
     let mut failure = None;
     while std::time::Instant::now() < deadline {
-        let batch = match stress_batch(&plan, batches) {
+        let batch = match backend::stress_batch(&plan, batches) {
             Ok(b) => b,
             Err(Failure(why)) => {
                 failure = Some(why);
@@ -1142,24 +643,12 @@ fn stress(plan: StressPlan) -> Result<(), Failure> {
     }
     let secs = start.elapsed().as_secs_f64();
     let summary = StressJson {
-        backend: if cfg!(windows) { "windows" } else { "model" },
+        backend: backend::NAME,
         duration_s: (secs * 10.0).round() / 10.0,
         batches,
-        faults_one_in: if cfg!(windows) {
-            0
-        } else {
-            plan.faults.unwrap_or(200)
-        },
-        workers: if cfg!(windows) {
-            0
-        } else {
-            plan.workers.unwrap_or(2)
-        },
-        disrupt_percent: if cfg!(windows) {
-            0
-        } else {
-            plan.disrupt.unwrap_or(40)
-        },
+        faults_one_in: mix.faults_one_in,
+        workers: mix.workers,
+        disrupt_percent: mix.disrupt_percent,
         handshakes_per_second: ((total.handshakes_ok as f64 / secs) * 10.0).round() / 10.0,
         latency_max_us: worst,
         counters: total,
@@ -1285,26 +774,8 @@ fn selftest(args: &SelftestArgs) -> Result<(), Failure> {
             "--count and --concurrency must be at least 1".into(),
         ));
     }
-    #[cfg(not(windows))]
-    let config = Some(model_config(args));
-    #[cfg(windows)]
-    let config = {
-        if args.completion.is_some()
-            || args.callback_irql.is_some()
-            || args.no_requires_notify
-            || args.refuse_reinit_in_callback
-        {
-            return Err(Failure(
-                "--completion, --callback-irql, --no-requires-notify and \
-                 --refuse-reinit-in-callback choose the model's behaviour; on Windows \
-                 ksecdd decides how calls complete"
-                    .into(),
-            ));
-        }
-        None
-    };
     let (r, backend, leaked, observed) = run_selftest(
-        selftest_driver(config, args.cert_thumbprint)?,
+        backend::selftest_target(&args.model, args.cert_thumbprint)?,
         args.count,
         args.concurrency,
         protocols(args.tls),
@@ -1467,7 +938,7 @@ struct InfoJson {
 }
 
 fn info(json: bool) -> Result<(), Failure> {
-    let driver = open_driver(None)?;
+    let driver = backend::open(None)?;
     let backend = driver.backend();
     let (status, reply) = driver.call(IOCTL_KSSPI_GET_INFO, &[], 256)?;
     if status != 0 {
@@ -1546,8 +1017,8 @@ fn main() -> ExitCode {
             plot,
             json,
             only,
-        } => run_bench(*quick, scale, plot.as_deref(), *json, only),
-        Command::BenchPath { path, tls, count } => run_bench_path(*path, tls, *count),
+        } => backend::bench(*quick, scale, plot.as_deref(), *json, only),
+        Command::BenchPath { path, tls, count } => backend::bench_path(*path, tls, *count),
         Command::Stress {
             duration,
             concurrency,

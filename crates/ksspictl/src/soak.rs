@@ -12,7 +12,14 @@
 //! completed exactly once with a clean status, no session left open, every
 //! async call completed once and every callback accounted for (engine and
 //! model), every work item queued has run, and the verifier's list is empty.
+//!
+//! This file holds what both backends share: the plan of a `stress` run, the
+//! rotations of its batches, the figures and their balance. The model's batch
+//! is the model backend's (`backend/model/batch.rs`); on Windows a batch is a
+//! self-test of the installed driver.
 
+use crate::util::{protocols, Tls};
+use ksspi_abi::proto;
 use serde::Serialize;
 
 macro_rules! counters {
@@ -277,6 +284,36 @@ pub struct Batch {
     pub counters: Counters,
     pub latency_max_us: u64,
     pub failure: Option<String>,
+}
+
+/// What `stress` runs.
+pub struct StressPlan {
+    pub duration: u64,
+    pub concurrency: u32,
+    pub tls: Tls,
+    pub seed: u64,
+    pub bytes: Option<u32>,
+    pub faults: Option<u64>,
+    pub workers: Option<u32>,
+    pub disrupt: Option<u32>,
+    pub thumbprint: Option<[u8; 20]>,
+    pub json: bool,
+}
+
+/// The TLS versions of batch `index`: `tls`, or with both a rotation of
+/// 1.2 only, 1.3 only and both.
+pub fn batch_protocols(tls: Tls, index: u64) -> u32 {
+    match tls {
+        Tls::Both => [proto::TLS12, proto::TLS13, proto::ALL][(index % 3) as usize],
+        other => protocols(other),
+    }
+}
+
+/// The self-test's application bytes in batch `index`: `bytes`, or by
+/// default 16 KiB each way in batches 2 and 3 of every four (so with and
+/// without faults).
+pub fn batch_bytes(bytes: Option<u32>, index: u64) -> u32 {
+    bytes.unwrap_or(if index % 4 >= 2 { 16 * 1024 } else { 0 })
 }
 
 #[cfg(test)]

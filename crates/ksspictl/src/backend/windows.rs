@@ -1,6 +1,162 @@
 //! The Windows backend: the installed driver through DeviceIoControl
-//! ([`device`]).
+//! ([`device`]). Kernel Schannel and ksecdd decide what the model's options
+//! choose, so each of those is refused with one line saying what to do here
+//! instead ([`allow`]); the server certificate comes from LocalMachine\My by
+//! thumbprint.
 
 mod device;
 
 pub use device::WinDriver;
+
+use super::{Driver, Identity, ModelOnly, StressMix, Target};
+use crate::selftest::run_selftest;
+use crate::soak::{batch_bytes, batch_protocols, Batch, Counters, StressPlan};
+use crate::util::{BenchSection, ModelOptions};
+use crate::Failure;
+use ksspi_abi::proto;
+
+pub const NAME: &str = "windows";
+
+/// Why Windows refuses a model-only option, in one line.
+fn refused(what: ModelOnly) -> Failure {
+    let why = match what {
+        ModelOnly::Completion => {
+            "--completion, --callback-irql, --no-requires-notify and \
+             --refuse-reinit-in-callback choose the model's behaviour; on Windows \
+             ksecdd decides how calls complete"
+        }
+        ModelOnly::Soak => {
+            "--faults, --workers and --disrupt drive the model; on Windows use Driver \
+             Verifier's low-resources simulation (docs/WINDOWS.md) and selftest batches"
+        }
+        ModelOnly::Ca => {
+            "--ca applies to the model; kernel Schannel trusts LocalMachine\\Root: \
+             import the CA there (certutil -addstore root ca.cer)"
+        }
+        ModelOnly::ServerCertificate => {
+            "--cert/--key and --self-signed apply to the model; kernel Schannel takes the \
+             server certificate from LocalMachine\\My: use --cert-thumbprint"
+        }
+        ModelOnly::Bench => {
+            "bench measures the stack over the model against plain rustls; on Windows the \
+             driver's own figures come from `ksspictl selftest`"
+        }
+        ModelOnly::BenchPath => "bench-path runs over the model only",
+    };
+    Failure(why.into())
+}
+
+/// Windows takes none of the model's options.
+pub fn allow(what: ModelOnly) -> Result<(), Failure> {
+    Err(refused(what))
+}
+
+const NEED_THUMBPRINT: &str = "on Windows the driver needs a server certificate in \
+     LocalMachine\\My: pass --cert-thumbprint HEX (docs/WINDOWS.md shows how to make one)";
+
+/// The installed driver (`--ca` was refused: a CA belongs in
+/// LocalMachine\Root).
+pub fn open(_ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
+    Ok(Box::new(WinDriver::open()?))
+}
+
+/// The installed driver, serving the certificate named by thumbprint.
+pub fn server(identity: Identity) -> Result<(Box<dyn Driver>, [u8; 20]), Failure> {
+    let thumbprint = match identity {
+        Identity::Thumbprint(t) => t,
+        Identity::Generated => return Err(Failure(NEED_THUMBPRINT.into())),
+        Identity::Pem(..) | Identity::SelfSigned(_) => {
+            return Err(refused(ModelOnly::ServerCertificate))
+        }
+    };
+    Ok((Box::new(WinDriver::open()?), thumbprint))
+}
+
+/// The installed driver (the model's options were refused; its seed is
+/// unused: ksecdd's behaviour is not seeded).
+pub fn selftest_target(
+    _options: &ModelOptions,
+    thumbprint: Option<[u8; 20]>,
+) -> Result<Target, Failure> {
+    installed(thumbprint)
+}
+
+/// The installed driver and the certificate named by `thumbprint`.
+fn installed(thumbprint: Option<[u8; 20]>) -> Result<Target, Failure> {
+    let thumbprint = thumbprint.ok_or_else(|| Failure(NEED_THUMBPRINT.into()))?;
+    Ok(Target {
+        driver: Box::new(WinDriver::open()?),
+        thumbprint,
+        seed: 0,
+    })
+}
+
+/// No faults, workers or disruptions (refused if asked for): batches are
+/// self-tests.
+pub fn stress_mix(_plan: &StressPlan) -> StressMix {
+    StressMix {
+        faults_one_in: 0,
+        workers: 0,
+        disrupt_percent: 0,
+    }
+}
+
+/// One batch on Windows: a self-test of the installed driver.
+pub fn stress_batch(plan: &StressPlan, index: u64) -> Result<Batch, Failure> {
+    let _ = plan.seed; // ksecdd's behaviour is not seeded
+    let protocols = batch_protocols(plan.tls, index);
+    let bytes = batch_bytes(plan.bytes, index);
+    let (r, _, leaked, _) = run_selftest(
+        installed(plan.thumbprint)?,
+        plan.concurrency * 4,
+        plan.concurrency,
+        protocols,
+        bytes,
+        false,
+    )?;
+    let want = u64::from(bytes) * 2 * r.handshakes_ok;
+    if r.bytes_checked != want {
+        return Err(Failure(format!(
+            "batch {index}: {} of {want} application bytes checked",
+            r.bytes_checked
+        )));
+    }
+    Ok(Batch {
+        counters: Counters {
+            batches_tls12: u64::from(protocols == proto::TLS12),
+            batches_tls13: u64::from(protocols == proto::TLS13),
+            batches_tls_both: u64::from(protocols == proto::ALL),
+            handshakes_ok: r.handshakes_ok,
+            handshakes_failed: r.handshakes_failed,
+            handshakes_failed_clean: r.handshakes_failed,
+            bytes_checked: r.bytes_checked,
+            leaked,
+            ..Counters::default()
+        },
+        latency_max_us: r.latency_max_us,
+        failure: None,
+    })
+}
+
+/// `bench-path` exists on the model's hosts only.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum BenchPathName {
+    /// Not on Windows.
+    None,
+}
+
+/// Refused ([`allow`]).
+pub fn bench_path(_path: BenchPathName, _tls: &str, _count: usize) -> Result<(), Failure> {
+    allow(ModelOnly::BenchPath)
+}
+
+/// Refused ([`allow`]).
+pub fn bench(
+    _quick: bool,
+    _scale: &[u32],
+    _plot: Option<&std::path::Path>,
+    _json: bool,
+    _only: &[BenchSection],
+) -> Result<(), Failure> {
+    allow(ModelOnly::Bench)
+}
