@@ -1,6 +1,7 @@
 //! The commands' prelude: flag types and parsers more than one command (or a
 //! command and the backend) share, and small helpers.
 
+use crate::relay;
 use crate::Failure;
 use clap::ValueEnum;
 use ksspi_abi::proto;
@@ -29,8 +30,8 @@ pub enum IrqlArg {
     Mixed,
 }
 
-// The model's behaviour, as `selftest` takes it: the backend configures a
-// model from these, and Windows refuses all but the seed.
+/// The model's behaviour, as `selftest` takes it: the backend configures a
+/// model from these, and Windows refuses all but the seed.
 #[derive(clap::Args)]
 pub struct ModelOptions {
     /// Model: how async calls complete.
@@ -118,4 +119,25 @@ pub fn read_file(path: &std::path::Path) -> Result<String, Failure> {
 
 pub fn ntstatus_name(status: i32) -> String {
     format!("NTSTATUS {:#010x}", status as u32)
+}
+
+/// One line on how a record-layer exchange went.
+pub fn describe(x: &relay::Exchange) -> String {
+    let close = match (x.close_notify_sent, x.peer_close_notify) {
+        (true, true) => "closed cleanly: close_notify sent and received".to_string(),
+        (sent, got) => format!(
+            "closed: close_notify {}, peer's close_notify {}{}",
+            if sent { "sent" } else { "not sent" },
+            if got { "received" } else { "not received" },
+            if x.eof_without_close_notify {
+                " (the peer closed the connection without it)"
+            } else {
+                ""
+            }
+        ),
+    };
+    format!(
+        "sent {} bytes, received {} bytes, {} post-handshake messages; {close}",
+        x.sent, x.received, x.renegotiations
+    )
 }

@@ -1,0 +1,173 @@
+//! `ksspictl connect`: handshake with a TLS server through a driver client
+//! session, then (if asked) send text or a file and print what comes back.
+
+use crate::backend;
+use crate::relay;
+use crate::util::{describe, protocols, Tls};
+use crate::Failure;
+use std::time::Duration;
+
+/// `connect`'s arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The server, HOST:PORT.
+    addr: String,
+    /// The name the server's certificate must carry (default: HOST).
+    #[arg(long = "server-name")]
+    server_name: Option<String>,
+    /// Trust this CA (PEM) (the model's Root store; on Windows import it
+    /// into LocalMachine\Root instead).
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    /// TLS versions.
+    #[arg(long, value_enum, default_value_t = Tls::Both)]
+    tls: Tls,
+    /// After the handshake, send this text (then print what comes back
+    /// until the peer closes).
+    #[arg(long, conflicts_with = "send_file")]
+    send: Option<String>,
+    /// After the handshake, send this file's bytes.
+    #[arg(long = "send-file")]
+    send_file: Option<std::path::PathBuf>,
+    /// Succeed only if the reply contains this text; close once it has
+    /// arrived.
+    #[arg(long)]
+    expect: Option<String>,
+    /// Close after this many seconds without traffic (if the peer has not
+    /// closed first).
+    #[arg(long, default_value_t = 3.0)]
+    idle: f64,
+}
+
+/// Check what to say, then connect, handshake and say it.
+pub fn exec(args: &Args) -> Result<(), Failure> {
+    conversation(
+        args.send.as_deref(),
+        args.send_file.as_deref(),
+        args.expect.as_deref(),
+        args.idle,
+    )
+    .and_then(|talk| {
+        connect(
+            &args.addr,
+            args.server_name.as_deref(),
+            args.ca.as_deref(),
+            args.tls,
+            talk,
+        )
+    })
+}
+
+/// What `connect` sends and waits for after the handshake.
+struct Conversation {
+    send: Vec<u8>,
+    expect: Option<Vec<u8>>,
+    idle: Duration,
+}
+
+fn connect(
+    addr: &str,
+    server_name: Option<&str>,
+    ca: Option<&std::path::Path>,
+    tls: Tls,
+    talk: Option<Conversation>,
+) -> Result<(), Failure> {
+    let driver = backend::open(ca)?;
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let name = server_name.unwrap_or(host);
+    let session = relay::open(driver.as_ref(), false, [0; 20], name, protocols(tls))?;
+    let sock = std::net::TcpStream::connect(addr)
+        .map_err(|e| Failure(format!("connecting to {addr}: {e}")));
+    let mut expect_met = None;
+    let result = sock.and_then(|mut sock| {
+        let peer = sock
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| addr.to_string());
+        let hs = relay::handshake(driver.as_ref(), session, &mut sock, true)?;
+        if !hs.established {
+            return Err(Failure(format!(
+                "handshake with {peer} failed: {}",
+                hs.status
+            )));
+        }
+        eprintln!(
+            "connected to {peer} as {name}: handshake complete ({}), protocol {}, cipher {}",
+            hs.status,
+            hs.protocol_name(),
+            hs.cipher_name()
+        );
+        let d = relay::describe(driver.as_ref(), session)?;
+        eprintln!(
+            "  key exchange {}, hash {}; {}",
+            d.exchange, d.hash, d.records
+        );
+        eprintln!("  peer certificate: {}", d.peer);
+        let Some(talk) = &talk else {
+            return Ok(None);
+        };
+        let mut got = Vec::new();
+        let mut stdout = std::io::stdout().lock();
+        let mut collect = |plain: &[u8]| {
+            use std::io::Write;
+            let _ = stdout.write_all(plain);
+            let _ = stdout.flush();
+            match &talk.expect {
+                Some(want) => {
+                    got.extend_from_slice(plain);
+                    got.windows(want.len().max(1)).any(|w| w == want.as_slice())
+                }
+                None => false,
+            }
+        };
+        let mut chan = relay::Channel::new(driver.as_ref(), session, &mut sock);
+        chan.run(
+            &talk.send,
+            relay::Sink::Collect(&mut collect),
+            Some(talk.idle),
+        )?;
+        if let Some(want) = &talk.expect {
+            expect_met = Some(got.windows(want.len().max(1)).any(|w| w == want.as_slice()));
+        }
+        Ok(Some(chan.stats))
+    });
+    relay::close(driver.as_ref(), session);
+    let leaked = driver.finish();
+    if let Some(stats) = result? {
+        eprintln!("{}", describe(&stats));
+    }
+    if expect_met == Some(false) {
+        return Err(Failure("the expected text did not arrive".into()));
+    }
+    if leaked > 0 {
+        return Err(Failure(format!("{leaked} objects leaked at unload")));
+    }
+    Ok(())
+}
+
+/// What `connect` is to say after the handshake, if anything.
+fn conversation(
+    send: Option<&str>,
+    send_file: Option<&std::path::Path>,
+    expect: Option<&str>,
+    idle: f64,
+) -> Result<Option<Conversation>, Failure> {
+    let send = match (send, send_file) {
+        (Some(text), _) => Some(text.as_bytes().to_vec()),
+        (_, Some(path)) => {
+            Some(std::fs::read(path).map_err(|e| Failure(format!("{}: {e}", path.display())))?)
+        }
+        _ => None,
+    };
+    if send.is_none() && expect.is_none() {
+        return Ok(None);
+    }
+    if !(idle.is_finite() && idle > 0.0) {
+        return Err(Failure("--idle takes a positive number of seconds".into()));
+    }
+    Ok(Some(Conversation {
+        send: send.unwrap_or_default(),
+        expect: expect.map(|e| e.as_bytes().to_vec()),
+        idle: Duration::from_secs_f64(idle),
+    }))
+}

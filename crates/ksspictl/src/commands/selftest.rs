@@ -1,0 +1,216 @@
+//! `ksspictl selftest`: the driver's self-test (handshakes between a server
+//! and a client session inside the driver), its figures as a table or JSON.
+
+use crate::backend;
+use crate::observed::{print_observed, Callbacks, ObservedJson};
+use crate::selftest::run_selftest;
+use crate::util::{parse_thumbprint, protocols, ModelOptions, Tls};
+use crate::Failure;
+use serde::Serialize;
+
+/// `selftest`'s flags.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Handshakes to run.
+    #[arg(long, default_value_t = 100)]
+    count: u32,
+    /// Handshakes at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
+    /// TLS versions (both: alternate).
+    #[arg(long, value_enum, default_value_t = Tls::Both)]
+    tls: Tls,
+    #[command(flatten)]
+    model: ModelOptions,
+    /// The server certificate's SHA-1 thumbprint in LocalMachine\My (needed
+    /// on Windows; the model generates one).
+    #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint)]
+    cert_thumbprint: Option<[u8; 20]>,
+    /// Application bytes each pair exchanges both ways after its handshake,
+    /// every one checked (record layer; 0: handshakes only).
+    #[arg(long, default_value_t = 0)]
+    bytes: u32,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run the self-test on the backend's target and print its figures; fail on
+/// any failed handshake, leak or unchecked byte.
+pub fn exec(args: &Args) -> Result<(), Failure> {
+    if args.count == 0 || args.concurrency == 0 {
+        return Err(Failure(
+            "--count and --concurrency must be at least 1".into(),
+        ));
+    }
+    let (r, backend, leaked, observed) = run_selftest(
+        backend::selftest_target(&args.model, args.cert_thumbprint)?,
+        args.count,
+        args.concurrency,
+        protocols(args.tls),
+        args.bytes,
+        !args.json,
+    )?;
+    let rate = if r.elapsed_us > 0 {
+        r.handshakes_ok as f64 * 1e6 / r.elapsed_us as f64
+    } else {
+        0.0
+    };
+    let json = SelftestJson {
+        backend,
+        count: args.count,
+        concurrency: args.concurrency,
+        handshakes_ok: r.handshakes_ok,
+        handshakes_failed: r.handshakes_failed,
+        sessions: r.sessions,
+        async_contexts_created: r.async_contexts_created,
+        reinits: r.reinits,
+        steps: r.steps,
+        completions: Completions {
+            pending: r.completions_pending,
+            inline_callback: r.completions_inline_callback,
+            sync_no_callback: r.completions_sync_no_callback,
+        },
+        callbacks: Callbacks {
+            passive: r.callbacks_passive,
+            dispatch: r.callbacks_dispatch,
+        },
+        work_items: r.work_items,
+        elapsed_us: r.elapsed_us,
+        handshakes_per_second: (rate * 10.0).round() / 10.0,
+        latency_us: Latency {
+            p50: r.latency_p50_us,
+            p99: r.latency_p99_us,
+            max: r.latency_max_us,
+        },
+        bytes_per_pair: args.bytes,
+        bytes_checked: r.bytes_checked,
+        leaked,
+        observed: observed.into(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&json).expect("serialisable"));
+    } else {
+        print_table(&json);
+    }
+    if json.handshakes_failed > 0 {
+        return Err(Failure(format!(
+            "{} of {} handshakes failed",
+            json.handshakes_failed, args.count
+        )));
+    }
+    if json.leaked > 0 {
+        return Err(Failure(format!("{} objects leaked at unload", json.leaked)));
+    }
+    let want = u64::from(args.bytes) * 2 * json.handshakes_ok;
+    if json.bytes_checked != want {
+        return Err(Failure(format!(
+            "{} of {want} application bytes checked",
+            json.bytes_checked
+        )));
+    }
+    Ok(())
+}
+
+fn print_table(j: &SelftestJson) {
+    let rows: [(&str, String); 17] = [
+        ("backend", j.backend.to_string()),
+        ("handshakes ok", j.handshakes_ok.to_string()),
+        ("handshakes failed", j.handshakes_failed.to_string()),
+        ("sessions", j.sessions.to_string()),
+        (
+            "async contexts created",
+            j.async_contexts_created.to_string(),
+        ),
+        ("reinits", j.reinits.to_string()),
+        ("steps", j.steps.to_string()),
+        (
+            "completed later (callback after return)",
+            j.completions.pending.to_string(),
+        ),
+        (
+            "completed with callback before return",
+            j.completions.inline_callback.to_string(),
+        ),
+        (
+            "completed synchronously, no callback",
+            j.completions.sync_no_callback.to_string(),
+        ),
+        (
+            "callbacks at PASSIVE / DISPATCH",
+            format!("{} / {}", j.callbacks.passive, j.callbacks.dispatch),
+        ),
+        ("work items queued", j.work_items.to_string()),
+        ("elapsed", format!("{:.3} s", j.elapsed_us as f64 / 1e6)),
+        (
+            "handshakes per second",
+            format!("{:.1}", j.handshakes_per_second),
+        ),
+        (
+            "latency p50 / p99 / max",
+            format!(
+                "{} / {} / {} µs",
+                j.latency_us.p50, j.latency_us.p99, j.latency_us.max
+            ),
+        ),
+        (
+            "application bytes checked",
+            format!(
+                "{} ({} each way per pair)",
+                j.bytes_checked, j.bytes_per_pair
+            ),
+        ),
+        ("leaked at unload", j.leaked.to_string()),
+    ];
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "ksspi self-test: {} handshakes at concurrency {}",
+        j.count, j.concurrency
+    );
+    for (k, v) in rows {
+        println!("  {k:<width$}  {v}");
+    }
+    print_observed(&j.observed);
+}
+
+#[derive(Serialize)]
+struct SelftestJson {
+    backend: &'static str,
+    count: u32,
+    concurrency: u32,
+    handshakes_ok: u64,
+    handshakes_failed: u64,
+    sessions: u64,
+    async_contexts_created: u64,
+    reinits: u64,
+    steps: u64,
+    completions: Completions,
+    callbacks: Callbacks,
+    work_items: u64,
+    elapsed_us: u64,
+    handshakes_per_second: f64,
+    latency_us: Latency,
+    bytes_per_pair: u32,
+    bytes_checked: u64,
+    leaked: u64,
+    /// The open points as the driver saw them (GET_INFO after the run).
+    observed: ObservedJson,
+}
+
+#[derive(Serialize)]
+struct Completions {
+    pending: u64,
+    inline_callback: u64,
+    sync_no_callback: u64,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    p50: u64,
+    p99: u64,
+    max: u64,
+}

@@ -1,0 +1,138 @@
+//! `ksspictl serve`: accept TLS clients and run each handshake through a
+//! driver server session, then echo or count what each client sends.
+
+use crate::backend::{self, Driver, Identity};
+use crate::relay;
+use crate::util::{describe, parse_thumbprint, protocols, read_file, Tls};
+use crate::Failure;
+use std::time::Duration;
+
+/// `serve`'s flags.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where to listen, ADDR:PORT.
+    #[arg(long)]
+    listen: String,
+    /// The server certificate by SHA-1 thumbprint in LocalMachine\My
+    /// (how kernel Schannel finds it on Windows).
+    #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint, conflicts_with_all = ["cert", "self_signed"])]
+    cert_thumbprint: Option<[u8; 20]>,
+    /// The server certificate (PEM), with --key (model only).
+    #[arg(long, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The private key (PEM), with --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
+    /// A self-signed certificate for this name (model only).
+    #[arg(long = "self-signed", conflicts_with = "cert")]
+    self_signed: Option<String>,
+    /// TLS versions.
+    #[arg(long, value_enum, default_value_t = Tls::Both)]
+    tls: Tls,
+    /// Serve one connection, then exit with its result.
+    #[arg(long)]
+    once: bool,
+    /// Send back what each client sends, until it closes.
+    #[arg(long)]
+    echo: bool,
+}
+
+/// Find the server certificate `args` names, then serve.
+pub fn exec(args: &Args) -> Result<(), Failure> {
+    let identity = match (
+        &args.cert_thumbprint,
+        &args.cert,
+        &args.key,
+        &args.self_signed,
+    ) {
+        (Some(t), ..) => Ok(Identity::Thumbprint(*t)),
+        (_, Some(c), Some(k), _) => match (read_file(c), read_file(k)) {
+            (Ok(c), Ok(k)) => Ok(Identity::Pem(c, k)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        },
+        (.., Some(name)) => Ok(Identity::SelfSigned(name.clone())),
+        _ => Ok(Identity::Generated),
+    };
+    identity.and_then(|identity| serve(&args.listen, identity, args.tls, args.once, args.echo))
+}
+
+fn serve(
+    listen: &str,
+    identity: Identity,
+    tls: Tls,
+    once: bool,
+    echo: bool,
+) -> Result<(), Failure> {
+    let (driver, thumbprint) = backend::server(identity)?;
+    let driver = std::sync::Arc::new(driver);
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| Failure(format!("listening on {listen}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| listen.to_string());
+    println!("listening on {local}");
+    let serve_one =
+        move |driver: &dyn Driver, mut sock: std::net::TcpStream| -> Result<(), Failure> {
+            let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            let session = relay::open(driver, true, thumbprint, "", protocols(tls))?;
+            let result = relay::handshake(driver, session, &mut sock, false);
+            let hs = match result {
+                Ok(hs) if hs.established => hs,
+                other => {
+                    relay::close(driver, session);
+                    other?
+                }
+            };
+            if hs.established {
+                println!(
+                    "{peer}: handshake complete ({}), protocol {}, cipher {}",
+                    hs.status,
+                    hs.protocol_name(),
+                    hs.cipher_name()
+                );
+                // Echo, or read and count, until the client closes; then
+                // answer its close_notify with ours.
+                let mut chan = relay::Channel::new(driver, session, &mut sock);
+                let mut count = |_: &[u8]| false;
+                let sink = if echo {
+                    relay::Sink::Echo
+                } else {
+                    relay::Sink::Collect(&mut count)
+                };
+                let ran = chan.run(&[], sink, Some(Duration::from_secs(300)));
+                let stats = std::mem::take(&mut chan.stats);
+                relay::close(driver, session);
+                ran?;
+                println!("{peer}: {}", describe(&stats));
+                Ok(())
+            } else {
+                Err(Failure(format!("{peer}: handshake failed: {}", hs.status)))
+            }
+        };
+    if once {
+        let (sock, _) = listener
+            .accept()
+            .map_err(|e| Failure(format!("accepting: {e}")))?;
+        let result = serve_one(driver.as_ref().as_ref(), sock);
+        let driver = std::sync::Arc::try_unwrap(driver)
+            .map_err(|_| Failure("the driver is still shared".into()))?;
+        let leaked = driver.finish();
+        result?;
+        if leaked > 0 {
+            return Err(Failure(format!("{leaked} objects leaked at unload")));
+        }
+        return Ok(());
+    }
+    for sock in listener.incoming() {
+        let Ok(sock) = sock else { continue };
+        let driver = driver.clone();
+        std::thread::spawn(move || {
+            // A failed handshake never stops the server.
+            if let Err(Failure(reason)) = serve_one(driver.as_ref().as_ref(), sock) {
+                eprintln!("ksspictl: {reason}");
+            }
+        });
+    }
+    Ok(())
+}
