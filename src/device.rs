@@ -59,9 +59,9 @@ pub trait Request: Send + 'static {
     /// cancelable (`WdfRequestMarkCancelableEx`) and keeps `key` for its cancel
     /// routine, which hands it to [`Device::cancel`]. Returns false if the
     /// request is cancelled already: the engine then completes it with
-    /// `STATUS_CANCELLED` at once. Called under the table lock, at
-    /// DISPATCH_LEVEL. A request the engine never pends (the self-test) is
-    /// not cancelable: it ends when its bounded run ends.
+    /// `STATUS_CANCELLED` at once. Called under the table lock (or the
+    /// self-test's), at DISPATCH_LEVEL. A SELFTEST pends under
+    /// [`SELFTEST_SESSION`] for its whole run.
     fn pend(&mut self, key: PendKey) -> bool {
         let _ = key;
         true
@@ -91,9 +91,11 @@ pub trait Request: Send + 'static {
         }
     }
 
-    /// Complete with `STATUS_CANCELLED` from inside the glue's cancel routine
-    /// (through [`Device::cancel`]): the request is being cancelled, so there
-    /// is nothing to unmark.
+    /// Complete with `STATUS_CANCELLED` a request whose cancel routine handed
+    /// it to the engine ([`Device::cancel`] returned true): from inside the
+    /// routine, or later (a SELFTEST, once its handshakes in flight are
+    /// over). The request is no longer cancelable, so there is nothing to
+    /// unmark.
     fn cancelled(self)
     where
         Self: Sized,
@@ -114,6 +116,10 @@ pub struct PendKey {
     /// The device-wide serial number of this pend.
     pub serial: u64,
 }
+
+/// The session a pended SELFTEST's [`PendKey`] names: no session's id (slot
+/// 0 with generation 0; generations start at 1 and never wrap to 0).
+pub const SELFTEST_SESSION: SessionId = SessionId(0);
 
 /// A file handle on the device (`WDFFILEOBJECT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -339,6 +345,8 @@ struct Shared<P: SspiProvider, K: Platform, R: Request> {
     table: SpinLock<Table<P, K, R>>,
     /// Credentials kept for later OPENs with the same parameters.
     credentials: SpinLock<CredentialCache<P>>,
+    /// The self-test under way (one at a time).
+    selftest: Arc<crate::selftest::Gate<P, K, R>>,
     stats: Arc<EngineStats>,
     next_file: AtomicU64,
     next_pend: AtomicU64,
@@ -366,6 +374,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
                     entries: Vec::with_capacity(CREDENTIAL_CACHE),
                     closed: false,
                 }),
+                selftest: crate::selftest::Gate::new(),
                 stats: Arc::default(),
                 next_file: AtomicU64::new(1),
                 next_pend: AtomicU64::new(1),
@@ -416,7 +425,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
             IOCTL_KSSPI_OPEN => s.open(file, input, request, at),
             IOCTL_KSSPI_STEP => s.step(file, input, request, at),
             IOCTL_KSSPI_CLOSE => s.close(file, input, request),
-            IOCTL_KSSPI_SELFTEST => s.selftest(input, request, at),
+            IOCTL_KSSPI_SELFTEST => s.selftest(file, input, request, at),
             IOCTL_KSSPI_ENCRYPT => s.encrypt(file, input, request, at),
             IOCTL_KSSPI_DECRYPT => s.decrypt(file, input, request, at),
             IOCTL_KSSPI_SHUTDOWN => s.shutdown(file, input, request, at),
@@ -430,9 +439,15 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
     /// through [`Request::cancelled`] and returns true. If not (its completion
     /// is under way and lost the race with the cancel), it returns false and
     /// the glue completes it. Either way the session closes: the step's result
-    /// is lost to user mode, and an SSPI call cannot be taken back.
+    /// is lost to user mode, and an SSPI call cannot be taken back. A SELFTEST
+    /// (its key names [`SELFTEST_SESSION`]) taken by the cancel completes
+    /// through [`Request::cancelled`] later, once the handshakes it has in
+    /// flight are over; none starts after the cancel.
     pub fn cancel(&self, key: PendKey) -> bool {
         let s = &self.shared;
+        if key.session == SELFTEST_SESSION {
+            return s.selftest.cancel(&s.platform, key);
+        }
         let (request, to_close) = {
             let mut table = s.table.lock(&s.platform);
             let Some(entry) = table.entry(key.session, key.file) else {
@@ -609,11 +624,21 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         complete_with(request, &reply);
     }
 
-    fn selftest(&self, input: &[u8], request: R, at: &Passive) {
+    /// Most handshakes a self-test runs at once on this device: half its
+    /// session limit (two sessions each), so a run never holds more sessions
+    /// than the table can.
+    fn selftest_concurrency(&self) -> u32 {
+        (self.config.max_sessions / 2).max(1)
+    }
+
+    fn selftest(&self, file: FileId, input: &[u8], request: R, at: &Passive) {
         let plan = match decode::<SelftestRequest>(input) {
             Ok(p) => p,
             Err(e) => return request.complete(e.ntstatus(), &[]),
         };
+        if plan.concurrency > self.selftest_concurrency() {
+            return request.complete(STATUS_INVALID_PARAMETER, &[]);
+        }
         // The completion mode and callback IRQL are the model's policy, set by
         // whoever built the model; a real driver cannot choose them.
         if !self.config.model && (plan.completion != 0 || plan.callback_irql != 0) {
@@ -622,14 +647,15 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         if request.output_capacity() < Header::LEN + 144 {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         }
-        crate::selftest::start(
-            self.provider.clone(),
-            self.platform.clone(),
-            plan,
-            self.config.limits,
-            request,
-            at,
-        );
+        let launch = crate::selftest::Launch {
+            provider: self.provider.clone(),
+            platform: self.platform.clone(),
+            limits: self.config.limits,
+            gate: self.selftest.clone(),
+            file,
+            serial: self.next_pend.fetch_add(1, Ordering::Relaxed),
+        };
+        crate::selftest::start(launch, plan, request, at);
     }
 
     fn open(self: &Arc<Self>, file: FileId, input: &[u8], request: R, at: &Passive) {

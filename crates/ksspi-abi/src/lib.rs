@@ -622,6 +622,48 @@ mod tests {
     }
 
     #[test]
+    fn selftest_figures_are_bounded() {
+        let at_bounds = SelftestRequest {
+            count: MAX_SELFTEST_COUNT,
+            concurrency: MAX_SELFTEST_CONCURRENCY,
+            protocols: proto::ALL,
+            bytes: MAX_SELFTEST_BYTES,
+            ..SelftestRequest::default()
+        };
+        assert_eq!(decode::<SelftestRequest>(&enc(&at_bounds)), Ok(at_bounds));
+        for over in [
+            SelftestRequest {
+                count: MAX_SELFTEST_COUNT + 1,
+                ..at_bounds
+            },
+            SelftestRequest {
+                count: u32::MAX,
+                ..at_bounds
+            },
+            SelftestRequest {
+                concurrency: MAX_SELFTEST_CONCURRENCY + 1,
+                ..at_bounds
+            },
+            SelftestRequest {
+                concurrency: u32::MAX,
+                ..at_bounds
+            },
+            SelftestRequest {
+                bytes: MAX_SELFTEST_BYTES + 1,
+                ..at_bounds
+            },
+            SelftestRequest {
+                bytes: u32::MAX,
+                ..at_bounds
+            },
+        ] {
+            let refused = decode::<SelftestRequest>(&enc(&over));
+            assert_eq!(refused, Err(DecodeError::BadField), "{over:?}");
+            assert_eq!(DecodeError::BadField.ntstatus() as u32, 0xC000_000D);
+        }
+    }
+
+    #[test]
     fn an_output_buffer_too_small_is_reported_not_overrun() {
         let reply = StepReply {
             status: 0,

@@ -14,7 +14,9 @@ pub mod session;
 pub mod sync;
 
 pub use crate::handle::StreamSizes;
-pub use conductor::{reserve_buffer, zeroed_buffer, EngineStats, Platform, ReadyNotify};
+pub use conductor::{
+    reserve_buffer, reserve_vec, zeroed_buffer, EngineStats, Platform, ReadyNotify,
+};
 pub use credentials::{acquire_credentials, release_credentials, CredentialSpec};
 pub use session::{
     Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role, Session, SessionEvents,
