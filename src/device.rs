@@ -172,6 +172,9 @@ struct Entry<P: SspiProvider, K: Platform, R> {
     /// A synchronous request (ENCRYPT, QUERY) is working on the session
     /// outside the table lock.
     in_sync_call: bool,
+    /// The pending request is out of the entry while its reply is written
+    /// into it outside the table lock (`Shared::write_reply`).
+    writing: bool,
 }
 
 impl<P: SspiProvider, K: Platform, R> Entry<P, K, R> {
@@ -453,22 +456,22 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
             let Some(entry) = table.entry(key.session, key.file) else {
                 return false;
             };
-            let request = if entry.pending_serial == key.serial {
-                entry.pending.take()
-            } else {
-                None
-            };
-            if request.is_none() && entry.pending.is_some() {
+            let ours = entry.pending_serial == key.serial;
+            if !ours && (entry.pending.is_some() || entry.writing) {
                 // A later request pends there now: this cancel is stale.
                 return false;
             }
-            if entry.phase == Phase::Closing {
-                (request, None)
+            // None while its reply is written (`Shared::write_reply`): its
+            // completion is under way, as when it has been taken to complete.
+            let request = if ours { entry.pending.take() } else { None };
+            let to_close = if entry.phase == Phase::Closing {
+                None
             } else {
                 // While opening there is no session yet; `opened` closes it.
                 entry.phase = Phase::Closing;
-                (request, entry.session.clone())
-            }
+                entry.session.clone()
+            };
+            (request, to_close)
         };
         let completed = request.is_some();
         if let Some(request) = request {
@@ -705,8 +708,12 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 return request.complete(STATUS_INSUFFICIENT_RESOURCES, &[]);
             };
             let id = SessionId::new(index, table.slots[index as usize].generation);
-            let Some((request, serial)) = self.pend(request, file, id) else {
-                return;
+            let (request, serial) = match self.pend(request, file, id) {
+                Ok(pended) => pended,
+                Err(request) => {
+                    drop(table);
+                    return request.complete(STATUS_CANCELLED, &[]);
+                }
             };
             table.occupy(
                 index,
@@ -719,6 +726,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                     pending_serial: serial,
                     reply_len: 0,
                     in_sync_call: false,
+                    writing: false,
                 },
             );
             id
@@ -818,7 +826,9 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         entry.phase = Phase::Open;
         entry.session = Some(session);
         entry.credentials = Some(credentials);
-        if let Some(request) = entry.pending.take() {
+        let request = entry.pending.take();
+        drop(table);
+        if let Some(request) = request {
             complete_with(
                 request,
                 &OpenReply {
@@ -890,19 +900,19 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
     }
 
     /// Hand `request` to the glue as pended under a fresh key (under the
-    /// table lock); a request already cancelled is completed here with
-    /// `STATUS_CANCELLED` (callable at DISPATCH_LEVEL) and `None` returned.
-    fn pend(&self, mut request: R, file: FileId, session: SessionId) -> Option<(R, u64)> {
+    /// table lock); a request already cancelled comes back as `Err`, for the
+    /// caller to complete with `STATUS_CANCELLED` once it has let go of the
+    /// lock.
+    fn pend(&self, mut request: R, file: FileId, session: SessionId) -> Result<(R, u64), R> {
         let serial = self.next_pend.fetch_add(1, Ordering::Relaxed);
         if request.pend(PendKey {
             file,
             session,
             serial,
         }) {
-            Some((request, serial))
+            Ok((request, serial))
         } else {
-            request.complete(STATUS_CANCELLED, &[]);
-            None
+            Err(request)
         }
     }
 
@@ -919,12 +929,19 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             }
         };
         // A request in the engine, or an ENCRYPT or QUERY working.
-        if entry.pending.is_some() || entry.in_sync_call {
+        if entry.pending.is_some() || entry.in_sync_call || entry.writing {
             drop(table);
             request.complete(STATUS_DEVICE_BUSY, &[]);
             return None;
         }
-        let (request, serial) = self.pend(request, file, id)?;
+        let (request, serial) = match self.pend(request, file, id) {
+            Ok(pended) => pended,
+            Err(request) => {
+                drop(table);
+                request.complete(STATUS_CANCELLED, &[]);
+                return None;
+            }
+        };
         entry.pending = Some(request);
         entry.pending_serial = serial;
         entry.session.clone()
@@ -1017,7 +1034,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             Some(e) if e.phase == Phase::Open => e,
             _ => return Err(STATUS_INVALID_HANDLE),
         };
-        if entry.pending.is_some() || entry.in_sync_call {
+        if entry.pending.is_some() || entry.in_sync_call || entry.writing {
             return Err(STATUS_DEVICE_BUSY);
         }
         let session = entry.session.clone().ok_or(STATUS_INVALID_HANDLE)?;
@@ -1193,14 +1210,40 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
 impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
     /// Encode a move's reply straight into the output of the request pended
     /// for it (none: cancelled meanwhile, nothing to write), for
-    /// `step_ready` to complete.
+    /// `step_ready` to complete. The reply (up to about 128 KiB) is written
+    /// at PASSIVE_LEVEL outside the table lock: the request leaves the entry
+    /// meanwhile (`writing` keeps the session busy), and a cancel that comes
+    /// then finds it gone, as one racing its completion does.
     fn write_reply<'a, M: Message<'a>>(&self, id: SessionId, reply: &M) {
-        let mut table = self.table.lock(&self.platform);
-        if let Some(entry) = table.entry_any_file(id) {
-            entry.reply_len = match entry.pending.as_mut() {
-                Some(request) => encode(reply, request.output()).unwrap_or(0),
-                None => 0,
-            };
+        let taken = {
+            let mut table = self.table.lock(&self.platform);
+            table.entry_any_file(id).and_then(|entry| {
+                entry.reply_len = 0;
+                let request = entry.pending.take();
+                entry.writing = request.is_some();
+                request
+            })
+        };
+        let Some(mut request) = taken else {
+            return;
+        };
+        let len = encode(reply, request.output()).unwrap_or(0);
+        let orphan = {
+            let mut table = self.table.lock(&self.platform);
+            match table.entry_any_file(id) {
+                Some(entry) => {
+                    entry.writing = false;
+                    entry.reply_len = len;
+                    entry.pending = Some(request);
+                    None
+                }
+                // Not possible: the entry goes only once the session has
+                // closed, after this move's report.
+                None => Some(request),
+            }
+        };
+        if let Some(request) = orphan {
+            request.complete(STATUS_CANCELLED, &[]);
         }
     }
 }
@@ -1277,14 +1320,18 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
         let Some(device) = self.device.upgrade() else {
             return;
         };
-        let mut table = device.table.lock(&device.platform);
-        if let Some(entry) = table.entry_any_file(self.id) {
-            if let Some(request) = entry.pending.take() {
-                match core::mem::take(&mut entry.reply_len) {
-                    0 => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
-                    n => request.complete_written(STATUS_SUCCESS, n),
-                }
-            }
+        let ready = {
+            let mut table = device.table.lock(&device.platform);
+            table.entry_any_file(self.id).and_then(|entry| {
+                let len = core::mem::take(&mut entry.reply_len);
+                entry.pending.take().map(|request| (request, len))
+            })
+        };
+        // Completed outside the table lock.
+        match ready {
+            Some((request, 0)) => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
+            Some((request, n)) => request.complete_written(STATUS_SUCCESS, n),
+            None => {}
         }
     }
 
@@ -1296,8 +1343,13 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
         let Some(mut entry) = entry else {
             return;
         };
-        if let Some(request) = entry.pending.take() {
-            request.complete(STATUS_CANCELLED, &[]);
+        match (entry.pending.take(), entry.reply_len) {
+            // Cut short by the close.
+            (Some(request), 0) => request.complete(STATUS_CANCELLED, &[]),
+            // The close came between the move's report and `step_ready`:
+            // the move is over and its reply written; deliver it.
+            (Some(request), n) => request.complete_written(STATUS_SUCCESS, n),
+            (None, _) => {}
         }
         drop(entry.session.take());
         if let (Some(credentials), Some(at)) = (
