@@ -205,6 +205,10 @@ fn end_close<P: SspiProvider, K: Platform, R: Request>(
 }
 
 struct Slot<P: SspiProvider, K: Platform, R> {
+    /// Part of the ids the slot hands out: 1 at first, one more at each
+    /// close. A slot closed at the last generation (`u32::MAX`) is retired,
+    /// never reused, so no id can become valid again (after 2^32 OPEN/CLOSE
+    /// cycles of one slot, the table has one slot fewer).
     generation: u32,
     entry: Option<Entry<P, K, R>>,
 }
@@ -279,8 +283,11 @@ impl<P: SspiProvider, K: Platform, R> Table<P, K, R> {
             return None;
         }
         let entry = slot.entry.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(id.slot());
+        if let Some(next) = slot.generation.checked_add(1) {
+            slot.generation = next;
+            self.free.push(id.slot());
+        }
+        // else: retired (see `Slot::generation`).
         if let Ok(i) = self.files.binary_search_by_key(&entry.file, |&(f, _)| f) {
             self.files[i].1 -= 1;
             if self.files[i].1 == 0 {
@@ -1358,5 +1365,60 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
         ) {
             device.release(credentials, &at);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ksspi_sim::{SimPlatform, SimProvider};
+
+    type TestTable = Table<SimProvider, SimPlatform, ()>;
+
+    /// An OPEN's part in the table: the next free slot, occupied.
+    fn open(table: &mut TestTable, file: FileId) -> SessionId {
+        let index = table.next_free().expect("a free slot");
+        let id = SessionId::new(index, table.slots[index as usize].generation);
+        table.occupy(
+            index,
+            Entry {
+                file,
+                phase: Phase::Open,
+                session: None,
+                credentials: None,
+                pending: None,
+                pending_serial: 0,
+                reply_len: 0,
+                in_sync_call: false,
+                writing: false,
+            },
+        );
+        id
+    }
+
+    #[test]
+    fn a_slot_at_its_last_generation_retires_so_no_stale_id_comes_back() {
+        // Slot 0 two closes short of the wrap (as after 2^32 - 3 OPEN/CLOSE
+        // cycles); the free list is LIFO, so slot 0 is taken every time.
+        let mut table = TestTable::new(2);
+        table.slots[0].generation = u32::MAX - 1;
+        let file = FileId(1);
+        let a = open(&mut table, file);
+        assert_eq!(a, SessionId::new(0, u32::MAX - 1));
+        assert!(table.remove(a).is_some());
+        let b = open(&mut table, file);
+        assert_eq!(b, SessionId::new(0, u32::MAX));
+        assert!(table.remove(b).is_some());
+        // Slot 0 has no generation left: it is retired, not reused with a
+        // wrapped generation that would make old ids valid again.
+        let c = open(&mut table, file);
+        assert_eq!(c.slot(), 1, "the retired slot was reused");
+        for stale in [a, b, SessionId::new(0, 0), SessionId::new(0, 1)] {
+            assert!(table.entry(stale, file).is_none(), "{stale:?}");
+            assert!(table.remove(stale).is_none(), "{stale:?}");
+        }
+        assert!(table.remove(c).is_some());
+        assert_eq!(table.free, [1], "slot 0 stays out of the free list");
+        assert_eq!((table.open, table.count(file)), (0, 0));
     }
 }

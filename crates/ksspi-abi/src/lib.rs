@@ -285,7 +285,9 @@ impl Header {
     }
 }
 
-/// A session id: slot and generation, never a kernel address.
+/// A session id: slot and generation, never a kernel address. Opaque to
+/// user mode. ksspi's generations start at 1 and a slot is retired after its
+/// last one (`u32::MAX`), so no id is ever issued twice and none is 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionId(pub u64);
 
