@@ -41,7 +41,7 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use ksspi::engine::{
-    acquire_credentials, release_credentials, reserve_vec, zeroed_buffer, CredentialSpec,
+    acquire_credentials, release_credentials, reserve_vec, wipe, zeroed_buffer, CredentialSpec,
     EngineStats, Limits, Outcome, Platform, RecordOutcome, RecordReport, Role, Session,
     SessionEvents, SessionSetup, StepReport,
 };
@@ -107,6 +107,13 @@ struct DataState {
     bad: bool,
     /// The sender's plaintext for one turn (allocated at setup).
     scratch: Vec<u8>,
+}
+
+impl Drop for DataState {
+    fn drop(&mut self) {
+        // Plaintext: zeroed before it goes back to the pool.
+        wipe(&mut self.scratch);
+    }
 }
 
 struct Pair<P: SspiProvider, K: Platform> {

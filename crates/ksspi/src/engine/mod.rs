@@ -26,3 +26,12 @@ pub use session::{
 
 #[cfg(test)]
 mod tests;
+
+/// Zero `buf`'s whole allocation (its bytes and its spare capacity, where
+/// bytes drained or truncated away still lie) and empty it, in a way the
+/// compiler may not optimise away even when the buffer is freed next
+/// (`zeroize`: a memset behind an optimisation barrier). For buffers that
+/// held plaintext, before they return to the pool.
+pub fn wipe(buf: &mut alloc::vec::Vec<u8>) {
+    zeroize::Zeroize::zeroize(buf);
+}

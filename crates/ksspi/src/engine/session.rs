@@ -30,6 +30,7 @@
 use super::conductor::{
     zeroed_buffer, Conductor, EngineStats, Issue, Machine, Move, Platform, ReadyNotify, StartError,
 };
+use super::wipe;
 use crate::handle::{
     apply_shutdown, decrypt_record, encrypt_record, query_connection_info,
     query_remote_certificates, query_stream_sizes, AsyncContext, Credentials, HandleSlot, Lease,
@@ -332,6 +333,18 @@ const ISC_FLAGS: u32 = ISC_REQ_SEQUENCE_DETECT
     | ISC_REQ_EXTENDED_ERROR
     | ISC_REQ_STREAM;
 const ALERT_CAPACITY: usize = 256;
+
+impl<P: SspiProvider> Drop for TlsMachine<P> {
+    fn drop(&mut self) {
+        // `input` held the plaintext (records are decrypted in place) and
+        // the others what the handshake produced: zeroed before they return
+        // to the pool, spare capacity included (see `wipe`).
+        wipe(&mut self.input);
+        wipe(&mut self.output);
+        wipe(&mut self.token);
+        wipe(&mut self.alert);
+    }
+}
 
 impl<P: SspiProvider> TlsMachine<P> {
     fn new<K: Platform>(
