@@ -35,3 +35,16 @@ mod tests;
 pub fn wipe(buf: &mut alloc::vec::Vec<u8>) {
     zeroize::Zeroize::zeroize(buf);
 }
+
+/// [`wipe`] for a buffer whose bytes past `used` were never written (its
+/// high-water mark): only the first `used` bytes of the allocation are
+/// zeroed, so a 64 KiB buffer that held a few KiB costs a few KiB.
+pub fn wipe_used(buf: &mut alloc::vec::Vec<u8>, used: usize) {
+    use zeroize::Zeroize;
+    let len = buf.len();
+    buf.as_mut_slice().zeroize();
+    let spare = buf.spare_capacity_mut();
+    let beyond = used.saturating_sub(len).min(spare.len());
+    spare[..beyond].zeroize();
+    buf.clear();
+}

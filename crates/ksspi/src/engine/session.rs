@@ -30,7 +30,7 @@
 use super::conductor::{
     zeroed_buffer, Conductor, EngineStats, Issue, Machine, Move, Platform, ReadyNotify, StartError,
 };
-use super::wipe;
+use super::wipe_used;
 use crate::handle::{
     apply_shutdown, decrypt_record, encrypt_record, query_connection_info,
     query_remote_certificates, query_stream_sizes, AsyncContext, Credentials, HandleSlot, Lease,
@@ -301,11 +301,15 @@ pub struct TlsMachine<P: SspiProvider> {
     has_sec: bool,
     target: Vec<u16>,
     input: Vec<u8>,
+    /// The most bytes `input` ever held (what [`wipe_used`] zeroes).
+    input_high: usize,
     plain: Range<usize>,
     cursor: usize,
     token: Vec<u8>,
     alert: Vec<u8>,
     output: Vec<u8>,
+    /// The most bytes `output` ever held.
+    output_high: usize,
     limits: Limits,
     frame: Frame,
     phase: Phase,
@@ -336,13 +340,13 @@ const ALERT_CAPACITY: usize = 256;
 
 impl<P: SspiProvider> Drop for TlsMachine<P> {
     fn drop(&mut self) {
-        // `input` held the plaintext (records are decrypted in place) and
-        // the others what the handshake produced: zeroed before they return
-        // to the pool, spare capacity included (see `wipe`).
-        wipe(&mut self.input);
-        wipe(&mut self.output);
-        wipe(&mut self.token);
-        wipe(&mut self.alert);
+        // `input` held the plaintext (records are decrypted in place there),
+        // `output` what was sent: zeroed before they return to the pool, up
+        // to the most either ever held (the bytes past that were never
+        // written). `token` and `alert` only ever hold bytes for the wire,
+        // as the peer sees them.
+        wipe_used(&mut self.input, self.input_high);
+        wipe_used(&mut self.output, self.output_high);
     }
 }
 
@@ -376,11 +380,13 @@ impl<P: SspiProvider> TlsMachine<P> {
             has_sec: false,
             target,
             input: platform.reserve(limits.max_input)?,
+            input_high: 0,
             plain: 0..0,
             cursor: 0,
             token: zeroed_buffer(platform, limits.max_token)?,
             alert: vec![0; ALERT_CAPACITY],
             output: platform.reserve(limits.max_output)?,
+            output_high: 0,
             limits,
             frame: Frame {
                 in_bufs: [
@@ -439,6 +445,7 @@ impl<P: SspiProvider> TlsMachine<P> {
             return Err(StepError::TooMuchInput);
         }
         self.input.extend_from_slice(input);
+        self.input_high = self.input_high.max(self.input.len());
         self.op = Op::Step;
         self.output.clear();
         self.calls = 0;
@@ -565,6 +572,7 @@ impl<P: SspiProvider> TlsMachine<P> {
             return false;
         }
         self.output.extend_from_slice(&src[..n]);
+        self.output_high = self.output_high.max(self.output.len());
         true
     }
 
@@ -653,6 +661,7 @@ impl<P: SspiProvider> TlsMachine<P> {
             return Err(RecordError::TooMuchInput);
         }
         self.input.extend_from_slice(input);
+        self.input_high = self.input_high.max(self.input.len());
         self.begin_op(Op::Decrypt);
         Ok(())
     }
