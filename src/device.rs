@@ -59,9 +59,9 @@ pub trait Request: Send + 'static {
     /// cancelable (`WdfRequestMarkCancelableEx`) and keeps `key` for its cancel
     /// routine, which hands it to [`Device::cancel`]. Returns false if the
     /// request is cancelled already: the engine then completes it with
-    /// `STATUS_CANCELLED` at once. Called under the table lock, at
-    /// DISPATCH_LEVEL. A request the engine never pends (the self-test) is
-    /// not cancelable: it ends when its bounded run ends.
+    /// `STATUS_CANCELLED` at once. Called under the table lock (or the
+    /// self-test's), at DISPATCH_LEVEL. A SELFTEST pends under
+    /// [`SELFTEST_SESSION`] for its whole run.
     fn pend(&mut self, key: PendKey) -> bool {
         let _ = key;
         true
@@ -91,9 +91,11 @@ pub trait Request: Send + 'static {
         }
     }
 
-    /// Complete with `STATUS_CANCELLED` from inside the glue's cancel routine
-    /// (through [`Device::cancel`]): the request is being cancelled, so there
-    /// is nothing to unmark.
+    /// Complete with `STATUS_CANCELLED` a request whose cancel routine handed
+    /// it to the engine ([`Device::cancel`] returned true): from inside the
+    /// routine, or later (a SELFTEST, once its handshakes in flight are
+    /// over). The request is no longer cancelable, so there is nothing to
+    /// unmark.
     fn cancelled(self)
     where
         Self: Sized,
@@ -114,6 +116,10 @@ pub struct PendKey {
     /// The device-wide serial number of this pend.
     pub serial: u64,
 }
+
+/// The session a pended SELFTEST's [`PendKey`] names: no session's id (slot
+/// 0 with generation 0; generations start at 1 and never wrap to 0).
+pub const SELFTEST_SESSION: SessionId = SessionId(0);
 
 /// A file handle on the device (`WDFFILEOBJECT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -166,6 +172,9 @@ struct Entry<P: SspiProvider, K: Platform, R> {
     /// A synchronous request (ENCRYPT, QUERY) is working on the session
     /// outside the table lock.
     in_sync_call: bool,
+    /// The pending request is out of the entry while its reply is written
+    /// into it outside the table lock (`Shared::write_reply`).
+    writing: bool,
 }
 
 impl<P: SspiProvider, K: Platform, R> Entry<P, K, R> {
@@ -196,6 +205,10 @@ fn end_close<P: SspiProvider, K: Platform, R: Request>(
 }
 
 struct Slot<P: SspiProvider, K: Platform, R> {
+    /// Part of the ids the slot hands out: 1 at first, one more at each
+    /// close. A slot closed at the last generation (`u32::MAX`) is retired,
+    /// never reused, so no id can become valid again (after 2^32 OPEN/CLOSE
+    /// cycles of one slot, the table has one slot fewer).
     generation: u32,
     entry: Option<Entry<P, K, R>>,
 }
@@ -270,8 +283,11 @@ impl<P: SspiProvider, K: Platform, R> Table<P, K, R> {
             return None;
         }
         let entry = slot.entry.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(id.slot());
+        if let Some(next) = slot.generation.checked_add(1) {
+            slot.generation = next;
+            self.free.push(id.slot());
+        }
+        // else: retired (see `Slot::generation`).
         if let Ok(i) = self.files.binary_search_by_key(&entry.file, |&(f, _)| f) {
             self.files[i].1 -= 1;
             if self.files[i].1 == 0 {
@@ -339,6 +355,8 @@ struct Shared<P: SspiProvider, K: Platform, R: Request> {
     table: SpinLock<Table<P, K, R>>,
     /// Credentials kept for later OPENs with the same parameters.
     credentials: SpinLock<CredentialCache<P>>,
+    /// The self-test under way (one at a time).
+    selftest: Arc<crate::selftest::Gate<P, K, R>>,
     stats: Arc<EngineStats>,
     next_file: AtomicU64,
     next_pend: AtomicU64,
@@ -387,6 +405,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
                     entries: Vec::with_capacity(CREDENTIAL_CACHE),
                     closed: false,
                 }),
+                selftest: crate::selftest::Gate::new(),
                 stats: Arc::default(),
                 next_file: AtomicU64::new(1),
                 next_pend: AtomicU64::new(1),
@@ -437,7 +456,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
             IOCTL_KSSPI_OPEN => s.open(file, input, request, at),
             IOCTL_KSSPI_STEP => s.step(file, input, request, at),
             IOCTL_KSSPI_CLOSE => s.close(file, input, request),
-            IOCTL_KSSPI_SELFTEST => s.selftest(input, request, at),
+            IOCTL_KSSPI_SELFTEST => s.selftest(file, input, request, at),
             IOCTL_KSSPI_ENCRYPT => s.encrypt(file, input, request, at),
             IOCTL_KSSPI_DECRYPT => s.decrypt(file, input, request, at),
             IOCTL_KSSPI_SHUTDOWN => s.shutdown(file, input, request, at),
@@ -451,30 +470,36 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
     /// through [`Request::cancelled`] and returns true. If not (its completion
     /// is under way and lost the race with the cancel), it returns false and
     /// the glue completes it. Either way the session closes: the step's result
-    /// is lost to user mode, and an SSPI call cannot be taken back.
+    /// is lost to user mode, and an SSPI call cannot be taken back. A SELFTEST
+    /// (its key names [`SELFTEST_SESSION`]) taken by the cancel completes
+    /// through [`Request::cancelled`] later, once the handshakes it has in
+    /// flight are over; none starts after the cancel.
     pub fn cancel(&self, key: PendKey) -> bool {
         let s = &self.shared;
+        if key.session == SELFTEST_SESSION {
+            return s.selftest.cancel(&s.platform, key);
+        }
         let (request, to_close) = {
             let mut table = s.table.lock(&s.platform);
             let Some(entry) = table.entry(key.session, key.file) else {
                 return false;
             };
-            let request = if entry.pending_serial == key.serial {
-                entry.pending.take()
-            } else {
-                None
-            };
-            if request.is_none() && entry.pending.is_some() {
+            let ours = entry.pending_serial == key.serial;
+            if !ours && (entry.pending.is_some() || entry.writing) {
                 // A later request pends there now: this cancel is stale.
                 return false;
             }
-            if entry.phase == Phase::Closing {
-                (request, None)
+            // None while its reply is written (`Shared::write_reply`): its
+            // completion is under way, as when it has been taken to complete.
+            let request = if ours { entry.pending.take() } else { None };
+            let to_close = if entry.phase == Phase::Closing {
+                None
             } else {
                 // While opening there is no session yet; `opened` closes it.
                 entry.phase = Phase::Closing;
-                (request, entry.session.clone())
-            }
+                entry.session.clone()
+            };
+            (request, to_close)
         };
         let completed = request.is_some();
         if let Some(request) = request {
@@ -513,11 +538,14 @@ impl<P: SspiProvider, K: Platform, R: Request> Device<P, K, R> {
     }
 
     /// Unload (the device's removal, before the framework disposes its work
-    /// items): close every session and release the cached credentials.
+    /// items): close every session, stop a self-test under way (no new
+    /// handshake; its request completes with `STATUS_CANCELLED` once the ones
+    /// in flight end), and release the cached credentials.
     /// Returns what is still outstanding; the glue waits until
     /// [`Device::outstanding`] is drained before it lets go of the device.
     pub fn unload(&self) -> Outstanding {
         self.shared.close_where(|_| true);
+        self.shared.selftest.stop(&self.shared.platform);
         let cached = {
             let mut cache = self.shared.credentials.lock(&self.shared.platform);
             cache.closed = true;
@@ -660,11 +688,21 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         }
     }
 
-    fn selftest(&self, input: &[u8], request: R, at: &Passive) {
+    /// Most handshakes a self-test runs at once on this device: half its
+    /// session limit (two sessions each), so a run never holds more sessions
+    /// than the table can.
+    fn selftest_concurrency(&self) -> u32 {
+        (self.config.max_sessions / 2).max(1)
+    }
+
+    fn selftest(&self, file: FileId, input: &[u8], request: R, at: &Passive) {
         let plan = match decode::<SelftestRequest>(input) {
             Ok(p) => p,
             Err(e) => return request.complete(e.ntstatus(), &[]),
         };
+        if plan.concurrency > self.selftest_concurrency() {
+            return request.complete(STATUS_INVALID_PARAMETER, &[]);
+        }
         // The completion mode and callback IRQL are the model's policy, set by
         // whoever built the model; a real driver cannot choose them.
         if !self.config.model && (plan.completion != 0 || plan.callback_irql != 0) {
@@ -673,15 +711,16 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         if request.output_capacity() < Header::LEN + 144 {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         }
-        crate::selftest::start(
-            self.provider.clone(),
-            self.platform.clone(),
-            self.stats.clone(),
-            plan,
-            self.config.limits,
-            request,
-            at,
-        );
+        let launch = crate::selftest::Launch {
+            provider: self.provider.clone(),
+            platform: self.platform.clone(),
+            limits: self.config.limits,
+            gate: self.selftest.clone(),
+            device_stats: self.stats.clone(),
+            file,
+            serial: self.next_pend.fetch_add(1, Ordering::Relaxed),
+        };
+        crate::selftest::start(launch, plan, request, at);
     }
 
     fn open(self: &Arc<Self>, file: FileId, input: &[u8], request: R, at: &Passive) {
@@ -731,8 +770,12 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 return request.complete(STATUS_INSUFFICIENT_RESOURCES, &[]);
             };
             let id = SessionId::new(index, table.slots[index as usize].generation);
-            let Some((request, serial)) = self.pend(request, file, id) else {
-                return;
+            let (request, serial) = match self.pend(request, file, id) {
+                Ok(pended) => pended,
+                Err(request) => {
+                    drop(table);
+                    return request.complete(STATUS_CANCELLED, &[]);
+                }
             };
             table.occupy(
                 index,
@@ -745,6 +788,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                     pending_serial: serial,
                     reply_len: 0,
                     in_sync_call: false,
+                    writing: false,
                 },
             );
             id
@@ -844,7 +888,9 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         entry.phase = Phase::Open;
         entry.session = Some(session);
         entry.credentials = Some(credentials);
-        if let Some(request) = entry.pending.take() {
+        let request = entry.pending.take();
+        drop(table);
+        if let Some(request) = request {
             complete_with(
                 request,
                 &OpenReply {
@@ -916,19 +962,19 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
     }
 
     /// Hand `request` to the glue as pended under a fresh key (under the
-    /// table lock); a request already cancelled is completed here with
-    /// `STATUS_CANCELLED` (callable at DISPATCH_LEVEL) and `None` returned.
-    fn pend(&self, mut request: R, file: FileId, session: SessionId) -> Option<(R, u64)> {
+    /// table lock); a request already cancelled comes back as `Err`, for the
+    /// caller to complete with `STATUS_CANCELLED` once it has let go of the
+    /// lock.
+    fn pend(&self, mut request: R, file: FileId, session: SessionId) -> Result<(R, u64), R> {
         let serial = self.next_pend.fetch_add(1, Ordering::Relaxed);
         if request.pend(PendKey {
             file,
             session,
             serial,
         }) {
-            Some((request, serial))
+            Ok((request, serial))
         } else {
-            request.complete(STATUS_CANCELLED, &[]);
-            None
+            Err(request)
         }
     }
 
@@ -945,12 +991,19 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             }
         };
         // A request in the engine, or an ENCRYPT or QUERY working.
-        if entry.pending.is_some() || entry.in_sync_call {
+        if entry.pending.is_some() || entry.in_sync_call || entry.writing {
             drop(table);
             request.complete(STATUS_DEVICE_BUSY, &[]);
             return None;
         }
-        let (request, serial) = self.pend(request, file, id)?;
+        let (request, serial) = match self.pend(request, file, id) {
+            Ok(pended) => pended,
+            Err(request) => {
+                drop(table);
+                request.complete(STATUS_CANCELLED, &[]);
+                return None;
+            }
+        };
         entry.pending = Some(request);
         entry.pending_serial = serial;
         entry.session.clone()
@@ -1043,7 +1096,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             Some(e) if e.phase == Phase::Open => e,
             _ => return Err(STATUS_INVALID_HANDLE),
         };
-        if entry.pending.is_some() || entry.in_sync_call {
+        if entry.pending.is_some() || entry.in_sync_call || entry.writing {
             return Err(STATUS_DEVICE_BUSY);
         }
         let session = entry.session.clone().ok_or(STATUS_INVALID_HANDLE)?;
@@ -1219,14 +1272,40 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
 impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
     /// Encode a move's reply straight into the output of the request pended
     /// for it (none: cancelled meanwhile, nothing to write), for
-    /// `step_ready` to complete.
+    /// `step_ready` to complete. The reply (up to about 128 KiB) is written
+    /// at PASSIVE_LEVEL outside the table lock: the request leaves the entry
+    /// meanwhile (`writing` keeps the session busy), and a cancel that comes
+    /// then finds it gone, as one racing its completion does.
     fn write_reply<'a, M: Message<'a>>(&self, id: SessionId, reply: &M) {
-        let mut table = self.table.lock(&self.platform);
-        if let Some(entry) = table.entry_any_file(id) {
-            entry.reply_len = match entry.pending.as_mut() {
-                Some(request) => encode(reply, request.output()).unwrap_or(0),
-                None => 0,
-            };
+        let taken = {
+            let mut table = self.table.lock(&self.platform);
+            table.entry_any_file(id).and_then(|entry| {
+                entry.reply_len = 0;
+                let request = entry.pending.take();
+                entry.writing = request.is_some();
+                request
+            })
+        };
+        let Some(mut request) = taken else {
+            return;
+        };
+        let len = encode(reply, request.output()).unwrap_or(0);
+        let orphan = {
+            let mut table = self.table.lock(&self.platform);
+            match table.entry_any_file(id) {
+                Some(entry) => {
+                    entry.writing = false;
+                    entry.reply_len = len;
+                    entry.pending = Some(request);
+                    None
+                }
+                // Not possible: the entry goes only once the session has
+                // closed, after this move's report.
+                None => Some(request),
+            }
+        };
+        if let Some(request) = orphan {
+            request.complete(STATUS_CANCELLED, &[]);
         }
     }
 }
@@ -1303,14 +1382,18 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
         let Some(device) = self.device.upgrade() else {
             return;
         };
-        let mut table = device.table.lock(&device.platform);
-        if let Some(entry) = table.entry_any_file(self.id) {
-            if let Some(request) = entry.pending.take() {
-                match core::mem::take(&mut entry.reply_len) {
-                    0 => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
-                    n => request.complete_written(STATUS_SUCCESS, n),
-                }
-            }
+        let ready = {
+            let mut table = device.table.lock(&device.platform);
+            table.entry_any_file(self.id).and_then(|entry| {
+                let len = core::mem::take(&mut entry.reply_len);
+                entry.pending.take().map(|request| (request, len))
+            })
+        };
+        // Completed outside the table lock.
+        match ready {
+            Some((request, 0)) => request.complete(STATUS_BUFFER_TOO_SMALL, &[]),
+            Some((request, n)) => request.complete_written(STATUS_SUCCESS, n),
+            None => {}
         }
     }
 
@@ -1322,8 +1405,13 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
         let Some(mut entry) = entry else {
             return;
         };
-        if let Some(request) = entry.pending.take() {
-            request.complete(STATUS_CANCELLED, &[]);
+        match (entry.pending.take(), entry.reply_len) {
+            // Cut short by the close.
+            (Some(request), 0) => request.complete(STATUS_CANCELLED, &[]),
+            // The close came between the move's report and `step_ready`:
+            // the move is over and its reply written; deliver it.
+            (Some(request), n) => request.complete_written(STATUS_SUCCESS, n),
+            (None, _) => {}
         }
         drop(entry.session.take());
         if let (Some(credentials), Some(at)) = (
@@ -1332,5 +1420,60 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
         ) {
             device.release(credentials, &at);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ksspi_sim::{SimPlatform, SimProvider};
+
+    type TestTable = Table<SimProvider, SimPlatform, ()>;
+
+    /// An OPEN's part in the table: the next free slot, occupied.
+    fn open(table: &mut TestTable, file: FileId) -> SessionId {
+        let index = table.next_free().expect("a free slot");
+        let id = SessionId::new(index, table.slots[index as usize].generation);
+        table.occupy(
+            index,
+            Entry {
+                file,
+                phase: Phase::Open,
+                session: None,
+                credentials: None,
+                pending: None,
+                pending_serial: 0,
+                reply_len: 0,
+                in_sync_call: false,
+                writing: false,
+            },
+        );
+        id
+    }
+
+    #[test]
+    fn a_slot_at_its_last_generation_retires_so_no_stale_id_comes_back() {
+        // Slot 0 two closes short of the wrap (as after 2^32 - 3 OPEN/CLOSE
+        // cycles); the free list is LIFO, so slot 0 is taken every time.
+        let mut table = TestTable::new(2);
+        table.slots[0].generation = u32::MAX - 1;
+        let file = FileId(1);
+        let a = open(&mut table, file);
+        assert_eq!(a, SessionId::new(0, u32::MAX - 1));
+        assert!(table.remove(a).is_some());
+        let b = open(&mut table, file);
+        assert_eq!(b, SessionId::new(0, u32::MAX));
+        assert!(table.remove(b).is_some());
+        // Slot 0 has no generation left: it is retired, not reused with a
+        // wrapped generation that would make old ids valid again.
+        let c = open(&mut table, file);
+        assert_eq!(c.slot(), 1, "the retired slot was reused");
+        for stale in [a, b, SessionId::new(0, 0), SessionId::new(0, 1)] {
+            assert!(table.entry(stale, file).is_none(), "{stale:?}");
+            assert!(table.remove(stale).is_none(), "{stale:?}");
+        }
+        assert!(table.remove(c).is_some());
+        assert_eq!(table.free, [1], "slot 0 stays out of the free list");
+        assert_eq!((table.open, table.count(file)), (0, 0));
     }
 }

@@ -16,9 +16,24 @@
 //! close_notify, which the server must see as the peer closing. One record
 //! operation per pair is in flight at a time, so the pair's data state moves
 //! one step per report.
+//!
+//! Bounds: every figure of the request is bounded by the ABI
+//! ([`ksspi_abi::MAX_SELFTEST_COUNT`] and its siblings), the concurrency also
+//! by the device (half its session limit), and one self-test runs at a time
+//! ([`Gate`]). Everything a run sizes from the request (its action queue,
+//! its table of pairs, its latencies) and every pair's buffers come through
+//! the platform's fallible path: under low resources the request completes
+//! with `STATUS_INSUFFICIENT_RESOURCES`, or a pair fails cleanly.
+//!
+//! Cancel: the request pends (cancelable) under [`SELFTEST_SESSION`]. A
+//! cancel stops new handshakes from starting; the ones in flight finish, and
+//! once they have, the request completes with `STATUS_CANCELLED`.
 
-use crate::device::{complete_with, disabled_protocols, Request};
+use crate::device::{
+    complete_with, disabled_protocols, FileId, PendKey, Request, SELFTEST_SESSION,
+};
 use crate::lock::SpinLock;
+use crate::ntstatus::*;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -26,9 +41,9 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use ksspi::engine::{
-    acquire_credentials, release_credentials, zeroed_buffer, CredentialSpec, EngineStats, Limits,
-    Outcome, Platform, RecordOutcome, RecordReport, Role, Session, SessionEvents, SessionSetup,
-    StepReport,
+    acquire_credentials, release_credentials, reserve_vec, wipe, zeroed_buffer, CredentialSpec,
+    EngineStats, Limits, Outcome, Platform, RecordOutcome, RecordReport, Role, Session,
+    SessionEvents, SessionSetup, StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::provider::SspiProvider;
@@ -94,6 +109,13 @@ struct DataState {
     scratch: Vec<u8>,
 }
 
+impl Drop for DataState {
+    fn drop(&mut self) {
+        // Plaintext: zeroed before it goes back to the pool.
+        wipe(&mut self.scratch);
+    }
+}
+
 struct Pair<P: SspiProvider, K: Platform> {
     index: u32,
     started_us: u64,
@@ -119,6 +141,82 @@ struct Creds<P: SspiProvider> {
     clients: Vec<Arc<Credentials<P>>>,
 }
 
+/// The device's self-test slot: one run at a time; a second SELFTEST while
+/// one runs completes with `STATUS_DEVICE_BUSY`.
+///
+/// Why one at a time rather than counting a run's sessions in the session
+/// table: a run's sessions belong to no file handle and take no table slot,
+/// and the request already bounds how many it holds at once (its
+/// concurrency, at most half the device's session limit). With one run at a
+/// time the device holds at most its table's sessions plus one run's, a
+/// fixed worst case, and a self-test can neither take OPENs' room nor be
+/// refused because of the sessions some file happens to have open (the
+/// per-file quota would cap it far below the scale it measures).
+pub(crate) struct Gate<P: SspiProvider, K: Platform, R: Request> {
+    /// The run under way; it takes itself out before it completes its
+    /// request (so the caller the completion wakes may start the next).
+    run: SpinLock<Option<Arc<Run<P, K, R>>>>,
+}
+
+impl<P: SspiProvider, K: Platform, R: Request> Gate<P, K, R> {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Gate {
+            run: SpinLock::new(None),
+        })
+    }
+
+    /// The glue's cancel routine for the SELFTEST pended under `key` (at up
+    /// to DISPATCH_LEVEL): true if the run took the cancel (it completes the
+    /// request with `STATUS_CANCELLED` once its handshakes in flight are
+    /// over), false if the request is no longer the run's to complete.
+    pub(crate) fn cancel(&self, platform: &K, key: PendKey) -> bool {
+        let run = self.run.lock(platform).clone();
+        run.is_some_and(|run| run.cancel(key.serial))
+    }
+
+    /// The device is going away (unload): the run under way, if any, starts
+    /// no new handshake, lets the ones in flight end, and completes its
+    /// request with `STATUS_CANCELLED` (through the ordinary completion: no
+    /// cancel routine is running).
+    pub(crate) fn stop(&self, platform: &K) {
+        let run = self.run.lock(platform).clone();
+        if let Some(run) = run {
+            // As a cancel would: the run ends from its own continuations
+            // (see `Run::cancel`).
+            let mut p = run.progress.lock(&run.platform);
+            p.cancelled = true;
+            p.stopped = true;
+        }
+    }
+}
+
+/// The run's request and whether it was cancelled (one lock, so a cancel and
+/// the completion agree on who completes it and how).
+struct Pended<R> {
+    request: Option<R>,
+    /// The cancel routine handed the request back to the run: complete it
+    /// through [`Request::cancelled`].
+    cancelled: bool,
+}
+
+/// How far a run is, under one lock so starting, ending and cancelling
+/// agree on when the run is over.
+#[derive(Default)]
+struct Progress {
+    /// Handshakes started (the next one's index).
+    started: u32,
+    /// Started and not ended.
+    live: u32,
+    ended: u32,
+    /// The credentials are in (or failed): handshakes may start.
+    ready: bool,
+    cancelled: bool,
+    /// The device is unloading ([`Gate::stop`]): cancelled, but the request
+    /// completes through the ordinary path, with `STATUS_CANCELLED`.
+    stopped: bool,
+    finished: bool,
+}
+
 /// One self-test run.
 pub(crate) struct Run<P: SspiProvider, K: Platform, R: Request> {
     provider: P,
@@ -130,11 +228,12 @@ pub(crate) struct Run<P: SspiProvider, K: Platform, R: Request> {
     /// The device's counters, which take this run's at its end.
     device_stats: Arc<EngineStats>,
     creds: SpinLock<Creds<P>>,
-    request: SpinLock<Option<R>>,
+    request: SpinLock<Pended<R>>,
+    /// The pend serial of the request (its cancel key's).
+    serial: u64,
     actions: SpinLock<VecDeque<Action<P, K>>>,
     pumping: AtomicBool,
-    started: AtomicU32,
-    ended: AtomicU32,
+    progress: SpinLock<Progress>,
     ok: AtomicU64,
     failed: AtomicU64,
     steps: AtomicU64,
@@ -146,27 +245,60 @@ pub(crate) struct Run<P: SspiProvider, K: Platform, R: Request> {
     acquisition_failed: AtomicU32,
     /// The handshakes under way (their sessions' events hold them weakly).
     active: SpinLock<Vec<Arc<Pair<P, K>>>>,
-    /// The run holds itself until it has completed its request.
-    keepalive: SpinLock<Option<Arc<Run<P, K, R>>>>,
+    /// The device's slot, which holds the run until it has completed its
+    /// request.
+    gate: Arc<Gate<P, K, R>>,
 }
 
-/// Start a self-test; `request` completes when it ends.
+/// What [`start`] needs of the device.
+pub(crate) struct Launch<P: SspiProvider, K: Platform, R: Request> {
+    pub provider: P,
+    pub platform: K,
+    pub limits: Limits,
+    pub gate: Arc<Gate<P, K, R>>,
+    /// The device's counters, which take the run's at its end.
+    pub device_stats: Arc<EngineStats>,
+    /// The file the request came on, and its pend serial.
+    pub file: FileId,
+    pub serial: u64,
+}
+
+/// Start a self-test (its figures checked by the decoder and the device);
+/// `request` pends, and completes when the run ends. Refused at once: with
+/// `STATUS_DEVICE_BUSY` while another run is under way,
+/// `STATUS_INSUFFICIENT_RESOURCES` if the run's own tables cannot be
+/// allocated, `STATUS_CANCELLED` if the request was cancelled already.
 pub(crate) fn start<P: SspiProvider, K: Platform, R: Request>(
-    provider: P,
-    platform: K,
-    device_stats: Arc<EngineStats>,
+    launch: Launch<P, K, R>,
     plan: SelftestRequest,
-    limits: Limits,
-    request: R,
+    mut request: R,
     at: &Passive,
 ) {
+    let Launch {
+        provider,
+        platform,
+        limits,
+        gate,
+        device_stats,
+        file,
+        serial,
+    } = launch;
     let both = plan.protocols == proto::ALL;
-    let client_protocols: Vec<u32> = if both {
-        [proto::TLS12, proto::TLS13].into()
+    let client_protocols: &[u32] = if both {
+        &[proto::TLS12, proto::TLS13]
     } else {
-        [plan.protocols].into()
+        core::slice::from_ref(&plan.protocols)
     };
-    let count = plan.count as usize;
+    // Sized by the request: through the fallible path.
+    let at_once = plan.concurrency.min(plan.count) as usize;
+    let tables = (
+        reserve_vec::<Action<P, K>, K>(&platform, at_once * 2 + 4),
+        reserve_vec::<u64, K>(&platform, plan.count as usize),
+        reserve_vec::<Arc<Pair<P, K>>, K>(&platform, at_once),
+    );
+    let (Ok(actions), Ok(latencies), Ok(active)) = tables else {
+        return request.complete(STATUS_INSUFFICIENT_RESOURCES, &[]);
+    };
     let run = Arc::new(Run {
         t0: platform.now_us(),
         provider: provider.clone(),
@@ -179,25 +311,59 @@ pub(crate) fn start<P: SspiProvider, K: Platform, R: Request>(
             server: None,
             clients: Vec::with_capacity(2),
         }),
-        request: SpinLock::new(Some(request)),
-        actions: SpinLock::new(VecDeque::with_capacity(plan.concurrency as usize * 2 + 4)),
+        request: SpinLock::new(Pended {
+            request: None,
+            cancelled: false,
+        }),
+        serial,
+        actions: SpinLock::new(VecDeque::from(actions)),
         pumping: AtomicBool::new(false),
-        started: AtomicU32::new(0),
-        ended: AtomicU32::new(0),
+        progress: SpinLock::new(Progress::default()),
         ok: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         steps: AtomicU64::new(0),
         sessions: AtomicU64::new(0),
         bytes_checked: AtomicU64::new(0),
-        latencies: SpinLock::new(Vec::with_capacity(count)),
+        latencies: SpinLock::new(latencies),
         acquisitions_left: AtomicU32::new(1 + client_protocols.len() as u32),
         acquisition_failed: AtomicU32::new(0),
-        keepalive: SpinLock::new(None),
-        active: SpinLock::new(Vec::with_capacity(plan.concurrency as usize)),
+        active: SpinLock::new(active),
+        gate: gate.clone(),
     });
-    *run.keepalive.lock(&platform) = Some(run.clone());
+    let busy = {
+        let mut slot = gate.run.lock(&platform);
+        let busy = slot.is_some();
+        if !busy {
+            *slot = Some(run.clone());
+        }
+        busy
+    };
+    if busy {
+        return request.complete(STATUS_DEVICE_BUSY, &[]);
+    }
+    // Pend it under the run's lock, so a cancel routine that runs at once
+    // finds it there.
+    let refused = {
+        let mut pended = run.request.lock(&platform);
+        let key = PendKey {
+            file,
+            session: SELFTEST_SESSION,
+            serial,
+        };
+        if request.pend(key) {
+            pended.request = Some(request);
+            None
+        } else {
+            Some(request)
+        }
+    };
+    if let Some(request) = refused {
+        let me = gate.run.lock(&platform).take();
+        drop(me);
+        return request.complete(STATUS_CANCELLED, &[]);
+    }
     let acquisitions = core::iter::once((true, plan.protocols))
-        .chain(client_protocols.into_iter().map(|p| (false, p)));
+        .chain(client_protocols.iter().map(|&p| (false, p)));
     for (server, allowed) in acquisitions {
         let spec = if server {
             CredentialSpec::Server {
@@ -255,9 +421,25 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             // No credentials, no handshake: every one of them failed.
             self.failed
                 .store(u64::from(self.plan.count), Ordering::Relaxed);
+            {
+                let mut p = self.progress.lock(&self.platform);
+                p.ready = true;
+                p.finished = true;
+            }
             return self.finish_run();
         }
-        let first = self.plan.concurrency.min(self.plan.count);
+        let first = {
+            let mut p = self.progress.lock(&self.platform);
+            p.ready = true;
+            if p.cancelled {
+                0
+            } else {
+                self.plan.concurrency.min(self.plan.count)
+            }
+        };
+        if first == 0 {
+            return self.settle(); // cancelled while acquiring
+        }
         {
             let mut actions = self.actions.lock(&self.platform);
             for _ in 0..first {
@@ -265,6 +447,41 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             }
         }
         self.pump();
+    }
+
+    /// The cancel routine, for the request pended with `serial` (at up to
+    /// DISPATCH_LEVEL): no handshake starts from now on; the run completes
+    /// the request with `STATUS_CANCELLED` once the ones in flight are over.
+    fn cancel(&self, serial: u64) -> bool {
+        {
+            let mut pended = self.request.lock(&self.platform);
+            if self.serial != serial || pended.request.is_none() || pended.cancelled {
+                return false;
+            }
+            pended.cancelled = true;
+        }
+        self.progress.lock(&self.platform).cancelled = true;
+        // The run ends from its own continuations, at PASSIVE_LEVEL: with
+        // handshakes in flight, when the last one ends; while its credentials
+        // are acquired, when they are in; otherwise a start queued already
+        // finds it cancelled.
+        true
+    }
+
+    /// End the run if nothing is in flight and nothing more will start.
+    fn settle(self: &Arc<Self>) {
+        let over = {
+            let mut p = self.progress.lock(&self.platform);
+            let over = !p.finished
+                && p.ready
+                && p.live == 0
+                && (p.cancelled || p.ended >= self.plan.count);
+            p.finished |= over;
+            over
+        };
+        if over {
+            self.finish_run();
+        }
     }
 
     /// Drain the action queue, unless another frame already is.
@@ -299,10 +516,19 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
     }
 
     fn start_pair(self: &Arc<Self>) {
-        let index = self.started.fetch_add(1, Ordering::AcqRel);
-        if index >= self.plan.count {
-            return;
-        }
+        let index = {
+            let mut p = self.progress.lock(&self.platform);
+            if p.cancelled || p.finished || p.started >= self.plan.count {
+                None
+            } else {
+                p.started += 1;
+                p.live += 1;
+                Some(p.started - 1)
+            }
+        };
+        let Some(index) = index else {
+            return self.settle();
+        };
         let Some(at) = Passive::check(self.provider.current_irql()) else {
             return self.pair_ended(None, false);
         };
@@ -609,16 +835,25 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
         if !counted {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
-        let ended = self.ended.fetch_add(1, Ordering::AcqRel) + 1;
-        if ended >= self.plan.count {
-            self.finish_run();
-        } else if self.started.load(Ordering::Acquire) < self.plan.count {
+        let next = {
+            let mut p = self.progress.lock(&self.platform);
+            p.live -= 1;
+            p.ended += 1;
+            !p.cancelled && p.started < self.plan.count
+        };
+        if next {
             self.queue(Action::Start);
+        } else {
+            self.settle();
         }
     }
 
     fn finish_run(self: &Arc<Self>) {
-        let Some(request) = self.request.lock(&self.platform).take() else {
+        let (request, cancelled) = {
+            let mut pended = self.request.lock(&self.platform);
+            (pended.request.take(), pended.cancelled)
+        };
+        let Some(request) = request else {
             return;
         };
         let s = &self.stats;
@@ -677,10 +912,19 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
                 }
             }
         }
-        complete_with(request, &reply);
-        // Let go of ourselves (dropped after the lock is released).
-        let me = self.keepalive.lock(&self.platform).take();
+        // Free the device's slot first: the caller the completion wakes may
+        // start the next self-test at once. (The caller of this function
+        // holds the run, so this is not its last reference.)
+        let me = self.gate.run.lock(&self.platform).take();
         drop(me);
+        let stopped = self.progress.lock(&self.platform).stopped;
+        if cancelled {
+            request.cancelled();
+        } else if stopped {
+            request.complete(STATUS_CANCELLED, &[]);
+        } else {
+            complete_with(request, &reply);
+        }
     }
 }
 

@@ -647,8 +647,10 @@ fn run_cell(cell: Cell) -> CellResult {
     }
     if matches!(cell.moment, Moment::Open(_)) {
         // OPEN has no call of its own to wait for: whatever the action, it
-        // is completed when the action returns.
-        assert!(is_done(&done), "{cell}: OPEN completed by the action");
+        // is completed when the action returns, or its completion is under
+        // way then (the credentials' continuation completes it outside the
+        // table lock, and the action may come between).
+        spin_until("OPEN completed by the action", &cell, || is_done(&done));
     }
 
     // The request acted on: exactly once, with the status its timing allows.

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use ksspi::SecStatus;
+use ksspi::{Irql, SecStatus};
 use ksspi_abi::*;
 use ksspi_driver::device::DeviceConfig;
 use ksspi_driver::ntstatus::*;
@@ -780,4 +780,32 @@ fn a_full_table_refuses_opens_and_freed_slots_and_quotas_come_back() {
     assert_eq!(w.close(a, a3), STATUS_INVALID_HANDLE);
     w.dev.unload();
     w.finish();
+}
+
+#[test]
+fn replies_are_written_and_requests_completed_outside_the_table_lock() {
+    // The table's spin lock holds the IRQL at DISPATCH_LEVEL: a reply of up
+    // to 128 KiB encoded under it, or a completion (whose caller may send
+    // the next request into the device at once), would show as DISPATCH.
+    // Without cancels, every write and completion happens at PASSIVE.
+    for mode in Completion::ALL {
+        let w = world_with(CompletionPolicy::Always(mode), 2, DeviceConfig::default());
+        let file = w.dev.open_file();
+        let (_, server) = w.open(file, Role::Server, b"");
+        let (_, client) = w.open(file, Role::Client, b"localhost");
+        let mut to_client = establish(&w, file, server.session, client.session);
+        let sealed = w.seal(file, server.session, &payload(40_000, 1));
+        to_client.extend_from_slice(&sealed);
+        let (st, reply) = w.decrypt(file, client.session, &to_client);
+        assert_eq!(st, STATUS_SUCCESS);
+        assert_eq!(decode::<RecordReply>(&reply).unwrap().data.len(), 40_000);
+        assert_eq!(w.shutdown(file, client.session).0, STATUS_SUCCESS);
+        assert_eq!(w.close(file, server.session), STATUS_SUCCESS);
+        assert_eq!(w.close(file, client.session), STATUS_SUCCESS);
+        let irqls = w.irqls.lock().unwrap().clone();
+        assert!(irqls.iter().filter(|(what, _)| *what == "complete").count() >= 10);
+        let raised: Vec<_> = irqls.iter().filter(|(_, i)| *i != Irql::PASSIVE).collect();
+        assert!(raised.is_empty(), "{mode:?}: {raised:?}");
+        w.finish();
+    }
 }

@@ -189,3 +189,42 @@ fn remove_busy_device(w: &World, policy: CompletionPolicy, label: &str) {
     assert_ne!(st, DROPPED, "{label}");
     let _ = (s1, c1, c3);
 }
+
+/// Unload stops a self-test under way: no new handshake starts, the ones in
+/// flight end, and its request completes with `STATUS_CANCELLED`; the drain
+/// does not wait for the 100 000 handshakes it asked for.
+#[test]
+fn unload_stops_a_self_test_under_way() {
+    for policy in [
+        CompletionPolicy::Always(Completion::Async),
+        CompletionPolicy::Mixed,
+    ] {
+        let w = world(policy, DeviceConfig::default());
+        let request = enc(&SelftestRequest {
+            count: MAX_SELFTEST_COUNT,
+            concurrency: 4,
+            protocols: proto::ALL,
+            thumbprint: w.thumb,
+            ..SelftestRequest::default()
+        });
+        let file = w.dev.open_file();
+        // The whole run happens inside the IOCTL call when completions are
+        // synchronous; asynchronous completions let it go on in the
+        // background, so send it from a thread and unload meanwhile.
+        let done = std::thread::scope(|scope| {
+            let sender = scope.spawn(|| w.send(file, IOCTL_KSSPI_SELFTEST, &request, 512));
+            std::thread::sleep(Duration::from_millis(50));
+            w.dev.unload();
+            sender.join().unwrap()
+        });
+        assert!(
+            drained_within(&w, Duration::from_secs(30)),
+            "{policy:?}: the drain waited for the whole self-test: {:?}",
+            w.dev.outstanding()
+        );
+        let (st, _) = wait(&done);
+        assert_eq!(st, STATUS_CANCELLED, "{policy:?}");
+        w.platform.dispose_work_items();
+        w.finish();
+    }
+}

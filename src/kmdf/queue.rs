@@ -140,6 +140,8 @@ extern "C" fn evt_io_device_control(
         marked: false,
     };
     engine.ioctl(file, code, &input, request, &at);
+    // The input may be an ENCRYPT's plaintext: zeroed before it is freed.
+    ksspi::engine::wipe(&mut input);
 }
 
 /// Which of a request's buffers [`retrieve`] gives.

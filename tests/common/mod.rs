@@ -21,6 +21,10 @@ pub type Done = Arc<(Mutex<Vec<(NtStatus, Vec<u8>)>>, Condvar)>;
 /// Where the engine's [`PendKey`] lands when it pends a request.
 pub type Key = Arc<Mutex<Option<PendKey>>>;
 
+/// The IRQL of the engine's thread each time it wrote a reply into a
+/// request's output ("output") or completed a request ("complete").
+pub type Irqls = Arc<Mutex<Vec<(&'static str, Irql)>>>;
+
 /// A request whose completion the test waits for.
 pub struct TestRequest {
     capacity: usize,
@@ -37,6 +41,8 @@ pub struct TestRequest {
     /// Runs once the completion is recorded, on the completing thread (what
     /// a user thread woken by the completion does next).
     then: Option<Box<dyn FnOnce(NtStatus) + Send>>,
+    /// Where the IRQLs of its writes and completion go.
+    irqls: Irqls,
 }
 
 impl TestRequest {
@@ -56,12 +62,16 @@ impl Request for TestRequest {
         !self.cancelled_early
     }
     fn output(&mut self) -> &mut [u8] {
+        let irql = ksspi_sim::kernel::current_irql();
+        self.irqls.lock().unwrap().push(("output", irql));
         if self.output.len() != self.capacity {
             self.output = vec![0; self.capacity];
         }
         &mut self.output
     }
     fn complete_written(mut self, status: NtStatus, len: usize) {
+        let irql = ksspi_sim::kernel::current_irql();
+        self.irqls.lock().unwrap().push(("complete", irql));
         assert!(len <= self.capacity, "reply overruns the output buffer");
         assert!(
             len == 0 || self.output.len() == self.capacity,
@@ -103,6 +113,8 @@ pub struct World {
     pub protocols: u32,
     /// Every request sent, for [`World::finish`]'s exactly-once check.
     sent: Mutex<Vec<Done>>,
+    /// The IRQLs of every reply written and request completed.
+    pub irqls: Irqls,
 }
 
 pub fn world(completion: CompletionPolicy, config: DeviceConfig) -> World {
@@ -152,6 +164,7 @@ impl World {
             thumb,
             protocols: proto::ALL,
             sent: Mutex::default(),
+            irqls: Irqls::default(),
         }
     }
 
@@ -177,6 +190,7 @@ impl World {
             key: key.clone(),
             cancelled_early,
             then: None,
+            irqls: self.irqls.clone(),
         };
         (request, done, key)
     }

@@ -285,7 +285,9 @@ impl Header {
     }
 }
 
-/// A session id: slot and generation, never a kernel address.
+/// A session id: slot and generation, never a kernel address. Opaque to
+/// user mode. ksspi's generations start at 1 and a slot is retired after its
+/// last one (`u32::MAX`), so no id is ever issued twice and none is 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionId(pub u64);
 
@@ -626,6 +628,48 @@ mod tests {
             decode::<SelftestRequest>(&enc(&zero)),
             Err(DecodeError::BadField)
         );
+    }
+
+    #[test]
+    fn selftest_figures_are_bounded() {
+        let at_bounds = SelftestRequest {
+            count: MAX_SELFTEST_COUNT,
+            concurrency: MAX_SELFTEST_CONCURRENCY,
+            protocols: proto::ALL,
+            bytes: MAX_SELFTEST_BYTES,
+            ..SelftestRequest::default()
+        };
+        assert_eq!(decode::<SelftestRequest>(&enc(&at_bounds)), Ok(at_bounds));
+        for over in [
+            SelftestRequest {
+                count: MAX_SELFTEST_COUNT + 1,
+                ..at_bounds
+            },
+            SelftestRequest {
+                count: u32::MAX,
+                ..at_bounds
+            },
+            SelftestRequest {
+                concurrency: MAX_SELFTEST_CONCURRENCY + 1,
+                ..at_bounds
+            },
+            SelftestRequest {
+                concurrency: u32::MAX,
+                ..at_bounds
+            },
+            SelftestRequest {
+                bytes: MAX_SELFTEST_BYTES + 1,
+                ..at_bounds
+            },
+            SelftestRequest {
+                bytes: u32::MAX,
+                ..at_bounds
+            },
+        ] {
+            let refused = decode::<SelftestRequest>(&enc(&over));
+            assert_eq!(refused, Err(DecodeError::BadField), "{over:?}");
+            assert_eq!(DecodeError::BadField.ntstatus() as u32, 0xC000_000D);
+        }
     }
 
     #[test]

@@ -486,12 +486,30 @@ impl<'a> Message<'a> for CloseRequest {
     }
 }
 
-/// SELFTEST's request (the model-only knobs are refused on Windows).
+/// Most handshakes one SELFTEST runs ([`SelftestRequest::count`]). With
+/// [`MAX_SELFTEST_BYTES`] this bounds a run's work: at most this many
+/// handshakes, each followed by at most twice `MAX_SELFTEST_BYTES` of
+/// records.
+pub const MAX_SELFTEST_COUNT: u32 = 100_000;
+/// Most handshakes one SELFTEST runs at once
+/// ([`SelftestRequest::concurrency`]); a driver may allow fewer (ksspi's:
+/// half its session limit, two sessions per handshake) and refuses more with
+/// `STATUS_INVALID_PARAMETER`.
+pub const MAX_SELFTEST_CONCURRENCY: u32 = 10_000;
+/// Most application bytes one SELFTEST pair exchanges each way
+/// ([`SelftestRequest::bytes`]): 1 MiB.
+pub const MAX_SELFTEST_BYTES: u32 = 1 << 20;
+
+/// SELFTEST's request (the model-only knobs are refused on Windows). Every
+/// figure is bounded: `count` 1 to [`MAX_SELFTEST_COUNT`], `concurrency` 1
+/// to [`MAX_SELFTEST_CONCURRENCY`], `bytes` 0 to [`MAX_SELFTEST_BYTES`]; a
+/// request outside them does not decode ([`DecodeError::BadField`], which a
+/// driver completes with `STATUS_INVALID_PARAMETER`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SelftestRequest {
-    /// Handshakes to run.
+    /// Handshakes to run (1 to [`MAX_SELFTEST_COUNT`]).
     pub count: u32,
-    /// How many at once.
+    /// How many at once (1 to [`MAX_SELFTEST_CONCURRENCY`]).
     pub concurrency: u32,
     /// [`proto`] bits: which versions to use (both: alternate).
     pub protocols: u32,
@@ -503,7 +521,8 @@ pub struct SelftestRequest {
     pub seed: u64,
     /// The server certificate's thumbprint (zero: the driver's test certificate).
     pub thumbprint: [u8; 20],
-    /// Application bytes each pair exchanges after the handshake (record layer).
+    /// Application bytes each pair exchanges each way after the handshake
+    /// (record layer; 0 to [`MAX_SELFTEST_BYTES`]).
     pub bytes: u32,
 }
 
@@ -538,6 +557,12 @@ impl<'a> Message<'a> for SelftestRequest {
         };
         r.end()?;
         if m.count == 0 || m.concurrency == 0 || m.protocols == 0 || m.protocols & !proto::ALL != 0
+        {
+            return Err(DecodeError::BadField);
+        }
+        if m.count > MAX_SELFTEST_COUNT
+            || m.concurrency > MAX_SELFTEST_CONCURRENCY
+            || m.bytes > MAX_SELFTEST_BYTES
         {
             return Err(DecodeError::BadField);
         }

@@ -65,7 +65,7 @@ proptest! {
     }
 
     #[test]
-    fn selftest_messages(count in 1u32.., concurrency in 1u32.., protocols in 1u32..=3, seed in any::<u64>(), ok in any::<u64>(), p99 in any::<u64>()) {
+    fn selftest_messages(count in 1u32..=MAX_SELFTEST_COUNT, concurrency in 1u32..=MAX_SELFTEST_CONCURRENCY, protocols in 1u32..=3, seed in any::<u64>(), ok in any::<u64>(), p99 in any::<u64>()) {
         let req = SelftestRequest { count, concurrency, protocols, completion: 4, callback_irql: 3, seed, thumbprint: [7; 20], bytes: 0 };
         let bytes = enc(&req);
         round_trip(&req, &bytes)?;

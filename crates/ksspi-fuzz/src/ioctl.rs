@@ -15,7 +15,7 @@ use ksspi_abi::*;
 use ksspi_driver::device::{Device, DeviceConfig, FileId, PendKey, Request};
 use ksspi_driver::ntstatus::*;
 use ksspi_sim::certs::Thumbprint;
-use ksspi_sim::{SimPlatform, SimProvider};
+use ksspi_sim::{Completion, CompletionPolicy, SimPlatform, SimProvider};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,9 @@ pub enum Op {
     Close,
     /// GET_INFO.
     Info,
-    /// A small SELFTEST.
+    /// A SELFTEST: a small one, waited for; or (selector bit 0x20) one whose
+    /// figures may be huge (at, past or far past the bounds), left pending
+    /// if it runs: a cancel or the script's end stops it.
     Selftest,
     /// A STEP or DECRYPT left pending (not waited for).
     Pend,
@@ -197,8 +199,19 @@ struct World {
     /// The outputs of the replies since the last relay (what a relay sends:
     /// one pipe, as the protocol takes turns).
     wire: Vec<u8>,
-    /// Requests left pending by [`Op::Pend`].
+    /// Requests left pending by [`Op::Pend`] and large self-tests.
     pending: Vec<usize>,
+}
+
+/// A self-test figure: `small`, the ABI's `bound`, one past it, or anything
+/// at all.
+fn figure(inp: &mut Input<'_>, small: u32, bound: u32) -> u32 {
+    match inp.u8() & 3 {
+        0 => small,
+        1 => bound,
+        2 => bound.saturating_add(1),
+        _ => inp.u32(),
+    }
 }
 
 fn passive() -> Passive {
@@ -462,7 +475,7 @@ impl World {
             Op::Selftest => {
                 let file = self.file(inp);
                 let b = inp.u8();
-                let req = SelftestRequest {
+                let mut req = SelftestRequest {
                     count: u32::from(b & 1) + 1,
                     concurrency: u32::from(b >> 1 & 1) + 1,
                     protocols: u32::from(b >> 2 & 3).max(1),
@@ -476,7 +489,33 @@ impl World {
                     },
                     bytes: u32::from(inp.u8()) * 64,
                 };
-                self.call(file, IOCTL_KSSPI_SELFTEST, &enc(&req), 512);
+                if b & 0x20 == 0 {
+                    self.call(file, IOCTL_KSSPI_SELFTEST, &enc(&req), 512);
+                    return;
+                }
+                // Large figures: the device's own bound on concurrency (half
+                // its 8 sessions) is among the small ones.
+                req.count = figure(inp, req.count * 100, MAX_SELFTEST_COUNT);
+                let near_device = u32::from(inp.u8() % 8) + 1;
+                req.concurrency = figure(inp, near_device, MAX_SELFTEST_CONCURRENCY);
+                req.bytes = figure(inp, req.bytes * 64, MAX_SELFTEST_BYTES);
+                // With async completions an accepted run goes on on the
+                // model's threads while the script goes on, and a cancel
+                // stops it. With any other mode it may run to its end inside
+                // this call, where nothing can cancel it: keep the figures
+                // the device would accept small (those past the bounds stay).
+                let background = matches!(
+                    self.sim.config().completion,
+                    CompletionPolicy::Always(Completion::Async)
+                );
+                if !background && req.count <= MAX_SELFTEST_COUNT {
+                    req.count = req.count.min(4);
+                }
+                if !background && req.bytes <= MAX_SELFTEST_BYTES {
+                    req.bytes = req.bytes.min(16 * 1024);
+                }
+                let id = self.send(file, IOCTL_KSSPI_SELFTEST, &enc(&req), 512, false);
+                self.pending.push(id);
             }
             Op::Cancel => {
                 if self.pending.is_empty() {
@@ -485,9 +524,7 @@ impl World {
                 let id = self.pending[usize::from(inp.u8()) % self.pending.len()];
                 let key = self.log.fates.lock().unwrap()[id].key;
                 if let Some(key) = key {
-                    // A cancel routine's call, at DISPATCH_LEVEL as one may run.
-                    let _dispatch = ksspi_sim::kernel::raise_irql(ksspi::Irql::DISPATCH);
-                    self.dev.cancel(key);
+                    self.cancel_at_dispatch(key);
                 }
             }
             Op::Cleanup => {
@@ -499,11 +536,30 @@ impl World {
         }
     }
 
-    /// Wait for every request left pending.
+    /// Wait for every request left pending, cancelling the self-tests first
+    /// (one may be long).
     fn settle(&mut self) {
+        for &id in &self.pending {
+            let key = {
+                let fates = self.log.fates.lock().unwrap();
+                let fate = &fates[id];
+                let done = !fate.completions.is_empty();
+                fate.key
+                    .filter(|_| fate.code == IOCTL_KSSPI_SELFTEST && !done)
+            };
+            if let Some(key) = key {
+                self.cancel_at_dispatch(key);
+            }
+        }
         for id in std::mem::take(&mut self.pending) {
             self.wait(id);
         }
+    }
+
+    /// A cancel routine's call, at DISPATCH_LEVEL as one may run.
+    fn cancel_at_dispatch(&self, key: PendKey) -> bool {
+        let _dispatch = ksspi_sim::kernel::raise_irql(ksspi::Irql::DISPATCH);
+        self.dev.cancel(key)
     }
 
     /// Close both files, unload, and check every request completed exactly
@@ -581,8 +637,8 @@ pub fn check_reply(code: u32, (status, reply): &(NtStatus, Vec<u8>)) {
         IOCTL_KSSPI_CLOSE => decode::<Empty>(reply).map(drop),
         IOCTL_KSSPI_SELFTEST => decode::<SelftestReply>(reply).map(|r| {
             assert!(
-                r.handshakes_ok + r.handshakes_failed <= 2,
-                "a self-test of at most 2 handshakes reported {r:?}"
+                r.handshakes_ok + r.handshakes_failed <= u64::from(MAX_SELFTEST_COUNT),
+                "a self-test of at most {MAX_SELFTEST_COUNT} handshakes reported {r:?}"
             );
         }),
         IOCTL_KSSPI_ENCRYPT => decode::<EncryptReply>(reply).map(drop),

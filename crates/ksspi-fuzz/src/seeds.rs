@@ -156,6 +156,39 @@ pub fn ioctl_seeds() -> Vec<Seed> {
     op(&mut s, ioctl::Op::Info).u8(0).u8(0);
     seeds.push(("selftest", s.0));
 
+    // Large self-tests: 100 handshakes at the device's bound with 40 KiB
+    // each way, left running and cancelled; then one with figures past every
+    // bound, refused.
+    let mut s = Script::default();
+    s.u8(0).u8(1).u8(7);
+    op(&mut s, ioctl::Op::Selftest)
+        .u8(0)
+        .u8(0x24)
+        .u8(1)
+        .u8(1)
+        .u8(5)
+        .u8(10)
+        .u8(0)
+        .u8(3)
+        .u8(0)
+        .u8(0);
+    op(&mut s, ioctl::Op::Info).u8(0).u8(0);
+    op(&mut s, ioctl::Op::Cancel).u8(0);
+    op(&mut s, ioctl::Op::Settle);
+    op(&mut s, ioctl::Op::Selftest)
+        .u8(1)
+        .u8(0x20)
+        .u8(0)
+        .u8(0)
+        .u8(0)
+        .u8(0)
+        .u8(3)
+        .u32(u32::MAX)
+        .u8(0)
+        .u8(2)
+        .u8(1);
+    seeds.push(("selftest-large", s.0));
+
     // Raw buffers under every code, and a code of its own.
     let mut s = Script::default();
     s.u8(2).u8(0).u8(6);

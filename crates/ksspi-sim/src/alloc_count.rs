@@ -505,4 +505,7 @@ impl Platform for CountedPlatform {
         // Counted: the session's buffers are its fixed per-session amount.
         self.0.reserve(capacity)
     }
+    fn may_allocate(&self) -> Result<(), SecStatus> {
+        self.0.may_allocate()
+    }
 }

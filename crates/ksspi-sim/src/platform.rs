@@ -94,6 +94,11 @@ impl Platform for SimPlatform {
     }
 
     fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {
+        self.may_allocate()?;
+        ksspi::engine::reserve_buffer(capacity)
+    }
+
+    fn may_allocate(&self) -> Result<(), SecStatus> {
         if self
             .sim
             .verifier()
@@ -101,7 +106,7 @@ impl Platform for SimPlatform {
         {
             return Err(SecStatus::SEC_E_INSUFFICIENT_MEMORY);
         }
-        ksspi::engine::reserve_buffer(capacity)
+        Ok(())
     }
 
     fn queue_work_item(&self, item: &SimWorkItem) {

@@ -76,6 +76,27 @@ pub trait Platform: Clone + Send + Sync + 'static {
     fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {
         reserve_buffer(capacity)
     }
+
+    /// The fault point of the engine's other sized allocations
+    /// ([`reserve_vec`]): `Err` fails the allocation as if the pool were
+    /// short. The kernel's never fails (the allocation itself may); the
+    /// model's fails when its low-resources simulation says so.
+    fn may_allocate(&self) -> Result<(), SecStatus> {
+        Ok(())
+    }
+}
+
+/// An empty `Vec<T>` with room for `capacity` elements, or
+/// `SEC_E_INSUFFICIENT_MEMORY`: for allocations sized by a request (the
+/// self-test's queues and tables), through [`Platform::may_allocate`] and
+/// `try_reserve_exact`, so a large figure fails cleanly instead of reaching
+/// the allocation error handler (a bugcheck in the kernel).
+pub fn reserve_vec<T, K: Platform>(platform: &K, capacity: usize) -> Result<Vec<T>, SecStatus> {
+    platform.may_allocate()?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(capacity)
+        .map_err(|_| SecStatus::SEC_E_INSUFFICIENT_MEMORY)?;
+    Ok(v)
 }
 
 /// A `KSPIN_LOCK` (wdm.h: `typedef ULONG_PTR KSPIN_LOCK`, zero when free, as

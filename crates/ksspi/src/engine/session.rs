@@ -30,6 +30,7 @@
 use super::conductor::{
     zeroed_buffer, Conductor, EngineStats, Issue, Machine, Move, Platform, ReadyNotify, StartError,
 };
+use super::wipe_used;
 use crate::handle::{
     apply_shutdown, decrypt_record, encrypt_record, query_connection_info,
     query_remote_certificates, query_stream_sizes, AsyncContext, Credentials, HandleSlot, Lease,
@@ -79,6 +80,24 @@ impl Default for Limits {
         }
     }
 }
+
+/// What a session fails with when a provider call consumed none of its
+/// input and produced nothing (a handshake call answering
+/// `SEC_I_CONTINUE_NEEDED` with all of its input in `SECBUFFER_EXTRA` and no
+/// token, a post-handshake call doing the same, a DecryptMessage consuming
+/// nothing): making the same call again would get the same answer forever.
+/// Schannel never answers so; the engine stops rather than spin.
+pub const NO_PROGRESS: SecStatus = SecStatus::SEC_E_INTERNAL_ERROR;
+
+/// Post-handshake messages (`SEC_I_RENEGOTIATE`: TLS 1.3 NewSessionTicket,
+/// KeyUpdate) one decrypt hands to the handshake call, at most. A peer
+/// sends one or two tickets after a handshake; a read full of them is an
+/// attack on the kernel's time (each is an async call).
+pub const MAX_POST_HANDSHAKE: u32 = 64;
+
+/// What a decrypt fails with when its input holds more than
+/// [`MAX_POST_HANDSHAKE`] post-handshake messages.
+pub const TOO_MANY_POST_HANDSHAKE: SecStatus = SecStatus::SEC_E_ILLEGAL_MESSAGE;
 
 /// How a step ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,11 +301,15 @@ pub struct TlsMachine<P: SspiProvider> {
     has_sec: bool,
     target: Vec<u16>,
     input: Vec<u8>,
+    /// The most bytes `input` ever held (what [`wipe_used`] zeroes).
+    input_high: usize,
     plain: Range<usize>,
     cursor: usize,
     token: Vec<u8>,
     alert: Vec<u8>,
     output: Vec<u8>,
+    /// The most bytes `output` ever held.
+    output_high: usize,
     limits: Limits,
     frame: Frame,
     phase: Phase,
@@ -314,6 +337,18 @@ const ISC_FLAGS: u32 = ISC_REQ_SEQUENCE_DETECT
     | ISC_REQ_EXTENDED_ERROR
     | ISC_REQ_STREAM;
 const ALERT_CAPACITY: usize = 256;
+
+impl<P: SspiProvider> Drop for TlsMachine<P> {
+    fn drop(&mut self) {
+        // `input` held the plaintext (records are decrypted in place there),
+        // `output` what was sent: zeroed before they return to the pool, up
+        // to the most either ever held (the bytes past that were never
+        // written). `token` and `alert` only ever hold bytes for the wire,
+        // as the peer sees them.
+        wipe_used(&mut self.input, self.input_high);
+        wipe_used(&mut self.output, self.output_high);
+    }
+}
 
 impl<P: SspiProvider> TlsMachine<P> {
     fn new<K: Platform>(
@@ -345,11 +380,13 @@ impl<P: SspiProvider> TlsMachine<P> {
             has_sec: false,
             target,
             input: platform.reserve(limits.max_input)?,
+            input_high: 0,
             plain: 0..0,
             cursor: 0,
             token: zeroed_buffer(platform, limits.max_token)?,
             alert: vec![0; ALERT_CAPACITY],
             output: platform.reserve(limits.max_output)?,
+            output_high: 0,
             limits,
             frame: Frame {
                 in_bufs: [
@@ -408,6 +445,7 @@ impl<P: SspiProvider> TlsMachine<P> {
             return Err(StepError::TooMuchInput);
         }
         self.input.extend_from_slice(input);
+        self.input_high = self.input_high.max(self.input.len());
         self.op = Op::Step;
         self.output.clear();
         self.calls = 0;
@@ -534,6 +572,7 @@ impl<P: SspiProvider> TlsMachine<P> {
             return false;
         }
         self.output.extend_from_slice(&src[..n]);
+        self.output_high = self.output_high.max(self.output.len());
         true
     }
 
@@ -541,6 +580,8 @@ impl<P: SspiProvider> TlsMachine<P> {
         self.calls += 1;
         self.lease = None;
         let (extra, missing) = self.call_leftover();
+        // The call was given all of `input`.
+        let given = self.input.len();
         if self.sec.as_ref().is_some_and(HandleSlot::is_valid) {
             self.has_sec = true;
         }
@@ -559,6 +600,17 @@ impl<P: SspiProvider> TlsMachine<P> {
                 }
                 let keep = extra.min(self.input.len());
                 self.input.drain(..self.input.len() - keep);
+                let produced = self.frame.out_bufs[0].cbBuffer > 0;
+                if status == SecStatus::SEC_I_CONTINUE_NEEDED
+                    && given > 0
+                    && keep == given
+                    && !produced
+                {
+                    // The next call would be this one again.
+                    self.phase = Phase::Failed(NO_PROGRESS);
+                    self.outcome = Some(Outcome::Failed(NO_PROGRESS));
+                    return;
+                }
                 if status == SecStatus::SEC_E_OK {
                     if let Some(slot) = self.sec.as_ref() {
                         self.connection = query_connection_info(&self.provider, slot).ok();
@@ -609,6 +661,7 @@ impl<P: SspiProvider> TlsMachine<P> {
             return Err(RecordError::TooMuchInput);
         }
         self.input.extend_from_slice(input);
+        self.input_high = self.input_high.max(self.input.len());
         self.begin_op(Op::Decrypt);
         Ok(())
     }
@@ -710,30 +763,48 @@ impl<P: SspiProvider> TlsMachine<P> {
             let d = decrypt_record(&self.provider, slot, &mut self.input[self.cursor..]);
             match d.status {
                 SecStatus::SEC_E_OK => {
-                    let consumed = rest - d.extra.unwrap_or(0);
+                    // `decrypt_record` checked EXTRA against the input and
+                    // DATA against the record it consumed; the arithmetic
+                    // below is checked again, so a provider's lengths can
+                    // fail the decrypt but never index out of the buffer.
+                    let consumed = rest.saturating_sub(d.extra.unwrap_or(0));
                     if consumed == 0 {
                         // No progress: the provider is confused; stop here.
-                        return self.fail(SecStatus::SEC_E_INTERNAL_ERROR);
+                        return self.fail(NO_PROGRESS);
                     }
                     let (at_off, len) = d.data;
-                    let from = self.cursor + at_off;
+                    let record_end = self.cursor + consumed;
+                    let Some(src) = self
+                        .cursor
+                        .checked_add(at_off)
+                        .and_then(|from| Some(from..from.checked_add(len)?))
+                        .filter(|src| src.end <= record_end)
+                    else {
+                        return self.fail(SecStatus::SEC_E_INTERNAL_ERROR);
+                    };
                     if self.plain.is_empty() {
                         // No copy for the first record (often the only one).
-                        self.plain = from..from + len;
+                        self.plain = src;
                     } else {
-                        self.input.copy_within(from..from + len, self.plain.end);
+                        // The plaintext so far ends at or before the cursor,
+                        // so the copy stays inside the consumed bytes.
+                        let to = self.plain.end;
+                        self.input.copy_within(src, to);
                         self.plain.end += len;
                     }
-                    self.cursor += consumed;
+                    self.cursor = record_end;
                 }
                 SecStatus::SEC_E_INCOMPLETE_MESSAGE => {
                     self.record = Some(RecordOutcome::Data { missing: d.missing });
                     return Move::Idle;
                 }
                 SecStatus::SEC_I_RENEGOTIATE => {
+                    if self.renegotiations >= MAX_POST_HANDSHAKE {
+                        return self.fail(TOO_MANY_POST_HANDSHAKE);
+                    }
                     // The handshake record onwards is in EXTRA: hand it to the
                     // handshake call, which says (EXTRA again) what follows it.
-                    self.cursor = end - d.extra.unwrap_or(rest);
+                    self.cursor = end - d.extra.unwrap_or(rest).min(rest);
                     self.renegotiations += 1;
                     let from = self.cursor;
                     return self.issue_call(ctx, at, stats, from, end);
@@ -783,9 +854,17 @@ impl<P: SspiProvider> TlsMachine<P> {
                     self.close_sent = true;
                     self.record = Some(RecordOutcome::ShutDown);
                 } else {
-                    // Decrypt goes on after the handshake message.
+                    // Decrypt goes on after the handshake message, which
+                    // the call must have consumed (else DecryptMessage
+                    // hands the same bytes back, forever).
                     let end = self.input.len();
-                    self.cursor = end - extra.min(end - self.cursor);
+                    let given = end - self.cursor;
+                    let left = extra.min(given);
+                    if left == given && self.frame.out_bufs[0].cbBuffer == 0 {
+                        self.fail(NO_PROGRESS);
+                        return;
+                    }
+                    self.cursor = end - left;
                 }
             }
             failure => {

@@ -173,11 +173,14 @@ pub fn decrypt_record<P: SspiProvider>(
         }
     }
     if status == SecStatus::SEC_E_OK {
-        // Exactly one DATA buffer, pointing into `buf`.
+        // A DATA buffer pointing into the record consumed: `buf` less what
+        // EXTRA says follows it (plaintext reaching into EXTRA would overlap
+        // the next record, which the caller decrypts next, in place).
+        let record = len - out.extra.unwrap_or(0);
         let data = bufs.iter().find(|b| b.kind() == SECBUFFER_DATA);
         let at = data.map(|b| (b.pvBuffer as usize).wrapping_sub(base as usize));
         match (data, at) {
-            (Some(b), Some(at)) if at <= len && b.cbBuffer as usize <= len - at => {
+            (Some(b), Some(at)) if at <= record && b.cbBuffer as usize <= record - at => {
                 out.data = (at, b.cbBuffer as usize);
             }
             _ => status = SecStatus::SEC_E_INTERNAL_ERROR,

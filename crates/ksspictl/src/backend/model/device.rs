@@ -451,6 +451,10 @@ impl Platform for CountingPlatform {
     fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {
         self.inner.reserve(capacity)
     }
+
+    fn may_allocate(&self) -> Result<(), SecStatus> {
+        self.inner.may_allocate()
+    }
 }
 
 /// The device engine's counters at the end (see [`EngineStats`]).
@@ -526,7 +530,14 @@ impl Model {
             inner: SimPlatform::new(&sim),
             counts: work.clone(),
         };
-        let device = Device::new(sim.clone(), platform, DeviceConfig::default());
+        // Room for the largest self-test the ABI allows (its concurrency is
+        // bounded by half the device's sessions): the bench's scale run goes
+        // up to 10 000 handshakes at once.
+        let config = DeviceConfig {
+            max_sessions: 2 * ksspi_abi::MAX_SELFTEST_CONCURRENCY,
+            ..DeviceConfig::default()
+        };
+        let device = Device::new(sim.clone(), platform, config);
         let file = device.open_file();
         Model {
             sim,
