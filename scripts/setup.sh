@@ -6,11 +6,13 @@
 # toolchain with cargo-fuzz (the fuzz smoke run); valgrind, whose callgrind
 # counts the bench's instructions per handshake; for the driver image
 # (scripts/driver-build.sh) libclang (bindgen), mingw-w64's import libraries,
-# python3 and the stable toolchain's x86_64-pc-windows-msvc target.
+# python3 and the stable toolchain's x86_64-pc-windows-msvc target; for the
+# harness's Windows side under Wine (scripts/windows-harness-wine.sh) wine64,
+# mingw-w64 gcc and the x86_64-pc-windows-gnu target.
 set -euo pipefail
 
 pkgs=(clang-19 mingw-w64-common lld-19 llvm-19 rustc-web cargo-web rust-web-src openssl valgrind
-  libclang-19-dev mingw-w64-x86-64-dev python3)
+  libclang-19-dev mingw-w64-x86-64-dev python3 wine64 gcc-mingw-w64-x86-64)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -24,7 +26,7 @@ fi
 
 if command -v rustup >/dev/null; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
-  rustup target add --toolchain stable x86_64-pc-windows-msvc >/dev/null
+  rustup target add --toolchain stable x86_64-pc-windows-msvc x86_64-pc-windows-gnu >/dev/null
   if ! rustup toolchain list | grep -q '^nightly'; then
     echo "setup: installing the nightly toolchain (cargo-fuzz needs it)"
     rustup toolchain install nightly --profile minimal >/dev/null

@@ -57,6 +57,9 @@ skippable bash scripts/driver-build.sh --self-test
 step "harness on Windows (type-check of the DeviceIoControl backend)"
 bash scripts/windows-harness-check.sh
 
+step "harness on Windows, run: ksspictl.exe (x86_64-pc-windows-gnu) under Wine"
+skippable bash scripts/windows-harness-wine.sh --self-test
+
 # One closing line over every test run above; skipped counts ignored tests
 # and skipped steps.
 read -r passed failed ignored < <(awk '/^test result:/ {

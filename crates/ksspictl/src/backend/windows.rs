@@ -138,11 +138,21 @@ pub fn stress_batch(plan: &StressPlan, index: u64) -> Result<Batch, Failure> {
     })
 }
 
-/// `bench-path` exists on the model's hosts only.
+/// `bench-path --path`'s values as the model names them, so the same
+/// command line parses here and meets its refusal (`bench-path` runs over
+/// the model only).
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum BenchPathName {
-    /// Not on Windows.
-    None,
+    /// Plain rustls.
+    Rustls,
+    /// The engine, synchronous completions.
+    EngineSync,
+    /// The engine, completions on the model's threads.
+    EngineAsync,
+    /// The IOCTL path, synchronous completions.
+    IoctlSync,
+    /// The IOCTL path, completions on the model's threads.
+    IoctlAsync,
 }
 
 /// Refused ([`allow`]).

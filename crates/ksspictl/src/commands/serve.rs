@@ -39,6 +39,10 @@ pub struct Args {
 
 /// Find the server certificate `args` names, then serve.
 pub fn exec(args: &Args) -> Result<(), Failure> {
+    // Refuse a model-only certificate before reading any file it names.
+    if args.cert.is_some() || args.self_signed.is_some() {
+        backend::allow(backend::ModelOnly::ServerCertificate)?;
+    }
     let identity = match (
         &args.cert_thumbprint,
         &args.cert,

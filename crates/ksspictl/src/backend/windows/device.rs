@@ -13,8 +13,8 @@ use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
     CM_GET_DEVICE_INTERFACE_LIST_PRESENT, CR_BUFFER_SMALL, CR_SUCCESS,
 };
 use windows_sys::Win32::Foundation::{
-    CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_IO_PENDING, GENERIC_READ, GENERIC_WRITE,
-    HANDLE, INVALID_HANDLE_VALUE,
+    CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING,
+    ERROR_PATH_NOT_FOUND, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, FILE_FLAG_OVERLAPPED, FILE_SHARE_READ, FILE_SHARE_WRITE, OPEN_EXISTING,
@@ -44,6 +44,18 @@ const NOT_INSTALLED: &str = "the ksspi driver is not installed (no device with i
      {52646557-6FD3-470B-97E8-DD55294BC57D}); see docs/WINDOWS.md: \
      pnputil /add-driver ksspi_driver.inf /install, then devgen /add /hardwareid Root\\ksspi";
 
+/// The not-installed guidance, whatever CfgMgr32 answered: Windows gives an
+/// empty list when no device has the interface, Wine fails the call
+/// (CR_FAILURE), and an answer other than success means no device either way.
+fn not_installed(cfgmgr: Option<(&str, u32)>) -> Failure {
+    match cfgmgr {
+        None => Failure(NOT_INSTALLED.into()),
+        Some((function, cr)) => Failure(format!(
+            "{NOT_INSTALLED} ({function} answered CONFIGRET {cr})"
+        )),
+    }
+}
+
 /// The device path of the first present ksspi device.
 fn device_path() -> Result<Vec<u16>, Failure> {
     loop {
@@ -58,9 +70,14 @@ fn device_path() -> Result<Vec<u16>, Failure> {
             )
         };
         if cr != CR_SUCCESS {
-            return Err(Failure(format!(
-                "CM_Get_Device_Interface_List_SizeW failed (CONFIGRET {cr})"
-            )));
+            return Err(not_installed(Some((
+                "CM_Get_Device_Interface_List_SizeW",
+                cr,
+            ))));
+        }
+        if len <= 1 {
+            // An empty multi-string: no device has the interface.
+            return Err(not_installed(None));
         }
         let mut list = vec![0u16; len as usize];
         // SAFETY: `list` holds `len` UTF-16 units.
@@ -77,14 +94,12 @@ fn device_path() -> Result<Vec<u16>, Failure> {
             continue; // a device arrived between the two calls
         }
         if cr != CR_SUCCESS {
-            return Err(Failure(format!(
-                "CM_Get_Device_Interface_ListW failed (CONFIGRET {cr})"
-            )));
+            return Err(not_installed(Some(("CM_Get_Device_Interface_ListW", cr))));
         }
         // A multi-string: the first entry, if any.
         let end = list.iter().position(|&c| c == 0).unwrap_or(0);
         if end == 0 {
-            return Err(Failure(NOT_INSTALLED.into()));
+            return Err(not_installed(None));
         }
         let mut path = list[..end].to_vec();
         path.push(0);
@@ -117,6 +132,10 @@ impl WinDriver {
                      may open it; run ksspictl from an elevated prompt"
                         .into(),
                 ));
+            }
+            if err == ERROR_FILE_NOT_FOUND || err == ERROR_PATH_NOT_FOUND {
+                // The device went between the lookup and the open.
+                return Err(not_installed(None));
             }
             return Err(Failure(format!(
                 "opening the ksspi device failed: Win32 error {err}"

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The harness's Windows side, built and run here: ksspictl.exe for
+# x86_64-pc-windows-gnu (rustup's target, Debian's mingw-w64 gcc as linker),
+# run under Wine (Debian's wine64, 8.0) in a throwaway prefix, through a suite
+# of what the Windows backend does without a driver: every command's --help,
+# every model-only option refused with its reason, argument checks, and the
+# not-installed guidance of every command that opens the device (Wine's
+# CfgMgr32 answers CR_FAILURE where Windows gives an empty list: both must
+# end in the same guidance).
+#
+# Wine 8.0 lacks bcryptprimitives.dll, whose ProcessPrng Rust's standard
+# library calls at start-up: scripts/wine/bcryptprimitives.c is a stand-in
+# built with mingw-w64 gcc and placed beside the exe (a test aid only; on
+# Windows the system's DLL is used). No display is needed: the harness is a
+# console program.
+#
+# The exe is the same harness a Windows user builds with cargo for the MSVC
+# target (same source, same windows-sys calls); the GNU target differs in its
+# C runtime and linker only (README, "ksspictl.exe built here").
+#
+# Exit codes: 0 ok, 1 failed, 77 skipped (Wine missing or does not start).
+# --self-test: also proves the suite bites, by rebuilding the exe with the
+# not-installed message altered and requiring the suite to fail on it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+TARGET=x86_64-pc-windows-gnu
+out=target/wine
+exe_dir=$out/$TARGET/debug
+
+need=()
+for p in wine64 gcc-mingw-w64-x86-64; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
+  echo "windows-wine: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  (apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null) || true
+fi
+if ! command -v wine >/dev/null || ! command -v x86_64-w64-mingw32-gcc >/dev/null; then
+  echo "windows-wine: skipped: wine or mingw-w64 gcc is not installed (apt-get install wine64 gcc-mingw-w64-x86-64)"
+  exit 77
+fi
+rustup target list --installed 2>/dev/null | grep -qx "$TARGET" || rustup target add "$TARGET" >/dev/null
+
+# Build the exe (debug: the suite needs no speed, and the release profile's
+# LTO takes minutes) and the stand-in DLL.
+build() { # TARGET_DIR
+  CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc \
+    cargo build -q -p ksspictl --target "$TARGET" --target-dir "$1"
+}
+echo "windows-wine: building ksspictl.exe for $TARGET"
+build "$out"
+x86_64-w64-mingw32-gcc -shared -O2 -o "$exe_dir/bcryptprimitives.dll" \
+  scripts/wine/bcryptprimitives.c scripts/wine/bcryptprimitives.def -lbcrypt
+
+prefix=$(mktemp -d /tmp/ksspi-wine.XXXXXX)
+trap 'wineserver -k >/dev/null 2>&1 || true; rm -rf "$prefix"' EXIT
+export WINEPREFIX=$prefix WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
+unset DISPLAY
+if ! timeout 120 wine "$exe_dir/ksspictl.exe" --version >"$out/wine-start.txt" 2>&1; then
+  echo "windows-wine: skipped: Wine does not start ksspictl.exe here ($(tail -1 "$out/wine-start.txt"))"
+  exit 77
+fi
+
+NOT_INSTALLED="the ksspi driver is not installed"
+GUIDANCE="pnputil /add-driver ksspi_driver.inf /install"
+THUMB=00112233445566778899aabbccddeeff00112233
+COMPLETION_REFUSED="choose the model's behaviour; on Windows ksecdd decides how calls complete"
+SOAK_REFUSED="drive the model; on Windows use Driver Verifier's low-resources simulation"
+
+# name | expected exit code | text the output must contain | arguments
+CASES=(
+  "help|0|Drive the ksspi kernel TLS driver|--help"
+  "version|0|ksspictl|--version"
+  "help info|0|One JSON object on stdout|info --help"
+  "help selftest|0|--cert-thumbprint|selftest --help"
+  "help stress|0|--duration|stress --help"
+  "help bench|0|Usage: ksspictl.exe bench|bench --help"
+  "help bench-path|0|--path|bench-path --help"
+  "help connect|0|--server-name|connect --help"
+  "help serve|0|--listen|serve --help"
+  "info: not installed|1|$NOT_INSTALLED|info"
+  "info --json: not installed|1|$GUIDANCE|info --json"
+  "selftest: not installed|1|$NOT_INSTALLED|selftest --count 2 --cert-thumbprint $THUMB"
+  "selftest: the guidance names pnputil|1|$GUIDANCE|selftest --cert-thumbprint $THUMB"
+  "connect: not installed|1|$NOT_INSTALLED|connect 127.0.0.1:9 --server-name localhost"
+  "serve: not installed|1|$NOT_INSTALLED|serve --listen 127.0.0.1:0 --cert-thumbprint $THUMB --once"
+  "stress: not installed|1|$NOT_INSTALLED|stress --duration 1 --cert-thumbprint $THUMB"
+  "selftest needs a thumbprint|1|pass --cert-thumbprint HEX|selftest --count 2"
+  "serve needs a thumbprint|1|pass --cert-thumbprint HEX|serve --listen 127.0.0.1:0"
+  "stress needs a thumbprint|1|pass --cert-thumbprint HEX|stress --duration 1"
+  "refused: --completion|1|$COMPLETION_REFUSED|selftest --completion async --cert-thumbprint $THUMB"
+  "refused: --callback-irql|1|$COMPLETION_REFUSED|selftest --callback-irql dispatch --cert-thumbprint $THUMB"
+  "refused: --no-requires-notify|1|$COMPLETION_REFUSED|selftest --no-requires-notify --cert-thumbprint $THUMB"
+  "refused: --refuse-reinit-in-callback|1|$COMPLETION_REFUSED|selftest --refuse-reinit-in-callback --cert-thumbprint $THUMB"
+  "refused: stress --faults|1|$SOAK_REFUSED|stress --duration 1 --faults 5"
+  "refused: stress --workers|1|$SOAK_REFUSED|stress --duration 1 --workers 2"
+  "refused: stress --disrupt|1|$SOAK_REFUSED|stress --duration 1 --disrupt 10"
+  "refused: connect --ca|1|import the CA there (certutil -addstore root ca.cer)|connect 127.0.0.1:9 --ca ca.pem"
+  "refused: serve --cert/--key|1|use --cert-thumbprint|serve --listen 127.0.0.1:0 --cert c.pem --key k.pem"
+  "refused: serve --self-signed|1|use --cert-thumbprint|serve --listen 127.0.0.1:0 --self-signed localhost"
+  "refused: bench|1|the driver's own figures come from \`ksspictl selftest\`|bench --quick"
+  "refused: bench-path|1|bench-path runs over the model only|bench-path --path rustls --tls 1.3 --count 1"
+  "checked: --count 0|1|--count and --concurrency must be at least 1|selftest --count 0 --cert-thumbprint $THUMB"
+  "checked: a short thumbprint|2|a thumbprint has 40 hex digits|selftest --cert-thumbprint 0011"
+  "checked: a thumbprint not hex|2|is not hex|selftest --cert-thumbprint zz112233445566778899aabbccddeeff00112233"
+  "checked: an unknown TLS version|2|invalid value|selftest --tls 1.1 --cert-thumbprint $THUMB"
+  "checked: an unknown command|2|unrecognized subcommand|frobnicate"
+)
+
+# Run every case against the exe in $1; print one line per failure; return
+# the number of failures.
+run_suite() {
+  local dir=$1 failures=0 case name want text args output rc
+  for case in "${CASES[@]}"; do
+    IFS='|' read -r name want text args <<<"$case"
+    read -r -a argv <<<"$args"
+    rc=0
+    output=$(cd "$dir" && timeout 60 wine ./ksspictl.exe "${argv[@]}" 2>&1) || rc=$?
+    if [ "$rc" != "$want" ] || [[ "$output" != *"$text"* ]]; then
+      echo "windows-wine: FAILED: $name: exit $rc (want $want); output: $(echo "$output" | head -3)"
+      failures=$((failures + 1))
+    fi
+  done
+  return "$failures"
+}
+
+echo "windows-wine: running ${#CASES[@]} cases under $(wine --version)"
+if ! run_suite "$exe_dir"; then
+  echo "windows-wine: FAILED"
+  exit 1
+fi
+echo "windows-wine: ok: ${#CASES[@]} cases (help, refusals, argument checks, not-installed guidance) pass under Wine"
+
+if [ "${1:-}" = "--self-test" ]; then
+  # Plant a regression in the not-installed message, in a scratch copy of the
+  # workspace (the repository's files are never touched), and require the suite
+  # to fail on it.
+  scratch=$out/planted
+  rm -rf "$scratch" && mkdir -p "$scratch"
+  tar --exclude=./target --exclude=./.git -cf - . | tar -xf - -C "$scratch"
+  sed -i 's/pnputil \/add-driver ksspi_driver.inf \/install/pnputil \/add-driver ksspi_driver.inf/' \
+    "$scratch/crates/ksspictl/src/backend/windows/device.rs"
+  (cd "$scratch" && build "$root/$out/planted-target")
+  planted_dir=$out/planted-target/$TARGET/debug
+  cp "$exe_dir/bcryptprimitives.dll" "$planted_dir/"
+  if run_suite "$planted_dir" >/dev/null; then
+    echo "windows-wine: FAILED: the suite passed an exe whose not-installed message lost its guidance"
+    exit 1
+  fi
+  echo "windows-wine: ok: a planted regression in the not-installed message fails the suite"
+fi
