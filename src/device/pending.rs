@@ -4,7 +4,8 @@
 //! events, or at once by [`Shared::unpend`] if the engine refuses the move);
 //! a synchronous one (ENCRYPT, QUERY) holds the session from
 //! [`Shared::begin_sync`] to [`Shared::end_sync`]. Any other request on the
-//! session meanwhile gets `STATUS_DEVICE_BUSY`.
+//! session meanwhile gets `STATUS_DEVICE_BUSY`. [`Shared::pend`] also pends
+//! an OPEN while its session's credentials are acquired.
 
 use super::ioctl::records::failed_record;
 use super::request::{complete_with, FileId, PendKey, Request};

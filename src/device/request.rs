@@ -28,6 +28,8 @@ pub trait Request: Send + 'static {
     /// `STATUS_CANCELLED` at once. Called under the table lock (or the
     /// self-test's), at DISPATCH_LEVEL. A SELFTEST pends under
     /// [`SELFTEST_SESSION`] for its whole run.
+    ///
+    /// [`Device::cancel`]: super::Device::cancel
     fn pend(&mut self, key: PendKey) -> bool {
         let _ = key;
         true
@@ -62,6 +64,8 @@ pub trait Request: Send + 'static {
     /// routine, or later (a SELFTEST, once its handshakes in flight are
     /// over). The request is no longer cancelable, so there is nothing to
     /// unmark.
+    ///
+    /// [`Device::cancel`]: super::Device::cancel
     fn cancelled(self)
     where
         Self: Sized,
@@ -73,6 +77,8 @@ pub trait Request: Send + 'static {
 /// What identifies one pended request to [`Device::cancel`]: its file, its
 /// session, and a serial number, so a late cancel never hits a later request
 /// pended on the same session.
+///
+/// [`Device::cancel`]: super::Device::cancel
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PendKey {
     /// The file handle the request came on.

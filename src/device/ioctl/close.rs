@@ -1,10 +1,8 @@
 //! CLOSE: the session marked closing and completed at once; the session goes
 //! once any call in flight completes.
 
-use crate::device::complete_with;
-use crate::device::request::Request;
 use crate::device::table::{end_close, Phase};
-use crate::device::{FileId, Shared};
+use crate::device::{complete_with, FileId, Request, Shared};
 use crate::ntstatus::*;
 use ksspi::engine::Platform;
 use ksspi::provider::SspiProvider;

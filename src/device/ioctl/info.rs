@@ -1,9 +1,7 @@
 //! GET_INFO: the driver's version, capabilities, counters and limits, and
 //! the open points as observed since load.
 
-use crate::device::complete_with;
-use crate::device::request::Request;
-use crate::device::Shared;
+use crate::device::{complete_with, Request, Shared};
 use core::sync::atomic::{AtomicU64, Ordering};
 use ksspi::engine::Platform;
 use ksspi::provider::SspiProvider;

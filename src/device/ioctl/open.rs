@@ -3,27 +3,23 @@
 //! and OPEN completed with its id ([`Shared::opened`]), or the slot given
 //! back ([`Shared::open_failed`]).
 
-use crate::device::complete_with;
 use crate::device::events::EntryEvents;
-use crate::device::request::Request;
 use crate::device::table::{Entry, Phase};
-use crate::device::{FileId, Shared};
+use crate::device::{complete_with, FileId, Request, Shared};
 use crate::ntstatus::*;
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
-use ksspi::engine::Platform;
 use ksspi::engine::{
-    acquire_credentials, CredentialSpec, Role, Session, SessionEvents, SessionSetup,
+    acquire_credentials, CredentialSpec, Platform, Role, Session, SessionEvents, SessionSetup,
 };
 use ksspi::handle::Credentials;
 use ksspi::provider::SspiProvider;
 use ksspi::sys::{
     SP_PROT_TLS1_2_CLIENT, SP_PROT_TLS1_2_SERVER, SP_PROT_TLS1_3_CLIENT, SP_PROT_TLS1_3_SERVER,
 };
-use ksspi::Passive;
-use ksspi::SecStatus;
+use ksspi::{Passive, SecStatus};
 use ksspi_abi::*;
 
 impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {

@@ -2,11 +2,9 @@
 //! certificate, written straight into the request's output.
 
 use crate::device::ioctl::records::record_refusal;
-use crate::device::request::Request;
-use crate::device::{FileId, Shared};
+use crate::device::{FileId, Request, Shared};
 use crate::ntstatus::*;
-use ksspi::engine::Platform;
-use ksspi::engine::Session;
+use ksspi::engine::{Platform, Session};
 use ksspi::provider::SspiProvider;
 use ksspi::Passive;
 use ksspi_abi::*;

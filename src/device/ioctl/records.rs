@@ -3,14 +3,11 @@
 //! post-handshake message, and close_notify, go through the async handshake
 //! call), and what a record-layer refusal completes a request with.
 
-use crate::device::request::Request;
-use crate::device::{FileId, Shared};
+use crate::device::{FileId, Request, Shared};
 use crate::ntstatus::*;
-use ksspi::engine::Platform;
-use ksspi::engine::{RecordError, Session};
+use ksspi::engine::{Platform, RecordError, Session};
 use ksspi::provider::SspiProvider;
-use ksspi::Passive;
-use ksspi::SecStatus;
+use ksspi::{Passive, SecStatus};
 use ksspi_abi::*;
 
 impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {

@@ -2,8 +2,7 @@
 //! a run of `crate::selftest` (one at a time, its own sessions, not the
 //! table's).
 
-use crate::device::request::Request;
-use crate::device::{FileId, Shared};
+use crate::device::{FileId, Request, Shared};
 use crate::ntstatus::*;
 use core::sync::atomic::Ordering;
 use ksspi::engine::Platform;

@@ -1,11 +1,9 @@
 //! STEP: one handshake step, pended on its session while the step's calls
 //! run and completed from the session's events.
 
-use crate::device::request::Request;
-use crate::device::{FileId, Shared};
+use crate::device::{FileId, Request, Shared};
 use crate::ntstatus::*;
-use ksspi::engine::Platform;
-use ksspi::engine::StepError;
+use ksspi::engine::{Platform, StepError};
 use ksspi::provider::SspiProvider;
 use ksspi::Passive;
 use ksspi_abi::*;
