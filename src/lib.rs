@@ -11,6 +11,12 @@
 // KMDF glue); on other hosts the package is an ordinary std library so the
 // device engine can be tested over the model.
 #![cfg_attr(all(windows, not(test)), no_std)]
+// Every unsafe block argues its one unsafe operation (as the
+// windows-drivers-rs samples' echo harness requires).
+#![deny(
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
 
 extern crate alloc;
 

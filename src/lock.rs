@@ -19,7 +19,8 @@ pub struct SpinLock<T> {
 // SAFETY: the value is only reached through a guard, which the kernel spin
 // lock makes exclusive.
 unsafe impl<T: Send> Sync for SpinLock<T> {}
-// SAFETY: as above; the lock owns its value.
+// SAFETY: the lock owns its value (no reference into it outlives a guard,
+// which borrows the lock), so sending the lock sends a `T: Send`.
 unsafe impl<T: Send> Send for SpinLock<T> {}
 
 /// The held lock; dropping it releases the lock and lowers the IRQL.
@@ -59,7 +60,8 @@ impl<T, K: Platform> Deref for SpinGuard<'_, T, K> {
 
 impl<T, K: Platform> DerefMut for SpinGuard<'_, T, K> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as above, and `&mut self` makes the borrow unique.
+        // SAFETY: the guard holds the lock, so no other guard exists, and
+        // `&mut self` makes this the only borrow through this one.
         unsafe { &mut *self.lock.value.get() }
     }
 }

@@ -120,7 +120,8 @@ pub fn create(mut device_init: &mut WDFDEVICE_INIT) -> NTSTATUS {
 
     // Every request carries a RequestContext (the cancel routine's key).
     let mut request_attributes = attributes_with(REQUEST_CONTEXT_INFO.unique());
-    // SAFETY: as above.
+    // SAFETY: device_init is WDF's, not yet consumed; the attributes outlive
+    // the call (WDF copies them).
     unsafe {
         call_unsafe_wdf_function_binding!(
             WdfDeviceInitSetRequestAttributes,
@@ -171,9 +172,12 @@ pub fn create(mut device_init: &mut WDFDEVICE_INIT) -> NTSTATUS {
         KmdfPlatform::new(device),
         DeviceConfig::default(),
     ));
-    // SAFETY: the device was created with a DeviceContext; nothing else uses
-    // it until the queue and interface below exist.
-    unsafe { (*device_context(device as WDFOBJECT)).engine = Box::into_raw(engine) };
+    // SAFETY: WdfDeviceCreate succeeded: `device` is live and was created
+    // with `attributes`, which carry the DeviceContext type.
+    let ctx = unsafe { device_context(device as WDFOBJECT) };
+    // SAFETY: the context lives as long as the device; nothing else uses it
+    // until the queue and interface below exist.
+    unsafe { (*ctx).engine = Box::into_raw(engine) };
 
     // SAFETY: a live device; the GUID is static; no reference string.
     let status = unsafe {
@@ -198,9 +202,17 @@ pub fn create(mut device_init: &mut WDFDEVICE_INIT) -> NTSTATUS {
 /// `device` is a live ksspi device whose engine is set (after `create`,
 /// before its cleanup callback).
 pub unsafe fn engine_of(device: WDFDEVICE) -> Option<&'static Engine> {
-    // SAFETY: per the caller; the engine lives until the cleanup callback,
-    // after every request and file callback of the device.
-    unsafe { (*device_context(device as WDFOBJECT)).engine.as_ref() }
+    // SAFETY: per the caller, a live ksspi device, created with a
+    // DeviceContext (`create`).
+    let ctx = unsafe { device_context(device as WDFOBJECT) };
+    // SAFETY: the context lives as long as the device; its `engine` is
+    // written only in `create` and in the cleanup callback, neither of which
+    // runs now (per the caller).
+    let engine = unsafe { (*ctx).engine };
+    // SAFETY: null, or from Box::into_raw in `create`; the engine lives until
+    // the cleanup callback, after every request and file callback of the
+    // device, and is only shared (`&`) meanwhile.
+    unsafe { engine.as_ref() }
 }
 
 /// The engine's id for a file object.
@@ -208,17 +220,26 @@ pub unsafe fn engine_of(device: WDFDEVICE) -> Option<&'static Engine> {
 /// # Safety
 /// `file` is a live file object of a ksspi device.
 pub unsafe fn file_id(file: WDFFILEOBJECT) -> FileId {
-    // SAFETY: per the caller; file objects carry a FileContext.
-    FileId(unsafe { (*file_context(file as WDFOBJECT)).id })
+    // SAFETY: per the caller, a live file object of a ksspi device, whose
+    // file objects carry a FileContext (WdfDeviceInitSetFileObjectConfig).
+    let ctx = unsafe { file_context(file as WDFOBJECT) };
+    // SAFETY: the context lives as long as the file object; its id is written
+    // once, in EvtDeviceFileCreate, before any request on the file.
+    FileId(unsafe { (*ctx).id })
 }
 
 /// EvtDeviceFileCreate: a new handle gets an engine file id.
 extern "C" fn evt_device_file_create(device: WDFDEVICE, request: WDFREQUEST, file: WDFFILEOBJECT) {
-    // SAFETY: WDF passes live objects of this device.
+    // SAFETY: WDF passes this ksspi device, live, after `create` set its
+    // engine and before its cleanup callback.
     let status = match unsafe { engine_of(device) } {
         Some(engine) => {
-            // SAFETY: the file object carries a FileContext, not yet shared.
-            unsafe { (*file_context(file as WDFOBJECT)).id = engine.open_file().0 };
+            // SAFETY: WDF passes a live file object of this device, whose file
+            // objects carry a FileContext (WdfDeviceInitSetFileObjectConfig).
+            let ctx = unsafe { file_context(file as WDFOBJECT) };
+            // SAFETY: the context lives as long as the file object, which no
+            // request or other callback has seen yet.
+            unsafe { (*ctx).id = engine.open_file().0 };
             STATUS_SUCCESS
         }
         None => STATUS_INVALID_DEVICE_STATE,
@@ -231,12 +252,16 @@ extern "C" fn evt_device_file_create(device: WDFDEVICE, request: WDFREQUEST, fil
 /// sessions and wait (at PASSIVE_LEVEL) until calls in flight have completed
 /// and every session is gone.
 extern "C" fn evt_file_cleanup(file: WDFFILEOBJECT) {
-    // SAFETY: a live file object of a ksspi device.
+    // SAFETY: WDF passes a live file object of a ksspi device.
     let device = unsafe { call_unsafe_wdf_function_binding!(WdfFileObjectGetDevice, file) };
-    // SAFETY: as above.
-    let (Some(engine), id) = (unsafe { engine_of(device) }, unsafe { file_id(file) }) else {
+    // SAFETY: the file object's device is live while the file object is; its
+    // engine is set in `create` and freed in its cleanup callback, which runs
+    // after every file callback.
+    let Some(engine) = (unsafe { engine_of(device) }) else {
         return;
     };
+    // SAFETY: a live file object of a ksspi device, as above.
+    let id = unsafe { file_id(file) };
     if engine.cleanup(id) > 0 {
         wait_until(|| engine.sessions_of(id) == 0);
     }
@@ -245,12 +270,16 @@ extern "C" fn evt_file_cleanup(file: WDFFILEOBJECT) {
 /// EvtFileClose: every request on the file has completed. Close what an OPEN
 /// that raced the cleanup opened after it, and wait likewise.
 extern "C" fn evt_file_close(file: WDFFILEOBJECT) {
-    // SAFETY: a live file object of a ksspi device.
+    // SAFETY: WDF passes a live file object of a ksspi device.
     let device = unsafe { call_unsafe_wdf_function_binding!(WdfFileObjectGetDevice, file) };
-    // SAFETY: as above.
-    let (Some(engine), id) = (unsafe { engine_of(device) }, unsafe { file_id(file) }) else {
+    // SAFETY: the file object's device is live while the file object is; its
+    // engine is set in `create` and freed in its cleanup callback, which runs
+    // after every file callback.
+    let Some(engine) = (unsafe { engine_of(device) }) else {
         return;
     };
+    // SAFETY: a live file object of a ksspi device, as above.
+    let id = unsafe { file_id(file) };
     if engine.close_file(id) > 0 {
         wait_until(|| engine.sessions_of(id) == 0);
     }
@@ -278,9 +307,13 @@ fn drain(engine: &Engine) {
 /// The device object's cleanup callback: drain (nothing is left if the
 /// self-managed I/O cleanup ran), then drop the engine.
 extern "C" fn evt_device_cleanup(object: WDFOBJECT) {
-    // SAFETY: the device's context; no callback of the device runs any more
-    // except completions of calls still in flight, which the drain covers.
-    let ctx = unsafe { &mut *device_context(object) };
+    // SAFETY: WDF passes the device this callback was registered for
+    // (`create`), live until the callback returns, with its DeviceContext.
+    let ctx = unsafe { device_context(object) };
+    // SAFETY: the context lives as long as the device; no callback of the
+    // device runs any more except completions of calls still in flight, which
+    // reach the engine, never its context: this is the only reference.
+    let ctx = unsafe { &mut *ctx };
     if ctx.engine.is_null() {
         return;
     }

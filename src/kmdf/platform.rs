@@ -26,7 +26,8 @@ pub struct KmdfPlatform {
 // SAFETY: a WDFDEVICE handle may be used from any thread; the device outlives
 // the engine (the engine is dropped in the device's cleanup callback).
 unsafe impl Send for KmdfPlatform {}
-// SAFETY: as above.
+// SAFETY: the platform is a copy of the WDFDEVICE handle and never changes
+// it; WDF's calls on a device handle may be made from any thread at once.
 unsafe impl Sync for KmdfPlatform {}
 
 impl KmdfPlatform {
@@ -42,7 +43,9 @@ pub struct WorkItem(WDFWORKITEM);
 // SAFETY: WdfWorkItemEnqueue may be called from any thread at IRQL <=
 // DISPATCH_LEVEL; the item is deleted only as `Drop` says.
 unsafe impl Send for WorkItem {}
-// SAFETY: as above.
+// SAFETY: `&WorkItem` only enqueues: WdfWorkItemEnqueue is callable from any
+// thread at IRQL <= DISPATCH_LEVEL, and enqueuing an item already queued does
+// nothing; deleting takes the owned item (`Drop`).
 unsafe impl Sync for WorkItem {}
 
 impl Drop for WorkItem {
@@ -63,8 +66,13 @@ impl Drop for WorkItem {
 
 /// EVT_WDF_WORKITEM: run the engine's routine at PASSIVE_LEVEL.
 extern "C" fn evt_work_item(item: WDFWORKITEM) {
-    // SAFETY: every work item is created with a WorkItemContext.
-    let ctx = unsafe { &*work_item_context(item as WDFOBJECT) };
+    // SAFETY: WDF runs this callback only for the work items
+    // `create_work_item` made, each with a WorkItemContext, and the item is
+    // live while its callback runs.
+    let ctx = unsafe { work_item_context(item as WDFOBJECT) };
+    // SAFETY: the context lives as long as the item; it was written before the
+    // item could first be queued and is only read from then on.
+    let ctx = unsafe { &*ctx };
     if let Some(run) = ctx.run {
         // SAFETY: `run` and `arg` are what the engine registered, and it keeps
         // `arg` alive while the item is queued.
@@ -103,13 +111,15 @@ impl Platform for KmdfPlatform {
         if !nt_success(status) {
             return Err(SecStatus::SEC_E_INSUFFICIENT_MEMORY);
         }
-        // SAFETY: the item was just created with a WorkItemContext and is not
-        // queued yet: nothing else reads the context.
-        unsafe {
-            let ctx = &mut *work_item_context(item as WDFOBJECT);
-            ctx.run = Some(run);
-            ctx.arg = arg;
-        }
+        // SAFETY: WdfWorkItemCreate succeeded: `item` is a live work item,
+        // created with `attributes`, which carry the WorkItemContext type.
+        let ctx = unsafe { work_item_context(item as WDFOBJECT) };
+        // SAFETY: the context lives as long as the item, which is not queued
+        // yet and whose handle no one else has: nothing else reads the
+        // context while this reference exists.
+        let ctx = unsafe { &mut *ctx };
+        ctx.run = Some(run);
+        ctx.arg = arg;
         Ok(WorkItem(item))
     }
 

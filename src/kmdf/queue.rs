@@ -53,7 +53,8 @@ pub unsafe fn initialize(device: WDFDEVICE) -> NTSTATUS {
         ..WDF_OBJECT_ATTRIBUTES::default()
     };
     let mut queue = WDF_NO_HANDLE as WDFQUEUE;
-    // SAFETY: per the caller; config and attributes outlive the call.
+    // SAFETY: per the caller, a live device at PASSIVE_LEVEL; config and
+    // attributes are locals that outlive the call.
     let status = unsafe {
         call_unsafe_wdf_function_binding!(
             WdfIoQueueCreate,
@@ -94,7 +95,9 @@ extern "C" fn evt_io_device_control(
 ) {
     // SAFETY: a live queue of a ksspi device.
     let device = unsafe { call_unsafe_wdf_function_binding!(WdfIoQueueGetDevice, queue) };
-    // SAFETY: as above; the engine lives until the device's cleanup.
+    // SAFETY: the device of a live queue is live and a ksspi device (this
+    // queue is created by `initialize` only); its engine lives until the
+    // device's cleanup callback, after every request.
     let Some(engine) = (unsafe { engine_of(device) }) else {
         return complete(request, STATUS_INVALID_DEVICE_STATE, 0);
     };
@@ -155,24 +158,29 @@ enum Buffer {
 fn retrieve(request: WDFREQUEST, which: Buffer) -> Result<(*mut u8, usize), NTSTATUS> {
     let mut buffer: PVOID = core::ptr::null_mut();
     let mut length: usize = 0;
-    // SAFETY: a live request; both out-parameters are ours.
-    let status = unsafe {
-        match which {
-            Buffer::Input => call_unsafe_wdf_function_binding!(
+    let status = match which {
+        // SAFETY: a live request (the caller's, not completed yet); both
+        // out-parameters are locals that outlive the call.
+        Buffer::Input => unsafe {
+            call_unsafe_wdf_function_binding!(
                 WdfRequestRetrieveInputBuffer,
                 request,
                 0,
                 &raw mut buffer,
                 &raw mut length
-            ),
-            Buffer::Output => call_unsafe_wdf_function_binding!(
+            )
+        },
+        // SAFETY: a live request (the caller's, not completed yet); both
+        // out-parameters are locals that outlive the call.
+        Buffer::Output => unsafe {
+            call_unsafe_wdf_function_binding!(
                 WdfRequestRetrieveOutputBuffer,
                 request,
                 0,
                 &raw mut buffer,
                 &raw mut length
-            ),
-        }
+            )
+        },
     };
     if nt_success(status) {
         Ok((buffer.cast::<u8>(), length))
@@ -199,8 +207,12 @@ unsafe impl Send for WdfRequest {}
 impl WdfRequest {
     fn context(&self) -> &RequestContext {
         // SAFETY: every request of the device carries a RequestContext
-        // (WdfDeviceInitSetRequestAttributes); it lives as long as the request.
-        unsafe { &*request_context(self.request as WDFOBJECT) }
+        // (WdfDeviceInitSetRequestAttributes in `device::create`), and
+        // `self.request` is live until `self` completes it.
+        let ctx = unsafe { request_context(self.request as WDFOBJECT) };
+        // SAFETY: the context lives as long as the request, so as long as
+        // `self`; after `pend` it is only read (its claims are atomic).
+        unsafe { &*ctx }
     }
 }
 
@@ -222,13 +234,16 @@ impl Request for WdfRequest {
     }
 
     fn pend(&mut self, key: PendKey) -> bool {
-        // SAFETY: the context is this request's; nothing else reads it until
-        // the request is cancelable.
-        unsafe {
-            let ctx = &mut *request_context(self.request as WDFOBJECT);
-            ctx.key = key;
-            ctx.claims.store(0, Ordering::Relaxed);
-        }
+        // SAFETY: every request of the device carries a RequestContext
+        // (WdfDeviceInitSetRequestAttributes in `device::create`), and
+        // `self.request` is live until `self` completes it.
+        let ctx = unsafe { request_context(self.request as WDFOBJECT) };
+        // SAFETY: the context lives as long as the request; the request is not
+        // cancelable yet (marked just below), so no cancel routine reads the
+        // context, and `&mut self` makes this the only reference to it.
+        let ctx = unsafe { &mut *ctx };
+        ctx.key = key;
+        ctx.claims.store(0, Ordering::Relaxed);
         // SAFETY: a live request the driver owns. The Ex form never calls the
         // cancel routine itself (it returns STATUS_CANCELLED instead), so it is
         // safe under the engine's table lock, as in the samples' echo queue.
@@ -273,11 +288,17 @@ impl Request for WdfRequest {
 extern "C" fn evt_request_cancel(request: WDFREQUEST) {
     // SAFETY: a live request of the default queue of a ksspi device.
     let queue = unsafe { call_unsafe_wdf_function_binding!(WdfRequestGetIoQueue, request) };
-    // SAFETY: as above.
+    // SAFETY: `queue` is the live request's queue, WdfRequestGetIoQueue just
+    // said so.
     let device = unsafe { call_unsafe_wdf_function_binding!(WdfIoQueueGetDevice, queue) };
-    // SAFETY: the request carries a RequestContext, written before it was
-    // marked cancelable.
-    let ctx = unsafe { &*request_context(request as WDFOBJECT) };
+    // SAFETY: every request of the device carries a RequestContext
+    // (WdfDeviceInitSetRequestAttributes), and WDF passes a live request: it
+    // is not completed before this routine does so or hands it on.
+    let ctx = unsafe { request_context(request as WDFOBJECT) };
+    // SAFETY: the context lives as long as the request; `pend` wrote it
+    // before marking the request cancelable, and it is only read from then
+    // on (its claims are atomic).
+    let ctx = unsafe { &*ctx };
     // SAFETY: the device is live while it has requests.
     if let Some(engine) = unsafe { engine_of(device) } {
         if engine.cancel(ctx.key) {
