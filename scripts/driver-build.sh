@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real driver, built on Linux (issue 17; docs/WINDOWS.md, "Building the
+# The real driver, built on Linux (docs/WINDOWS.md, "Building the
 # driver image without Windows"):
 # 1. compile the driver package (ksspi-driver) for x86_64-pc-windows-msvc with
 #    its wdk crates, so src/kmdf is compiled against the real wdk-sys: bindgen

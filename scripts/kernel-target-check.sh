@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Kernel-target check (DESIGN.md, "kernel-target check"):
+# Kernel-target check (README, "On Linux"; docs/WINDOWS.md for the driver image):
 # 1. build every no_std crate for x86_64-pc-windows-msvc with Debian's
 #    rustc-web toolchain and -Zbuild-std=core,alloc;
 # 2. link a /driver /subsystem:native probe (scripts/kernel-probe) that reaches

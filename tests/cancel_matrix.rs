@@ -1,4 +1,4 @@
-//! Cancellation and close at every moment (issue 9, item 4). Moments: OPEN
+//! Cancellation and close at every moment (docs/RELIABILITY.md, "Cancellation and close at every moment"). Moments: OPEN
 //! while its credentials are acquired (server and client); each STEP of a
 //! handshake, by index in its sequence of STEP requests (TLS 1.2: 5, TLS
 //! 1.3: 4, counted by a reference handshake); and each session call after

@@ -1,4 +1,4 @@
-//! Allocation accounting for the device engine (issue 8). Once a session is
+//! Allocation accounting for the device engine (docs/PERFORMANCE.md). Once a session is
 //! open, its IOCTLs (STEP through a whole handshake, ENCRYPT, DECRYPT, QUERY,
 //! SHUTDOWN, and requests the engine refuses) allocate nothing in the device
 //! engine or in the handshake engine under it: neither inside

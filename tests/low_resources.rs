@@ -1,5 +1,5 @@
-//! Systematic low-resources sweeps through the device engine (issue 9,
-//! item 3): a scenario runs once to count its fault points (every
+//! Systematic low-resources sweeps through the device engine
+//! (docs/RELIABILITY.md, "Low-resources sweeps"): a scenario runs once to count its fault points (every
 //! allocation the model can fail: work items, the session and reply
 //! buffers, provider allocations; and every provider call), then once more
 //! for each point with that one failing. Scenarios: the in-driver self-test

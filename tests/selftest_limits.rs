@@ -1,4 +1,4 @@
-//! The SELFTEST request's bounds (issue 24, item 1): every figure a request
+//! The SELFTEST request's bounds (docs/RELIABILITY.md, "Kernel hardening", item 1): every figure a request
 //! carries is bounded (a request outside the bounds is refused with
 //! `STATUS_INVALID_PARAMETER` and changes nothing), one self-test runs at a
 //! time, the run's own tables come through the fallible path (fault points

@@ -1,4 +1,4 @@
-//! Plaintext does not outlive its session in pool memory (issue 24, item
+//! Plaintext does not outlive its session in pool memory (docs/RELIABILITY.md, "Kernel hardening", item
 //! 5): a session's buffers are zeroed before they are freed. The model
 //! cannot see the kernel's pool, so this test's allocator looks instead: it
 //! scans every block of a session buffer's size (64 KiB, the default
