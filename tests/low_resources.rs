@@ -1,8 +1,8 @@
 //! Systematic low-resources sweeps through the device engine
 //! (docs/RELIABILITY.md, "Low-resources sweeps"): a scenario runs once to
-//! count its fault points (every allocation the model can fail: work items, the session and reply
-//! buffers, provider allocations; and every provider call), then once more
-//! for each point with that one failing. Scenarios: the in-driver self-test
+//! count its fault points (every allocation the model can fail: work items,
+//! the session and reply buffers, provider allocations; and every provider
+//! call), then once more for each point with that one failing. Scenarios: the in-driver self-test
 //! with application bytes both ways, and the record IOCTL sequence (OPEN
 //! both sides, the handshake by STEP, QUERY, ENCRYPT, DECRYPT, SHUTDOWN,
 //! CLOSE). Each runs in every completion mode and for TLS 1.2 and TLS 1.3
