@@ -246,24 +246,30 @@ impl<P: SspiProvider> TlsMachine<P> {
             &mut f.target
         };
         let server = self.server;
-        // SAFETY: every pointer is into this machine (its frame, buffers, the
-        // security-context slot) or the leased credential, all of which stay
-        // allocated and untouched until the call completes: the machine is
-        // owned by the call until then.
-        let issued = unsafe {
-            context.issue(at, None, |p, c| {
-                if server {
+        let call = move |p: &P, c| {
+            if server {
+                // SAFETY: `issue` hands over the live, idle context `c`; the
+                // pointers are as argued for `issue` below.
+                unsafe {
                     p.accept_security_context_async(
                         c, cred, existing, in_desc, ASC_FLAGS, slot, out_desc, attrs, expiry,
                     )
-                } else {
+                }
+            } else {
+                // SAFETY: as for the accept call above.
+                unsafe {
                     p.initialize_security_context_async(
                         c, cred, existing, target, ISC_FLAGS, in_desc, slot, out_desc, attrs,
                         expiry,
                     )
                 }
-            })
+            }
         };
+        // SAFETY: every pointer is into this machine (its frame, buffers, the
+        // security-context slot) or the leased credential, all of which stay
+        // allocated and untouched until the call completes: the machine is
+        // owned by the call until then.
+        let issued = unsafe { context.issue(at, None, call) };
         match issued {
             Ok(flight) => Move::Issued(flight),
             Err(refused) => {
