@@ -27,6 +27,8 @@ impl ReceivePath {
 }
 
 impl<P: SspiProvider> TlsMachine<P> {
+    /// Take a decrypt's input (refused unless established and the peer has
+    /// not closed).
     pub(super) fn push_record_input(&mut self, input: &[u8]) -> Result<(), RecordError> {
         if self.state.established()?.receive.peer_closed {
             return Err(RecordError::PeerClosed);

@@ -26,6 +26,8 @@ impl SendPath {
 }
 
 impl<P: SspiProvider> TlsMachine<P> {
+    /// Start a shutdown (refused unless established and close_notify was
+    /// not made yet).
     pub(super) fn push_shutdown(&mut self) -> Result<(), RecordError> {
         if self.state.established()?.send.close_sent {
             return Err(RecordError::ShutDown);
