@@ -156,8 +156,12 @@ pub unsafe fn sch_credentials(p: *const SCH_CREDENTIALS) -> Result<SchCredential
     let cert = match c.cCreds {
         0 => None,
         1 if c.dwCredFormat == SCH_CRED_FORMAT_CERT_HASH_STORE && !c.paCred.is_null() => {
-            // SAFETY: one entry, which for this format points to a SCHANNEL_CERT_HASH_STORE.
-            let store = unsafe { (*c.paCred).cast::<SCHANNEL_CERT_HASH_STORE>().as_ref() }
+            // SAFETY: one entry (`cCreds` is 1), and `paCred` is not null
+            // (checked by the arm's guard).
+            let entry = unsafe { *c.paCred };
+            // SAFETY: for this format the entry points to a
+            // SCHANNEL_CERT_HASH_STORE (or is null: `as_ref` checks).
+            let store = unsafe { entry.cast::<SCHANNEL_CERT_HASH_STORE>().as_ref() }
                 .ok_or(SecStatus::SEC_E_INVALID_PARAMETER)?;
             if store.dwLength as usize != std::mem::size_of::<SCHANNEL_CERT_HASH_STORE>() {
                 return Err(SecStatus::SEC_E_INVALID_PARAMETER);

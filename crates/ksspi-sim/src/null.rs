@@ -308,9 +308,9 @@ impl Machine<NullProvider> for Counter {
             return Move::Idle;
         }
         self.left -= 1;
-        // SAFETY: the null provider reads and writes none of the pointers.
-        let issued = unsafe {
-            context.issue(at, None, |p, c| {
+        let call = |p: &NullProvider, c| {
+            // SAFETY: the null provider reads and writes none of the pointers.
+            unsafe {
                 p.accept_security_context_async(
                     c,
                     std::ptr::null_mut(),
@@ -322,8 +322,10 @@ impl Machine<NullProvider> for Counter {
                     std::ptr::null_mut(),
                     std::ptr::null_mut(),
                 )
-            })
+            }
         };
+        // SAFETY: the null provider reads and writes none of the pointers.
+        let issued = unsafe { context.issue(at, None, call) };
         match issued {
             Ok(flight) => Move::Issued(flight),
             Err(refused) => {

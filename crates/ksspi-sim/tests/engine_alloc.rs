@@ -124,8 +124,8 @@ fn model_record(
         SecBuffer::empty(SECBUFFER_EMPTY),
     ];
     let mut desc = SecBufferDesc::new(&mut bufs);
-    // SAFETY: as above; the provider points the buffers into `record`.
     let opening = count(|| {
+        // SAFETY: as above; the provider points the buffers into `record`.
         status = unsafe { sim.decrypt_message(&mut to, &mut desc, 0, std::ptr::null_mut()) }
     });
     assert_eq!(status, SecStatus::SEC_E_OK);

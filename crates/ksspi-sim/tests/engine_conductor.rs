@@ -49,12 +49,13 @@ impl Machine<SimProvider> for Spinner {
         let mut context = ctx.take().expect("the context is back between calls");
         Issue::ready(&mut context, stats).expect("reinit");
         let handle: *mut SecHandle = &mut self.handle;
+        let call = |p: &SimProvider, c| {
+            // SAFETY: `issue` hands over a live, idle context; the handle
+            // lives in this machine until the call completes.
+            unsafe { ksspi::SspiProvider::delete_security_context_async(p, c, handle) }
+        };
         // SAFETY: the handle lives in this machine until the call completes.
-        match unsafe {
-            context.issue(at, None, |p, c| {
-                ksspi::SspiProvider::delete_security_context_async(p, c, handle)
-            })
-        } {
+        match unsafe { context.issue(at, None, call) } {
             Ok(flight) => Move::Issued(flight),
             Err(refused) => panic!("refused: {}", refused.status),
         }

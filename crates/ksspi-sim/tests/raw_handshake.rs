@@ -243,8 +243,8 @@ fn encrypt_and_decrypt_message_fill_the_buffers_as_schannel_does() {
             pvBuffer: control.as_mut_ptr().cast(),
         }];
         let mut desc = SecBufferDesc::new(&mut token);
-        // SAFETY: a live context and a 4-byte TOKEN buffer.
         assert_eq!(
+            // SAFETY: a live context and a 4-byte TOKEN buffer.
             unsafe { sim.apply_control_token(&mut cctx, &mut desc) },
             SecStatus::SEC_E_OK
         );

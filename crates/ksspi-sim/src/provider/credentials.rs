@@ -84,10 +84,11 @@ pub(super) fn acquire(
         *out.get() = SecHandle {
             dwLower: key,
             dwUpper: HANDLE_MAGIC_CRED,
-        };
-        if let Some(e) = expiry.get().as_mut() {
-            e.QuadPart = i64::MAX;
         }
+    };
+    // SAFETY: likewise the expiry, which may be null (`as_mut` checks).
+    if let Some(e) = unsafe { expiry.get().as_mut() } {
+        e.QuadPart = i64::MAX;
     }
     SecStatus::SEC_E_OK
 }

@@ -181,7 +181,10 @@ impl SimProvider {
             }
         } else if !fresh {
             // SAFETY: as above; later calls hand back the same handle.
-            if let (Some(h), Some(old)) = unsafe { (new_context.0.as_mut(), context.0.as_ref()) } {
+            let h = unsafe { new_context.0.as_mut() };
+            // SAFETY: the existing-context handle is valid for the call.
+            let old = unsafe { context.0.as_ref() };
+            if let (Some(h), Some(old)) = (h, old) {
                 *h = *old;
             }
         }

@@ -73,13 +73,13 @@ impl SimProvider {
                 (head, body, tail)
             }
         };
-        // SAFETY: each buffer holds at least what is copied (checked above),
-        // and the record is in the context's memory, not the caller's.
-        unsafe {
-            copy_to(&buffers[h], head);
-            copy_to(&buffers[d], body);
-            copy_to(&buffers[t], tail);
-        }
+        // SAFETY: the header buffer holds at least what is copied (checked
+        // above), and the record is in the context's memory, not the caller's.
+        unsafe { copy_to(&buffers[h], head) };
+        // SAFETY: likewise the data buffer.
+        unsafe { copy_to(&buffers[d], body) };
+        // SAFETY: likewise the trailer buffer.
+        unsafe { copy_to(&buffers[t], tail) };
         buffers[h].cbBuffer = head.len() as u32;
         buffers[t].cbBuffer = tail.len() as u32;
         SecStatus::SEC_E_OK

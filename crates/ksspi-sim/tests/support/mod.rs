@@ -139,8 +139,8 @@ impl Peer {
 
     fn begin(&mut self) -> u32 {
         if self.used {
-            // SAFETY: the context is live and idle (the last call completed).
             assert_eq!(
+                // SAFETY: the context is live and idle (the last call completed).
                 unsafe { self.sim.reinit_async_context(self.actx) },
                 SecStatus::SEC_E_OK
             );
@@ -261,9 +261,9 @@ impl Peer {
         let mut target_units = self.target.clone();
         let mut target = UNICODE_STRING::from_units(&mut target_units).unwrap();
         let fr = &mut *f;
-        // SAFETY: the frame is boxed and the locals live until `wait` returns.
-        let st = unsafe {
-            if self.server {
+        let st = if self.server {
+            // SAFETY: the frame is boxed and the locals live until `wait` returns.
+            unsafe {
                 self.sim.accept_security_context_async(
                     self.actx,
                     &mut self.cred,
@@ -275,17 +275,20 @@ impl Peer {
                     &mut fr.attrs,
                     &mut fr.expiry,
                 )
+            }
+        } else {
+            let alloc = if self.allocate {
+                ISC_REQ_ALLOCATE_MEMORY
             } else {
-                let alloc = if self.allocate {
-                    ISC_REQ_ALLOCATE_MEMORY
-                } else {
-                    0
-                };
-                let target_ptr: *mut UNICODE_STRING = if self.target.is_empty() {
-                    std::ptr::null_mut()
-                } else {
-                    &mut target
-                };
+                0
+            };
+            let target_ptr: *mut UNICODE_STRING = if self.target.is_empty() {
+                std::ptr::null_mut()
+            } else {
+                &mut target
+            };
+            // SAFETY: the frame is boxed and the locals live until `wait` returns.
+            unsafe {
                 self.sim.initialize_security_context_async(
                     self.actx,
                     &mut self.cred,
@@ -318,8 +321,8 @@ impl Peer {
                     std::slice::from_raw_parts(f.out_bufs[0].pvBuffer.cast::<u8>(), token_len)
                 }
                 .to_vec();
-                // SAFETY: a provider buffer, freed once.
                 assert_eq!(
+                    // SAFETY: a provider buffer, freed once.
                     unsafe { self.sim.free_context_buffer(f.out_bufs[0].pvBuffer) },
                     SecStatus::SEC_E_OK
                 );

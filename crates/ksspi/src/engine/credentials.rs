@@ -112,10 +112,10 @@ impl<P: SspiProvider> Machine<P> for Acquire<P> {
         } else {
             SECPKG_CRED_OUTBOUND
         };
-        // SAFETY: the parameters live in this machine and the output slot
-        // travels with the call (kept by the InFlight) until it completes.
-        let issued = unsafe {
-            context.issue(at, Some(slot), |prov, c| {
+        let call = |prov: &P, c| {
+            // SAFETY: `issue` hands over the live, idle context `c`; the
+            // pointers are as argued for `issue` below.
+            unsafe {
                 prov.acquire_credentials_handle_async(
                     c,
                     ptr::null_mut(),
@@ -125,8 +125,11 @@ impl<P: SspiProvider> Machine<P> for Acquire<P> {
                     out,
                     expiry,
                 )
-            })
+            }
         };
+        // SAFETY: the parameters live in this machine and the output slot
+        // travels with the call (kept by the InFlight) until it completes.
+        let issued = unsafe { context.issue(at, Some(slot), call) };
         match issued {
             Ok(flight) => Move::Issued(flight),
             Err(refused) => {

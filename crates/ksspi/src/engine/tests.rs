@@ -108,13 +108,16 @@ impl Hostile {
         let Some(answer) = answer else {
             return self.complete(ctx, SecStatus::SEC_E_DECRYPT_FAILURE);
         };
-        // SAFETY: per the function's contract.
-        let (input, output) = unsafe {
-            (
-                &mut *(*input).pBuffers.cast::<[SecBuffer; 2]>(),
-                &mut *(*output).pBuffers.cast::<[SecBuffer; 2]>(),
-            )
-        };
+        // SAFETY: per the function's contract, `input` points to a valid
+        // descriptor.
+        let input = unsafe { (*input).pBuffers };
+        // SAFETY: likewise `output`.
+        let output = unsafe { (*output).pBuffers };
+        // SAFETY: the engine's input descriptor holds two buffers, valid and
+        // unaliased for the call.
+        let input = unsafe { &mut *input.cast::<[SecBuffer; 2]>() };
+        // SAFETY: likewise its output descriptor.
+        let output = unsafe { &mut *output.cast::<[SecBuffer; 2]>() };
         if let Some(extra) = answer.extra {
             input[1] = SecBuffer {
                 cbBuffer: extra,
@@ -275,8 +278,11 @@ impl SspiProvider for Hostile {
             }
             next(&mut s.decrypt)
         };
+        // SAFETY: per the function's contract, `desc` points to a valid
+        // descriptor.
+        let bufs = unsafe { (*desc).pBuffers };
         // SAFETY: the engine's descriptor of four buffers, the first the input.
-        let bufs = unsafe { &mut *(*desc).pBuffers.cast::<[SecBuffer; 4]>() };
+        let bufs = unsafe { &mut *bufs.cast::<[SecBuffer; 4]>() };
         let (base, len) = (bufs[0].pvBuffer.cast::<u8>(), bufs[0].cbBuffer);
         bufs[0] = SecBuffer::empty(SECBUFFER_STREAM_HEADER);
         if let Some((at, n)) = answer.data {
@@ -375,16 +381,18 @@ fn ok(status: SecStatus, extra: Option<u32>, token: u32) -> Handshake {
 /// A server session over `p`, and its events.
 fn session(p: &Hostile) -> (Session<Hostile, Inline>, Arc<Events>) {
     let events = Arc::new(Events::default());
-    // SAFETY: a slot holding a handle "issued" by the hostile provider,
-    // owned by nobody else.
-    let credentials = unsafe {
-        let slot = HandleSlot::new();
+    let slot = HandleSlot::new();
+    // SAFETY: the slot is ours alone (no call has it), and its pointer is
+    // to its boxed handle.
+    unsafe {
         *slot.as_ptr() = SecHandle {
             dwLower: 1,
             dwUpper: 1,
-        };
-        Credentials::from_slot(p.clone(), slot)
+        }
     };
+    // SAFETY: a slot holding a handle "issued" by the hostile provider,
+    // owned by nobody else.
+    let credentials = unsafe { Credentials::from_slot(p.clone(), slot) };
     let setup = SessionSetup {
         role: Role::Server,
         credentials: Arc::new(credentials),

@@ -237,13 +237,12 @@ impl<P: SspiProvider> InFlight<P> {
             return Err(self);
         }
         let mut this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never dropped; both fields are moved out exactly once.
-        let (context, slot) = unsafe {
-            (
-                ManuallyDrop::take(&mut this.context),
-                core::ptr::read(&this.slot),
-            )
-        };
+        // SAFETY: `this` is never dropped (it is a ManuallyDrop), so the
+        // context is taken out of it exactly once, here.
+        let context = unsafe { ManuallyDrop::take(&mut this.context) };
+        // SAFETY: likewise the slot is moved out exactly once, here; `this`
+        // never drops its copy.
+        let slot = unsafe { core::ptr::read(&this.slot) };
         Ok(Completed {
             context,
             status,
@@ -509,33 +508,55 @@ fn release_detached<P: SspiProvider>(provider: &P, slot: HandleSlot, kind: Kind)
         slot,
         arrived: AtomicBool::new(false),
     }));
-    // SAFETY: `ctx` is live and idle; `detached` stays allocated until the
-    // second arrival frees it; the handle pointer lives in it.
-    unsafe {
-        let handle = (*detached).slot.as_ptr();
-        let mut status =
-            provider.set_async_notify_callback(ctx, Some(detached_done::<P>), detached.cast());
-        if status.is_success() {
-            status = match kind {
-                Kind::Credentials => provider.free_credentials_handle_async(ctx, handle),
-                Kind::SecurityContext => provider.delete_security_context_async(ctx, handle),
-            };
-        }
-        if status.is_error() {
-            // Not queued: no callback will run. The handle could not be
-            // released: leak its slot, free the rest.
-            provider.free_async_context(ctx);
-            let detached = Box::from_raw(detached);
-            core::mem::forget(detached.slot);
-            return;
-        }
-        // Read before arriving: once arrived, the callback may free `ctx`. No
-        // callback coming, or the callback came first: finishing is ours.
-        let no_callback = provider.async_context_requires_notify(ctx) == Some(false);
-        if no_callback || (*detached).arrived.swap(true, Ordering::AcqRel) {
-            provider.free_async_context(ctx);
-            drop(Box::from_raw(detached));
-        }
+    // SAFETY: `detached` came from `Box::into_raw` just above and no call
+    // is queued yet, so nothing can have freed it.
+    let handle = unsafe { (*detached).slot.as_ptr() };
+    // SAFETY: `ctx` was just created (live) and has had no call (idle);
+    // `detached` stays allocated until the second of issuer and callback
+    // arrives and frees it, so the callback's data outlives the call.
+    let mut status = unsafe {
+        provider.set_async_notify_callback(ctx, Some(detached_done::<P>), detached.cast())
+    };
+    if status.is_success() {
+        status = match kind {
+            // SAFETY: `ctx` is live and idle (its callback set, no call
+            // yet); `handle` points into the slot inside `detached`, which
+            // the second arrival frees only after the call completed; the
+            // slot has no leases (checked above), so no other call uses it.
+            Kind::Credentials => unsafe { provider.free_credentials_handle_async(ctx, handle) },
+            // SAFETY: as for the credentials arm: `ctx` live and idle,
+            // `handle` in `detached` until completion, no lease on the slot.
+            Kind::SecurityContext => unsafe { provider.delete_security_context_async(ctx, handle) },
+        };
+    }
+    if status.is_error() {
+        // Not queued: no callback will run. The handle could not be
+        // released: leak its slot, free the rest.
+        // SAFETY: no call was queued on `ctx` (the status is an error), so
+        // it is live and idle, and only this function holds it: freed once.
+        unsafe { provider.free_async_context(ctx) };
+        // SAFETY: no callback will run, so this function is the only owner
+        // of the box it leaked with `Box::into_raw` above; reclaimed once.
+        let detached = unsafe { Box::from_raw(detached) };
+        core::mem::forget(detached.slot);
+        return;
+    }
+    // Read before arriving: once arrived, the callback may free `ctx`. No
+    // callback coming, or the callback came first: finishing is ours.
+    // SAFETY: `ctx` is freed only by the second arrival and the issuer has
+    // not arrived yet, so it is live.
+    let no_callback = unsafe { provider.async_context_requires_notify(ctx) } == Some(false);
+    let ours = no_callback || {
+        // SAFETY: `detached` is freed only by the second arrival; the issuer
+        // has not arrived yet, so it is still allocated.
+        unsafe { &(*detached).arrived }.swap(true, Ordering::AcqRel)
+    };
+    if ours {
+        // SAFETY: no callback will come, or it came first and left both to
+        // us: the call is over and nobody else frees `ctx`.
+        unsafe { provider.free_async_context(ctx) };
+        // SAFETY: likewise the box leaked above is ours alone; freed once.
+        drop(unsafe { Box::from_raw(detached) });
     }
 }
 

@@ -78,8 +78,12 @@ pub fn encrypt_record<P: SspiProvider>(
         return Err(SecStatus::SEC_E_BUFFER_TOO_SMALL);
     }
     let base = record.as_mut_ptr();
-    // SAFETY: the three regions lie within `record` (checked above).
-    let (head, data, tail) = unsafe { (base, base.add(h), base.add(h + data_len)) };
+    let head = base;
+    // SAFETY: `h <= record.len()` (checked above), so the offset stays
+    // within `record`'s allocation.
+    let data = unsafe { base.add(h) };
+    // SAFETY: `h + data_len <= record.len()` (checked above), likewise.
+    let tail = unsafe { base.add(h + data_len) };
     let mut bufs = [
         SecBuffer {
             cbBuffer: h as u32,

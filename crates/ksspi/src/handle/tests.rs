@@ -333,9 +333,9 @@ fn accept(
     ctx: AsyncContext<TestProvider>,
 ) -> Result<InFlight<TestProvider>, Refused<TestProvider>> {
     let null = core::ptr::null_mut();
-    // SAFETY: the test provider dereferences none of the pointers.
-    unsafe {
-        ctx.issue(&passive(), None, |p, c| {
+    let call = |p: &TestProvider, c| {
+        // SAFETY: the test provider dereferences none of the pointers.
+        unsafe {
             p.accept_security_context_async(
                 c,
                 null,
@@ -347,8 +347,10 @@ fn accept(
                 null.cast(),
                 null.cast(),
             )
-        })
-    }
+        }
+    };
+    // SAFETY: the test provider dereferences none of the pointers.
+    unsafe { ctx.issue(&passive(), None, call) }
 }
 
 #[test]
