@@ -25,6 +25,9 @@ step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p ksspi --features std-tools --all-targets -- -D warnings
 
+step "docs (rustdoc, every crate, warnings are errors: broken intra-doc links)"
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps --workspace
+
 step "tests"
 mkdir -p target
 cargo test --workspace 2>&1 | tee target/test-output.txt

@@ -389,7 +389,7 @@ fn a_low_resources_sweep_over_a_full_handshake_ends_cleanly_every_time() {
 
 #[test]
 fn the_engine_works_whether_or_not_reinit_is_allowed_inside_the_callback() {
-    // DESIGN.md leaves open whether SspiReinitAsyncContext may run inside the
+    // docs/DESIGN.md leaves open whether SspiReinitAsyncContext may run inside the
     // completion callback. With the model refusing it there, the engine
     // continues from its work item and reinitialises outside the callback.
     for allowed in [true, false] {

@@ -1,8 +1,8 @@
 //! IRQL in the types.
 //!
 //! Kernel SSPI calls that may block or touch paged memory run at PASSIVE_LEVEL;
-//! completion callbacks may arrive at up to DISPATCH_LEVEL (DESIGN.md, contract
-//! item 3). Functions that must run at PASSIVE take a [`Passive`] proof, which
+//! completion callbacks may arrive at up to DISPATCH_LEVEL (docs/DESIGN.md,
+//! contract item 3). Functions that must run at PASSIVE take a [`Passive`] proof, which
 //! can only be had by checking the current IRQL or by an `unsafe` assertion in
 //! a context the caller knows (DriverEntry, a work-item routine).
 

@@ -1,7 +1,7 @@
 //! The provider boundary: one trait over the `Sspi*Async` surface of kernel
 //! SSPI plus the synchronous calls the record layer needs.
 //!
-//! Two implementations exist: the ksecdd backend ([`crate::ksecdd`], Windows
+//! Two implementations exist: the ksecdd backend (`ksspi::ksecdd`, Windows
 //! only, a thin layer over the imports in [`crate::sys::ffi`]) and the host
 //! model in `ksspi-sim`. Everything above this trait (handles, the handshake
 //! engine, the driver's device engine) is written once against it.
@@ -13,7 +13,7 @@
 //! then. No Rust borrow can say that; the safe handles in [`crate::handle`] and
 //! the engine keep those promises, and these methods are `unsafe` to call.
 //!
-//! Contract every implementation honours (DESIGN.md, "The async SSPI contract"):
+//! Contract every implementation honours (docs/DESIGN.md, "The async SSPI contract"):
 //! an issuing method returns the status of *queueing* the call; the result
 //! comes from [`SspiProvider::get_async_call_status`], which answers
 //! `SEC_I_ASYNC_CALL_PENDING` while the call is in flight; completion is
@@ -23,7 +23,7 @@
 //! ([`SspiProvider::async_context_requires_notify`] answers `Some(false)`
 //! then). Where the system cannot say (ksecdd does not export
 //! `SspiAsyncContextRequiresNotify`, the likely case: see
-//! [`crate::ksecdd`]), it answers `None`, and every accepted call is taken to
+//! `ksspi::ksecdd`), it answers `None`, and every accepted call is taken to
 //! complete through its callback, as HTTP.sys does.
 
 use crate::irql::Irql;

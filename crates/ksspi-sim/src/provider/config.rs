@@ -2,7 +2,7 @@
 //! at which IRQL callbacks run ([`CallbackIrql`]), and the policy that holds
 //! them with the seed and the open points' answers ([`SimConfig`]).
 
-/// How an async call completes (DESIGN.md, contract item 2).
+/// How an async call completes (docs/DESIGN.md, contract item 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Completion {
     /// (a) later, the callback on another thread ("CPU"), after the issuing

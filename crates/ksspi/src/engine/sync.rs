@@ -1,7 +1,7 @@
 //! The two atomics that decide who continues. Each is one atomic read-modify-
-//! write per side, so there is no check-then-act window (DESIGN.md, "one atomic
-//! swap on each side decides who continues"). Modelled with loom in
-//! `tests/loom_sync.rs` (`RUSTFLAGS="--cfg loom"`).
+//! write per side, so there is no check-then-act window (docs/DESIGN.md,
+//! contract item 2: one atomic swap on each side decides who continues).
+//! Modelled with loom in `tests/loom_sync.rs` (`RUSTFLAGS="--cfg loom"`).
 
 #[cfg(not(loom))]
 use core::sync::atomic::{AtomicU8, Ordering};

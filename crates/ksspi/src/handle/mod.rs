@@ -1,7 +1,7 @@
 //! Owned handles over a provider: [`AsyncContext`], [`InFlight`],
 //! [`Credentials`] and [`SecurityContext`].
 //!
-//! The rules they keep (DESIGN.md, contract items 5-7):
+//! The rules they keep (docs/DESIGN.md, contract items 5-7):
 //! - an async context is freed exactly once, and never while a call is in
 //!   flight: issuing a call *consumes* the [`AsyncContext`] and yields an
 //!   [`InFlight`], which gives the context back only once the provider says the

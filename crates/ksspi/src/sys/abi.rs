@@ -3,7 +3,7 @@
 //! Every `#[repr(C)]` structure, constant and FFI function in [`crate::sys`] is
 //! declared through the macros below, which also record it here. The record is
 //! turned into a C file of `_Static_assert`s and redeclarations by
-//! [`crate::sys::abi::c_conformance_source`] and compiled against mingw-w64's
+//! `c_conformance_source` (feature `std-tools`) and compiled against mingw-w64's
 //! `sspi.h` / `schannel.h` / `winerror.h` by `scripts/abi-check.sh`, so nothing
 //! can be declared without being checked.
 

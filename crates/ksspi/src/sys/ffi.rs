@@ -13,7 +13,8 @@
 //! QueryContextAttributesW, ApplyControlToken, FreeContextBuffer) are reached
 //! through the `SecurityFunctionTableW` that `InitSecurityInterfaceW` returns,
 //! not by import: the table carries them whatever names ksecdd exports them
-//! under (DESIGN.md, open point on SealMessage / UnsealMessage).
+//! under (docs/DESIGN.md, "Evidence": ksecdd exports them as SealMessage /
+//! UnsealMessage).
 
 use super::abi::abi_fns;
 use super::types::{
@@ -112,7 +113,7 @@ extern "system" {
 /// wdm.h: `PVOID MmGetSystemRoutineAddressEx(PUNICODE_STRING ModuleName, PSTR FunctionName);`
 /// (Windows 10 version 2004 and later: learn.microsoft.com/windows-hardware/
 /// drivers/ddi/wdm/nf-wdm-mmgetsystemroutineaddressex). Looked up through
-/// [`MmGetSystemRoutineAddress`] rather than imported, as Microsoft's own
+/// `MmGetSystemRoutineAddress` rather than imported, as Microsoft's own
 /// drivers do (vmsmp.sys and win32k resolve it by name), so that its absence
 /// is an answer, not a load failure.
 pub type MmGetSystemRoutineAddressExFn =

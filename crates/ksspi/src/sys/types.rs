@@ -150,7 +150,7 @@ pub type DecryptMessageFn = unsafe extern "system" fn(
 /// `BOOLEAN SspiAsyncContextRequiresNotify(SspiAsyncContext* AsyncContext);`),
 /// as a pointer: ksspi never imports it (neither mingw-w64's `libksecdd.a` nor
 /// Wine's `ksecdd.sys.spec` lists it, and one missing import stops a driver
-/// from loading), and looks it up at run time instead ([`crate::ksecdd`]).
+/// from loading), and looks it up at run time instead (`ksspi::ksecdd`, Windows only).
 pub type SspiAsyncContextRequiresNotifyFn =
     unsafe extern "system" fn(context: *mut SspiAsyncContext) -> u8;
 
