@@ -72,6 +72,46 @@ fn loopback_in_every_completion_mode_and_callback_irql() {
 }
 
 #[test]
+fn loopback_without_requires_notify_in_every_completion_mode_and_callback_irql() {
+    // ksecdd may not export SspiAsyncContextRequiresNotify (docs/DESIGN.md,
+    // contract item 2): the provider then cannot say that a call needs no
+    // callback, the model always calls back, and the engine must wait for
+    // every callback, whatever the completion mode and IRQL.
+    for versions in [ONLY_TLS12, ONLY_TLS13] {
+        for mode in Completion::ALL {
+            for irql in [
+                CallbackIrql::Passive,
+                CallbackIrql::Dispatch,
+                CallbackIrql::Mixed,
+            ] {
+                let cfg = SimConfig {
+                    requires_notify_exported: false,
+                    ..config(CompletionPolicy::Always(mode), irql, 13)
+                };
+                loopback(cfg.clone(), versions, 2);
+                let (sim, thumb) = sim_with(cfg);
+                let pair = Pair::new(&sim, thumb, "localhost", versions);
+                assert_eq!(
+                    pair.handshake(usize::MAX),
+                    (Outcome::Established, Outcome::Established),
+                    "{mode:?} {irql:?}"
+                );
+                let stats = &pair.stats;
+                assert_eq!(stats.completed_sync.load(Ordering::Relaxed), 0, "{mode:?}");
+                assert_eq!(
+                    stats.callback_first.load(Ordering::Relaxed)
+                        + stats.issuer_first.load(Ordering::Relaxed),
+                    stats.calls.load(Ordering::Relaxed),
+                    "{mode:?} {irql:?}: every call completed through its callback"
+                );
+                pair.finish_keep_sim();
+                sim.unload().unwrap_or_else(|leaks| panic!("{leaks}"));
+            }
+        }
+    }
+}
+
+#[test]
 fn loopback_with_seeded_random_mixes() {
     // KSSPI_SEED=N reruns one seed (a failure names its seed); KSSPI_SEEDS=N
     // sets how many seeds run (400 by default, 5 handshakes each).

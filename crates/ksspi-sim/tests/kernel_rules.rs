@@ -218,3 +218,42 @@ fn reinit_inside_the_callback_can_be_refused_by_policy() {
         sim.unload().unwrap();
     }
 }
+
+#[test]
+#[should_panic(expected = "IRQL_NOT_GREATER_OR_EQUAL")]
+fn a_spin_lock_above_dispatch_is_caught() {
+    // KeAcquireSpinLockRaiseToDpc above DISPATCH_LEVEL: nothing may lower the
+    // IRQL to take a spin lock (the old raise through CR8 would have).
+    use ksspi::engine::{Platform, SpinWord};
+    let sim = sim(Completion::Async);
+    let platform = ksspi_sim::SimPlatform::new(&sim);
+    let word = SpinWord::new();
+    let _high = raise_irql(Irql(Irql::DISPATCH.0 + 1));
+    platform.acquire_spin_lock(&word);
+}
+
+#[test]
+#[should_panic(expected = "SPIN_LOCK_NOT_OWNED")]
+fn releasing_a_free_spin_lock_is_caught() {
+    use ksspi::engine::{Platform, SpinWord};
+    let sim = sim(Completion::Async);
+    let platform = ksspi_sim::SimPlatform::new(&sim);
+    let word = SpinWord::new();
+    // SAFETY: deliberately broken (the lock is not held): the model stops
+    // the test before anything is lowered.
+    unsafe { platform.release_spin_lock(&word, Irql::PASSIVE) };
+}
+
+#[test]
+fn a_spin_lock_raises_to_dispatch_and_restores() {
+    use ksspi::engine::{Platform, SpinWord};
+    let sim = sim(Completion::Async);
+    let platform = ksspi_sim::SimPlatform::new(&sim);
+    let word = SpinWord::new();
+    let old = platform.acquire_spin_lock(&word);
+    assert_eq!(old, Irql::PASSIVE);
+    assert_eq!(ksspi_sim::kernel::current_irql(), Irql::DISPATCH);
+    // SAFETY: held, taken just above, which returned `old`.
+    unsafe { platform.release_spin_lock(&word, old) };
+    assert_eq!(ksspi_sim::kernel::current_irql(), Irql::PASSIVE);
+}
