@@ -22,6 +22,7 @@ use super::{queue, Engine};
 use crate::device::{DeviceConfig, FileId};
 use alloc::boxed::Box;
 use ksspi::ksecdd::Ksecdd;
+use ksspi::sys::ascii_utf16;
 use ksspi::Passive;
 use ksspi_abi::GUID_DEVINTERFACE_KSSPI;
 use wdk::{nt_success, println};
@@ -36,19 +37,7 @@ use wdk_sys::{
 /// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL` (wdmsec.h): only SYSTEM and Administrators.
 const SDDL: &str = "D:P(A;;GA;;;SY)(A;;GA;;;BA)";
 
-const fn utf16<const N: usize>(s: &str) -> [u16; N] {
-    let bytes = s.as_bytes();
-    assert!(bytes.len() == N);
-    let mut out = [0u16; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = bytes[i] as u16;
-        i += 1;
-    }
-    out
-}
-
-static SDDL_UTF16: [u16; SDDL.len()] = utf16(SDDL);
+static SDDL_UTF16: [u16; SDDL.len()] = ascii_utf16(SDDL);
 
 /// The device interface GUID, from the ABI crate the harness also uses.
 const INTERFACE: GUID = GUID {

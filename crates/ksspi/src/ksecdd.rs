@@ -20,8 +20,8 @@ use crate::provider::{AsyncContextPtr, SspiProvider};
 use crate::status::SecStatus;
 use crate::sys::ffi;
 use crate::sys::{
-    SecBufferDesc, SecHandle, SecurityFunctionTableW, SspiAsyncContextRequiresNotifyFn,
-    SspiAsyncNotifyCallback, TimeStamp, UNICODE_STRING,
+    ascii_utf16, SecBufferDesc, SecHandle, SecurityFunctionTableW,
+    SspiAsyncContextRequiresNotifyFn, SspiAsyncNotifyCallback, TimeStamp, UNICODE_STRING,
 };
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
@@ -49,32 +49,6 @@ pub enum RequiresNotifyLookup {
     NoLookupFunction,
 }
 
-/// A counted UTF-16 string for the lookups (no terminator needed).
-struct Utf16<const N: usize>([u16; N]);
-
-impl<const N: usize> Utf16<N> {
-    const fn new(s: &str) -> Self {
-        let bytes = s.as_bytes();
-        assert!(bytes.len() == N);
-        let mut out = [0u16; N];
-        let mut i = 0;
-        while i < N {
-            out[i] = bytes[i] as u16;
-            i += 1;
-        }
-        Utf16(out)
-    }
-
-    fn unicode_string(&mut self) -> UNICODE_STRING {
-        let bytes = (N * 2) as u16;
-        UNICODE_STRING {
-            Length: bytes,
-            MaximumLength: bytes,
-            Buffer: self.0.as_mut_ptr(),
-        }
-    }
-}
-
 /// Find `SspiAsyncContextRequiresNotify` in the loaded ksecdd.sys.
 fn lookup_requires_notify(
     _at: &Passive,
@@ -84,8 +58,15 @@ fn lookup_requires_notify(
 ) {
     const EX: &str = "MmGetSystemRoutineAddressEx";
     const MODULE: &str = "ksecdd.sys";
-    let mut ex_name = Utf16::<{ EX.len() }>::new(EX);
-    let mut ex_name = ex_name.unicode_string();
+    let mut ex_units = ascii_utf16::<{ EX.len() }>(EX);
+    let mut module_units = ascii_utf16::<{ MODULE.len() }>(MODULE);
+    // Both are short constants: the conversions cannot fail.
+    let (Some(mut ex_name), Some(mut module)) = (
+        UNICODE_STRING::from_units(&mut ex_units),
+        UNICODE_STRING::from_units(&mut module_units),
+    ) else {
+        return (None, RequiresNotifyLookup::NoLookupFunction);
+    };
     // SAFETY: at PASSIVE_LEVEL (the token says so); the string is valid for
     // the call and never written through.
     let ex = unsafe { ffi::MmGetSystemRoutineAddress(&raw mut ex_name) };
@@ -95,8 +76,6 @@ fn lookup_requires_notify(
     // SAFETY: a non-null address of ntoskrnl's MmGetSystemRoutineAddressEx,
     // whose prototype (wdm.h) is MmGetSystemRoutineAddressExFn.
     let ex: ffi::MmGetSystemRoutineAddressExFn = unsafe { core::mem::transmute(ex) };
-    let mut module = Utf16::<{ MODULE.len() }>::new(MODULE);
-    let mut module = module.unicode_string();
     // SAFETY: at PASSIVE_LEVEL; both names are valid for the call and the
     // function name is NUL-terminated.
     let found = unsafe {

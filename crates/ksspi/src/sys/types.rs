@@ -207,6 +207,22 @@ impl SecBufferDesc {
     }
 }
 
+/// An ASCII string's UTF-16 code units, at compile time (for the
+/// `UNICODE_STRING`s the kernel wants: names to look up, an SDDL string).
+/// `N` must be the string's length, and the string must be ASCII.
+pub const fn ascii_utf16<const N: usize>(s: &str) -> [u16; N] {
+    let bytes = s.as_bytes();
+    assert!(bytes.len() == N);
+    let mut out = [0u16; N];
+    let mut i = 0;
+    while i < N {
+        assert!(bytes[i].is_ascii());
+        out[i] = bytes[i] as u16;
+        i += 1;
+    }
+    out
+}
+
 impl UNICODE_STRING {
     /// A counted string over UTF-16 code units (no terminator needed). `None`
     /// when the string is too long for a `UNICODE_STRING` (over 32 767 units).
