@@ -132,12 +132,8 @@ impl Platform for SimPlatform {
     }
 
     fn acquire_spin_lock(&self, word: &SpinWord) -> Irql {
-        if crate::kernel::current_irql() > Irql::DISPATCH {
-            bugcheck(
-                Bugcheck::IrqlNotGreaterOrEqual,
-                format_args!("KeAcquireSpinLockRaiseToDpc above DISPATCH_LEVEL"),
-            );
-        }
+        // Above DISPATCH_LEVEL this is a lowering, which raise_to stops as
+        // IRQL_NOT_GREATER_OR_EQUAL, as the kernel would.
         let old = crate::kernel::raise_to(Irql::DISPATCH);
         // Test and test-and-set: waiters spin on a plain read, and after a
         // while yield their thread. A kernel holder at DISPATCH_LEVEL is
