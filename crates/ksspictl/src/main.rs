@@ -14,6 +14,7 @@ mod relay;
 mod selftest;
 mod soak;
 mod util;
+mod vm;
 // The benchmark, its callgrind counts and its plot measure the stack over
 // the model: built where the model backend is (see `backend`).
 #[cfg(not(windows))]

@@ -15,6 +15,8 @@ use crate::util::ModelOptions;
 use crate::Failure;
 use std::path::Path;
 
+mod process;
+
 #[cfg(not(windows))]
 pub mod model;
 #[cfg(not(windows))]
@@ -159,4 +161,27 @@ pub fn bench(
 pub fn bench_path(path: BenchPathName, tls: &str, count: usize) -> Result<(), Failure> {
     allow(ModelOnly::BenchPath)?;
     chosen::bench_path(path, tls, count)
+}
+
+/// `install --inf PATH`: stage the driver package, create the ksspi device
+/// if there is none, wait for its interface (Windows only).
+pub fn install(inf: &Path) -> Result<(), Failure> {
+    chosen::install(inf)
+}
+
+/// `uninstall`: remove the ksspi device and its driver package (Windows
+/// only).
+pub fn uninstall() -> Result<(), Failure> {
+    chosen::uninstall()
+}
+
+/// `verifier on|off|status` (Windows only).
+pub fn verifier(mode: crate::vm::verifier::Mode, keep_others: bool) -> Result<(), Failure> {
+    chosen::verifier(mode, keep_others)
+}
+
+/// What `acceptance` asks its questions of: the machine (Windows), or the
+/// model for `--dry-run` (elsewhere).
+pub fn acceptance_system(dry_run: bool) -> Result<Box<dyn crate::vm::acceptance::System>, Failure> {
+    chosen::acceptance_system(dry_run)
 }

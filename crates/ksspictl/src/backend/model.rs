@@ -5,6 +5,7 @@
 
 pub mod batch;
 mod device;
+mod system;
 
 pub use device::{Model, Pending, Unloaded, DROPPED};
 
@@ -194,4 +195,46 @@ pub fn bench(
         bench::print(&report);
     }
     Ok(())
+}
+
+/// Why a VM command does not run over the model, in one line.
+fn windows_only(what: &str) -> Failure {
+    Failure(format!("only on Windows: {what}"))
+}
+
+/// `install`: refused ([`windows_only`]).
+pub fn install(_inf: &std::path::Path) -> Result<(), Failure> {
+    Err(windows_only(
+        "`install` stages the driver package and creates its root-enumerated device \
+         (SetupAPI); here the driver's device engine runs in-process over the model, with \
+         nothing to install",
+    ))
+}
+
+/// `uninstall`: refused.
+pub fn uninstall() -> Result<(), Failure> {
+    Err(windows_only(
+        "`uninstall` removes the ksspi device and its driver package; over the model \
+         nothing is installed",
+    ))
+}
+
+/// `verifier`: refused.
+pub fn verifier(_mode: crate::vm::verifier::Mode, _keep_others: bool) -> Result<(), Failure> {
+    Err(windows_only(
+        "`verifier` sets Driver Verifier for ksspi_driver.sys; over the model, the model's \
+         own verifier checks every run (docs/RELIABILITY.md)",
+    ))
+}
+
+/// `acceptance`: only `--dry-run` runs here.
+pub fn acceptance_system(dry_run: bool) -> Result<Box<dyn crate::vm::acceptance::System>, Failure> {
+    if dry_run {
+        Ok(Box::new(system::ModelSystem))
+    } else {
+        Err(windows_only(
+            "`acceptance` runs on the test VM; here `ksspictl acceptance --dry-run` runs \
+             its model-capable steps over the model",
+        ))
+    }
 }

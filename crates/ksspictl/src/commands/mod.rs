@@ -5,13 +5,17 @@
 use crate::Failure;
 use clap::Subcommand;
 
+mod acceptance;
 mod bench;
 mod bench_path;
 mod connect;
 mod info;
+mod install;
 mod selftest;
 mod serve;
 mod stress;
+mod uninstall;
+mod verifier;
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -37,6 +41,17 @@ pub enum Command {
     Connect(connect::Args),
     /// Accept TLS clients and run each handshake through a driver server session.
     Serve(serve::Args),
+    /// Install the driver package and create its device (Windows: what
+    /// pnputil /add-driver /install and devgen do).
+    Install(install::Args),
+    /// Remove the ksspi device and its driver package (Windows).
+    Uninstall(uninstall::Args),
+    /// Driver Verifier for ksspi_driver.sys: on, off or status (Windows).
+    Verifier(verifier::Args),
+    /// The whole acceptance on the test VM, resumable across the Driver
+    /// Verifier reboot; writes acceptance-report.json (--dry-run: over the
+    /// model).
+    Acceptance(acceptance::Args),
 }
 
 /// Run `command`.
@@ -49,5 +64,9 @@ pub fn exec(command: &Command) -> Result<(), Failure> {
         Command::BenchPath(args) => bench_path::exec(args),
         Command::Connect(args) => connect::exec(args),
         Command::Serve(args) => serve::exec(args),
+        Command::Install(args) => install::exec(args),
+        Command::Uninstall(args) => uninstall::exec(args),
+        Command::Verifier(args) => verifier::exec(args),
+        Command::Acceptance(args) => acceptance::exec(args),
     }
 }
