@@ -171,3 +171,73 @@ fn the_packaging_flow_maps_driver_inx_and_pins_wdk_build() {
             && cargo.contains("target-kmdf-version-minor = 33")
     );
 }
+
+/// The single-line `run:` commands of a GitHub Actions workflow, by lines
+/// (its multi-line `run: |` scripts are left out: they install tools).
+fn workflow_runs(yaml: &str) -> Vec<String> {
+    yaml.lines()
+        .filter_map(|l| l.trim().strip_prefix("run: "))
+        .map(str::trim)
+        .filter(|r| *r != "|")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_windows_workflow_runs_what_the_docs_say() {
+    let yaml = read(".github/workflows/windows.yaml");
+    let runs = workflow_runs(&yaml);
+    let readme = read("README.md");
+    let windows = read("docs/WINDOWS.md");
+    // Each command the workflow runs, and the page that tells users to run
+    // the same one.
+    for (command, page, doc) in [
+        ("cargo make", "docs/WINDOWS.md", &windows),
+        ("cargo test --workspace", "docs/WINDOWS.md", &windows),
+        (
+            "cargo build --release -p ksspictl",
+            "docs/WINDOWS.md",
+            &windows,
+        ),
+        (
+            "bash scripts/setup.sh && bash scripts/test.sh",
+            "README.md",
+            &readme,
+        ),
+    ] {
+        assert!(
+            runs.iter().any(|r| r == command),
+            "the workflow runs `{command}`: {runs:?}"
+        );
+        assert!(doc.contains(command), "{page} names `{command}`");
+    }
+    // Nothing else runs unannounced.
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    // The artifact: its name in the README, the package folder it holds in
+    // docs/WINDOWS.md (cargo make's output, Windows separators there).
+    assert!(yaml.contains("name: ksspi-driver-package"));
+    assert!(
+        readme.contains("ksspi-driver-package"),
+        "README names the artifact"
+    );
+    assert!(yaml.contains("target/debug/ksspi_driver_package/"));
+    assert!(windows.contains("target\\debug\\ksspi_driver_package\\"));
+    assert!(windows.contains("ksspi-driver-package"));
+    // Upstream's way of getting the WDK, as the docs describe it.
+    for piece in [
+        "microsoft.windows.wdk.x64",
+        "LLVM.LLVM",
+        "tool: cargo-make",
+        "windows-2025",
+    ] {
+        assert!(yaml.contains(piece), "the workflow has {piece}");
+    }
+    assert!(windows.contains("microsoft/windows-drivers-rs"));
+    assert!(windows.contains("ksspictl acceptance"));
+}
+
+#[test]
+fn workflow_runs_are_read_by_lines() {
+    let yaml = "steps:\n  - name: a\n    run: cargo make\n  - run: |\n      echo x\n";
+    assert_eq!(workflow_runs(yaml), ["cargo make"]);
+}
