@@ -3,7 +3,8 @@
 # x86_64-pc-windows-gnu (rustup's target, Debian's mingw-w64 gcc as linker),
 # run under Wine (Debian's wine64, 8.0) in a throwaway prefix, through a suite
 # of what the Windows backend does without a driver: every command's --help,
-# every model-only option refused with its reason, argument checks, and the
+# every model-only option refused with its reason, argument checks (the VM
+# commands' INF and flag checks among them), and the
 # not-installed guidance of every command that opens the device (Wine's
 # CfgMgr32 answers CR_FAILURE where Windows gives an empty list: both must
 # end in the same guidance).
@@ -108,6 +109,15 @@ CASES=(
   "checked: a thumbprint not hex|2|is not hex|selftest --cert-thumbprint zz112233445566778899aabbccddeeff00112233"
   "checked: an unknown TLS version|2|invalid value|selftest --tls 1.1 --cert-thumbprint $THUMB"
   "checked: an unknown command|2|unrecognized subcommand|frobnicate"
+  "help install|0|--inf|install --help"
+  "help uninstall|0|Usage: ksspictl.exe uninstall|uninstall --help"
+  "help verifier|0|--keep-others|verifier --help"
+  "help acceptance|0|--no-verifier|acceptance --help"
+  "install: no INF|1|no INF at missing.inf|install --inf missing.inf"
+  "install: the INF template|1|is the INF template (driver.inx|install --inf Z:$root/driver.inx"
+  "verifier: --keep-others with off|1|--keep-others goes with \`verifier on\` only|verifier off --keep-others"
+  "acceptance: --dry-run is the model's|1|on the VM run \`ksspictl acceptance\`|acceptance --dry-run"
+  "acceptance: --count 0|1|--count must be at least 1|acceptance --count 0"
 )
 
 # Run every case against the exe in $1; print one line per failure; return

@@ -5,6 +5,10 @@
 //! thumbprint.
 
 mod device;
+mod install;
+mod machine;
+mod system;
+mod verifier;
 
 pub use device::WinDriver;
 
@@ -169,4 +173,31 @@ pub fn bench(
     _only: &[BenchSection],
 ) -> Result<(), Failure> {
     allow(ModelOnly::Bench)
+}
+
+/// `install --inf PATH` ([`install`]).
+pub fn install(inf: &std::path::Path) -> Result<(), Failure> {
+    install::install(inf)
+}
+
+/// `uninstall` ([`install`]).
+pub fn uninstall() -> Result<(), Failure> {
+    install::uninstall()
+}
+
+/// `verifier on|off|status` ([`verifier`]).
+pub fn verifier(mode: crate::vm::verifier::Mode, keep_others: bool) -> Result<(), Failure> {
+    verifier::exec(mode, keep_others)
+}
+
+/// The test VM for `acceptance`; `--dry-run` is the model's, elsewhere.
+pub fn acceptance_system(dry_run: bool) -> Result<Box<dyn crate::vm::acceptance::System>, Failure> {
+    if dry_run {
+        return Err(Failure(
+            "--dry-run runs the acceptance over the model on other hosts; on the VM run \
+             `ksspictl acceptance`"
+                .into(),
+        ));
+    }
+    Ok(Box::new(system::WinSystem))
 }

@@ -107,6 +107,12 @@ fn device_path() -> Result<Vec<u16>, Failure> {
     }
 }
 
+/// Is a ksspi device's interface present (the driver installed and
+/// started)?
+pub fn interface_present() -> bool {
+    device_path().is_ok()
+}
+
 impl WinDriver {
     /// Open the installed driver's device.
     pub fn open() -> Result<WinDriver, Failure> {
