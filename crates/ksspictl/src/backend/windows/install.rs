@@ -323,7 +323,7 @@ pub fn wait_for_interface(limit: Duration) -> Result<Duration, Failure> {
 fn inf_of(set: HDEVINFO, data: &SP_DEVINFO_DATA) -> Option<String> {
     // SAFETY: our set and element; read access to the driver key.
     let key = unsafe { SetupDiOpenDevRegKey(set, data, DICS_FLAG_GLOBAL, 0, DIREG_DRV, KEY_READ) };
-    if key == INVALID_HANDLE_VALUE as _ {
+    if std::ptr::eq(key, INVALID_HANDLE_VALUE) {
         return None;
     }
     let name = wide("InfPath");
