@@ -75,6 +75,9 @@ pub trait System {
     fn certificate(&mut self, thumbprint: Option<&str>) -> Result<Certificate, (String, String)>;
     /// Driver Verifier's settings for the next boot.
     fn verifier_settings(&mut self) -> Result<Settings, String>;
+    /// When `ksspictl verifier` last changed them (Unix seconds), if it
+    /// recorded it.
+    fn verifier_changed_at(&mut self) -> Option<u64>;
     fn run(&mut self, action: &Action) -> Ran;
 }
 
@@ -239,6 +242,21 @@ fn first(sys: &mut dyn System, plan: Plan, dry_run: bool) -> Run {
         Err(why) => report
             .preconditions
             .push(check("driver", Status::Skipped, why, None)),
+    }
+
+    // A Driver Verifier change not yet applied: the first phase would run
+    // under settings about to change.
+    let (now, uptime) = sys.clock();
+    if let Some(changed) = sys.verifier_changed_at() {
+        if !verifier::rebooted_since(changed, now, uptime) {
+            report.preconditions.push(check(
+                "no reboot pending",
+                Status::Failed,
+                "Driver Verifier's settings were changed (ksspictl verifier) since the last \
+                 boot and are not active yet",
+                Some("reboot first (shutdown /r /t 0), then run ksspictl acceptance again"),
+            ));
+        }
     }
 
     // Driver Verifier: never take over another driver's settings silently.

@@ -79,6 +79,10 @@ impl System for ModelSystem {
         )
     }
 
+    fn verifier_changed_at(&mut self) -> Option<u64> {
+        None
+    }
+
     fn run(&mut self, action: &Action) -> Ran {
         let skip = |why: &str| Ran {
             skipped: Some(why.into()),

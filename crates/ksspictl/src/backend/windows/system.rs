@@ -130,6 +130,10 @@ impl System for WinSystem {
         win_verifier::settings()
     }
 
+    fn verifier_changed_at(&mut self) -> Option<u64> {
+        win_verifier::changed_at()
+    }
+
     fn run(&mut self, action: &Action) -> Ran {
         match action {
             Action::Ksspictl(args) => process::run_self(args, STEP_LIMIT),

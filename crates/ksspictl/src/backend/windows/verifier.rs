@@ -32,10 +32,14 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// When ksspictl last changed Driver Verifier's settings, if recorded.
+pub fn changed_at() -> Option<u64> {
+    machine::qword(MARKER_KEY, MARKER).ok().flatten()
+}
+
 /// The line about the reboot Driver Verifier needs.
 fn reboot_line() -> String {
-    let changed = machine::qword(MARKER_KEY, MARKER).ok().flatten();
-    verifier::reboot_line(changed, now(), machine::uptime_secs())
+    verifier::reboot_line(changed_at(), now(), machine::uptime_secs())
 }
 
 /// `verifier.exe ARGS` (System32; "Driver Verifier command syntax").

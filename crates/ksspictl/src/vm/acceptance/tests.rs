@@ -17,6 +17,8 @@ struct Fake {
     settings: Result<Settings, String>,
     /// (Unix seconds, uptime).
     clock: (u64, u64),
+    /// When `ksspictl verifier` last changed the settings.
+    changed_at: Option<u64>,
     /// Exit code per step name prefix (default 0), and stderr.
     fail: Vec<(&'static str, i32, &'static str)>,
     log: Vec<Action>,
@@ -38,6 +40,7 @@ impl Fake {
             }),
             settings: Ok(Settings::default()),
             clock: (10_000, 3_600),
+            changed_at: None,
             fail: Vec::new(),
             log: Vec::new(),
         }
@@ -90,6 +93,9 @@ impl System for Fake {
     }
     fn verifier_settings(&mut self) -> Result<Settings, String> {
         self.settings.clone()
+    }
+    fn verifier_changed_at(&mut self) -> Option<u64> {
+        self.changed_at
     }
     fn run(&mut self, action: &Action) -> Ran {
         self.log.push(action.clone());
@@ -533,4 +539,24 @@ fn skipped_probes_are_recorded_not_failed() {
     assert_eq!(run.report.outcome, Outcome::Passed);
     assert_eq!(run.report.steps.last().unwrap().status, Status::Skipped);
     assert!(run.report.dry_run);
+}
+
+#[test]
+fn a_verifier_change_not_yet_applied_blocks_until_the_reboot() {
+    let mut sys = Fake::ready();
+    // Changed ten minutes ago; up for an hour: same boot.
+    sys.changed_at = Some(9_400);
+    let run = super::run(&mut sys, Plan::default(), false, None);
+    assert_eq!(run.report.outcome, Outcome::Blocked);
+    let c = failed_check(&run.report, "no reboot pending");
+    assert!(
+        c.fix.as_deref().unwrap().contains("shutdown /r /t 0"),
+        "{c:?}"
+    );
+    assert!(sys.log.is_empty());
+    // Changed two hours ago, up for an hour: applied.
+    let mut sys = Fake::ready();
+    sys.changed_at = Some(2_800);
+    let run = super::run(&mut sys, Plan::default(), false, None);
+    assert_eq!(run.report.outcome, Outcome::AwaitingReboot);
 }
