@@ -22,6 +22,18 @@
 //! `InfPath` (`SetupDiOpenDevRegKey(DIREG_DRV)`) names the `oemN.inf` in
 //! the driver store, which `SetupUninstallOEMInfW` removes (what `pnputil
 //! /delete-driver oemN.inf /uninstall` does).
+//!
+//! The pages, on learn.microsoft.com/windows/win32/api/: setupapi.h
+//! `setupapi/nf-setupapi-setupdigetinfclassw`, `-setupdicreatedeviceinfolist`,
+//! `-setupdicreatedeviceinfow`, `-setupdisetdeviceregistrypropertyw`,
+//! `-setupdicallclassinstaller`, `-setupdigetclassdevsw`,
+//! `-setupdienumdeviceinfo`, `-setupdigetdeviceregistrypropertyw`,
+//! `-setupdigetdeviceinstanceidw`, `-setupdiopendevregkey`,
+//! `-setupdidestroydeviceinfolist`, `-setupuninstalloeminfw`; newdev.h
+//! `newdev/nf-newdev-updatedriverforplugandplaydevicesw`,
+//! `newdev/nf-newdev-diuninstalldevice`. The device interface is looked up
+//! as the harness always does (`device.rs`, cfgmgr32.h
+//! `CM_Get_Device_Interface_ListW`).
 
 use super::device;
 use super::machine::{elevated, from_wide, wide};
