@@ -161,8 +161,10 @@ fn connect_reads_on_through_the_key_updates_of_a_jsse_server() {
         .lines()
         .find(|l| l.contains("post-handshake"))
         .unwrap_or_else(|| panic!("{err}"));
-    // A MiB each way at 64 KiB per key: at least 16 KeyUpdates came.
-    assert!(post_handshake(summary) >= 16, "{summary}");
+    // A MiB each way at 64 KiB per key: 16 KeyUpdates from the server's
+    // writes alone (70 counted here, with those it asked for while reading);
+    // half of that is the least this accepts.
+    assert!(post_handshake(summary) >= 8, "{summary}");
     let status = server.0.wait().unwrap();
     let echoed = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
     assert!(status.success(), "JssePeer server: {echoed}");
