@@ -8,11 +8,14 @@
 # (scripts/driver-build.sh) libclang (bindgen), mingw-w64's import libraries,
 # python3 and the stable toolchain's x86_64-pc-windows-msvc target; for the
 # harness's Windows side under Wine (scripts/windows-harness-wine.sh) wine64,
-# mingw-w64 gcc and the x86_64-pc-windows-gnu target.
+# mingw-w64 gcc and the x86_64-pc-windows-gnu target; gnutls-bin (gnutls-cli,
+# gnutls-serv) and openjdk-17-jdk-headless (java, javac: JSSE), real TLS peers
+# besides openssl for ksspictl's interop tests.
 set -euo pipefail
 
 pkgs=(clang-19 mingw-w64-common lld-19 llvm-19 rustc-web cargo-web rust-web-src openssl valgrind
-  libclang-19-dev mingw-w64-x86-64-dev python3 wine64 gcc-mingw-w64-x86-64)
+  libclang-19-dev mingw-w64-x86-64-dev python3 wine64 gcc-mingw-w64-x86-64
+  gnutls-bin openjdk-17-jdk-headless)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -369,6 +369,91 @@ fn close_while_a_post_handshake_call_is_in_flight_releases_everything_once() {
     p.finish();
 }
 
+/// Issue 20, defect 1, through the engine: a JDK 17 peer past its key limit
+/// asks for a KeyUpdate on every record it reads until our answer arrives, so
+/// one socket read can hold scores of KeyUpdates (61 in one 16 KiB read was
+/// measured against `serve --echo`). The server session is the engine's; the
+/// peer is a model context, the one thing here that can send KeyUpdates. One
+/// DECRYPT takes 300 of them and the data after them; before, the engine's
+/// bound of 64 per DECRYPT failed it (`TOO_MANY_POST_HANDSHAKE`,
+/// `SEC_E_ILLEGAL_MESSAGE`, the message defect 1 reported).
+#[test]
+fn one_decrypt_takes_hundreds_of_key_updates_and_the_data_after_them() {
+    use ksspi_sim::schannel::{Context, Credential, CredentialSpec, Protocols};
+    const UPDATES: usize = 300;
+    let (sim, thumb) = sim_with(SimConfig {
+        completion: CompletionPolicy::Mixed,
+        callback_irql: CallbackIrql::Mixed,
+        tls13_tickets: 0,
+        ..SimConfig::default()
+    });
+    let p = Pair::new(&sim, thumb, "localhost", TLS13_ONLY);
+    let cred = Credential::new(
+        CredentialSpec::Client {
+            protocols: Protocols::TLS13,
+            manual_validation: false,
+            client_identity: None,
+        },
+        sim.store(),
+    )
+    .unwrap();
+    let mut peer = Context::client(&cred, Some("localhost")).unwrap();
+    let at = passive();
+    let mut to_server = peer.step(&[]).token;
+    let mut server_done = false;
+    for _ in 0..8 {
+        p.server.step(&to_server, &at).unwrap();
+        let r = p.server_events.next();
+        assert!(
+            !matches!(r.outcome, ksspi::engine::Outcome::Failed(_)),
+            "{r:?}"
+        );
+        server_done = r.outcome == ksspi::engine::Outcome::Established;
+        if peer.is_established() {
+            break; // the server has had the peer's Finished
+        }
+        let c = peer.step(&r.output);
+        assert!(c.status.0 >= 0, "peer: {}", c.status);
+        to_server = c.token;
+    }
+    assert!(server_done);
+    assert!(peer.is_established());
+    let mut wire = Vec::new();
+    for _ in 0..UPDATES {
+        wire.extend_from_slice(&peer.request_key_update().unwrap());
+    }
+    wire.extend_from_slice(peer.encrypt(b"after the updates").unwrap());
+    let read = open(&p.server, &p.server_events, &wire, wire.len());
+    assert_eq!(read.failed, None);
+    assert_eq!(read.renegotiations, UPDATES as u32);
+    assert_eq!(read.data, b"after the updates");
+    // One KeyUpdate answers each; the peer reads them all, then the server's
+    // data under its newest keys.
+    let mut back = read.answer;
+    back.extend_from_slice(&seal(&p.server, b"newest keys"));
+    let mut got = Vec::new();
+    let mut buf = back;
+    loop {
+        let u = peer.decrypt(&mut buf);
+        match u.status {
+            SecStatus::SEC_E_OK => {
+                got.extend_from_slice(&buf[u.data.clone()]);
+                buf.drain(..buf.len() - u.extra);
+            }
+            SecStatus::SEC_I_RENEGOTIATE => {
+                let extra = buf.split_off(buf.len() - u.extra);
+                let s = peer.step(&extra);
+                assert_eq!(s.status, SecStatus::SEC_E_OK);
+                buf = extra[extra.len() - s.extra..].to_vec();
+            }
+            SecStatus::SEC_E_INCOMPLETE_MESSAGE if buf.is_empty() => break,
+            other => panic!("the peer's DecryptMessage: {other}"),
+        }
+    }
+    assert_eq!(got, b"newest keys");
+    p.finish();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 

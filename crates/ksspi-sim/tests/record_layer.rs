@@ -230,6 +230,39 @@ fn a_second_post_handshake_message_works_too() {
     );
 }
 
+/// Issue 20, defect 1: a JDK 17 client (JSSE, before JDK-8329548) whose key
+/// limit (`jdk.tls.keyLimits`) is reached asks for a KeyUpdate on every record
+/// it reads under the exhausted keys until ours arrives; with our echo of
+/// megabytes in flight that is hundreds of KeyUpdates, update_requested, with
+/// no application data between them. rustls counts such a run and fails the
+/// 33rd (`PeerMisbehaved::TooManyKeyUpdateRequests`, BoringSSL's limit), which
+/// model DecryptMessage reported as `SEC_E_ILLEGAL_MESSAGE`; Schannel is not
+/// documented to refuse any KeyUpdate, and RFC 8446 §4.6.3 sets no limit.
+#[test]
+fn a_run_of_hundreds_of_key_updates_without_data_between_is_accepted() {
+    const UPDATES: usize = 300;
+    let mut p = pair(Protocols::TLS13, 0);
+    let mut wire = Vec::new();
+    for _ in 0..UPDATES {
+        wire.extend_from_slice(&p.client.request_key_update().unwrap());
+    }
+    assert_eq!(records(&wire), UPDATES);
+    wire.extend_from_slice(&seal(&mut p.client, b"after the run"));
+    // All at once, as one socket read brings them.
+    let read = open_stream(&mut p.server, &wire, wire.len());
+    assert_eq!(read.renegotiations, UPDATES);
+    assert_eq!(read.data, b"after the run");
+    // Each asked for ours: one KeyUpdate answers each, and the client reads
+    // them, then data under the server's newest keys.
+    assert_eq!(records(&read.answer), UPDATES);
+    let mut back = read.answer.clone();
+    back.extend_from_slice(&seal(&mut p.server, b"newest server keys"));
+    let read = open_stream(&mut p.client, &back, 27);
+    assert_eq!(read.renegotiations, UPDATES);
+    assert_eq!(read.data, b"newest server keys");
+    assert!(read.answer.is_empty(), "no update was requested back");
+}
+
 #[test]
 fn a_tampered_record_fails_and_the_context_stays_unusable() {
     for protocols in [Protocols::TLS12, Protocols::TLS13] {

@@ -18,7 +18,12 @@
 //!   alert token; a failed context stays failed;
 //! - a CertificateRequest the client cannot answer gives
 //!   `SEC_I_INCOMPLETE_CREDENTIALS` (no token); the next call goes on without a
-//!   client certificate, as Schannel does.
+//!   client certificate, as Schannel does;
+//! - after the handshake, each post-handshake message (TLS 1.3
+//!   NewSessionTicket, KeyUpdate) is `SEC_I_RENEGOTIATE` from DecryptMessage
+//!   and goes to the handshake call, however many come in a row (rustls's
+//!   limit of 32 KeyUpdates without data between them is patched out:
+//!   third_party/README.md).
 //!
 //! The files, one concern each:
 //! - `credentials.rs`: credentials and the rustls configuration they become;

@@ -22,7 +22,7 @@ use std::vec::Vec;
 
 /// A calls-made cap, so an engine that loops fails the test instead of
 /// hanging it: past it, every call fails with `SEC_E_DECRYPT_FAILURE`.
-const CALL_CAP: u32 = 1000;
+const CALL_CAP: u32 = 10_000;
 
 /// A handshake call's scripted answer.
 #[derive(Clone, Copy, Debug)]
@@ -488,7 +488,7 @@ fn post_handshake_messages_per_decrypt_are_bounded() {
     // thousands in one read.
     let p = Hostile::default();
     let (s, events) = established(&p);
-    let input = [0x16u8; 1000];
+    let input = [0x16u8; MAX_POST_HANDSHAKE as usize + 100];
     {
         let mut sc = p.script();
         sc.decrypt.push_back(Decrypt {
@@ -497,7 +497,7 @@ fn post_handshake_messages_per_decrypt_are_bounded() {
             extra: Some(u32::MAX), // everything from the cursor on
         });
         // Each handshake call consumes one byte of what it is given.
-        for left in (0..1000u32).rev() {
+        for left in (0..input.len() as u32).rev() {
             sc.handshake
                 .push_back(ok(SecStatus::SEC_E_OK, Some(left), 0));
         }

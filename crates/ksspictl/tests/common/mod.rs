@@ -14,3 +14,109 @@ pub fn ksspictl(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Whether the peer program `bin` (from the Debian package `package`, which
+/// scripts/setup.sh installs) is on the PATH. Missing, it fails the test
+/// when `CI` is `true` (a CI run must not pass without its peers) and is
+/// skipped, saying so on stderr, elsewhere.
+#[allow(dead_code)]
+pub fn peer_available(bin: &str, package: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(bin).is_file()));
+    if !found {
+        let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+        assert!(
+            !ci,
+            "{bin} is not installed, and CI=true: install {package} (scripts/setup.sh)"
+        );
+        eprintln!("skipped: {bin} is not installed (apt-get install {package})");
+    }
+    found
+}
+
+/// A CA and a "localhost" leaf, as PEM files in `dir`: (CA, leaf, key).
+#[allow(dead_code)]
+pub fn pki(
+    dir: &ksspi_sim::testing::TempDir,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let pki = ksspi_sim::certs::TestPki::new("ksspictl interop CA");
+    let leaf = pki.leaf(&["localhost"], false);
+    (
+        dir.write("ca.pem", &pki.ca_pem()),
+        dir.write("leaf.pem", &leaf.cert_pem),
+        dir.write("leaf.key", &leaf.key_pem),
+    )
+}
+
+/// `ksspictl serve --echo --once --tls TLS` with `cert` and `key`, on a free
+/// loopback port: the child, its stdout's remaining lines, and the address.
+#[allow(dead_code)]
+pub fn serve_echo(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    tls: &str,
+) -> (
+    ksspi_sim::testing::ChildGuard,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    String,
+) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut serve = ksspi_sim::testing::ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_ksspictl"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--once", "--echo"])
+            .args(["--tls", tls, "--cert"])
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ksspictl serve"),
+    );
+    let mut lines = std::io::BufReader::new(serve.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    (serve, lines, addr)
+}
+
+/// Wait for `serve` to exit successfully; the line of its summary (the one
+/// that counts what was received).
+#[allow(dead_code)]
+pub fn serve_summary(
+    serve: &mut ksspi_sim::testing::ChildGuard,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) -> String {
+    use std::io::Read;
+    let status = serve.0.wait().unwrap();
+    let mut err = String::new();
+    if let Some(mut stderr) = serve.0.stderr.take() {
+        let _ = stderr.read_to_string(&mut err);
+    }
+    assert!(status.success(), "serve: {err}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    rest.iter()
+        .find(|l| l.contains("received"))
+        .unwrap_or_else(|| panic!("{rest:?} {err}"))
+        .clone()
+}
+
+/// Lines of printable text, about `n` bytes in all, each ending in '\n' and
+/// numbered from `first`.
+#[allow(dead_code)]
+pub fn numbered_lines(first: usize, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n + 100);
+    let mut i = first;
+    while out.len() < n {
+        let line = format!(
+            "line {i:07} {}\n",
+            "abcdefghijklmnopqrstuvwxyz".repeat(1 + i % 3)
+        );
+        out.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    out
+}
