@@ -2,7 +2,6 @@
 //! command and the backend) share, and small helpers.
 
 use crate::relay;
-use crate::Failure;
 use clap::ValueEnum;
 use ksspi_abi::proto;
 use std::process::ExitCode;
@@ -206,10 +205,6 @@ pub fn protocols(tls: Tls) -> u32 {
         Tls::V13 => proto::TLS13,
         Tls::Both => proto::ALL,
     }
-}
-
-pub fn read_file(path: &std::path::Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path).map_err(|e| Failure(format!("{}: {e}", path.display())))
 }
 
 pub fn ntstatus_name(status: i32) -> String {

@@ -13,7 +13,6 @@
 //! error it ignores). What passes here therefore cannot fail there for the
 //! same reason.
 
-use crate::util::read_file;
 use crate::Failure;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -108,6 +107,11 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
         )));
     }
     Ok(certs)
+}
+
+/// The text of `path`, or one line naming it.
+fn read_file(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| Failure(format!("{}: {e}", path.display())))
 }
 
 /// A PEM error in words.
