@@ -42,7 +42,10 @@ struct Cli {
 pub struct Failure(pub String);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return util::usage_error(e),
+    };
     match commands::exec(&cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(reason)) => {

@@ -81,8 +81,9 @@ pub enum Identity {
     Generated,
     /// A certificate in LocalMachine\My, by SHA-1 thumbprint.
     Thumbprint([u8; 20]),
-    /// A certificate and its key, PEM (model only).
-    Pem(String, String),
+    /// A certificate file and its key file, PEM (model only; the model
+    /// checks both before it serves).
+    Pem(std::path::PathBuf, std::path::PathBuf),
     /// A self-signed certificate for this name (model only).
     SelfSigned(String),
 }

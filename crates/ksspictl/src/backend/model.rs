@@ -5,6 +5,7 @@
 
 pub mod batch;
 mod device;
+mod pem;
 mod system;
 
 pub use device::{Model, Pending, Unloaded, DROPPED};
@@ -12,9 +13,10 @@ pub use device::{Model, Pending, Unloaded, DROPPED};
 use super::{Driver, Identity, ModelOnly, StressMix, Target};
 use crate::bench;
 use crate::soak::{batch_bytes, batch_protocols, Batch, StressPlan};
-use crate::util::{read_file, BenchSection, CompletionArg, IrqlArg, ModelOptions};
+use crate::util::{BenchSection, CompletionArg, IrqlArg, ModelOptions};
 use crate::Failure;
 use indicatif::{ProgressBar, ProgressStyle};
+use ksspi_sim::certs::thumbprint_hex;
 use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig};
 use std::time::Duration;
 
@@ -65,11 +67,13 @@ fn model_defaults() -> SimConfig {
 pub fn open(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
     let model = Model::new(model_defaults());
     if let Some(ca) = ca {
-        model
-            .sim
-            .store()
-            .add_root_pem(&read_file(ca)?)
-            .map_err(|e| Failure(format!("{}: {e}", ca.display())))?;
+        for cert in pem::trust_anchors(ca)? {
+            model
+                .sim
+                .store()
+                .add_root_der(cert)
+                .map_err(|e| Failure(format!("{}: {e}", ca.display())))?;
+        }
     }
     Ok(Box::new(model))
 }
@@ -80,13 +84,33 @@ pub fn server(identity: Identity) -> Result<(Box<dyn Driver>, [u8; 20]), Failure
     let model = Model::new(model_defaults());
     let thumbprint = match identity {
         Identity::Generated => model.thumbprint,
-        Identity::Thumbprint(t) => t,
-        Identity::Pem(cert, key) => model
-            .sim
-            .store()
-            .add_identity_pem("MY", &cert, &key)
-            .map_err(|e| Failure(format!("the server certificate: {e}")))?,
+        Identity::Thumbprint(t) => {
+            if model.sim.store().find_identity("MY", &t).is_none() {
+                return Err(Failure(format!(
+                    "no certificate with thumbprint {} in the model's LocalMachine\\My \
+                     (it holds the generated one, {}; or pass --cert/--key or --self-signed)",
+                    thumbprint_hex(&t),
+                    thumbprint_hex(&model.thumbprint)
+                )));
+            }
+            t
+        }
+        Identity::Pem(cert, key) => {
+            let identity = pem::server_identity(&cert, &key)?;
+            model
+                .sim
+                .store()
+                .add_identity("MY", identity.chain, identity.key)
+                .map_err(|e| Failure(format!("{}: {e}", cert.display())))?
+        }
         Identity::SelfSigned(name) => {
+            // A name rcgen can put in a certificate and a client can ask
+            // for: a DNS name or an IP address.
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                return Err(Failure(format!(
+                    "--self-signed {name:?}: not a DNS name or an IP address"
+                )));
+            }
             let leaf = ksspi_sim::certs::self_signed(&[name.as_str()]);
             model
                 .sim
@@ -131,7 +155,7 @@ pub fn stress_batch(plan: &StressPlan, index: u64) -> Result<Batch, Failure> {
     let mix = stress_mix(plan);
     batch::batch(&batch::BatchPlan {
         index,
-        seed: plan.seed + index,
+        seed: plan.seed.wrapping_add(index),
         concurrency: plan.concurrency,
         protocols: batch_protocols(plan.tls, index),
         tickets: if (index / 6).is_multiple_of(2) { 2 } else { 0 },

@@ -3,40 +3,47 @@
 
 use crate::backend;
 use crate::relay;
-use crate::util::{describe, protocols, Tls};
+use crate::util::{describe, protocols, seconds, unescape, Tls};
 use crate::Failure;
 use std::time::Duration;
 
+/// The longest `--idle`: a day.
+const MAX_IDLE_SECONDS: f64 = 86_400.0;
+
 /// `connect`'s arguments.
 #[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("talk").multiple(true).args(["send", "send_file", "expect"]))]
 pub struct Args {
     /// The server, HOST:PORT.
     addr: String,
     /// The name the server's certificate must carry (default: HOST).
     #[arg(long = "server-name")]
     server_name: Option<String>,
-    /// Trust this CA (PEM) (the model's Root store; on Windows import it
-    /// into LocalMachine\Root instead).
+    /// Trust this CA (PEM), checked at start; without it the model trusts
+    /// only the CA it generates (on Windows import the CA into
+    /// LocalMachine\Root instead).
     #[arg(long)]
     ca: Option<std::path::PathBuf>,
     /// TLS versions.
     #[arg(long, value_enum, default_value_t = Tls::Both)]
     tls: Tls,
-    /// After the handshake, send this text (then print what comes back
-    /// until the peer closes).
+    /// After the handshake, send this text, then print what comes back
+    /// until the peer closes. Escapes: \n \r \t \0 \xHH, and \\ for a
+    /// backslash (line-based peers, `openssl s_server -rev` for one, wait for \n).
     #[arg(long, conflicts_with = "send_file")]
     send: Option<String>,
     /// After the handshake, send this file's bytes.
     #[arg(long = "send-file")]
     send_file: Option<std::path::PathBuf>,
-    /// Succeed only if the reply contains this text; close once it has
-    /// arrived.
+    /// Succeed only if the reply contains this text (escapes as in
+    /// --send); close once it has arrived.
     #[arg(long)]
     expect: Option<String>,
-    /// Close after this many seconds without traffic (if the peer has not
-    /// closed first).
-    #[arg(long, default_value_t = 3.0)]
-    idle: f64,
+    /// With --send, --send-file or --expect: close after this many seconds
+    /// without traffic, if the peer has not closed first (0.001 to 86400).
+    #[arg(long, value_name = "SECONDS", default_value = "3",
+          value_parser = seconds(0.001, MAX_IDLE_SECONDS), requires = "talk")]
+    idle: Duration,
 }
 
 /// Check what to say, then connect, handshake and say it.
@@ -150,10 +157,10 @@ fn conversation(
     send: Option<&str>,
     send_file: Option<&std::path::Path>,
     expect: Option<&str>,
-    idle: f64,
+    idle: Duration,
 ) -> Result<Option<Conversation>, Failure> {
     let send = match (send, send_file) {
-        (Some(text), _) => Some(text.as_bytes().to_vec()),
+        (Some(text), _) => Some(unescape(text).map_err(|e| Failure(format!("--send: {e}")))?),
         (_, Some(path)) => {
             Some(std::fs::read(path).map_err(|e| Failure(format!("{}: {e}", path.display())))?)
         }
@@ -162,12 +169,13 @@ fn conversation(
     if send.is_none() && expect.is_none() {
         return Ok(None);
     }
-    if !(idle.is_finite() && idle > 0.0) {
-        return Err(Failure("--idle takes a positive number of seconds".into()));
-    }
+    let expect = expect
+        .map(unescape)
+        .transpose()
+        .map_err(|e| Failure(format!("--expect: {e}")))?;
     Ok(Some(Conversation {
         send: send.unwrap_or_default(),
-        expect: expect.map(|e| e.as_bytes().to_vec()),
-        idle: Duration::from_secs_f64(idle),
+        expect,
+        idle,
     }))
 }

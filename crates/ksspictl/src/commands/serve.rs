@@ -3,12 +3,19 @@
 
 use crate::backend::{self, Driver, Identity};
 use crate::relay;
-use crate::util::{describe, parse_thumbprint, protocols, read_file, Tls};
+use crate::util::{describe, parse_thumbprint, protocols, Tls};
 use crate::Failure;
 use std::time::Duration;
 
 /// `serve`'s flags.
 #[derive(clap::Args)]
+#[command(
+    after_help = "The certificate: --cert-thumbprint (Windows), --cert with --key, or \
+    --self-signed NAME (model only). With none of them the model serves a certificate for \
+    \"localhost\" issued by a CA it generates at each start, which no other program trusts \
+    (clients must skip verification); give --cert/--key for a certificate they can check \
+    (the README shows how to make one). On Windows --cert-thumbprint is required."
+)]
 pub struct Args {
     /// Where to listen, ADDR:PORT.
     #[arg(long)]
@@ -17,13 +24,16 @@ pub struct Args {
     /// (how kernel Schannel finds it on Windows).
     #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint, conflicts_with_all = ["cert", "self_signed"])]
     cert_thumbprint: Option<[u8; 20]>,
-    /// The server certificate (PEM), with --key (model only).
+    /// The server certificate (PEM; its CA certificates may follow it), with
+    /// --key (model only).
     #[arg(long, requires = "key")]
     cert: Option<std::path::PathBuf>,
-    /// The private key (PEM), with --cert.
+    /// The private key (PEM, PKCS#8, PKCS#1 or SEC1), with --cert; it must
+    /// match the certificate.
     #[arg(long, requires = "cert")]
     key: Option<std::path::PathBuf>,
-    /// A self-signed certificate for this name (model only).
+    /// A self-signed certificate for this DNS name or IP address, made at
+    /// start (model only).
     #[arg(long = "self-signed", conflicts_with = "cert")]
     self_signed: Option<String>,
     /// TLS versions.
@@ -50,10 +60,7 @@ pub fn exec(args: &Args) -> Result<(), Failure> {
         &args.self_signed,
     ) {
         (Some(t), ..) => Ok(Identity::Thumbprint(*t)),
-        (_, Some(c), Some(k), _) => match (read_file(c), read_file(k)) {
-            (Ok(c), Ok(k)) => Ok(Identity::Pem(c, k)),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        },
+        (_, Some(c), Some(k), _) => Ok(Identity::Pem(c.clone(), k.clone())),
         (.., Some(name)) => Ok(Identity::SelfSigned(name.clone())),
         _ => Ok(Identity::Generated),
     };
@@ -68,6 +75,14 @@ fn serve(
     echo: bool,
 ) -> Result<(), Failure> {
     let (driver, thumbprint) = backend::server(identity)?;
+    // The driver acquires a server session's credentials at OPEN, so one
+    // opened and closed here tells now, on either backend, whether the
+    // certificate can be served (on Windows: whether LocalMachine\My holds
+    // it with a private key kernel Schannel can use), rather than failing
+    // each client later.
+    let probe = relay::open(driver.as_ref(), true, thumbprint, "", protocols(tls))
+        .map_err(|Failure(why)| Failure(format!("the server certificate cannot be used: {why}")))?;
+    relay::close(driver.as_ref(), probe);
     let driver = std::sync::Arc::new(driver);
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| Failure(format!("listening on {listen}: {e}")))?;
