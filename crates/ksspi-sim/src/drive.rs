@@ -206,6 +206,7 @@ pub fn client_spec(disabled: u32) -> CredentialSpec {
     CredentialSpec::Client {
         disabled_protocols: disabled,
         manual_validation: false,
+        certificate: None,
     }
 }
 
@@ -306,6 +307,7 @@ impl Pair {
                 role: Role::Server,
                 credentials: creds[0].clone(),
                 limits: Limits::default(),
+                client_certificates: Default::default(),
                 events: server_events.clone(),
             },
             stats.clone(),
@@ -320,6 +322,7 @@ impl Pair {
                 },
                 credentials: creds[1].clone(),
                 limits: Limits::default(),
+                client_certificates: Default::default(),
                 events: client_events.clone(),
             },
             stats.clone(),

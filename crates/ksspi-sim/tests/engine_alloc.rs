@@ -56,6 +56,7 @@ fn session(
         role,
         credentials: cred,
         limits: Limits::default(),
+        client_certificates: Default::default(),
         events: Arc::new(Events(rec.clone())),
     };
     Session::new(

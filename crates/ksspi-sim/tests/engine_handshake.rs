@@ -509,6 +509,7 @@ fn limited_pair(
                 role,
                 credentials: cred,
                 limits,
+                client_certificates: Default::default(),
                 events: events.clone(),
             },
             stats.clone(),

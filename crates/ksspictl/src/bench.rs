@@ -232,6 +232,7 @@ impl EngineWorld {
             &CredentialSpec::Client {
                 disabled_protocols: disabled(version),
                 manual_validation: false,
+                certificate: None,
             },
         )?;
         Ok(EngineWorld {
@@ -263,6 +264,7 @@ impl EngineWorld {
                 role,
                 credentials,
                 limits: Limits::default(),
+                client_certificates: Default::default(),
                 events,
             },
             Arc::new(EngineStats::default()),

@@ -55,6 +55,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             CredentialSpec::Client {
                 disabled_protocols: disabled_protocols(open.protocols, false),
                 manual_validation: open.manual_validation,
+                certificate: None,
             }
         };
         let role = if server {
@@ -161,6 +162,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             role,
             credentials: credentials.clone(),
             limits: self.config.limits,
+            client_certificates: Default::default(),
             events,
         };
         let session = match Session::new(

@@ -59,7 +59,7 @@ impl SimProvider {
             Some(e) => (e, false),
             None => {
                 let made = if server {
-                    Context::server(&cred)
+                    Context::server(&cred, req & ASC_REQ_MUTUAL_AUTH != 0)
                 } else {
                     Context::client(&cred, target.as_deref())
                 };

@@ -98,11 +98,19 @@ pub struct Context {
 }
 
 impl Context {
-    /// A server context over `cred`.
-    pub fn server(cred: &Credential) -> Result<Context, SecStatus> {
-        let Kind::Server(config) = &cred.kind else {
+    /// A server context over `cred`; `mutual` (the first call's
+    /// `ASC_REQ_MUTUAL_AUTH`) asks the client for a certificate, takes any it
+    /// sends (its signature checked, its chain left to the caller, as
+    /// Schannel reports it apart) and completes without one too.
+    pub fn server(cred: &Credential, mutual: bool) -> Result<Context, SecStatus> {
+        let Kind::Server {
+            plain,
+            mutual: with_auth,
+        } = &cred.kind
+        else {
             return Err(SecStatus::SEC_E_WRONG_CREDENTIAL_HANDLE);
         };
+        let config = if mutual { with_auth } else { plain };
         let conn = Conn::server(config.clone()).map_err(|e| map_error(&e))?;
         Ok(Context::with(conn, None))
     }

@@ -397,6 +397,7 @@ fn session(p: &Hostile) -> (Session<Hostile, Inline>, Arc<Events>) {
         role: Role::Server,
         credentials: Arc::new(credentials),
         limits: Limits::default(),
+        client_certificates: Default::default(),
         events: events.clone(),
     };
     let s = Session::new(p.clone(), Inline, setup, Arc::default(), &at()).unwrap();

@@ -6,8 +6,8 @@
 use super::handshake::Handshake;
 use super::state::{Op, Sec, State};
 use super::{
-    Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role, SessionEvents, SessionInfo,
-    StepReport,
+    ClientCertificates, Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role,
+    SessionEvents, SessionInfo, StepReport,
 };
 use crate::engine::conductor::{zeroed_buffer, EngineStats, Issue, Machine, Move, Platform};
 use crate::engine::wipe_used;
@@ -80,6 +80,13 @@ pub struct TlsMachine<P: SspiProvider> {
     /// Post-handshake messages handed over by the current decrypt.
     pub(super) renegotiations: u32,
     pub(super) events: Arc<dyn SessionEvents>,
+    /// A server's: what it asks of the client's certificate.
+    pub(super) client_certificates: ClientCertificates,
+    /// A client's: a handshake call answered `SEC_I_INCOMPLETE_CREDENTIALS`
+    /// (the server asked for a certificate the credentials do not have).
+    /// Kept past the handshake: a TLS 1.3 server that requires one fails the
+    /// connection only after the client's handshake is complete.
+    pub(super) certificate_requested: bool,
 }
 
 const ASC_FLAGS: u32 = ASC_REQ_SEQUENCE_DETECT
@@ -113,6 +120,7 @@ impl<P: SspiProvider> TlsMachine<P> {
         role: Role,
         cred: Arc<Credentials<P>>,
         limits: Limits,
+        client_certificates: ClientCertificates,
         events: Arc<dyn SessionEvents>,
     ) -> Result<Self, SecStatus> {
         let (server, target) = match role {
@@ -178,6 +186,12 @@ impl<P: SspiProvider> TlsMachine<P> {
             calls: 0,
             renegotiations: 0,
             events,
+            client_certificates: if server {
+                client_certificates
+            } else {
+                ClientCertificates::Ignore
+            },
+            certificate_requested: false,
         };
         if !h.target.is_empty() {
             h.frame.target = UNICODE_STRING::from_units(&mut h.target)
@@ -246,13 +260,18 @@ impl<P: SspiProvider> TlsMachine<P> {
             &mut f.target
         };
         let server = self.server;
+        let asc_flags = if self.client_certificates == ClientCertificates::Ignore {
+            ASC_FLAGS
+        } else {
+            ASC_FLAGS | ASC_REQ_MUTUAL_AUTH
+        };
         let call = move |p: &P, c| {
             if server {
                 // SAFETY: `issue` hands over the live, idle context `c`; the
                 // pointers are as argued for `issue` below.
                 unsafe {
                     p.accept_security_context_async(
-                        c, cred, existing, in_desc, ASC_FLAGS, slot, out_desc, attrs, expiry,
+                        c, cred, existing, in_desc, asc_flags, slot, out_desc, attrs, expiry,
                     )
                 }
             } else {
@@ -390,6 +409,7 @@ impl<P: SspiProvider> Machine<P> for TlsMachine<P> {
                     .state
                     .connection()
                     .filter(|_| outcome == Outcome::Established),
+                certificate_requested: self.certificate_requested,
             };
             self.events.step_done(&report);
         } else if let Some(outcome) = self.record.take() {
