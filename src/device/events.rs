@@ -59,6 +59,10 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
 pub(super) struct EntryEvents<P: SspiProvider, K: Platform, R: Request> {
     pub(super) device: Weak<Shared<P, K, R>>,
     pub(super) id: SessionId,
+    /// The session was opened with OPEN's grown layout
+    /// ([`ClientAuth`]): its harness knows [`StepReply::flags`]. An older
+    /// harness's replies keep the byte 0, as it expects.
+    pub(super) reports_flags: bool,
 }
 
 impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, K, R> {
@@ -83,6 +87,11 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
             extra: report.leftover as u32,
             protocol: report.connection.map_or(0, |c| c.dwProtocol),
             cipher: report.connection.map_or(0, |c| c.aiCipher),
+            flags: if self.reports_flags && report.certificate_requested {
+                step_flags::CERTIFICATE_REQUESTED
+            } else {
+                0
+            },
             output: report.output,
         };
         device.write_reply(self.id, &reply);

@@ -388,6 +388,7 @@ mod tests {
             thumbprint: [0; 20],
             store: [0; 16],
             target: b"localhost",
+            client_auth: None,
         };
         check(&open, &enc(&open));
         let mut store = [0u8; 16];
@@ -399,6 +400,7 @@ mod tests {
             thumbprint: [0xAB; 20],
             store,
             target: b"",
+            client_auth: None,
         };
         check(&open, &enc(&open));
         let reply = OpenReply {
@@ -418,6 +420,7 @@ mod tests {
             extra: 0,
             protocol: 0,
             cipher: 0,
+            flags: 0,
             output: &[1, 2, 3],
         };
         check(&out, &enc(&out));
@@ -590,6 +593,7 @@ mod tests {
             thumbprint: [0; 20],
             store: [0; 16],
             target: b"x",
+            client_auth: None,
         };
         assert_eq!(
             decode::<OpenRequest>(&enc(&bad)),
@@ -602,6 +606,7 @@ mod tests {
             thumbprint: [0; 20],
             store: [0; 16],
             target: &[0xFF, 0xFE],
+            client_auth: None,
         };
         assert_eq!(
             decode::<OpenRequest>(&enc(&bad)),
@@ -616,6 +621,7 @@ mod tests {
             thumbprint: [0; 20],
             store: [0; 16],
             target: &long,
+            client_auth: None,
         };
         assert_eq!(decode::<OpenRequest>(&enc(&bad)), Err(DecodeError::TooLong));
         let zero = SelftestRequest {
@@ -681,6 +687,7 @@ mod tests {
             extra: 0,
             protocol: 0,
             cipher: 0,
+            flags: 0,
             output: &[7; 100],
         };
         let mut small = [0u8; 64];
@@ -699,6 +706,7 @@ mod tests {
             extra: 0,
             protocol: 0,
             cipher: 0,
+            flags: 0,
             output: &out,
         };
         assert_eq!(enc(&reply).len(), step_reply_capacity(out.len()));
@@ -708,5 +716,89 @@ mod tests {
     fn session_ids_carry_slot_and_generation() {
         let id = SessionId::new(0xFFFF_FFFF, 7);
         assert_eq!((id.slot(), id.generation()), (0xFFFF_FFFF, 7));
+    }
+
+    #[test]
+    fn open_grows_with_client_auth_and_the_first_layout_still_decodes() {
+        let mut store = [0u8; 16];
+        store[..2].copy_from_slice(b"MY");
+        let first = OpenRequest {
+            client_auth: None,
+            ..OpenRequest::new(Role::Client, proto::ALL, [0; 20], b"localhost")
+        };
+        let old = enc(&first);
+        assert_eq!(
+            old.len(),
+            Header::LEN + 44 + 9,
+            "the first layout, unchanged"
+        );
+        check(&first, &old);
+        let client = OpenRequest {
+            client_auth: Some(ClientAuth {
+                server_mode: ClientCertMode::Ignore,
+                certificate: Some([0x5A; 20]),
+                store,
+            }),
+            ..first
+        };
+        let grown = enc(&client);
+        assert_eq!(grown.len(), old.len() + ClientAuth::LEN);
+        check(&client, &grown);
+        let server = OpenRequest {
+            client_auth: Some(ClientAuth {
+                server_mode: ClientCertMode::Require,
+                ..ClientAuth::NONE
+            }),
+            ..OpenRequest::new(Role::Server, proto::ALL, [0xAB; 20], b"")
+        };
+        check(&server, &enc(&server));
+        // OpenRequest::new speaks the grown layout.
+        assert_eq!(
+            OpenRequest::new(Role::Client, proto::ALL, [0; 20], b"x").client_auth,
+            Some(ClientAuth::NONE)
+        );
+        // Sizes between the two layouts are refused.
+        let mut between = grown.clone();
+        between.truncate(grown.len() - 1);
+        let size = between.len() as u32;
+        between[8..12].copy_from_slice(&size.to_le_bytes());
+        assert!(decode::<OpenRequest>(&between).is_err());
+        // Fields out of range, or for the wrong role.
+        let at = Header::LEN + 44;
+        let refused = |offset: usize, value: u8, want: DecodeError, bytes: &[u8]| {
+            let mut b = bytes.to_vec();
+            b[at + offset] = value;
+            assert_eq!(
+                decode::<OpenRequest>(&b),
+                Err(want),
+                "byte {offset} = {value}"
+            );
+        };
+        refused(0, 3, DecodeError::BadField, &grown);
+        refused(0, 1, DecodeError::BadField, &grown); // a client asking for certificates
+        refused(1, 2, DecodeError::BadField, &grown);
+        refused(2, 1, DecodeError::Reserved, &grown);
+        refused(1, 1, DecodeError::BadField, &enc(&server)); // a server offering one
+        refused(4, 1, DecodeError::BadField, &enc(&server)); // a thumbprint with no certificate
+        refused(24, 0x07, DecodeError::BadField, &grown); // a store name that is not ASCII
+    }
+
+    #[test]
+    fn step_reply_flags_are_known_bits_only() {
+        let reply = StepReply {
+            status: 0x0009_0320,
+            outcome: StepOutcome::NeedInput,
+            missing: 0,
+            extra: 0,
+            protocol: 0,
+            cipher: 0,
+            flags: step_flags::CERTIFICATE_REQUESTED,
+            output: &[1, 2],
+        };
+        let bytes = enc(&reply);
+        check(&reply, &bytes);
+        let mut unknown = bytes.clone();
+        unknown[Header::LEN + 5] = 2;
+        assert_eq!(decode::<StepReply>(&unknown), Err(DecodeError::Reserved));
     }
 }

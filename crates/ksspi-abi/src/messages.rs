@@ -251,6 +251,71 @@ pub struct OpenRequest<'a> {
     pub store: [u8; 16],
     /// Client: the target name (UTF-8, at most [`MAX_TARGET`] bytes).
     pub target: &'a [u8],
+    /// Client certificates: `None` is OPEN's first layout (what harnesses
+    /// before mutual TLS send, still accepted), `Some` the grown one. See
+    /// [`ClientAuth`] for how the two are told apart.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// What a server asks of its clients' certificates
+/// ([`ClientAuth::server_mode`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientCertMode {
+    /// Do not ask.
+    #[default]
+    Ignore = 0,
+    /// Ask (`ASC_REQ_MUTUAL_AUTH`); serve a client without one all the same.
+    Request = 1,
+    /// Ask, and fail the handshake of a client that sent none
+    /// (`SEC_E_NO_CREDENTIALS`).
+    Require = 2,
+}
+
+/// OPEN's client-certificate fields, which grew the message at the end of
+/// its fixed part (before the target name): 40 bytes, the server's mode (u8),
+/// whether a client certificate follows (u8), 2 reserved bytes (0), the
+/// client certificate's SHA-1 thumbprint (20) and its store (16, ASCII,
+/// NUL-padded; LocalMachine). The rule for growing a message in ABI version
+/// 1: new fields go after the old fixed ones, and the decoder tells the
+/// layouts apart by the header's size (the old layout's size is the fixed
+/// part plus the target; the new one's 40 more; any other size is refused).
+/// A driver therefore accepts an older harness's OPEN unchanged, and answers
+/// it in the replies that harness knows ([`step_flags`] stay 0 for it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// Server: what it asks of the client's certificate (a client's is
+    /// [`ClientCertMode::Ignore`]; anything else is refused).
+    pub server_mode: ClientCertMode,
+    /// Client: the certificate to offer when the server asks, by SHA-1
+    /// thumbprint in `store` (a server's is `None`).
+    pub certificate: Option<[u8; 20]>,
+    /// Client: the store of `certificate` (`"MY"`, NUL-padded; all zero
+    /// when there is none).
+    pub store: [u8; 16],
+}
+
+impl ClientAuth {
+    /// The bytes these fields take.
+    pub const LEN: usize = 40;
+    /// No client certificate, nothing asked: the grown layout's defaults.
+    pub const NONE: ClientAuth = ClientAuth {
+        server_mode: ClientCertMode::Ignore,
+        certificate: None,
+        store: [0; 16],
+    };
+}
+
+/// Bits of [`StepReply::flags`]. A driver sets them only for a session
+/// opened with the grown OPEN ([`ClientAuth`]): an older harness, which
+/// refuses a non-zero reserved byte, never sees one.
+pub mod step_flags {
+    /// A client's: the server asked for a client certificate and the session
+    /// had none to give (Schannel's `SEC_I_INCOMPLETE_CREDENTIALS`, answered
+    /// by going on without one), in this step or an earlier one.
+    pub const CERTIFICATE_REQUESTED: u8 = 1;
+    /// Every bit defined.
+    pub const ALL: u8 = CERTIFICATE_REQUESTED;
 }
 
 /// The system store servers' certificates are looked up in: `"MY"`,
@@ -269,6 +334,7 @@ impl<'a> OpenRequest<'a> {
             thumbprint,
             store: STORE_MY,
             target,
+            client_auth: Some(ClientAuth::NONE),
         }
     }
 }
@@ -284,7 +350,15 @@ impl<'a> Message<'a> for OpenRequest<'a> {
         w.u16(u16::try_from(self.target.len()).map_err(|_| DecodeError::TooLong)?)?;
         w.u32(self.protocols)?;
         w.bytes(&self.thumbprint)?;
-        w.bytes(&self.store)
+        w.bytes(&self.store)?;
+        if let Some(auth) = &self.client_auth {
+            w.u8(auth.server_mode as u8)?;
+            w.u8(u8::from(auth.certificate.is_some()))?;
+            w.u16(0)?;
+            w.bytes(&auth.certificate.unwrap_or([0; 20]))?;
+            w.bytes(&auth.store)?;
+        }
+        Ok(())
     }
     fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let role = match r.u8()? {
@@ -310,6 +384,43 @@ impl<'a> Message<'a> for OpenRequest<'a> {
         if target_len > MAX_TARGET {
             return Err(DecodeError::TooLong);
         }
+        // The layout, by what is left: the target alone (the first layout)
+        // or the client-certificate fields and the target.
+        let client_auth = if r.rest().len() == target_len + ClientAuth::LEN {
+            let server_mode = match r.u8()? {
+                0 => ClientCertMode::Ignore,
+                1 => ClientCertMode::Request,
+                2 => ClientCertMode::Require,
+                _ => return Err(DecodeError::BadField),
+            };
+            let has_certificate = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::BadField),
+            };
+            if r.u16()? != 0 {
+                return Err(DecodeError::Reserved);
+            }
+            let thumbprint: [u8; 20] = r.fixed()?;
+            let cert_store: [u8; 16] = r.fixed()?;
+            if !cert_store.iter().all(|&b| b == 0 || b.is_ascii_graphic()) {
+                return Err(DecodeError::BadField);
+            }
+            let for_role = match role {
+                Role::Server => !has_certificate,
+                Role::Client => server_mode == ClientCertMode::Ignore,
+            };
+            if !for_role || (!has_certificate && (thumbprint != [0; 20] || cert_store != [0; 16])) {
+                return Err(DecodeError::BadField);
+            }
+            Some(ClientAuth {
+                server_mode,
+                certificate: has_certificate.then_some(thumbprint),
+                store: cert_store,
+            })
+        } else {
+            None
+        };
         let target = r.bytes(target_len)?;
         r.end()?;
         if core::str::from_utf8(target).is_err() {
@@ -322,6 +433,7 @@ impl<'a> Message<'a> for OpenRequest<'a> {
             thumbprint,
             store,
             target,
+            client_auth,
         })
     }
 }
@@ -414,6 +526,9 @@ pub struct StepReply<'a> {
     pub protocol: u32,
     /// Once established: the cipher's `ALG_ID` (0 if it has none), else 0.
     pub cipher: u32,
+    /// [`step_flags`] bits (once the reserved byte after `outcome`; always 0
+    /// for a session opened with OPEN's first layout).
+    pub flags: u8,
     /// The bytes to send to the peer.
     pub output: &'a [u8],
 }
@@ -426,7 +541,7 @@ impl<'a> Message<'a> for StepReply<'a> {
     fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
         w.i32(self.status)?;
         w.u8(self.outcome as u8)?;
-        w.u8(0)?;
+        w.u8(self.flags)?;
         w.u16(0)?;
         w.u32(self.missing)?;
         w.u32(self.extra)?;
@@ -442,7 +557,8 @@ impl<'a> Message<'a> for StepReply<'a> {
             3 => StepOutcome::Failed,
             _ => return Err(DecodeError::BadField),
         };
-        if r.u8()? != 0 || r.u16()? != 0 {
+        let flags = r.u8()?;
+        if flags & !step_flags::ALL != 0 || r.u16()? != 0 {
             return Err(DecodeError::Reserved);
         }
         let missing = r.u32()?;
@@ -462,6 +578,7 @@ impl<'a> Message<'a> for StepReply<'a> {
             extra,
             protocol,
             cipher,
+            flags,
             output,
         })
     }

@@ -45,7 +45,7 @@ proptest! {
     #[test]
     fn step_replies(status in any::<i32>(), outcome in 1u8..=3, missing in any::<u32>(), extra in any::<u32>(), protocol in any::<u32>(), cipher in any::<u32>(), output in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let outcome = match outcome { 1 => StepOutcome::NeedInput, 2 => StepOutcome::Established, _ => StepOutcome::Failed };
-        let m = StepReply { status, outcome, missing, extra, protocol, cipher, output: &output };
+        let m = StepReply { status, outcome, missing, extra, protocol, cipher, flags: 0, output: &output };
         let bytes = enc(&m);
         round_trip(&m, &bytes)?;
     }
@@ -59,6 +59,7 @@ proptest! {
             thumbprint,
             store: *b"MY\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
             target: target.as_bytes(),
+            client_auth: None,
         };
         let bytes = enc(&m);
         round_trip(&m, &bytes)?;

@@ -12,7 +12,8 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use ksspi::engine::{
-    acquire_credentials, CredentialSpec, Platform, Role, Session, SessionEvents, SessionSetup,
+    acquire_credentials, CertificateByHash, ClientCertificates, CredentialSpec, Platform, Role,
+    Session, SessionEvents, SessionSetup,
 };
 use ksspi::handle::Credentials;
 use ksspi::provider::SspiProvider;
@@ -38,16 +39,20 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         }
         let server = open.role == ksspi_abi::Role::Server;
+        let auth = open.client_auth.unwrap_or(ClientAuth::NONE);
+        let params = SessionParams {
+            role: Role::Server,
+            client_certificates: match auth.server_mode {
+                ClientCertMode::Ignore => ClientCertificates::Ignore,
+                ClientCertMode::Request => ClientCertificates::Request,
+                ClientCertMode::Require => ClientCertificates::Require,
+            },
+            reports_flags: open.client_auth.is_some(),
+        };
         let spec = if server {
-            let end = open
-                .store
-                .iter()
-                .position(|&b| b == 0)
-                .unwrap_or(open.store.len());
-            let store = core::str::from_utf8(&open.store[..end]).unwrap_or("MY");
             CredentialSpec::Server {
                 thumbprint: open.thumbprint,
-                store: String::from(if store.is_empty() { "MY" } else { store }),
+                store: store_name(&open.store),
                 machine: true,
                 disabled_protocols: disabled_protocols(open.protocols, true),
             }
@@ -55,15 +60,25 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             CredentialSpec::Client {
                 disabled_protocols: disabled_protocols(open.protocols, false),
                 manual_validation: open.manual_validation,
-                certificate: None,
+                // LocalMachine, as for a server: a driver has no user's store
+                // (msquic's kernel path sets SCH_MACHINE_CERT_HASH likewise).
+                certificate: auth.certificate.map(|thumbprint| CertificateByHash {
+                    thumbprint,
+                    store: store_name(&auth.store),
+                    machine: true,
+                }),
             }
         };
-        let role = if server {
-            Role::Server
+        let params = if server {
+            params
         } else {
             let target = core::str::from_utf8(open.target).unwrap_or_default();
-            Role::Client {
-                target: (!target.is_empty()).then(|| String::from(target)),
+            SessionParams {
+                role: Role::Client {
+                    target: (!target.is_empty()).then(|| String::from(target)),
+                },
+                client_certificates: ClientCertificates::Ignore,
+                ..params
             }
         };
         let id = {
@@ -103,13 +118,13 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         self.sessions_total.fetch_add(1, Ordering::Relaxed);
         let cached = self.credentials.lock(&self.platform).find(&spec);
         if let Some(credentials) = cached {
-            return self.opened(id, role, Ok(credentials), None);
+            return self.opened(id, params, Ok(credentials), None);
         }
         let device = Arc::downgrade(self);
         let keep = spec.clone();
         let done = Box::new(move |result: Result<Arc<Credentials<P>>, SecStatus>| {
             if let Some(device) = device.upgrade() {
-                device.opened(id, role, result, Some(keep));
+                device.opened(id, params, result, Some(keep));
             } else if let Ok(cred) = result {
                 drop(cred); // the device is gone: the handle releases itself
             }
@@ -133,7 +148,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
     pub(in crate::device) fn opened(
         self: &Arc<Self>,
         id: SessionId,
-        role: Role,
+        params: SessionParams,
         result: Result<Arc<Credentials<P>>, SecStatus>,
         spec: Option<CredentialSpec>,
     ) {
@@ -157,12 +172,13 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         let events: Arc<dyn SessionEvents> = Arc::new(EntryEvents {
             device: Arc::downgrade(self),
             id,
+            reports_flags: params.reports_flags,
         });
         let setup = SessionSetup {
-            role,
+            role: params.role,
             credentials: credentials.clone(),
             limits: self.config.limits,
-            client_certificates: Default::default(),
+            client_certificates: params.client_certificates,
             events,
         };
         let session = match Session::new(
@@ -223,6 +239,21 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             }
         }
     }
+}
+
+/// What OPEN asked of a session beyond its credentials.
+pub(in crate::device) struct SessionParams {
+    role: Role,
+    client_certificates: ClientCertificates,
+    /// OPEN came in the grown layout: replies may carry [`step_flags`].
+    reports_flags: bool,
+}
+
+/// A store name from OPEN's NUL-padded ASCII (empty: `"MY"`).
+fn store_name(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let name = core::str::from_utf8(&raw[..end]).unwrap_or("MY");
+    String::from(if name.is_empty() { "MY" } else { name })
 }
 
 /// `SP_PROT_*` bits to disable for the ABI's allowed [`proto`] bits.
