@@ -18,6 +18,9 @@ pub struct Handshake {
     pub protocol: u32,
     /// The cipher's `ALG_ID`, once established (0 if it has none).
     pub cipher: u32,
+    /// A client's: the server asked for a client certificate and the session
+    /// had none to give ([`step_flags::CERTIFICATE_REQUESTED`] in a step reply).
+    pub certificate_requested: bool,
 }
 
 impl Handshake {
@@ -64,16 +67,21 @@ fn encoded<'a, M: Message<'a>>(m: &M, extra: usize) -> Result<Vec<u8>, Failure> 
 }
 
 /// Open a session: a server (certificate by thumbprint in MY) or a client
-/// (target name).
+/// (target name), with `auth`'s client-certificate settings (a server's mode,
+/// a client's certificate).
 pub fn open(
     driver: &dyn Driver,
     server: bool,
     thumbprint: [u8; 20],
     target: &str,
     protocols: u32,
+    auth: ClientAuth,
 ) -> Result<SessionId, Failure> {
     let role = if server { Role::Server } else { Role::Client };
-    let req = OpenRequest::new(role, protocols, thumbprint, target.as_bytes());
+    let req = OpenRequest {
+        client_auth: Some(auth),
+        ..OpenRequest::new(role, protocols, thumbprint, target.as_bytes())
+    };
     let reply = call(driver, IOCTL_KSSPI_OPEN, &encoded(&req, target.len())?, 64)?;
     let open = decode::<OpenReply>(&reply)
         .map_err(|e| Failure(format!("a malformed OPEN reply: {e:?}")))?;
@@ -84,6 +92,26 @@ pub fn open(
         )));
     }
     Ok(open.session)
+}
+
+/// What `connect` says when the server asked for a client certificate and
+/// the session had none to give.
+pub fn asked_note() -> &'static str {
+    if crate::backend::NAME == "windows" {
+        "the server asked for a client certificate and none was given (use --cert-thumbprint)"
+    } else {
+        "the server asked for a client certificate and none was given (use --cert/--key)"
+    }
+}
+
+/// `failure`, followed by [`asked_note`] if the server asked for a client
+/// certificate.
+pub fn with_asked(failure: Failure, asked: bool) -> Failure {
+    if asked {
+        Failure(format!("{}; {}", failure.0, asked_note()))
+    } else {
+        failure
+    }
 }
 
 /// Run the handshake of `session` over `sock`. A client starts with an empty step.
@@ -97,15 +125,18 @@ pub fn handshake(
         .map_err(|e| Failure(e.to_string()))?;
     let mut input: Vec<u8> = Vec::new();
     let mut first = client;
+    let mut asked = false;
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
         if !first {
             let n = sock
                 .read(&mut chunk)
-                .map_err(|e| Failure(format!("reading from the peer: {e}")))?;
+                .map_err(|e| Failure(format!("reading from the peer: {e}")))
+                .map_err(|f| with_asked(f, asked))?;
             if n == 0 {
-                return Err(Failure(
-                    "the peer closed the connection during the handshake".into(),
+                return Err(with_asked(
+                    Failure("the peer closed the connection during the handshake".into()),
+                    asked,
                 ));
             }
             input.clear();
@@ -124,9 +155,10 @@ pub fn handshake(
         )?;
         let step = decode::<StepReply>(&reply)
             .map_err(|e| Failure(format!("a malformed STEP reply: {e:?}")))?;
+        asked |= step.flags & step_flags::CERTIFICATE_REQUESTED != 0;
         if !step.output.is_empty() {
             sock.write_all(step.output)
-                .map_err(|e| Failure(format!("writing to the peer: {e}")))?;
+                .map_err(|e| with_asked(Failure(format!("writing to the peer: {e}")), asked))?;
         }
         match step.outcome {
             StepOutcome::NeedInput => continue,
@@ -136,6 +168,7 @@ pub fn handshake(
                     established: true,
                     protocol: step.protocol,
                     cipher: step.cipher,
+                    certificate_requested: asked,
                 })
             }
             StepOutcome::Failed => {
@@ -144,6 +177,7 @@ pub fn handshake(
                     established: false,
                     protocol: 0,
                     cipher: 0,
+                    certificate_requested: asked,
                 })
             }
         }

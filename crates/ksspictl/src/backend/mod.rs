@@ -55,6 +55,8 @@ pub enum ModelOnly {
     Ca,
     /// `serve --cert/--key`, `--self-signed`: the model's server certificate.
     ServerCertificate,
+    /// `connect --cert/--key`: a client certificate put in the model's store.
+    ClientCertificate,
     /// `bench`: the stack over the model against plain rustls.
     Bench,
     /// `bench-path`: one of `bench`'s handshake paths.
@@ -72,6 +74,24 @@ pub fn open(ca: Option<&Path>) -> Result<Box<dyn Driver>, Failure> {
         allow(ModelOnly::Ca)?;
     }
     chosen::open(ca)
+}
+
+/// The driver for `connect`, trusting `ca` as well (model only), and the
+/// thumbprint of the client certificate `identity` names (`None`: no client
+/// certificate). `identity` is a [`Identity::Thumbprint`] (Windows: in
+/// LocalMachine\My; the model: in its own store) or [`Identity::Pem`]
+/// (model only: checked, then added to the model's LocalMachine\My).
+pub fn client(
+    ca: Option<&Path>,
+    identity: Option<Identity>,
+) -> Result<(Box<dyn Driver>, Option<[u8; 20]>), Failure> {
+    if ca.is_some() {
+        allow(ModelOnly::Ca)?;
+    }
+    if matches!(identity, Some(Identity::Pem(..))) {
+        allow(ModelOnly::ClientCertificate)?;
+    }
+    chosen::client(ca, identity)
 }
 
 /// Where the server's certificate comes from.

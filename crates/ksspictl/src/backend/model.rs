@@ -65,6 +65,10 @@ fn model_defaults() -> SimConfig {
 
 /// A fresh model, trusting `ca` as well.
 pub fn open(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
+    Ok(Box::new(open_model(ca)?))
+}
+
+fn open_model(ca: Option<&std::path::Path>) -> Result<Model, Failure> {
     let model = Model::new(model_defaults());
     if let Some(ca) = ca {
         for cert in pem::trust_anchors(ca)? {
@@ -75,7 +79,44 @@ pub fn open(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
                 .map_err(|e| Failure(format!("{}: {e}", ca.display())))?;
         }
     }
-    Ok(Box::new(model))
+    Ok(model)
+}
+
+/// A fresh model trusting `ca` as well, with the client certificate
+/// `identity` names: PEM files (checked as `serve`'s are, then added to the
+/// model's LocalMachine\My, where the driver's OPEN finds it by thumbprint,
+/// as kernel Schannel would) or a thumbprint the model's store must hold.
+pub fn client(
+    ca: Option<&std::path::Path>,
+    identity: Option<Identity>,
+) -> Result<(Box<dyn Driver>, Option<[u8; 20]>), Failure> {
+    let model = open_model(ca)?;
+    let thumbprint = match identity {
+        None => None,
+        Some(Identity::Pem(cert, key)) => {
+            let identity = pem::certificate_and_key(&cert, &key)?;
+            Some(
+                model
+                    .sim
+                    .store()
+                    .add_identity("MY", identity.chain, identity.key)
+                    .map_err(|e| Failure(format!("{}: {e}", cert.display())))?,
+            )
+        }
+        Some(Identity::Thumbprint(t)) => {
+            if model.sim.store().find_identity("MY", &t).is_none() {
+                return Err(Failure(format!(
+                    "no certificate with thumbprint {} in the model's LocalMachine\\My \
+                     (a fresh model holds only its generated server certificate): \
+                     pass --cert/--key",
+                    thumbprint_hex(&t)
+                )));
+            }
+            Some(t)
+        }
+        Some(Identity::Generated | Identity::SelfSigned(_)) => None,
+    };
+    Ok((Box::new(model), thumbprint))
 }
 
 /// A fresh model serving the generated certificate, one by thumbprint, or
@@ -96,7 +137,7 @@ pub fn server(identity: Identity) -> Result<(Box<dyn Driver>, [u8; 20]), Failure
             t
         }
         Identity::Pem(cert, key) => {
-            let identity = pem::server_identity(&cert, &key)?;
+            let identity = pem::certificate_and_key(&cert, &key)?;
             model
                 .sim
                 .store()

@@ -1,10 +1,11 @@
 //! `ksspictl connect`: handshake with a TLS server through a driver client
 //! session, then (if asked) send text or a file and print what comes back.
 
-use crate::backend;
+use crate::backend::{self, Identity};
 use crate::relay;
-use crate::util::{describe, protocols, seconds, unescape, Tls};
+use crate::util::{describe, parse_thumbprint, protocols, seconds, unescape, Tls};
 use crate::Failure;
+use ksspi_abi::ClientAuth;
 use std::time::Duration;
 
 /// The longest `--idle`: a day.
@@ -24,6 +25,20 @@ pub struct Args {
     /// LocalMachine\Root instead).
     #[arg(long)]
     ca: Option<std::path::PathBuf>,
+    /// A client certificate (PEM; its CA certificates may follow it), with
+    /// --key, offered when the server asks for one; checked at start (model
+    /// only: it goes into the model's LocalMachine\My, where the driver
+    /// finds it by thumbprint).
+    #[arg(long, requires = "key", conflicts_with = "cert_thumbprint")]
+    cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM, PKCS#8, PKCS#1 or SEC1),
+    /// with --cert; it must match the certificate.
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
+    /// A client certificate by SHA-1 thumbprint in LocalMachine\My, with its
+    /// private key (how kernel Schannel finds it on Windows).
+    #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint)]
+    cert_thumbprint: Option<[u8; 20]>,
     /// TLS versions.
     #[arg(long, value_enum, default_value_t = Tls::Both)]
     tls: Tls,
@@ -55,10 +70,16 @@ pub fn exec(args: &Args) -> Result<(), Failure> {
         args.idle,
     )
     .and_then(|talk| {
+        let identity = match (&args.cert_thumbprint, &args.cert, &args.key) {
+            (Some(t), ..) => Some(Identity::Thumbprint(*t)),
+            (_, Some(c), Some(k)) => Some(Identity::Pem(c.clone(), k.clone())),
+            _ => None,
+        };
         connect(
             &args.addr,
             args.server_name.as_deref(),
             args.ca.as_deref(),
+            identity,
             args.tls,
             talk,
         )
@@ -76,13 +97,23 @@ fn connect(
     addr: &str,
     server_name: Option<&str>,
     ca: Option<&std::path::Path>,
+    identity: Option<Identity>,
     tls: Tls,
     talk: Option<Conversation>,
 ) -> Result<(), Failure> {
-    let driver = backend::open(ca)?;
+    let (driver, certificate) = backend::client(ca, identity)?;
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let name = server_name.unwrap_or(host);
-    let session = relay::open(driver.as_ref(), false, [0; 20], name, protocols(tls))?;
+    let auth = ClientAuth {
+        certificate,
+        store: if certificate.is_some() {
+            ksspi_abi::STORE_MY
+        } else {
+            [0; 16]
+        },
+        ..ClientAuth::NONE
+    };
+    let session = relay::open(driver.as_ref(), false, [0; 20], name, protocols(tls), auth)?;
     let sock = std::net::TcpStream::connect(addr)
         .map_err(|e| Failure(format!("connecting to {addr}: {e}")));
     let mut expect_met = None;
@@ -93,10 +124,10 @@ fn connect(
             .unwrap_or_else(|_| addr.to_string());
         let hs = relay::handshake(driver.as_ref(), session, &mut sock, true)?;
         if !hs.established {
-            return Err(Failure(format!(
-                "handshake with {peer} failed: {}",
-                hs.status
-            )));
+            return Err(relay::with_asked(
+                Failure(format!("handshake with {peer} failed: {}", hs.status)),
+                hs.certificate_requested,
+            ));
         }
         eprintln!(
             "connected to {peer} as {name}: handshake complete ({}), protocol {}, cipher {}",
@@ -104,6 +135,11 @@ fn connect(
             hs.protocol_name(),
             hs.cipher_name()
         );
+        if hs.certificate_requested {
+            // TLS 1.3: a server that requires one says so only after the
+            // client's handshake is complete, failing the first read.
+            eprintln!("  {}", relay::asked_note());
+        }
         let d = relay::describe(driver.as_ref(), session)?;
         eprintln!(
             "  key exchange {}, hash {}; {}",
@@ -132,7 +168,8 @@ fn connect(
             &talk.send,
             relay::Sink::Collect(&mut collect),
             Some(talk.idle),
-        )?;
+        )
+        .map_err(|f| relay::with_asked(f, hs.certificate_requested))?;
         if let Some(want) = &talk.expect {
             expect_met = Some(got.windows(want.len().max(1)).any(|w| w == want.as_slice()));
         }

@@ -5,7 +5,20 @@ use crate::backend::{self, Driver, Identity};
 use crate::relay;
 use crate::util::{describe, parse_thumbprint, protocols, Tls};
 use crate::Failure;
+use ksspi::SecStatus;
+use ksspi_abi::{ClientAuth, ClientCertMode};
 use std::time::Duration;
+
+/// `serve --client-cert`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientCert {
+    /// Do not ask clients for a certificate.
+    Off,
+    /// Ask (ASC_REQ_MUTUAL_AUTH); serve a client without one all the same.
+    Request,
+    /// Ask, and refuse a client that sends none (SEC_E_NO_CREDENTIALS).
+    Require,
+}
 
 /// `serve`'s flags.
 #[derive(clap::Args)]
@@ -45,6 +58,11 @@ pub struct Args {
     /// Send back what each client sends, until it closes.
     #[arg(long)]
     echo: bool,
+    /// Ask each client for a certificate, and print its subject and issuer.
+    /// Any certificate is taken (its chain is not judged: Schannel reports
+    /// that apart); `require` refuses a client that sends none.
+    #[arg(long = "client-cert", value_enum, default_value_t = ClientCert::Off)]
+    client_cert: ClientCert,
 }
 
 /// Find the server certificate `args` names, then serve.
@@ -64,23 +82,34 @@ pub fn exec(args: &Args) -> Result<(), Failure> {
         (.., Some(name)) => Ok(Identity::SelfSigned(name.clone())),
         _ => Ok(Identity::Generated),
     };
-    identity.and_then(|identity| serve(&args.listen, identity, args.tls, args.once, args.echo))
+    let mode = match args.client_cert {
+        ClientCert::Off => ClientCertMode::Ignore,
+        ClientCert::Request => ClientCertMode::Request,
+        ClientCert::Require => ClientCertMode::Require,
+    };
+    identity
+        .and_then(|identity| serve(&args.listen, identity, args.tls, mode, args.once, args.echo))
 }
 
 fn serve(
     listen: &str,
     identity: Identity,
     tls: Tls,
+    mode: ClientCertMode,
     once: bool,
     echo: bool,
 ) -> Result<(), Failure> {
+    let auth = ClientAuth {
+        server_mode: mode,
+        ..ClientAuth::NONE
+    };
     let (driver, thumbprint) = backend::server(identity)?;
     // The driver acquires a server session's credentials at OPEN, so one
     // opened and closed here tells now, on either backend, whether the
     // certificate can be served (on Windows: whether LocalMachine\My holds
     // it with a private key kernel Schannel can use), rather than failing
     // each client later.
-    let probe = relay::open(driver.as_ref(), true, thumbprint, "", protocols(tls))
+    let probe = relay::open(driver.as_ref(), true, thumbprint, "", protocols(tls), auth)
         .map_err(|Failure(why)| Failure(format!("the server certificate cannot be used: {why}")))?;
     relay::close(driver.as_ref(), probe);
     let driver = std::sync::Arc::new(driver);
@@ -91,44 +120,57 @@ fn serve(
         .map(|a| a.to_string())
         .unwrap_or_else(|_| listen.to_string());
     println!("listening on {local}");
-    let serve_one =
-        move |driver: &dyn Driver, mut sock: std::net::TcpStream| -> Result<(), Failure> {
-            let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-            let session = relay::open(driver, true, thumbprint, "", protocols(tls))?;
-            let result = relay::handshake(driver, session, &mut sock, false);
-            let hs = match result {
-                Ok(hs) if hs.established => hs,
-                other => {
-                    relay::close(driver, session);
-                    other?
-                }
-            };
-            if hs.established {
-                println!(
-                    "{peer}: handshake complete ({}), protocol {}, cipher {}",
-                    hs.status,
-                    hs.protocol_name(),
-                    hs.cipher_name()
-                );
-                // Echo, or read and count, until the client closes; then
-                // answer its close_notify with ours.
-                let mut chan = relay::Channel::new(driver, session, &mut sock);
-                let mut count = |_: &[u8]| false;
-                let sink = if echo {
-                    relay::Sink::Echo
-                } else {
-                    relay::Sink::Collect(&mut count)
-                };
-                let ran = chan.run(&[], sink, Some(Duration::from_secs(300)));
-                let stats = std::mem::take(&mut chan.stats);
+    let serve_one = move |driver: &dyn Driver,
+                          mut sock: std::net::TcpStream|
+          -> Result<(), Failure> {
+        let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let session = relay::open(driver, true, thumbprint, "", protocols(tls), auth)?;
+        let result = relay::handshake(driver, session, &mut sock, false);
+        let hs = match result {
+            Ok(hs) if hs.established => hs,
+            other => {
                 relay::close(driver, session);
-                ran?;
-                println!("{peer}: {}", describe(&stats));
-                Ok(())
-            } else {
-                Err(Failure(format!("{peer}: handshake failed: {}", hs.status)))
+                other?
             }
         };
+        if hs.established {
+            println!(
+                "{peer}: handshake complete ({}), protocol {}, cipher {}",
+                hs.status,
+                hs.protocol_name(),
+                hs.cipher_name()
+            );
+            if mode != ClientCertMode::Ignore {
+                match relay::describe(driver, session) {
+                    Ok(d) => println!("{peer}: client certificate: {}", d.peer),
+                    Err(Failure(why)) => println!("{peer}: client certificate: {why}"),
+                }
+            }
+            // Echo, or read and count, until the client closes; then
+            // answer its close_notify with ours.
+            let mut chan = relay::Channel::new(driver, session, &mut sock);
+            let mut count = |_: &[u8]| false;
+            let sink = if echo {
+                relay::Sink::Echo
+            } else {
+                relay::Sink::Collect(&mut count)
+            };
+            let ran = chan.run(&[], sink, Some(Duration::from_secs(300)));
+            let stats = std::mem::take(&mut chan.stats);
+            relay::close(driver, session);
+            ran?;
+            println!("{peer}: {}", describe(&stats));
+            Ok(())
+        } else if mode == ClientCertMode::Require && hs.status == SecStatus::SEC_E_NO_CREDENTIALS {
+            Err(Failure(format!(
+                "{peer}: refused: the client sent no certificate and --client-cert \
+                     require asks for one ({})",
+                hs.status
+            )))
+        } else {
+            Err(Failure(format!("{peer}: handshake failed: {}", hs.status)))
+        }
+    };
     if once {
         let (sock, _) = listener
             .accept()

@@ -1,5 +1,5 @@
 //! The certificate files the model takes (`serve --cert/--key`, `connect
-//! --ca`), checked when the command starts, so that a bad file is one line
+//! --cert/--key`, `connect --ca`), checked when the command starts, so that a bad file is one line
 //! naming it and what is wrong rather than a `SEC_E_NO_CREDENTIALS` per
 //! client (or a CA silently left out of the Root store).
 //!
@@ -21,14 +21,18 @@ use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
 use std::path::Path;
 
-/// A server certificate chain (end entity first) and its private key, DER.
+/// A certificate chain (end entity first) and its private key, DER: a
+/// server's, or a client's.
 pub struct ServerIdentity {
     pub chain: Vec<Vec<u8>>,
     pub key: Vec<u8>,
 }
 
-/// Read and check `serve --cert CERT --key KEY`.
-pub fn server_identity(cert: &Path, key: &Path) -> Result<ServerIdentity, Failure> {
+/// Read and check `serve --cert CERT --key KEY` or `connect --cert CERT
+/// --key KEY` (a client certificate is checked as a server's is: the model
+/// signs the client's CertificateVerify with that key, through the same
+/// `CertifiedKey`).
+pub fn certificate_and_key(cert: &Path, key: &Path) -> Result<ServerIdentity, Failure> {
     let chain = certificates(cert)?;
     // The end entity must parse as one (the CAs after it are sent as they
     // are, as Schannel sends the chain it builds).
