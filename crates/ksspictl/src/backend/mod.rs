@@ -76,15 +76,15 @@ pub fn open(ca: Option<&Path>) -> Result<Box<dyn Driver>, Failure> {
     chosen::open(ca)
 }
 
+/// `connect`'s driver and its client certificate's thumbprint, if any.
+pub type ClientDriver = (Box<dyn Driver>, Option<[u8; 20]>);
+
 /// The driver for `connect`, trusting `ca` as well (model only), and the
 /// thumbprint of the client certificate `identity` names (`None`: no client
 /// certificate). `identity` is a [`Identity::Thumbprint`] (Windows: in
 /// LocalMachine\My; the model: in its own store) or [`Identity::Pem`]
 /// (model only: checked, then added to the model's LocalMachine\My).
-pub fn client(
-    ca: Option<&Path>,
-    identity: Option<Identity>,
-) -> Result<(Box<dyn Driver>, Option<[u8; 20]>), Failure> {
+pub fn client(ca: Option<&Path>, identity: Option<Identity>) -> Result<ClientDriver, Failure> {
     if ca.is_some() {
         allow(ModelOnly::Ca)?;
     }

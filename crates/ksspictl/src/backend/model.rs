@@ -10,7 +10,7 @@ mod system;
 
 pub use device::{Model, Pending, Unloaded, DROPPED};
 
-use super::{Driver, Identity, ModelOnly, StressMix, Target};
+use super::{ClientDriver, Driver, Identity, ModelOnly, StressMix, Target};
 use crate::bench;
 use crate::soak::{batch_bytes, batch_protocols, Batch, StressPlan};
 use crate::util::{BenchSection, CompletionArg, IrqlArg, ModelOptions};
@@ -89,7 +89,7 @@ fn open_model(ca: Option<&std::path::Path>) -> Result<Model, Failure> {
 pub fn client(
     ca: Option<&std::path::Path>,
     identity: Option<Identity>,
-) -> Result<(Box<dyn Driver>, Option<[u8; 20]>), Failure> {
+) -> Result<ClientDriver, Failure> {
     let model = open_model(ca)?;
     let thumbprint = match identity {
         None => None,

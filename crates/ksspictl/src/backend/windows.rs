@@ -12,7 +12,7 @@ mod verifier;
 
 pub use device::WinDriver;
 
-use super::{Driver, Identity, ModelOnly, StressMix, Target};
+use super::{ClientDriver, Driver, Identity, ModelOnly, StressMix, Target};
 use crate::selftest::run_selftest;
 use crate::soak::{batch_bytes, batch_protocols, Batch, Counters, StressPlan};
 use crate::util::{BenchSection, ModelOptions};
@@ -74,7 +74,7 @@ pub fn open(_ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
 pub fn client(
     _ca: Option<&std::path::Path>,
     identity: Option<Identity>,
-) -> Result<(Box<dyn Driver>, Option<[u8; 20]>), Failure> {
+) -> Result<ClientDriver, Failure> {
     let thumbprint = match identity {
         None => None,
         Some(Identity::Thumbprint(t)) => Some(t),
