@@ -742,3 +742,38 @@ fn help_states_units_defaults_and_ranges() {
         "{bench}"
     );
 }
+
+/// A reader that has gone (`ksspictl stress --json | head -c 100`): the
+/// harness ends quietly, by SIGPIPE as `cat` does, instead of panicking with
+/// "failed printing to stdout". The pipe's read end is closed before the
+/// child starts, so its first write to stdout meets a closed pipe whatever
+/// the timing; the test harness ignores SIGPIPE, and an ignored signal stays
+/// ignored across exec, so only ksspictl's own reset makes it the default.
+#[test]
+fn a_closed_stdout_pipe_ends_the_harness_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [
+        &["info", "--json"][..],
+        &[
+            "stress",
+            "--json",
+            "--duration",
+            "0.001",
+            "--concurrency",
+            "1",
+        ][..],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_ksspictl"))
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.signal(), Some(13), "{args:?}: SIGPIPE; {err}");
+        assert!(err.is_empty(), "{args:?}: quietly, not {err:?}");
+    }
+}
