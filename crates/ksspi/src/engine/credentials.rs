@@ -12,11 +12,15 @@
 //! `#ifdef _KERNEL_MODE` branch fills `SCHANNEL_CERT_HASH_STORE` for
 //! `QUIC_CREDENTIAL_TYPE_CERTIFICATE_HASH(_STORE)` whatever the role (only a
 //! client with `QUIC_CREDENTIAL_TYPE_NONE` goes without one) and passes it to
-//! `AcquireCredentialsHandleW` with `SECPKG_CRED_OUTBOUND` for clients; and the
-//! SCH_CREDENTIALS page (learn.microsoft.com/windows/win32/api/schannel/
-//! ns-schannel-sch_credentials: "dwCredFormat ... SCH_CRED_FORMAT_CERT_HASH_STORE:
-//! paCred points to a SCHANNEL_CERT_HASH_STORE", "kernel mode only") with the
-//! SCHANNEL_CERT_HASH_STORE page (ns-schannel-schannel_cert_hash_store).
+//! `AcquireCredentialsHandleW` with `SECPKG_CRED_OUTBOUND` for clients. The
+//! docs say nothing narrower: the SCHANNEL_CERT_HASH_STORE page
+//! (learn.microsoft.com/windows/win32/api/schannel/
+//! ns-schannel-schannel_cert_hash_store) describes it as how kernel-mode
+//! Schannel is given a certificate, for no particular role, and the
+//! SCH_CREDENTIALS page (ns-schannel-sch_credentials) lists
+//! `SCH_CRED_FORMAT_CERT_HASH_STORE` among `dwCredFormat`'s values for both
+//! kinds of credential. Not yet run against a real kernel Schannel client here
+//! (no Windows): docs/WINDOWS.md's acceptance steps are where that is shown.
 //! docs/DESIGN.md's evidence section keeps the same sources.
 
 use super::conductor::{Conductor, EngineStats, Issue, Machine, Move, Platform};

@@ -113,14 +113,12 @@ impl<P: SspiProvider> TlsMachine<P> {
                     return;
                 }
                 if status == SecStatus::SEC_I_INCOMPLETE_CREDENTIALS && !self.server {
-                    // The server asked for a client certificate and the
-                    // credentials have none: remembered for the owner (the
-                    // InitializeSecurityContext (Schannel) page: "the server
-                    // has requested client authentication, and the supplied
-                    // credentials either do not include a certificate or the
-                    // certificate was not issued by a certification authority
-                    // that is trusted by the server"; calling again goes on
-                    // without one).
+                    // The server sent a CertificateRequest that these
+                    // credentials cannot answer (none configured, or none
+                    // from an issuer the server accepts): the return-value
+                    // table of learn.microsoft.com/windows/win32/secauthn/
+                    // initializesecuritycontext--schannel. Remembered for
+                    // the owner; the call made again goes on without one.
                     self.certificate_requested = true;
                 }
                 if status == SecStatus::SEC_E_OK {
