@@ -66,6 +66,34 @@ proptest! {
     }
 
     #[test]
+    fn open_requests_with_client_auth(server in any::<bool>(), mode in 0u8..3, cert in proptest::option::of(any::<[u8; 20]>()), target in "[a-z0-9.-]{0,255}") {
+        // What each role may carry: a server its mode, a client its certificate.
+        let auth = if server {
+            ClientAuth {
+                server_mode: [ClientCertMode::Ignore, ClientCertMode::Request, ClientCertMode::Require][mode as usize],
+                ..ClientAuth::NONE
+            }
+        } else {
+            ClientAuth {
+                certificate: cert,
+                store: if cert.is_some() { STORE_MY } else { [0; 16] },
+                ..ClientAuth::NONE
+            }
+        };
+        let m = OpenRequest {
+            client_auth: Some(auth),
+            ..OpenRequest::new(if server { Role::Server } else { Role::Client }, proto::ALL, [3; 20], target.as_bytes())
+        };
+        let bytes = enc(&m);
+        round_trip(&m, &bytes)?;
+        // The same request in the first layout is 40 bytes shorter and decodes too.
+        let first = OpenRequest { client_auth: None, ..m };
+        let old = enc(&first);
+        prop_assert_eq!(old.len() + ClientAuth::LEN, bytes.len());
+        round_trip(&first, &old)?;
+    }
+
+    #[test]
     fn selftest_messages(count in 1u32..=MAX_SELFTEST_COUNT, concurrency in 1u32..=MAX_SELFTEST_CONCURRENCY, protocols in 1u32..=3, seed in any::<u64>(), ok in any::<u64>(), p99 in any::<u64>()) {
         let req = SelftestRequest { count, concurrency, protocols, completion: 4, callback_irql: 3, seed, thumbprint: [7; 20], bytes: 0 };
         let bytes = enc(&req);

@@ -777,3 +777,62 @@ fn a_closed_stdout_pipe_ends_the_harness_quietly() {
         assert!(err.is_empty(), "{args:?}: quietly, not {err:?}");
     }
 }
+
+/// `connect --cert/--key` files are checked at start as `serve`'s are (one
+/// line naming the file, before connecting), and a `--cert-thumbprint` the
+/// model's store does not hold is refused likewise.
+#[test]
+fn connect_client_certificate_files_are_checked_at_start() {
+    let dir = TempDir::new("ksspictl-cli-client-certs");
+    let pki = TestPki::new("ksspictl cli client CA");
+    let leaf = pki.leaf(&["client.example"], false);
+    let other = self_signed(&["client.example"]);
+    let cert = dir.write("client.pem", &leaf.cert_pem);
+    let key = dir.write("client.key", &leaf.key_pem);
+    let other_key = dir.write("other.key", &other.key_pem);
+    let empty = dir.write("empty.pem", "no PEM here\n");
+    let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    for ([c, k], text, named) in [
+        (
+            [p(&cert), p(&other_key)],
+            "does not match the certificate in",
+            p(&other_key),
+        ),
+        (
+            [p(&empty), p(&key)],
+            "no \"BEGIN CERTIFICATE\" block",
+            p(&empty),
+        ),
+        ([p(&cert), p(&cert)], "no private key block", p(&cert)),
+    ] {
+        // Port 9 (discard) is never reached: the files are refused first.
+        let args = ["connect", "127.0.0.1:9", "--cert", &c, "--key", &k];
+        let (code, _, err) = ksspictl(&args);
+        assert_refused(&args, code, &err, text);
+        assert!(err.contains(&named), "{args:?}: {err}");
+        assert!(!err.contains("connecting to"), "{args:?}: {err}");
+    }
+    let thumb = "11".repeat(20);
+    let args = ["connect", "127.0.0.1:9", "--cert-thumbprint", &thumb];
+    let (code, _, err) = ksspictl(&args);
+    assert_refused(&args, code, &err, "no certificate with thumbprint");
+    // --cert without --key, and both forms at once: usage errors, no panic.
+    for args in [
+        &["connect", "127.0.0.1:9", "--cert", "c.pem"][..],
+        &[
+            "connect",
+            "127.0.0.1:9",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
+            "--cert-thumbprint",
+            &thumb,
+        ][..],
+        &["serve", "--listen", "127.0.0.1:0", "--client-cert", "maybe"][..],
+    ] {
+        let (code, _, err) = ksspictl(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
