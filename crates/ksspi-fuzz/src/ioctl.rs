@@ -382,8 +382,25 @@ impl World {
                 };
                 let target = if role == Role::Client { target } else { b"" };
                 let protocols = u32::from(flags >> 4 & 3).max(1);
+                // Bit 6: OPEN's first layout; bit 7: mutual TLS (a server
+                // requiring a client certificate, a client offering the
+                // store's one).
+                let client_auth = match (flags & 0x40 != 0, flags & 0x80 != 0, role) {
+                    (true, ..) => None,
+                    (false, false, _) => Some(ClientAuth::NONE),
+                    (false, true, Role::Server) => Some(ClientAuth {
+                        server_mode: ClientCertMode::Require,
+                        ..ClientAuth::NONE
+                    }),
+                    (false, true, Role::Client) => Some(ClientAuth {
+                        certificate: Some(self.thumb),
+                        store: STORE_MY,
+                        ..ClientAuth::NONE
+                    }),
+                };
                 let request = OpenRequest {
                     manual_validation: flags & 2 != 0,
+                    client_auth,
                     ..OpenRequest::new(role, protocols, thumbprint, target)
                 };
                 let mut buf = [0u8; 512];
