@@ -40,15 +40,6 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         }
         let server = open.role == ksspi_abi::Role::Server;
         let auth = open.client_auth.unwrap_or(ClientAuth::NONE);
-        let params = SessionParams {
-            role: Role::Server,
-            client_certificates: match auth.server_mode {
-                ClientCertMode::Ignore => ClientCertificates::Ignore,
-                ClientCertMode::Request => ClientCertificates::Request,
-                ClientCertMode::Require => ClientCertificates::Require,
-            },
-            reports_flags: open.client_auth.is_some(),
-        };
         let spec = if server {
             CredentialSpec::Server {
                 thumbprint: open.thumbprint,
@@ -69,17 +60,22 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 }),
             }
         };
-        let params = if server {
-            params
-        } else {
-            let target = core::str::from_utf8(open.target).unwrap_or_default();
-            SessionParams {
-                role: Role::Client {
+        let params = SessionParams {
+            role: if server {
+                Role::Server
+            } else {
+                let target = core::str::from_utf8(open.target).unwrap_or_default();
+                Role::Client {
                     target: (!target.is_empty()).then(|| String::from(target)),
-                },
-                client_certificates: ClientCertificates::Ignore,
-                ..params
-            }
+                }
+            },
+            // A client's mode is Ignore (the ABI refuses any other).
+            client_certificates: match auth.server_mode {
+                ClientCertMode::Ignore => ClientCertificates::Ignore,
+                ClientCertMode::Request => ClientCertificates::Request,
+                ClientCertMode::Require => ClientCertificates::Require,
+            },
+            reports_flags: open.client_auth.is_some(),
         };
         let id = {
             let mut table = self.table.lock(&self.platform);
