@@ -159,6 +159,13 @@ impl ApplicationProtocols {
         &self.buffer
     }
 
+    /// The buffer as a `SecBuffer` takes it: its address and size. Schannel
+    /// only reads an input buffer of this type.
+    pub fn buffer_ptr(&mut self) -> (*mut core::ffi::c_void, u32) {
+        // Within MAX_ALPN_LIST and the headers: fits a u32.
+        (self.buffer.as_mut_ptr().cast(), self.buffer.len() as u32)
+    }
+
     /// The wire list (each name 8-bit length-prefixed).
     pub fn wire(&self) -> &[u8] {
         &self.buffer[LIST_AT..]

@@ -175,6 +175,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             credentials: credentials.clone(),
             limits: self.config.limits,
             client_certificates: params.client_certificates,
+            alpn: None,
             events,
         };
         let session = match Session::new(

@@ -398,6 +398,7 @@ fn session(p: &Hostile) -> (Session<Hostile, Inline>, Arc<Events>) {
         credentials: Arc::new(credentials),
         limits: Limits::default(),
         client_certificates: Default::default(),
+        alpn: None,
         events: events.clone(),
     };
     let s = Session::new(p.clone(), Inline, setup, Arc::default(), &at()).unwrap();
