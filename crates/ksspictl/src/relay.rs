@@ -553,3 +553,43 @@ impl<'a> Channel<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod alpn_version_tests {
+    use super::*;
+
+    /// A driver that answers GET_INFO with `capabilities`, and nothing else.
+    struct Info(u32);
+
+    impl Driver for Info {
+        fn backend(&self) -> &'static str {
+            "test"
+        }
+        fn call(&self, code: u32, _: &[u8], capacity: usize) -> Result<(i32, Vec<u8>), Failure> {
+            assert_eq!(code, IOCTL_KSSPI_GET_INFO);
+            let reply = InfoReply {
+                driver_version: [0, 1, 0],
+                capabilities: self.0,
+                ..InfoReply::default()
+            };
+            let mut out = vec![0u8; capacity];
+            let n = encode(&reply, &mut out).unwrap();
+            out.truncate(n);
+            Ok((0, out))
+        }
+        fn finish(self: Box<Self>) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_driver_older_than_alpn_is_named_with_revision_mismatch() {
+        let old = Info(caps::TLS12 | caps::TLS13 | caps::RECORD_LAYER);
+        let Failure(why) = require_alpn(&old).unwrap_err();
+        assert!(why.contains("0xc0000059"), "{why}");
+        assert!(why.contains("STATUS_REVISION_MISMATCH"), "{why}");
+        assert!(why.contains("predates ALPN"), "{why}");
+        let new = Info(caps::TLS12 | caps::ALPN);
+        assert!(require_alpn(&new).is_ok());
+    }
+}
