@@ -233,7 +233,7 @@ fn connect_gets_h2_from_openssl_s_server_and_no_overlap_fails_cleanly() {
 }
 
 #[test]
-fn connect_gets_h2_from_gnutls_serv_and_fails_cleanly_against_alpn_fatal() {
+fn connect_gets_h2_from_gnutls_serv_none_without_a_match_and_fails_against_alpn_fatal() {
     if !peer_available("gnutls-serv", "gnutls-bin") {
         return;
     }
@@ -246,6 +246,15 @@ fn connect_gets_h2_from_gnutls_serv_and_fails_cleanly_against_alpn_fatal() {
         assert_eq!(code, 0, "TLS {tls}: {err}");
         assert!(
             out.lines().any(|l| l == "ALPN: h2"),
+            "TLS {tls}: {out} {err}"
+        );
+        // GnuTLS's default without a match: it goes on without ALPN.
+        let port = free_port();
+        let _server = gnutls_serv(port, &cert, &key, priority, &["h2"], &[]);
+        let (code, out, err) = connect(port, &ca, tls, "http/1.1");
+        assert_eq!(code, 0, "TLS {tls}: {err}");
+        assert!(
+            out.lines().any(|l| l == "ALPN: none"),
             "TLS {tls}: {out} {err}"
         );
         // A server that insists on a match: our client fails with a status.
