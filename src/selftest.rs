@@ -588,6 +588,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
                 credentials: cred,
                 limits: self.limits,
                 client_certificates: Default::default(),
+                alpn: None,
                 events,
             };
             match Session::new(

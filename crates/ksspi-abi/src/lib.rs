@@ -100,6 +100,17 @@ pub const MAX_PEER_CERTIFICATE: usize = 16 * 1024;
 
 /// The output buffer a QUERY must come with.
 pub const QUERY_REPLY_CAPACITY: usize = Header::LEN + 56 + MAX_PEER_CERTIFICATE;
+/// The output buffer a QUERY of a session opened with an ALPN list must come
+/// with: room for the protocol's name too. A harness may always pass this
+/// (a driver only checks for at least what it needs).
+pub const QUERY_REPLY_CAPACITY_ALPN: usize = QUERY_REPLY_CAPACITY + MAX_ALPN_NAME;
+
+/// The longest ALPN protocol name (RFC 7301's 1-byte length; sspi.h's
+/// `MAX_PROTOCOL_ID_SIZE`).
+pub const MAX_ALPN_NAME: usize = 255;
+/// The most bytes of an ALPN list in OPEN (names with their length
+/// prefixes): ksspi's bound (`ksspi::alpn::MAX_ALPN_LIST`).
+pub const MAX_ALPN_LIST: usize = 1024;
 
 /// A GUID as Windows lays it out (guiddef.h).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +147,12 @@ pub const MAX_TOKEN: usize = 64 * 1024;
 /// `max_output` bytes of output.
 pub const fn step_reply_capacity(max_output: usize) -> usize {
     Header::LEN + 28 + max_output
+}
+
+/// [`step_reply_capacity`] for a session opened with an ALPN list: room for
+/// the protocol's name after the output. A harness may always pass this.
+pub const fn step_reply_capacity_alpn(max_output: usize) -> usize {
+    step_reply_capacity(max_output) + MAX_ALPN_NAME
 }
 
 /// Plaintext in one TLS record (TLS's limit, and Schannel's
@@ -389,6 +406,7 @@ mod tests {
             store: [0; 16],
             target: b"localhost",
             client_auth: None,
+            alpn: None,
         };
         check(&open, &enc(&open));
         let mut store = [0u8; 16];
@@ -401,6 +419,7 @@ mod tests {
             store,
             target: b"",
             client_auth: None,
+            alpn: None,
         };
         check(&open, &enc(&open));
         let reply = OpenReply {
@@ -422,6 +441,8 @@ mod tests {
             cipher: 0,
             flags: 0,
             output: &[1, 2, 3],
+            alpn_status: 0,
+            alpn: &[],
         };
         check(&out, &enc(&out));
         let close = CloseRequest {
@@ -499,6 +520,8 @@ mod tests {
             peer_certificates: 2,
             leaf_size: 3,
             leaf: &[0x30, 1, 0],
+            alpn_status: 0,
+            alpn: &[],
         };
         check(&qr, &enc(&qr));
         assert!(enc(&qr).len() <= QUERY_REPLY_CAPACITY);
@@ -594,6 +617,7 @@ mod tests {
             store: [0; 16],
             target: b"x",
             client_auth: None,
+            alpn: None,
         };
         assert_eq!(
             decode::<OpenRequest>(&enc(&bad)),
@@ -607,6 +631,7 @@ mod tests {
             store: [0; 16],
             target: &[0xFF, 0xFE],
             client_auth: None,
+            alpn: None,
         };
         assert_eq!(
             decode::<OpenRequest>(&enc(&bad)),
@@ -622,6 +647,7 @@ mod tests {
             store: [0; 16],
             target: &long,
             client_auth: None,
+            alpn: None,
         };
         assert_eq!(decode::<OpenRequest>(&enc(&bad)), Err(DecodeError::TooLong));
         let zero = SelftestRequest {
@@ -689,6 +715,8 @@ mod tests {
             cipher: 0,
             flags: 0,
             output: &[7; 100],
+            alpn_status: 0,
+            alpn: &[],
         };
         let mut small = [0u8; 64];
         assert_eq!(encode(&reply, &mut small), Err(DecodeError::OutputTooSmall));
@@ -708,6 +736,8 @@ mod tests {
             cipher: 0,
             flags: 0,
             output: &out,
+            alpn_status: 0,
+            alpn: &[],
         };
         assert_eq!(enc(&reply).len(), step_reply_capacity(out.len()));
     }
@@ -794,6 +824,8 @@ mod tests {
             cipher: 0,
             flags: step_flags::CERTIFICATE_REQUESTED,
             output: &[1, 2],
+            alpn_status: 0,
+            alpn: &[],
         };
         let bytes = enc(&reply);
         check(&reply, &bytes);

@@ -3,7 +3,10 @@
 //! be exactly the rest of the message).
 
 use crate::wire::{DecodeError, Reader, Writer};
-use crate::{Header, Kind, SessionId, MAX_MESSAGE, MAX_PEER_CERTIFICATE, MAX_TARGET, MAX_TOKEN};
+use crate::{
+    Header, Kind, SessionId, MAX_ALPN_LIST, MAX_MESSAGE, MAX_PEER_CERTIFICATE, MAX_TARGET,
+    MAX_TOKEN,
+};
 
 /// A message with a fixed part and optional trailing data.
 pub trait Message<'a>: Sized {
@@ -87,6 +90,12 @@ pub mod caps {
     pub const SELFTEST: u32 = 8;
     /// Encrypt / decrypt / shutdown.
     pub const RECORD_LAYER: u32 = 16;
+    /// OPEN's ALPN layout ([`super::OpenRequest::alpn`]) and the protocol in
+    /// STEP's and QUERY's replies. A harness asked for ALPN checks this bit
+    /// first: a driver without it would refuse the grown OPEN as a size it
+    /// does not know, so the harness stops with `STATUS_REVISION_MISMATCH`
+    /// instead, naming the reason.
+    pub const ALPN: u32 = 32;
 }
 
 /// GET_INFO's reply.
@@ -255,6 +264,48 @@ pub struct OpenRequest<'a> {
     /// before mutual TLS send, still accepted), `Some` the grown one. See
     /// [`ClientAuth`] for how the two are told apart.
     pub client_auth: Option<ClientAuth>,
+    /// The ALPN list, most preferred first, in the TLS wire form (each name
+    /// 8-bit length-prefixed, 1 to 255 bytes; 1 to [`MAX_ALPN_LIST`] bytes in
+    /// all): OPEN's third layout, which needs `client_auth` (encoded as
+    /// [`ClientAuth::NONE`] when `None`). See [`AlpnHeader`].
+    pub alpn: Option<&'a [u8]>,
+}
+
+/// OPEN's third layout: after [`ClientAuth`]'s 40 bytes, 4 more (the ALPN
+/// list's length, u16, and 2 reserved bytes, 0), and the list itself after
+/// the target name. The size rule of [`ClientAuth`] extends: what follows the
+/// fixed part is the target alone (first layout), 40 bytes and the target
+/// (second), or 44 bytes, the target and the list (third, the list's length
+/// stated in its field and at least 1). A driver that predates it refuses
+/// the size; one that has it says so in [`caps::ALPN`].
+pub struct AlpnHeader;
+
+impl AlpnHeader {
+    /// The bytes the ALPN fields take in the fixed part.
+    pub const LEN: usize = 4;
+}
+
+/// Why an ALPN wire list is refused ([`check_alpn`]), as a decode error: an
+/// empty list or an empty name is [`DecodeError::BadField`]
+/// (`STATUS_INVALID_PARAMETER`), a list over [`MAX_ALPN_LIST`] bytes
+/// [`DecodeError::TooLong`] (`STATUS_INVALID_BUFFER_SIZE`), length prefixes
+/// that run past the list [`DecodeError::BadField`].
+pub fn check_alpn(list: &[u8]) -> Result<(), DecodeError> {
+    if list.is_empty() {
+        return Err(DecodeError::BadField);
+    }
+    if list.len() > MAX_ALPN_LIST {
+        return Err(DecodeError::TooLong);
+    }
+    let mut rest = list;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len);
+        if len == 0 || tail.len() < len {
+            return Err(DecodeError::BadField);
+        }
+        rest = &tail[len..];
+    }
+    Ok(())
 }
 
 /// What a server asks of its clients' certificates
@@ -335,6 +386,7 @@ impl<'a> OpenRequest<'a> {
             store: STORE_MY,
             target,
             client_auth: Some(ClientAuth::NONE),
+            alpn: None,
         }
     }
 }
@@ -344,6 +396,9 @@ impl<'a> Message<'a> for OpenRequest<'a> {
     fn data(&self) -> &'a [u8] {
         self.target
     }
+    fn data2(&self) -> &'a [u8] {
+        self.alpn.unwrap_or(&[])
+    }
     fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
         w.u8(self.role as u8)?;
         w.u8(u8::from(self.manual_validation))?;
@@ -351,12 +406,21 @@ impl<'a> Message<'a> for OpenRequest<'a> {
         w.u32(self.protocols)?;
         w.bytes(&self.thumbprint)?;
         w.bytes(&self.store)?;
-        if let Some(auth) = &self.client_auth {
+        let auth = match (&self.client_auth, self.alpn) {
+            (Some(auth), _) => Some(auth),
+            (None, Some(_)) => Some(&ClientAuth::NONE),
+            (None, None) => None,
+        };
+        if let Some(auth) = auth {
             w.u8(auth.server_mode as u8)?;
             w.u8(u8::from(auth.certificate.is_some()))?;
             w.u16(0)?;
             w.bytes(&auth.certificate.unwrap_or([0; 20]))?;
             w.bytes(&auth.store)?;
+        }
+        if let Some(list) = self.alpn {
+            w.u16(u16::try_from(list.len()).map_err(|_| DecodeError::TooLong)?)?;
+            w.u16(0)?;
         }
         Ok(())
     }
@@ -384,9 +448,12 @@ impl<'a> Message<'a> for OpenRequest<'a> {
         if target_len > MAX_TARGET {
             return Err(DecodeError::TooLong);
         }
-        // The layout, by what is left: the target alone (the first layout)
-        // or the client-certificate fields and the target.
-        let client_auth = if r.rest().len() == target_len + ClientAuth::LEN {
+        // The layout, by what is left: the target alone (the first layout),
+        // the client-certificate fields and the target (the second), or
+        // those, the ALPN fields, the target and the list (the third).
+        let left = r.rest().len();
+        let third = left >= target_len + ClientAuth::LEN + AlpnHeader::LEN;
+        let client_auth = if left == target_len + ClientAuth::LEN || third {
             let server_mode = match r.u8()? {
                 0 => ClientCertMode::Ignore,
                 1 => ClientCertMode::Request,
@@ -421,7 +488,30 @@ impl<'a> Message<'a> for OpenRequest<'a> {
         } else {
             None
         };
+        let alpn_len = if third {
+            let len = usize::from(r.u16()?);
+            if r.u16()? != 0 {
+                return Err(DecodeError::Reserved);
+            }
+            if len > MAX_ALPN_LIST {
+                return Err(DecodeError::TooLong);
+            }
+            Some(len)
+        } else {
+            None
+        };
         let target = r.bytes(target_len)?;
+        let alpn = match alpn_len {
+            Some(len) => {
+                if r.rest().len() != len {
+                    return Err(DecodeError::BadSize);
+                }
+                let list = r.bytes(len)?;
+                check_alpn(list)?;
+                Some(list)
+            }
+            None => None,
+        };
         r.end()?;
         if core::str::from_utf8(target).is_err() {
             return Err(DecodeError::BadField);
@@ -434,6 +524,7 @@ impl<'a> Message<'a> for OpenRequest<'a> {
             store,
             target,
             client_auth,
+            alpn,
         })
     }
 }
@@ -529,8 +620,17 @@ pub struct StepReply<'a> {
     /// [`step_flags`] bits (once the reserved byte after `outcome`; always 0
     /// for a session opened with OPEN's first layout).
     pub flags: u8,
+    /// The ALPN negotiation's status once established
+    /// (`SEC_APPLICATION_PROTOCOL_NEGOTIATION_STATUS`: 0 none, 1 success);
+    /// always 0 for a session opened without an ALPN list, so a harness
+    /// older than ALPN never sees it (it was a reserved byte).
+    pub alpn_status: u8,
     /// The bytes to send to the peer.
     pub output: &'a [u8],
+    /// The protocol ALPN chose (at most 255 bytes), after `output`; empty
+    /// unless `alpn_status` is 1. Its length is the byte after
+    /// `alpn_status` (reserved before ALPN).
+    pub alpn: &'a [u8],
 }
 
 impl<'a> Message<'a> for StepReply<'a> {
@@ -538,11 +638,15 @@ impl<'a> Message<'a> for StepReply<'a> {
     fn data(&self) -> &'a [u8] {
         self.output
     }
+    fn data2(&self) -> &'a [u8] {
+        self.alpn
+    }
     fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
         w.i32(self.status)?;
         w.u8(self.outcome as u8)?;
         w.u8(self.flags)?;
-        w.u16(0)?;
+        w.u8(self.alpn_status)?;
+        w.u8(u8::try_from(self.alpn.len()).map_err(|_| DecodeError::TooLong)?)?;
         w.u32(self.missing)?;
         w.u32(self.extra)?;
         w.u32(self.protocol)?;
@@ -558,8 +662,13 @@ impl<'a> Message<'a> for StepReply<'a> {
             _ => return Err(DecodeError::BadField),
         };
         let flags = r.u8()?;
-        if flags & !step_flags::ALL != 0 || r.u16()? != 0 {
+        if flags & !step_flags::ALL != 0 {
             return Err(DecodeError::Reserved);
+        }
+        let alpn_status = r.u8()?;
+        let alpn_len = usize::from(r.u8()?);
+        if alpn_status > 1 || (alpn_status == 0 && alpn_len != 0) {
+            return Err(DecodeError::BadField);
         }
         let missing = r.u32()?;
         let extra = r.u32()?;
@@ -570,6 +679,7 @@ impl<'a> Message<'a> for StepReply<'a> {
             return Err(DecodeError::TooLong);
         }
         let output = r.bytes(len)?;
+        let alpn = r.bytes(alpn_len)?;
         r.end()?;
         Ok(StepReply {
             status,
@@ -579,7 +689,9 @@ impl<'a> Message<'a> for StepReply<'a> {
             protocol,
             cipher,
             flags,
+            alpn_status,
             output,
+            alpn,
         })
     }
 }
@@ -1058,12 +1170,21 @@ pub struct QueryReply<'a> {
     pub leaf_size: u32,
     /// The peer's leaf certificate, DER (empty if none or too large).
     pub leaf: &'a [u8],
+    /// The ALPN negotiation's status (0 none, 1 success), in what was the
+    /// first reserved byte; 0 for a session opened without an ALPN list.
+    pub alpn_status: u8,
+    /// The protocol ALPN chose, after the leaf (its length in the next byte,
+    /// reserved before ALPN); empty unless `alpn_status` is 1.
+    pub alpn: &'a [u8],
 }
 
 impl<'a> Message<'a> for QueryReply<'a> {
     const KIND: Kind = Kind::QueryReply;
     fn data(&self) -> &'a [u8] {
         self.leaf
+    }
+    fn data2(&self) -> &'a [u8] {
+        self.alpn
     }
     fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
         for v in [
@@ -1083,7 +1204,9 @@ impl<'a> Message<'a> for QueryReply<'a> {
             w.u32(v)?;
         }
         w.u32(u32::try_from(self.leaf.len()).map_err(|_| DecodeError::TooLong)?)?;
-        w.u32(0)
+        w.u8(self.alpn_status)?;
+        w.u8(u8::try_from(self.alpn.len()).map_err(|_| DecodeError::TooLong)?)?;
+        w.u16(0)
     }
     fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let mut v = [0u32; 12];
@@ -1091,13 +1214,19 @@ impl<'a> Message<'a> for QueryReply<'a> {
             *slot = r.u32()?;
         }
         let len = r.u32()? as usize;
-        if r.u32()? != 0 {
+        let alpn_status = r.u8()?;
+        let alpn_len = usize::from(r.u8()?);
+        if r.u16()? != 0 {
             return Err(DecodeError::Reserved);
+        }
+        if alpn_status > 1 || (alpn_status == 0 && alpn_len != 0) {
+            return Err(DecodeError::BadField);
         }
         if len > MAX_PEER_CERTIFICATE {
             return Err(DecodeError::TooLong);
         }
         let leaf = r.bytes(len)?;
+        let alpn = r.bytes(alpn_len)?;
         r.end()?;
         let [protocol, cipher, cipher_strength, hash, hash_strength, exchange, exchange_strength, header, trailer, max_message, peer_certificates, leaf_size] =
             v;
@@ -1115,6 +1244,8 @@ impl<'a> Message<'a> for QueryReply<'a> {
             peer_certificates,
             leaf_size,
             leaf,
+            alpn_status,
+            alpn,
         })
     }
 }

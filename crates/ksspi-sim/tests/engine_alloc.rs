@@ -57,6 +57,7 @@ fn session(
         credentials: cred,
         limits: Limits::default(),
         client_certificates: Default::default(),
+        alpn: None,
         events: Arc::new(Events(rec.clone())),
     };
     Session::new(

@@ -510,6 +510,7 @@ fn limited_pair(
                 credentials: cred,
                 limits,
                 client_certificates: Default::default(),
+                alpn: None,
                 events: events.clone(),
             },
             stats.clone(),

@@ -265,6 +265,7 @@ impl EngineWorld {
                 credentials,
                 limits: Limits::default(),
                 client_certificates: Default::default(),
+                alpn: None,
                 events,
             },
             Arc::new(EngineStats::default()),

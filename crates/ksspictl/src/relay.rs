@@ -21,6 +21,9 @@ pub struct Handshake {
     /// A client's: the server asked for a client certificate and the session
     /// had none to give ([`step_flags::CERTIFICATE_REQUESTED`] in a step reply).
     pub certificate_requested: bool,
+    /// The protocol ALPN chose (a session opened with a list; `None`: none
+    /// was negotiated).
+    pub alpn: Option<Vec<u8>>,
 }
 
 impl Handshake {
@@ -66,9 +69,31 @@ fn encoded<'a, M: Message<'a>>(m: &M, extra: usize) -> Result<Vec<u8>, Failure> 
     Ok(buf)
 }
 
+/// The NTSTATUS a harness reports when the driver is older than what it
+/// was asked to use.
+const STATUS_REVISION_MISMATCH: u32 = 0xC000_0059;
+
+/// Whether the driver takes OPEN's ALPN layout ([`caps::ALPN`] in
+/// GET_INFO): a driver older than ALPN refuses it by its size, so the
+/// harness asks first and stops with `STATUS_REVISION_MISMATCH` and the
+/// reason instead.
+pub fn require_alpn(driver: &dyn Driver) -> Result<(), Failure> {
+    let reply = call(driver, IOCTL_KSSPI_GET_INFO, &[], 256)?;
+    let info = decode::<InfoReply>(&reply)
+        .map_err(|e| Failure(format!("a malformed GET_INFO reply: {e:?}")))?;
+    if info.capabilities & caps::ALPN == 0 {
+        return Err(Failure(format!(
+            "--alpn: the driver ({}.{}.{}) predates ALPN: NTSTATUS {STATUS_REVISION_MISMATCH:#010x}              (STATUS_REVISION_MISMATCH); update the driver or leave --alpn off",
+            info.driver_version[0], info.driver_version[1], info.driver_version[2]
+        )));
+    }
+    Ok(())
+}
+
 /// Open a session: a server (certificate by thumbprint in MY) or a client
 /// (target name), with `auth`'s client-certificate settings (a server's mode,
-/// a client's certificate).
+/// a client's certificate) and an ALPN list (the wire form; check the
+/// driver takes it with [`require_alpn`] first).
 pub fn open(
     driver: &dyn Driver,
     server: bool,
@@ -76,13 +101,16 @@ pub fn open(
     target: &str,
     protocols: u32,
     auth: ClientAuth,
+    alpn: Option<&[u8]>,
 ) -> Result<SessionId, Failure> {
     let role = if server { Role::Server } else { Role::Client };
     let req = OpenRequest {
         client_auth: Some(auth),
+        alpn,
         ..OpenRequest::new(role, protocols, thumbprint, target.as_bytes())
     };
-    let reply = call(driver, IOCTL_KSSPI_OPEN, &encoded(&req, target.len())?, 64)?;
+    let extra = target.len() + alpn.map_or(0, <[u8]>::len);
+    let reply = call(driver, IOCTL_KSSPI_OPEN, &encoded(&req, extra)?, 64)?;
     let open = decode::<OpenReply>(&reply)
         .map_err(|e| Failure(format!("a malformed OPEN reply: {e:?}")))?;
     if open.status < 0 {
@@ -151,7 +179,7 @@ pub fn handshake(
             driver,
             IOCTL_KSSPI_STEP,
             &encoded(&req, input.len())?,
-            step_reply_capacity(64 * 1024),
+            step_reply_capacity_alpn(64 * 1024),
         )?;
         let step = decode::<StepReply>(&reply)
             .map_err(|e| Failure(format!("a malformed STEP reply: {e:?}")))?;
@@ -169,6 +197,7 @@ pub fn handshake(
                     protocol: step.protocol,
                     cipher: step.cipher,
                     certificate_requested: asked,
+                    alpn: (step.alpn_status == 1).then(|| step.alpn.to_vec()),
                 })
             }
             StepOutcome::Failed => {
@@ -178,6 +207,7 @@ pub fn handshake(
                     protocol: 0,
                     cipher: 0,
                     certificate_requested: asked,
+                    alpn: None,
                 })
             }
         }
@@ -194,6 +224,8 @@ pub struct Described {
     pub peer: String,
     /// Record sizes.
     pub records: String,
+    /// The protocol ALPN chose (`None`: none, or a session without a list).
+    pub alpn: Option<Vec<u8>>,
 }
 
 /// QUERY an established session.
@@ -203,7 +235,7 @@ pub fn describe(driver: &dyn Driver, session: SessionId) -> Result<Described, Fa
         driver,
         IOCTL_KSSPI_QUERY,
         &encoded(&QueryRequest { session }, 0)?,
-        QUERY_REPLY_CAPACITY,
+        QUERY_REPLY_CAPACITY_ALPN,
     )?;
     let q = decode::<QueryReply>(&reply)
         .map_err(|e| Failure(format!("a malformed QUERY reply: {e:?}")))?;
@@ -244,6 +276,7 @@ pub fn describe(driver: &dyn Driver, session: SessionId) -> Result<Described, Fa
             "records: header {} + up to {} plaintext + trailer {} bytes",
             q.header, q.max_message, q.trailer
         ),
+        alpn: (q.alpn_status == 1).then(|| q.alpn.to_vec()),
     })
 }
 
@@ -518,5 +551,45 @@ impl<'a> Channel<'a> {
         let _ = self.sock.set_nonblocking(false);
         let _ = self.sock.shutdown(std::net::Shutdown::Write);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod alpn_version_tests {
+    use super::*;
+
+    /// A driver that answers GET_INFO with `capabilities`, and nothing else.
+    struct Info(u32);
+
+    impl Driver for Info {
+        fn backend(&self) -> &'static str {
+            "test"
+        }
+        fn call(&self, code: u32, _: &[u8], capacity: usize) -> Result<(i32, Vec<u8>), Failure> {
+            assert_eq!(code, IOCTL_KSSPI_GET_INFO);
+            let reply = InfoReply {
+                driver_version: [0, 1, 0],
+                capabilities: self.0,
+                ..InfoReply::default()
+            };
+            let mut out = vec![0u8; capacity];
+            let n = encode(&reply, &mut out).unwrap();
+            out.truncate(n);
+            Ok((0, out))
+        }
+        fn finish(self: Box<Self>) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_driver_older_than_alpn_is_named_with_revision_mismatch() {
+        let old = Info(caps::TLS12 | caps::TLS13 | caps::RECORD_LAYER);
+        let Failure(why) = require_alpn(&old).unwrap_err();
+        assert!(why.contains("0xc0000059"), "{why}");
+        assert!(why.contains("STATUS_REVISION_MISMATCH"), "{why}");
+        assert!(why.contains("predates ALPN"), "{why}");
+        let new = Info(caps::TLS12 | caps::ALPN);
+        assert!(require_alpn(&new).is_ok());
     }
 }

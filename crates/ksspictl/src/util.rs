@@ -186,6 +186,33 @@ fn one_line(text: &str) -> String {
 }
 
 /// A SHA-1 thumbprint: 40 hex digits (spaces and colons ignored).
+/// `--alpn h2,http/1.1`: protocol names, most preferred first, as the TLS
+/// wire list OPEN carries (each name 8-bit length-prefixed). Refused at
+/// start: an empty list, an empty name, a name over 255 bytes, a list over
+/// `ksspi::alpn::MAX_ALPN_LIST` bytes.
+pub fn parse_alpn(s: &str) -> Result<AlpnList, String> {
+    let names: Vec<&[u8]> = if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split(',').map(str::as_bytes).collect()
+    };
+    ksspi::alpn::ApplicationProtocols::new(names)
+        .map(|list| AlpnList(list.wire().to_vec()))
+        .map_err(|e| e.to_string())
+}
+
+/// An `--alpn` list in the TLS wire form (one value to clap, not bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlpnList(pub Vec<u8>);
+
+/// How `connect` and `serve` print the protocol ALPN chose.
+pub fn alpn_line(chosen: Option<&[u8]>) -> String {
+    match chosen {
+        Some(name) => format!("ALPN: {}", String::from_utf8_lossy(name)),
+        None => "ALPN: none".to_string(),
+    }
+}
+
 pub fn parse_thumbprint(s: &str) -> Result<[u8; 20], String> {
     let hex: Vec<u8> = s.bytes().filter(|b| !matches!(b, b' ' | b':')).collect();
     if hex.len() != 40 {

@@ -11,6 +11,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
+use ksspi::alpn::{AlpnError, ApplicationProtocols};
 use ksspi::engine::{
     acquire_credentials, CertificateByHash, ClientCertificates, CredentialSpec, Platform, Role,
     Session, SessionEvents, SessionSetup,
@@ -76,6 +77,16 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 ClientCertMode::Require => ClientCertificates::Require,
             },
             reports_flags: open.client_auth.is_some(),
+            // The ABI checked the list (check_alpn: not empty, no empty
+            // name, within MAX_ALPN_LIST); the engine's type checks again.
+            alpn: match open.alpn.map(ApplicationProtocols::from_wire) {
+                Some(Ok(list)) => Some(list),
+                Some(Err(AlpnError::ListTooLong)) => {
+                    return request.complete(STATUS_INVALID_BUFFER_SIZE, &[]);
+                }
+                Some(Err(_)) => return request.complete(STATUS_INVALID_PARAMETER, &[]),
+                None => None,
+            },
         };
         let id = {
             let mut table = self.table.lock(&self.platform);
@@ -169,12 +180,14 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             device: Arc::downgrade(self),
             id,
             reports_flags: params.reports_flags,
+            max_output: self.config.limits.max_output,
         });
         let setup = SessionSetup {
             role: params.role,
             credentials: credentials.clone(),
             limits: self.config.limits,
             client_certificates: params.client_certificates,
+            alpn: params.alpn,
             events,
         };
         let session = match Session::new(
@@ -243,7 +256,13 @@ pub(in crate::device) struct SessionParams {
     client_certificates: ClientCertificates,
     /// OPEN came in the grown layout: replies may carry [`step_flags`].
     reports_flags: bool,
+    /// OPEN's ALPN list (its third layout).
+    alpn: Option<ApplicationProtocols>,
 }
+
+// The ABI's bounds are the engine's.
+const _: () = assert!(MAX_ALPN_LIST == ksspi::alpn::MAX_ALPN_LIST);
+const _: () = assert!(MAX_ALPN_NAME == ksspi::alpn::MAX_ALPN_NAME);
 
 /// A store name from OPEN's NUL-padded ASCII (empty: `"MY"`).
 fn store_name(raw: &[u8; 16]) -> String {

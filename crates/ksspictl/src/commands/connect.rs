@@ -3,7 +3,9 @@
 
 use crate::backend::{self, Identity};
 use crate::relay;
-use crate::util::{describe, parse_thumbprint, protocols, seconds, unescape, Tls};
+use crate::util::{
+    alpn_line, describe, parse_alpn, parse_thumbprint, protocols, seconds, unescape, AlpnList, Tls,
+};
 use crate::Failure;
 use ksspi_abi::ClientAuth;
 use std::time::Duration;
@@ -42,6 +44,10 @@ pub struct Args {
     /// TLS versions.
     #[arg(long, value_enum, default_value_t = Tls::Both)]
     tls: Tls,
+    /// Offer these application protocols (ALPN), most preferred first,
+    /// comma-separated (h2,http/1.1); prints "ALPN: NAME" or "ALPN: none".
+    #[arg(long, value_parser = parse_alpn)]
+    alpn: Option<AlpnList>,
     /// After the handshake, send this text, then print what comes back
     /// until the peer closes. Escapes: \n \r \t \0 \xHH, and \\ for a
     /// backslash (line-based peers, `openssl s_server -rev` for one, wait for \n).
@@ -81,6 +87,7 @@ pub fn exec(args: &Args) -> Result<(), Failure> {
             args.ca.as_deref(),
             identity,
             args.tls,
+            args.alpn.as_ref().map(|l| l.0.as_slice()),
             talk,
         )
     })
@@ -99,9 +106,13 @@ fn connect(
     ca: Option<&std::path::Path>,
     identity: Option<Identity>,
     tls: Tls,
+    alpn: Option<&[u8]>,
     talk: Option<Conversation>,
 ) -> Result<(), Failure> {
     let (driver, certificate) = backend::client(ca, identity)?;
+    if alpn.is_some() {
+        relay::require_alpn(driver.as_ref())?;
+    }
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let name = server_name.unwrap_or(host);
     let auth = ClientAuth {
@@ -113,7 +124,15 @@ fn connect(
         },
         ..ClientAuth::NONE
     };
-    let session = relay::open(driver.as_ref(), false, [0; 20], name, protocols(tls), auth)?;
+    let session = relay::open(
+        driver.as_ref(),
+        false,
+        [0; 20],
+        name,
+        protocols(tls),
+        auth,
+        alpn,
+    )?;
     let sock = std::net::TcpStream::connect(addr)
         .map_err(|e| Failure(format!("connecting to {addr}: {e}")));
     let mut expect_met = None;
@@ -146,6 +165,10 @@ fn connect(
             d.exchange, d.hash, d.records
         );
         eprintln!("  peer certificate: {}", d.peer);
+        if alpn.is_some() {
+            // STEP carries the name when it fits; QUERY always does.
+            println!("{}", alpn_line(hs.alpn.as_deref().or(d.alpn.as_deref())));
+        }
         let Some(talk) = &talk else {
             return Ok(None);
         };

@@ -3,7 +3,7 @@
 
 use crate::backend::{self, Driver, Identity};
 use crate::relay;
-use crate::util::{describe, parse_thumbprint, protocols, Tls};
+use crate::util::{alpn_line, describe, parse_alpn, parse_thumbprint, protocols, AlpnList, Tls};
 use crate::Failure;
 use ksspi::SecStatus;
 use ksspi_abi::{ClientAuth, ClientCertMode};
@@ -58,6 +58,12 @@ pub struct Args {
     /// Send back what each client sends, until it closes.
     #[arg(long)]
     echo: bool,
+    /// Application protocols (ALPN) to choose from, in this order of
+    /// preference, comma-separated (h2,http/1.1): the first the client also
+    /// offers is chosen; a client offering none of them is refused
+    /// (no_application_protocol). Prints "ALPN: NAME" or "ALPN: none".
+    #[arg(long, value_parser = parse_alpn)]
+    alpn: Option<AlpnList>,
     /// Ask each client for a certificate, and print its subject and issuer.
     /// Any certificate is taken (its chain is not judged: Schannel reports
     /// that apart); `require` refuses a client that sends none.
@@ -87,8 +93,17 @@ pub fn exec(args: &Args) -> Result<(), Failure> {
         ClientCert::Request => ClientCertMode::Request,
         ClientCert::Require => ClientCertMode::Require,
     };
-    identity
-        .and_then(|identity| serve(&args.listen, identity, args.tls, mode, args.once, args.echo))
+    identity.and_then(|identity| {
+        serve(
+            &args.listen,
+            identity,
+            args.tls,
+            mode,
+            args.once,
+            args.echo,
+            args.alpn.clone().map(|l| l.0),
+        )
+    })
 }
 
 fn serve(
@@ -98,19 +113,34 @@ fn serve(
     mode: ClientCertMode,
     once: bool,
     echo: bool,
+    alpn: Option<Vec<u8>>,
 ) -> Result<(), Failure> {
     let auth = ClientAuth {
         server_mode: mode,
         ..ClientAuth::NONE
     };
+    // Lives as long as the server (each connection's thread copies the
+    // handler that refers to it): one small allocation, never freed.
+    let alpn: Option<&'static [u8]> = alpn.map(|list| &*Box::leak(list.into_boxed_slice()));
     let (driver, thumbprint) = backend::server(identity)?;
+    if alpn.is_some() {
+        relay::require_alpn(driver.as_ref())?;
+    }
     // The driver acquires a server session's credentials at OPEN, so one
     // opened and closed here tells now, on either backend, whether the
     // certificate can be served (on Windows: whether LocalMachine\My holds
     // it with a private key kernel Schannel can use), rather than failing
     // each client later.
-    let probe = relay::open(driver.as_ref(), true, thumbprint, "", protocols(tls), auth)
-        .map_err(|Failure(why)| Failure(format!("the server certificate cannot be used: {why}")))?;
+    let probe = relay::open(
+        driver.as_ref(),
+        true,
+        thumbprint,
+        "",
+        protocols(tls),
+        auth,
+        alpn,
+    )
+    .map_err(|Failure(why)| Failure(format!("the server certificate cannot be used: {why}")))?;
     relay::close(driver.as_ref(), probe);
     let driver = std::sync::Arc::new(driver);
     let listener = std::net::TcpListener::bind(listen)
@@ -124,7 +154,7 @@ fn serve(
                           mut sock: std::net::TcpStream|
           -> Result<(), Failure> {
         let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        let session = relay::open(driver, true, thumbprint, "", protocols(tls), auth)?;
+        let session = relay::open(driver, true, thumbprint, "", protocols(tls), auth, alpn)?;
         let result = relay::handshake(driver, session, &mut sock, false);
         let hs = match result {
             Ok(hs) if hs.established => hs,
@@ -140,6 +170,13 @@ fn serve(
                 hs.protocol_name(),
                 hs.cipher_name()
             );
+            if alpn.is_some() {
+                let chosen = match hs.alpn.clone() {
+                    Some(name) => Some(name),
+                    None => relay::describe(driver, session).ok().and_then(|d| d.alpn),
+                };
+                println!("{peer}: {}", alpn_line(chosen.as_deref()));
+            }
             if mode != ClientCertMode::Ignore {
                 match relay::describe(driver, session) {
                     Ok(d) => println!("{peer}: client certificate: {}", d.peer),
@@ -165,6 +202,11 @@ fn serve(
             Err(Failure(format!(
                 "{peer}: refused: the client sent no certificate and --client-cert \
                      require asks for one ({})",
+                hs.status
+            )))
+        } else if alpn.is_some() && hs.status == SecStatus::SEC_E_APPLICATION_PROTOCOL_MISMATCH {
+            Err(Failure(format!(
+                "{peer}: refused: the client offered none of the --alpn protocols                  (no_application_protocol, {})",
                 hs.status
             )))
         } else {

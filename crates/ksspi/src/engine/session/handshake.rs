@@ -8,9 +8,11 @@ use super::receive::ReceivePath;
 use super::send::SendPath;
 use super::state::{Established, Op, State};
 use super::{ClientCertificates, Outcome, StepError, NO_CLIENT_CERTIFICATE, NO_PROGRESS};
+use crate::alpn::UNOFFERED_APPLICATION_PROTOCOL;
 use crate::engine::conductor::{EngineStats, Move};
 use crate::handle::{
-    query_connection_info, query_remote_certificates, query_stream_sizes, AsyncContext,
+    query_application_protocol, query_connection_info, query_remote_certificates,
+    query_stream_sizes, AsyncContext,
 };
 use crate::irql::Passive;
 use crate::provider::SspiProvider;
@@ -135,10 +137,27 @@ impl<P: SspiProvider> TlsMachine<P> {
                         return;
                     }
                     let mut connection = None;
+                    let mut application_protocol = None;
                     if let Some(slot) = self.sec.slot() {
                         connection = query_connection_info(&self.provider, slot).ok();
                         self.sizes = query_stream_sizes(&self.provider, slot).ok();
+                        if self.alpn.is_some() {
+                            application_protocol =
+                                query_application_protocol(&self.provider, slot).ok();
+                        }
                     }
+                    // A client checks the server's choice against its own
+                    // offer, as msquic does after the same query.
+                    let chosen = application_protocol.as_ref().and_then(|p| p.alpn());
+                    if let (false, Some(offer), Some(chosen)) = (self.server, &self.alpn, chosen) {
+                        if !offer.contains(chosen) {
+                            self.output.clear();
+                            self.state = State::Failed(UNOFFERED_APPLICATION_PROTOCOL);
+                            self.outcome = Some(Outcome::Failed(UNOFFERED_APPLICATION_PROTOCOL));
+                            return;
+                        }
+                    }
+                    self.application_protocol = application_protocol;
                     self.state = State::Established(Established {
                         connection,
                         send: SendPath::new(),

@@ -46,6 +46,7 @@ mod state;
 pub use machine::TlsMachine;
 
 use super::conductor::{Conductor, EngineStats, Platform, ReadyNotify, StartError};
+use crate::alpn::ApplicationProtocols;
 use crate::handle::{Credentials, HandleSlot, StreamSizes};
 use crate::irql::Passive;
 use crate::provider::SspiProvider;
@@ -177,6 +178,10 @@ pub struct StepReport<'a> {
     /// With [`Outcome::Established`]: the negotiated protocol and cipher
     /// (`SECPKG_ATTR_CONNECTION_INFO`), if the provider answered.
     pub connection: Option<SecPkgContext_ConnectionInfo>,
+    /// With [`Outcome::Established`], for a session with an ALPN list
+    /// ([`SessionSetup::alpn`]): `SECPKG_ATTR_APPLICATION_PROTOCOL`, the
+    /// negotiation's status and the protocol chosen, if the provider answered.
+    pub application_protocol: Option<SecPkgContext_ApplicationProtocol>,
     /// A client's: the server asked for a client certificate and the
     /// credentials had none to give (a handshake call answered
     /// `SEC_I_INCOMPLETE_CREDENTIALS`), in this step or an earlier one.
@@ -255,6 +260,9 @@ pub struct Sealed {
 pub struct SessionInfo {
     /// `SECPKG_ATTR_CONNECTION_INFO`: protocol, cipher, hash, key exchange.
     pub connection: Option<SecPkgContext_ConnectionInfo>,
+    /// `SECPKG_ATTR_APPLICATION_PROTOCOL`, as learned at establishment (a
+    /// session with an ALPN list only).
+    pub application_protocol: Option<SecPkgContext_ApplicationProtocol>,
     /// `SECPKG_ATTR_STREAM_SIZES`.
     pub sizes: Option<StreamSizes>,
     /// Certificates the peer presented (`SECPKG_ATTR_REMOTE_CERTIFICATES`;
@@ -312,6 +320,13 @@ pub struct SessionSetup<P: SspiProvider> {
     pub limits: Limits,
     /// A server's: what it asks of the client's certificate.
     pub client_certificates: ClientCertificates,
+    /// The ALPN list, most preferred first (`None`: no ALPN). A client offers
+    /// it; a server picks, by its own order, the first the client offered
+    /// (Schannel's rule; no overlap fails the handshake with
+    /// `SEC_E_APPLICATION_PROTOCOL_MISMATCH` and the `no_application_protocol`
+    /// alert). A client whose server chose a protocol it did not offer fails
+    /// with [`crate::alpn::UNOFFERED_APPLICATION_PROTOCOL`].
+    pub alpn: Option<ApplicationProtocols>,
     /// Where step outcomes and the close are reported.
     pub events: Arc<dyn SessionEvents>,
 }
@@ -351,6 +366,7 @@ impl<P: SspiProvider, K: Platform> Session<P, K> {
             credentials,
             limits,
             client_certificates,
+            alpn,
             events,
         } = setup;
         let notify: Arc<dyn ReadyNotify> = Arc::new(Ready(events.clone()));
@@ -361,6 +377,7 @@ impl<P: SspiProvider, K: Platform> Session<P, K> {
             credentials,
             limits,
             client_certificates,
+            alpn,
             events,
         )?;
         Ok(Session {
