@@ -96,6 +96,12 @@ pub mod caps {
     /// does not know, so the harness stops with `STATUS_REVISION_MISMATCH`
     /// instead, naming the reason.
     pub const ALPN: u32 = 32;
+    /// OPEN's client-certificate layout ([`super::ClientAuth`]): a client's
+    /// certificate by thumbprint, a server's request for one, and
+    /// [`super::step_flags`] in STEP's reply. As with [`ALPN`], a harness
+    /// that needs the grown OPEN checks this bit first; a harness that needs
+    /// neither sends the first layout, which every driver takes.
+    pub const CLIENT_AUTH: u32 = 64;
 }
 
 /// GET_INFO's reply.

@@ -39,6 +39,7 @@ struct Cli {
 }
 
 /// A failure: one line on stderr, non-zero exit.
+#[derive(Debug)]
 pub struct Failure(pub String);
 
 fn main() -> ExitCode {

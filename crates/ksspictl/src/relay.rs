@@ -73,39 +73,60 @@ fn encoded<'a, M: Message<'a>>(m: &M, extra: usize) -> Result<Vec<u8>, Failure> 
 /// was asked to use.
 const STATUS_REVISION_MISMATCH: u32 = 0xC000_0059;
 
-/// Whether the driver takes OPEN's ALPN layout ([`caps::ALPN`] in
-/// GET_INFO): a driver older than ALPN refuses it by its size, so the
-/// harness asks first and stops with `STATUS_REVISION_MISMATCH` and the
-/// reason instead.
-pub fn require_alpn(driver: &dyn Driver) -> Result<(), Failure> {
+/// Which OPEN layout to send, from GET_INFO's [`caps`]: the grown one
+/// (`Some(auth)`, which also brings [`step_flags`] back) when the driver
+/// takes it, the first one (`None`) when it does not and nothing new is
+/// asked. A driver older than a layout refuses it by its size, so when
+/// `auth` or ALPN needs one the driver lacks, the harness stops here with
+/// `STATUS_REVISION_MISMATCH` and the reason instead.
+pub fn open_layout(
+    driver: &dyn Driver,
+    auth: ClientAuth,
+    alpn: bool,
+) -> Result<Option<ClientAuth>, Failure> {
     let reply = call(driver, IOCTL_KSSPI_GET_INFO, &[], 256)?;
     let info = decode::<InfoReply>(&reply)
         .map_err(|e| Failure(format!("a malformed GET_INFO reply: {e:?}")))?;
-    if info.capabilities & caps::ALPN == 0 {
-        return Err(Failure(format!(
-            "--alpn: the driver ({}.{}.{}) predates ALPN: NTSTATUS {STATUS_REVISION_MISMATCH:#010x}              (STATUS_REVISION_MISMATCH); update the driver or leave --alpn off",
-            info.driver_version[0], info.driver_version[1], info.driver_version[2]
-        )));
+    let mut needed = Vec::new();
+    if auth != ClientAuth::NONE {
+        needed.push((
+            caps::CLIENT_AUTH,
+            "client certificates",
+            "--cert/--client-cert",
+        ));
     }
-    Ok(())
+    if alpn {
+        needed.push((caps::ALPN, "ALPN", "--alpn"));
+    }
+    for (bit, what, option) in needed {
+        if info.capabilities & bit == 0 {
+            let [major, minor, patch] = info.driver_version;
+            return Err(Failure(format!(
+                "{option}: the driver ({major}.{minor}.{patch}) predates {what}: NTSTATUS \
+                 {STATUS_REVISION_MISMATCH:#010x} (STATUS_REVISION_MISMATCH); update the \
+                 driver or leave {option} off"
+            )));
+        }
+    }
+    Ok((info.capabilities & caps::CLIENT_AUTH != 0).then_some(auth))
 }
 
 /// Open a session: a server (certificate by thumbprint in MY) or a client
 /// (target name), with `auth`'s client-certificate settings (a server's mode,
 /// a client's certificate) and an ALPN list (the wire form; check the
-/// driver takes it with [`require_alpn`] first).
+/// layout from [`open_layout`]: `None` sends the first one).
 pub fn open(
     driver: &dyn Driver,
     server: bool,
     thumbprint: [u8; 20],
     target: &str,
     protocols: u32,
-    auth: ClientAuth,
+    auth: Option<ClientAuth>,
     alpn: Option<&[u8]>,
 ) -> Result<SessionId, Failure> {
     let role = if server { Role::Server } else { Role::Client };
     let req = OpenRequest {
-        client_auth: Some(auth),
+        client_auth: auth,
         alpn,
         ..OpenRequest::new(role, protocols, thumbprint, target.as_bytes())
     };
@@ -197,8 +218,10 @@ pub fn handshake(
                     protocol: step.protocol,
                     cipher: step.cipher,
                     certificate_requested: asked,
-                    alpn: (step.alpn_status == 1).then(|| step.alpn.to_vec()),
-                })
+                    // A name that did not fit beside the output comes from QUERY.
+                    alpn: (step.alpn_status == 1 && !step.alpn.is_empty())
+                        .then(|| step.alpn.to_vec()),
+                });
             }
             StepOutcome::Failed => {
                 return Ok(Handshake {
@@ -585,11 +608,29 @@ mod alpn_version_tests {
     #[test]
     fn a_driver_older_than_alpn_is_named_with_revision_mismatch() {
         let old = Info(caps::TLS12 | caps::TLS13 | caps::RECORD_LAYER);
-        let Failure(why) = require_alpn(&old).unwrap_err();
+        let Failure(why) = open_layout(&old, ClientAuth::NONE, true).unwrap_err();
         assert!(why.contains("0xc0000059"), "{why}");
         assert!(why.contains("STATUS_REVISION_MISMATCH"), "{why}");
         assert!(why.contains("predates ALPN"), "{why}");
-        let new = Info(caps::TLS12 | caps::ALPN);
-        assert!(require_alpn(&new).is_ok());
+        assert!(!why.contains("  "), "one line, no runs of spaces: {why}");
+        let new = Info(caps::TLS12 | caps::ALPN | caps::CLIENT_AUTH);
+        assert_eq!(
+            open_layout(&new, ClientAuth::NONE, true).unwrap(),
+            Some(ClientAuth::NONE)
+        );
+    }
+
+    #[test]
+    fn a_driver_older_than_client_certificates_is_named_and_plain_sessions_need_nothing() {
+        let old = Info(caps::TLS12 | caps::TLS13 | caps::RECORD_LAYER);
+        let asks = ClientAuth {
+            server_mode: ksspi_abi::ClientCertMode::Require,
+            ..ClientAuth::NONE
+        };
+        let Failure(why) = open_layout(&old, asks, false).unwrap_err();
+        assert!(why.contains("predates client certificates"), "{why}");
+        assert!(why.contains("STATUS_REVISION_MISMATCH"), "{why}");
+        // Nothing new asked: the first layout, which that driver takes.
+        assert_eq!(open_layout(&old, ClientAuth::NONE, false).unwrap(), None);
     }
 }

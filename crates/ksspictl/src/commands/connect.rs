@@ -110,9 +110,6 @@ fn connect(
     talk: Option<Conversation>,
 ) -> Result<(), Failure> {
     let (driver, certificate) = backend::client(ca, identity)?;
-    if alpn.is_some() {
-        relay::require_alpn(driver.as_ref())?;
-    }
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let name = server_name.unwrap_or(host);
     let auth = ClientAuth {
@@ -124,6 +121,7 @@ fn connect(
         },
         ..ClientAuth::NONE
     };
+    let auth = relay::open_layout(driver.as_ref(), auth, alpn.is_some())?;
     let session = relay::open(
         driver.as_ref(),
         false,

@@ -123,9 +123,7 @@ fn serve(
     // handler that refers to it): one small allocation, never freed.
     let alpn: Option<&'static [u8]> = alpn.map(|list| &*Box::leak(list.into_boxed_slice()));
     let (driver, thumbprint) = backend::server(identity)?;
-    if alpn.is_some() {
-        relay::require_alpn(driver.as_ref())?;
-    }
+    let auth = relay::open_layout(driver.as_ref(), auth, alpn.is_some())?;
     // The driver acquires a server session's credentials at OPEN, so one
     // opened and closed here tells now, on either backend, whether the
     // certificate can be served (on Windows: whether LocalMachine\My holds
@@ -206,7 +204,8 @@ fn serve(
             )))
         } else if alpn.is_some() && hs.status == SecStatus::SEC_E_APPLICATION_PROTOCOL_MISMATCH {
             Err(Failure(format!(
-                "{peer}: refused: the client offered none of the --alpn protocols                  (no_application_protocol, {})",
+                "{peer}: refused: the client offered none of the --alpn protocols \
+                 (no_application_protocol, {})",
                 hs.status
             )))
         } else {
