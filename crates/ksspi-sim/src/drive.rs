@@ -6,7 +6,7 @@ use crate::certs::{CertStore, TestPki, Thumbprint};
 use crate::{SimConfig, SimPlatform, SimProvider};
 use ksspi::engine::{
     CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome, RecordReport, Role, Session,
-    SessionEvents, SessionSetup, StepReport,
+    SessionEvents, SessionSetup, StepError, StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::{Irql, Passive, SecStatus};
@@ -256,7 +256,16 @@ impl Pair {
             out
         };
         let at = passive();
-        self.client.step(&[], &at).unwrap();
+        // A step refused because its input buffer could not grow (low
+        // resources) ends that side's handshake, as a failed call would.
+        let short = Outcome::Failed(SecStatus::SEC_E_INSUFFICIENT_MEMORY);
+        let refused = |e: StepError| match e {
+            StepError::InsufficientResources => short,
+            e => panic!("a step was refused: {e:?}"),
+        };
+        if let Err(e) = self.client.step(&[], &at) {
+            return (refused(e), Outcome::NeedInput { missing: 0 });
+        }
         let first = self.client_events.next();
         let (mut c_out, mut s_out) = (first.outcome, Outcome::NeedInput { missing: 0 });
         let (mut to_server, mut to_client) = (first.output, Vec::new());
@@ -264,7 +273,9 @@ impl Pair {
         for _ in 0..64 {
             if !to_server.is_empty() && !done(s_out) {
                 for piece in pieces(std::mem::take(&mut to_server)) {
-                    self.server.step(&piece, &at).unwrap();
+                    if let Err(e) = self.server.step(&piece, &at) {
+                        return (c_out, refused(e));
+                    }
                     let r = self.server_events.next();
                     s_out = r.outcome;
                     to_client.extend_from_slice(&r.output);
@@ -274,7 +285,9 @@ impl Pair {
                 }
             } else if !to_client.is_empty() && !done(c_out) {
                 for piece in pieces(std::mem::take(&mut to_client)) {
-                    self.client.step(&piece, &at).unwrap();
+                    if let Err(e) = self.client.step(&piece, &at) {
+                        return (refused(e), s_out);
+                    }
                     let r = self.client_events.next();
                     c_out = r.outcome;
                     to_server.extend_from_slice(&r.output);

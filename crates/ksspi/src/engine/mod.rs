@@ -19,9 +19,9 @@ pub use conductor::{
 };
 pub use credentials::{acquire_credentials, release_credentials, CredentialSpec};
 pub use session::{
-    Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role, Session, SessionEvents,
-    SessionInfo, SessionSetup, StepError, StepReport, MAX_POST_HANDSHAKE, NO_PROGRESS,
-    TOO_MANY_POST_HANDSHAKE,
+    max_grows, Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role, Session,
+    SessionEvents, SessionInfo, SessionSetup, StepError, StepReport, MAX_POST_HANDSHAKE,
+    MIN_BUFFER, NO_PROGRESS, TOO_MANY_POST_HANDSHAKE,
 };
 
 #[cfg(test)]
