@@ -17,14 +17,15 @@ use std::sync::OnceLock;
 
 /// One measured point of the scale benchmark.
 pub struct ScalePoint {
-    /// Sessions handshaking at once (1, 16, 256, 4096, 10000).
+    /// Handshakes at once (1, 16, 256, 4096, 10000, 100000).
     pub concurrency: u32,
     /// Handshakes per second at that concurrency.
     pub handshakes_per_second: f64,
     /// Handshake latency, median and 99th percentile, microseconds.
     pub p50_us: u64,
     pub p99_us: u64,
-    /// Bytes of memory per session at rest (engine + device state).
+    /// Bytes of memory per session (engine + device state, at its largest
+    /// during the handshake).
     pub bytes_per_session: u64,
 }
 

@@ -13,7 +13,11 @@ pub struct Args {
     #[arg(long)]
     quick: bool,
     /// Concurrencies of the scale run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,256,4096,10000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,16,256,4096,10000,100000"
+    )]
     scale: Vec<u32>,
     /// Draw the scale figures to this PNG.
     #[arg(long)]
