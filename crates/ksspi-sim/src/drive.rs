@@ -309,6 +309,17 @@ impl Pair {
         target: &str,
         stats: Arc<EngineStats>,
     ) -> Result<Pair, SecStatus> {
+        Pair::with_limits(sim, creds, target, stats, Limits::default())
+    }
+
+    /// [`Pair::from_credentials`] with sessions under `limits`.
+    pub fn with_limits(
+        sim: &SimProvider,
+        creds: Vec<Arc<Credentials<SimProvider>>>,
+        target: &str,
+        stats: Arc<EngineStats>,
+        limits: Limits,
+    ) -> Result<Pair, SecStatus> {
         let server_events = Arc::new(Recorder::default());
         let client_events = Arc::new(Recorder::default());
         let at = passive();
@@ -318,7 +329,7 @@ impl Pair {
             SessionSetup {
                 role: Role::Server,
                 credentials: creds[0].clone(),
-                limits: Limits::default(),
+                limits,
                 events: server_events.clone(),
             },
             stats.clone(),
@@ -332,7 +343,7 @@ impl Pair {
                     target: Some(target.into()),
                 },
                 credentials: creds[1].clone(),
-                limits: Limits::default(),
+                limits,
                 events: client_events.clone(),
             },
             stats.clone(),

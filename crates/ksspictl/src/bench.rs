@@ -24,7 +24,7 @@ use crate::plot::{scale_png, ScalePoint};
 use crate::Failure;
 use ksspi::engine::{
     CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome, RecordReport, Role, Session,
-    SessionEvents, SessionSetup, StepReport,
+    SessionEvents, SessionSetup, StepReport, Tokens,
 };
 use ksspi::handle::Credentials;
 use ksspi::sys::{SP_PROT_TLS1_2, SP_PROT_TLS1_3};
@@ -656,6 +656,9 @@ struct MemoryRow {
     engine_session_bytes: u64,
     /// The engine's session at its largest during the handshake.
     engine_handshake_bytes: u64,
+    /// The same with caller-supplied tokens (`Tokens::Caller`), for
+    /// comparison.
+    engine_handshake_caller_tokens_bytes: u64,
     /// The engine's session established and idle.
     engine_established_bytes: u64,
     /// The device's own part (its table slot and the event router).
@@ -939,6 +942,7 @@ impl CountedWorld {
         &self,
         server: bool,
         events: Arc<Waiter>,
+        limits: Limits,
     ) -> Result<Session<CountedProvider, CountedPlatform>, Failure> {
         let (role, credentials) = if server {
             (Role::Server, self.server.clone())
@@ -956,7 +960,7 @@ impl CountedWorld {
             SessionSetup {
                 role,
                 credentials,
-                limits: Limits::default(),
+                limits,
                 events,
             },
             self.stats.clone(),
@@ -986,7 +990,7 @@ struct Held {
 /// handshake; at each point where one side has stepped, what each of its
 /// sessions holds (engine and provider apart). Returns (at rest, the
 /// largest during the handshake, established and idle), per session.
-fn footprint(version: Version, k: usize) -> Result<(Held, Held, Held), Failure> {
+fn footprint(version: Version, k: usize, limits: Limits) -> Result<(Held, Held, Held), Failure> {
     let world = CountedWorld::new(version)?;
     let at = passive();
     let waiters: Vec<(Arc<Waiter>, Arc<Waiter>)> =
@@ -1000,8 +1004,8 @@ fn footprint(version: Version, k: usize) -> Result<(Held, Held, Held), Failure> 
     let mut pairs = Vec::with_capacity(k);
     for (sw, cw) in &waiters {
         pairs.push((
-            world.session(true, sw.clone())?,
-            world.session(false, cw.clone())?,
+            world.session(true, sw.clone(), limits)?,
+            world.session(false, cw.clone(), limits)?,
         ));
     }
     let rest = per(e0, p0, 2 * k);
@@ -1076,8 +1080,22 @@ fn memory() -> Result<MemoryRow, Failure> {
     let mut rest = Held::default();
     let mut handshake = Held::default();
     let mut established = Held::default();
+    let mut caller_tokens = Held::default();
     for version in [Version::Tls12, Version::Tls13] {
-        let (r, h, e) = footprint(version, k)?;
+        let (_, h, _) = footprint(
+            version,
+            k,
+            Limits {
+                tokens: Tokens::Caller,
+                ..Limits::default()
+            },
+        )?;
+        caller_tokens = if h.engine >= caller_tokens.engine {
+            h
+        } else {
+            caller_tokens
+        };
+        let (r, h, e) = footprint(version, k, Limits::default())?;
         rest = if r.engine >= rest.engine { r } else { rest };
         handshake = if h.engine >= handshake.engine {
             h
@@ -1112,6 +1130,7 @@ fn memory() -> Result<MemoryRow, Failure> {
     Ok(MemoryRow {
         engine_session_bytes: bytes(rest.engine),
         engine_handshake_bytes: bytes(handshake.engine),
+        engine_handshake_caller_tokens_bytes: bytes(caller_tokens.engine),
         engine_established_bytes: bytes(established.engine),
         device_entry_bytes: device_bytes as u64,
         provider_async_context_bytes: bytes(rest.provider),
@@ -1312,14 +1331,20 @@ pub fn print(r: &Report) {
                 m.engine_handshake_bytes,
                 m.provider_handshake_bytes,
             ),
+            ("  caller tokens", m.engine_handshake_caller_tokens_bytes, 0),
             (
                 "established, idle",
                 m.engine_established_bytes,
                 m.provider_established_bytes,
             ),
         ] {
+            let provider = if provider > 0 {
+                format!("; provider (model) {provider} B")
+            } else {
+                String::new()
+            };
             println!(
-                "  {what:<20} {:>7} B  (engine {engine} B, device {d} B); provider (model) {provider} B",
+                "  {what:<20} {:>7} B  (engine {engine} B, device {d} B){provider}",
                 engine + d
             );
         }

@@ -20,7 +20,7 @@ pub use conductor::{
 pub use credentials::{acquire_credentials, release_credentials, CredentialSpec};
 pub use session::{
     max_grows, Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role, Session,
-    SessionEvents, SessionInfo, SessionSetup, StepError, StepReport, MAX_POST_HANDSHAKE,
+    SessionEvents, SessionInfo, SessionSetup, StepError, StepReport, Tokens, MAX_POST_HANDSHAKE,
     MIN_BUFFER, NO_PROGRESS, TOO_MANY_POST_HANDSHAKE,
 };
 

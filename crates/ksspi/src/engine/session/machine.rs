@@ -7,7 +7,7 @@ use super::handshake::Handshake;
 use super::state::{Op, Sec, State};
 use super::{
     Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role, SessionEvents, SessionInfo,
-    StepReport,
+    StepReport, Tokens,
 };
 use crate::engine::conductor::{EngineStats, Issue, Machine, Move, Platform};
 use crate::engine::wipe_used;
@@ -49,7 +49,7 @@ unsafe impl Send for Frame {}
 /// one's data stays where it was decrypted, each later one's is moved down
 /// to follow it) and `input[cursor..]` what is not consumed yet.
 ///
-/// `input` and `output` are sized to need ([`make_room`]): empty at setup,
+/// `input` and `output` are sized to need (`make_room`): empty at setup,
 /// grown (at least doubling, from [`MIN_BUFFER`]) up to their [`Limits`],
 /// never shrunk while in use; the handshake's are given back once it ends
 /// (`output` always, `input` unless bytes that followed the handshake wait
@@ -74,6 +74,9 @@ pub struct TlsMachine<P: SspiProvider, K: Platform> {
     pub(super) cursor: usize,
     /// The caller-supplied `SECBUFFER_ALERT` (small, fixed).
     pub(super) alert: Vec<u8>,
+    /// With [`Tokens::Caller`]: the zeroed token buffer, while the
+    /// handshake (or a post-handshake call) needs it; empty otherwise.
+    pub(super) token: Vec<u8>,
     pub(super) output: Vec<u8>,
     /// The most bytes `output` ever held.
     pub(super) output_high: usize,
@@ -95,8 +98,9 @@ pub struct TlsMachine<P: SspiProvider, K: Platform> {
     pub(super) events: Arc<dyn SessionEvents>,
 }
 
-// `*_REQ_ALLOCATE_MEMORY`: the provider allocates each output token at its
-// size, and the engine frees it with `FreeContextBuffer` once copied
+// `*_REQ_ALLOCATE_MEMORY` (with `Tokens::Provider`, the default): the
+// provider allocates each output token at its size, and the engine frees it
+// with `FreeContextBuffer` once copied
 // (sspi.h; "AcceptSecurityContext (Schannel)" and "InitializeSecurityContext
 // (Schannel)" on learn.microsoft.com: "Schannel allocates memory for the
 // buffer ... free it by calling the FreeContextBuffer function";
@@ -108,13 +112,11 @@ pub struct TlsMachine<P: SspiProvider, K: Platform> {
 // hands pool bytes to the peer: 32 KiB a session for the whole handshake.
 // See docs/PERFORMANCE.md, "Memory per session".
 const ASC_FLAGS: u32 = ASC_REQ_SEQUENCE_DETECT
-    | ASC_REQ_ALLOCATE_MEMORY
     | ASC_REQ_REPLAY_DETECT
     | ASC_REQ_CONFIDENTIALITY
     | ASC_REQ_EXTENDED_ERROR
     | ASC_REQ_STREAM;
 const ISC_FLAGS: u32 = ISC_REQ_SEQUENCE_DETECT
-    | ISC_REQ_ALLOCATE_MEMORY
     | ISC_REQ_REPLAY_DETECT
     | ISC_REQ_CONFIDENTIALITY
     | ISC_REQ_EXTENDED_ERROR
@@ -163,11 +165,12 @@ pub(super) fn make_room<K: Platform>(
     Ok(())
 }
 
-/// The most times one session's buffers grow ([`make_room`]) under
+/// The most times one session's buffers grow (`make_room`) under
 /// `limits`: in each of its two phases (the handshake, whose buffers are
 /// given back at its end, and the record layer), each of `input` and
 /// `output` from nothing to its limit, at least doubling from
-/// [`MIN_BUFFER`] each time.
+/// [`MIN_BUFFER`] each time; with [`Tokens::Caller`], the token buffer once
+/// a phase too.
 pub fn max_grows(limits: &Limits) -> u64 {
     let one = |limit: usize| {
         let mut size = MIN_BUFFER;
@@ -178,7 +181,8 @@ pub fn max_grows(limits: &Limits) -> u64 {
         }
         n
     };
-    2 * (one(limits.max_input) + one(limits.max_output))
+    let token = u64::from(limits.tokens == Tokens::Caller);
+    2 * (one(limits.max_input) + one(limits.max_output) + token)
 }
 
 /// Give `buf`'s allocation back to the pool, zeroed up to `high`.
@@ -236,6 +240,7 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
             plain: 0..0,
             cursor: 0,
             alert: vec![0; ALERT_CAPACITY],
+            token: Vec::new(),
             output: Vec::new(),
             output_high: 0,
             limits,
@@ -292,6 +297,19 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
         from: usize,
         to: usize,
     ) -> Move<P> {
+        let caller_tokens = self.limits.tokens == Tokens::Caller;
+        if caller_tokens && self.token.is_empty() {
+            // Zeroed: a provider that fails without setting the token's
+            // length must not hand pool bytes to the peer.
+            match self.platform.reserve(self.limits.max_token) {
+                Ok(mut token) => {
+                    token.resize(self.limits.max_token, 0); // within capacity
+                    self.token = token;
+                    self.stats.buffer_grows.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(status) => return self.fail(status),
+            }
+        }
         let Some(mut context) = ctx.take() else {
             return self.fail(SecStatus::SEC_E_INVALID_HANDLE);
         };
@@ -310,8 +328,16 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
         ];
         f.in_desc = SecBufferDesc::new(&mut f.in_bufs);
         f.out_bufs = [
-            // The provider allocates the token (ALLOCATE_MEMORY).
-            SecBuffer::empty(SECBUFFER_TOKEN),
+            if caller_tokens {
+                SecBuffer {
+                    cbBuffer: self.token.len() as u32,
+                    BufferType: SECBUFFER_TOKEN,
+                    pvBuffer: self.token.as_mut_ptr().cast(),
+                }
+            } else {
+                // The provider allocates the token (ALLOCATE_MEMORY).
+                SecBuffer::empty(SECBUFFER_TOKEN)
+            },
             SecBuffer {
                 cbBuffer: self.alert.len() as u32,
                 BufferType: SECBUFFER_ALERT,
@@ -339,20 +365,28 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
             &mut f.target
         };
         let server = self.server;
+        let (asc_flags, isc_flags) = if caller_tokens {
+            (ASC_FLAGS, ISC_FLAGS)
+        } else {
+            (
+                ASC_FLAGS | ASC_REQ_ALLOCATE_MEMORY,
+                ISC_FLAGS | ISC_REQ_ALLOCATE_MEMORY,
+            )
+        };
         let call = move |p: &P, c| {
             if server {
                 // SAFETY: `issue` hands over the live, idle context `c`; the
                 // pointers are as argued for `issue` below.
                 unsafe {
                     p.accept_security_context_async(
-                        c, cred, existing, in_desc, ASC_FLAGS, slot, out_desc, attrs, expiry,
+                        c, cred, existing, in_desc, asc_flags, slot, out_desc, attrs, expiry,
                     )
                 }
             } else {
                 // SAFETY: as for the accept call above.
                 unsafe {
                     p.initialize_security_context_async(
-                        c, cred, existing, target, ISC_FLAGS, in_desc, slot, out_desc, attrs,
+                        c, cred, existing, target, isc_flags, in_desc, slot, out_desc, attrs,
                         expiry,
                     )
                 }
@@ -374,6 +408,9 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
     }
 
     pub(super) fn fail(&mut self, status: SecStatus) -> Move<P> {
+        // A call set up and then refused, or handled up to here: nothing
+        // may stay pointed at a buffer that goes with the handshake's.
+        self.free_provider_buffers();
         self.state = State::Failed(status);
         if self.op == Op::Step {
             self.outcome = Some(Outcome::Failed(status));
@@ -406,9 +443,14 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
         if n == 0 {
             return Ok(());
         }
-        let ours = self.alert.as_mut_ptr().cast::<c_void>();
-        let src: &[u8] = if which == 1 && buf.pvBuffer == ours {
+        let alert = self.alert.as_mut_ptr().cast::<c_void>();
+        let token = self.token.as_mut_ptr().cast::<c_void>();
+        let src: &[u8] = if which == 1 && buf.pvBuffer == alert {
             self.alert
+                .get(..n)
+                .ok_or(SecStatus::SEC_E_BUFFER_TOO_SMALL)?
+        } else if which == 0 && !self.token.is_empty() && buf.pvBuffer == token {
+            self.token
                 .get(..n)
                 .ok_or(SecStatus::SEC_E_BUFFER_TOO_SMALL)?
         } else if buf.pvBuffer.is_null() {
@@ -443,12 +485,16 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
     /// just handled (`FreeContextBuffer`), and clear them, so nothing is
     /// freed twice or read after it is freed.
     fn free_provider_buffers(&mut self) {
-        let ours = self.alert.as_mut_ptr().cast::<c_void>();
+        let ours = [
+            self.alert.as_mut_ptr().cast::<c_void>(),
+            self.token.as_mut_ptr().cast::<c_void>(),
+        ];
         for buf in self.frame.out_bufs.iter_mut() {
             let allocated = buf.pvBuffer;
-            if !allocated.is_null() && allocated != ours {
+            if !allocated.is_null() && !ours.contains(&allocated) {
                 // SAFETY: the provider allocated it for the completed call
-                // (the engine passed no buffer of its own but the alert), and
+                // (the engine passed no buffer of its own but the alert and,
+                // with caller tokens, the token buffer), and
                 // nothing uses it after this: the descriptor is cleared.
                 let _ = unsafe { self.provider.free_context_buffer(allocated) };
             }
@@ -462,6 +508,8 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
     /// followed the handshake wait in it for the record layer.
     fn give_back_handshake_buffers(&mut self) {
         give_back(&mut self.output, &mut self.output_high);
+        let mut token_high = self.token.len();
+        give_back(&mut self.token, &mut token_high);
         if self.input.is_empty() || !self.state.is_established() {
             give_back(&mut self.input, &mut self.input_high);
         }
@@ -520,10 +568,15 @@ impl<P: SspiProvider, K: Platform> Machine<P> for TlsMachine<P, K> {
                 drop(slot);
                 self.state = State::Closed;
             }
-            _ if self.op != Op::Step => self.record_call_completed(status),
-            _ => self.step_completed(status),
+            _ => {
+                if self.op == Op::Step {
+                    self.step_completed(status);
+                } else {
+                    self.record_call_completed(status);
+                }
+                self.free_provider_buffers();
+            }
         }
-        self.free_provider_buffers();
     }
 
     fn went_idle(&mut self) {

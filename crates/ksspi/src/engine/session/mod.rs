@@ -85,6 +85,26 @@ pub struct Limits {
     pub max_token: usize,
     /// Bytes of output gathered by one step.
     pub max_output: usize,
+    /// Where handshake calls write their output token.
+    pub tokens: Tokens,
+}
+
+/// Where a handshake call writes its output token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tokens {
+    /// The provider allocates each token at its size
+    /// (`ASC_REQ_ALLOCATE_MEMORY` / `ISC_REQ_ALLOCATE_MEMORY`); the engine
+    /// copies it out and frees it with `FreeContextBuffer`. Nothing sized
+    /// for the largest flight is held (docs/PERFORMANCE.md, "Memory per
+    /// session").
+    #[default]
+    Provider,
+    /// The engine supplies a zeroed buffer of [`Limits::max_token`] bytes,
+    /// as HTTP.sys does (docs/DESIGN.md, "Evidence"), from a session's first
+    /// handshake call to the end of its handshake (and again for a
+    /// post-handshake call): a call that finds it too small has already
+    /// advanced the handshake, so it is sized for the largest flight.
+    Caller,
 }
 
 impl Default for Limits {
@@ -93,6 +113,7 @@ impl Default for Limits {
             max_input: 64 * 1024,
             max_token: 32 * 1024,
             max_output: 64 * 1024,
+            tokens: Tokens::Provider,
         }
     }
 }
