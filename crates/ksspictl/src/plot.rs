@@ -249,14 +249,14 @@ fn draw(path: &Path, title: &str, points: &[ScalePoint]) -> Result<(), Box<dyn s
         .border_style(BLACK)
         .draw()?;
 
-    // Footnote: memory per session at rest.
+    // Footnote: memory per session (engine + device, during the handshake).
     let memory: Vec<String> = pts
         .iter()
         .map(|p| format!("{}: {}", p.concurrency, bytes_label(p.bytes_per_session)))
         .collect();
     foot.draw_text(
         &format!(
-            "memory per session at rest (engine + device state):  {}",
+            "memory per session in a handshake (engine + device state; the provider's apart):  {}",
             memory.join(",  ")
         ),
         &ticks.color(&BLACK),
