@@ -646,6 +646,10 @@ struct ScaleRow {
     concurrency: u32,
     handshakes: u32,
     handshakes_per_second: f64,
+    /// Handshakes per second of the process's CPU time (user and system,
+    /// every thread: the model's included): what the rate would be with
+    /// one core's worth of CPU, whatever else the machine runs.
+    handshakes_per_cpu_second: f64,
     p50_us: u64,
     p99_us: u64,
 }
@@ -857,6 +861,27 @@ fn record_rows(plan: &Plan) -> Result<Vec<RecordRow>, Failure> {
     Ok(rows)
 }
 
+/// CPU time this process has used (user and system, all threads), in
+/// seconds; 0 where it cannot be read.
+fn cpu_seconds() -> f64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: getrusage writes the struct it is given; zeroed is a
+        // valid `rusage`.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a live `rusage`.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+            let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
+            return t(usage.ru_utime) + t(usage.ru_stime);
+        }
+        0.0
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        0.0
+    }
+}
+
 fn scale_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<ScaleRow>, Failure> {
     let mut rows = Vec::new();
     for &c in &plan.scale {
@@ -876,12 +901,15 @@ fn scale_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<ScaleRow>, Fai
             },
             2 * c,
         );
+        let cpu = cpu_seconds();
         let st = selftest(&m, count, c, proto::TLS13)?;
+        let cpu = cpu_seconds() - cpu;
         finish(m)?;
         rows.push(ScaleRow {
             concurrency: c,
             handshakes: count,
             handshakes_per_second: round1(count as f64 * 1e6 / st.elapsed_us.max(1) as f64),
+            handshakes_per_cpu_second: round1(count as f64 / cpu.max(1e-6)),
             p50_us: st.latency_p50_us,
             p99_us: st.latency_p99_us,
         });
@@ -1143,10 +1171,10 @@ fn memory() -> Result<MemoryRow, Failure> {
 /// Keep freed memory in the process, as the kernel's nonpaged pool keeps
 /// it: glibc by default gives the top of its heap back to the OS whenever
 /// more than 128 KiB of it is free, and serves blocks of 128 KiB and more
-/// (adaptively) with mmap, so each handshake's sessions, whose buffers come
-/// to 160 KiB, would map fresh pages and fault them in (about 100 000 page
-/// faults a run of the handshake section), a cost of the host's allocator
-/// that no kernel pool has. Raising both thresholds to 1 GiB keeps the heap;
+/// (adaptively) with mmap, so each handshake's sessions, whose buffers came
+/// to 160 KiB before they were sized to need, mapped fresh pages and
+/// faulted them in (about 100 000 page faults a run of the handshake
+/// section), a cost of the host's allocator that no kernel pool has. Raising both thresholds to 1 GiB keeps the heap;
 /// the instruction counts (child processes) are unaffected either way.
 /// Returns what was set, for the report.
 fn keep_freed_memory() -> &'static str {
@@ -1313,8 +1341,13 @@ pub fn print(r: &Report) {
     }
     for s in &r.scale {
         println!(
-            "  {:>6} at once: {:>6} handshakes, {:>8.1}/s, p50 {:>9} µs, p99 {:>9} µs",
-            s.concurrency, s.handshakes, s.handshakes_per_second, s.p50_us, s.p99_us
+            "  {:>6} at once: {:>6} handshakes, {:>8.1}/s ({:>8.1} per CPU second), p50 {:>9} µs, p99 {:>9} µs",
+            s.concurrency,
+            s.handshakes,
+            s.handshakes_per_second,
+            s.handshakes_per_cpu_second,
+            s.p50_us,
+            s.p99_us
         );
     }
     if let Some(m) = &r.memory {
