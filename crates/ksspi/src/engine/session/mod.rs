@@ -262,8 +262,7 @@ pub enum RecordError {
     /// The handshake has not completed.
     NotEstablished,
     /// The handshake or the record layer failed earlier with this status, or
-    /// the provider refused this call with it, or (`SEC_E_INSUFFICIENT_MEMORY`,
-    /// nothing changed) the input buffer could not grow to take the input.
+    /// the provider refused this call with it.
     Failed(SecStatus),
     /// Decrypt after the peer's close_notify.
     PeerClosed,
@@ -274,6 +273,9 @@ pub enum RecordError {
     /// The output buffer cannot hold the sealed records
     /// ([`Session::sealed_len`] says how much it needs).
     OutputTooSmall,
+    /// The input buffer could not grow to take the input (the pool is
+    /// short); nothing changed, the decrypt may be tried again.
+    InsufficientResources,
 }
 
 /// Why [`Session::step`] refused.

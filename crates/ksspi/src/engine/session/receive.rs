@@ -4,8 +4,7 @@
 //! session ([`super::state::Established`]); nothing here touches the send
 //! path's.
 
-use super::machine::make_room;
-use super::machine::TlsMachine;
+use super::machine::{make_room, TlsMachine};
 use super::state::Op;
 use super::{RecordError, RecordOutcome, MAX_POST_HANDSHAKE, NO_PROGRESS, TOO_MANY_POST_HANDSHAKE};
 use crate::engine::conductor::{EngineStats, Move, Platform};
@@ -46,7 +45,7 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
             need,
             self.limits.max_input,
         )
-        .map_err(RecordError::Failed)?;
+        .map_err(|_| RecordError::InsufficientResources)?;
         self.input.extend_from_slice(input); // within capacity
         self.input_high = self.input_high.max(self.input.len());
         self.begin_op(Op::Decrypt);
