@@ -250,10 +250,19 @@ fn draw(path: &Path, title: &str, points: &[ScalePoint]) -> Result<(), Box<dyn s
         .draw()?;
 
     // Footnote: memory per session (engine + device, during the handshake).
-    let memory: Vec<String> = pts
-        .iter()
-        .map(|p| format!("{}: {}", p.concurrency, bytes_label(p.bytes_per_session)))
-        .collect();
+    let memory: Vec<String> = if pts
+        .windows(2)
+        .all(|w| w[0].bytes_per_session == w[1].bytes_per_session)
+    {
+        vec![format!(
+            "{} at every point",
+            bytes_label(pts[0].bytes_per_session)
+        )]
+    } else {
+        pts.iter()
+            .map(|p| format!("{}: {}", p.concurrency, bytes_label(p.bytes_per_session)))
+            .collect()
+    };
     foot.draw_text(
         &format!(
             "memory per session in a handshake (engine + device state; the provider's apart):  {}",
