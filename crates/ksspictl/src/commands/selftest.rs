@@ -16,7 +16,8 @@ pub struct Args {
     #[arg(long, default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SELFTEST_COUNT)))]
     count: u32,
-    /// Handshakes at once, 1 to 10000 (the driver's limit).
+    /// Handshakes at once, 1 to 100000 (the ABI's limit; the installed
+    /// driver allows half its session table, 512 by default).
     #[arg(long, default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SELFTEST_CONCURRENCY)))]
     concurrency: u32,

@@ -33,7 +33,8 @@ pub struct Args {
           value_parser = seconds(0.001, MAX_DURATION_SECONDS))]
     duration: Duration,
     /// Self-test handshakes at once (each batch runs four times as many), 1
-    /// to 10000 (the driver's limit).
+    /// to 100000 (the ABI's limit; the installed driver allows half its
+    /// session table, 512 by default).
     #[arg(long, default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SELFTEST_CONCURRENCY)))]
     concurrency: u32,

@@ -521,10 +521,11 @@ pub struct Model {
 
 impl Model {
     /// A model device with a fresh test PKI: a CA in Root, a "localhost"
-    /// server certificate in MY, and room for a self-test of 10 000
-    /// handshakes at once (20 000 sessions).
+    /// server certificate in MY, and room for a self-test of the ABI's
+    /// [`ksspi_abi::MAX_SELFTEST_CONCURRENCY`] handshakes at once (twice as
+    /// many sessions), so every figure `--help` allows runs here.
     pub fn new(config: SimConfig) -> Model {
-        Model::sized(config, 2 * 10_000)
+        Model::sized(config, 2 * ksspi_abi::MAX_SELFTEST_CONCURRENCY)
     }
 
     /// [`Model::new`] with a session table of `max_sessions` (the bench's
