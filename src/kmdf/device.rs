@@ -21,6 +21,7 @@ use super::platform::{current_irql, KmdfPlatform};
 use super::{queue, Engine};
 use crate::device::{DeviceConfig, FileId};
 use alloc::boxed::Box;
+use ksspi::engine::{Limits, Tokens};
 use ksspi::ksecdd::Ksecdd;
 use ksspi::sys::ascii_utf16;
 use ksspi::Passive;
@@ -156,11 +157,22 @@ pub fn create(mut device_init: &mut WDFDEVICE_INIT) -> NTSTATUS {
         "ksspi: SspiAsyncContextRequiresNotify: {:?}",
         provider.requires_notify_lookup()
     );
-    let engine = Box::new(Engine::new(
-        provider,
-        KmdfPlatform::new(device),
-        DeviceConfig::default(),
-    ));
+    // Output tokens in buffers the driver supplies, until a real run shows
+    // that ksecdd honours ALLOCATE_MEMORY on the async calls: both kernel
+    // callers of Schannel whose flags are known supply their own, HTTP.sys
+    // (docs/DESIGN.md, Evidence) and msquic (src/platform/tls_schannel.c at
+    // 4984c210: its ContextReq has neither ISC_REQ_ALLOCATE_MEMORY nor
+    // ASC_REQ_ALLOCATE_MEMORY). The model runs both ways (engine_handshake's
+    // sweeps); docs/PERFORMANCE.md gives each one's memory per session.
+    let config = DeviceConfig {
+        limits: Limits {
+            tokens: Tokens::Caller,
+            ..Limits::default()
+        },
+        ..DeviceConfig::default()
+    };
+    println!("ksspi: output tokens: {:?}", config.limits.tokens);
+    let engine = Box::new(Engine::new(provider, KmdfPlatform::new(device), config));
     // SAFETY: WdfDeviceCreate succeeded: `device` is live and was created
     // with `attributes`, which carry the DeviceContext type.
     let ctx = unsafe { device_context(device as WDFOBJECT) };

@@ -18,6 +18,7 @@ use crate::handle::{
 use crate::irql::Passive;
 use crate::provider::SspiProvider;
 use crate::status::SecStatus;
+use crate::sys::SecPkgContext_ApplicationProtocol;
 
 /// What only the handshake phase knows.
 pub(super) struct Handshake {
@@ -159,7 +160,9 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
                     }
                     // A client checks the server's choice against its own
                     // offer, as msquic does after the same query.
-                    let chosen = application_protocol.as_ref().and_then(|p| p.alpn());
+                    let chosen = application_protocol
+                        .as_ref()
+                        .and_then(SecPkgContext_ApplicationProtocol::alpn);
                     if let (false, Some(offer), Some(chosen)) = (self.server, &self.alpn, chosen) {
                         if !offer.contains(chosen) {
                             self.output.clear();
@@ -168,7 +171,13 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
                             return;
                         }
                     }
-                    self.application_protocol = application_protocol;
+                    // Into the room reserved at setup: no allocation here.
+                    self.application_protocol.clear();
+                    if let Some(p) = application_protocol {
+                        if self.application_protocol.capacity() > 0 {
+                            self.application_protocol.push(p);
+                        }
+                    }
                     self.state = State::Established(Established {
                         connection,
                         send: SendPath::new(),

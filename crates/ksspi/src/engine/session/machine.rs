@@ -110,9 +110,13 @@ pub struct TlsMachine<P: SspiProvider, K: Platform> {
     /// handshake calls take), if it has one.
     pub(super) alpn: Option<ApplicationProtocols>,
     /// `SECPKG_ATTR_APPLICATION_PROTOCOL`, queried at establishment (a
-    /// session with an ALPN list only). Kept here rather than in the
-    /// established state: it is 264 bytes, and the state stays small.
-    pub(super) application_protocol: Option<SecPkgContext_ApplicationProtocol>,
+    /// session with an ALPN list only): empty, or the one answer. Its room
+    /// (264 bytes) is reserved on the heap at setup, for a session with an
+    /// ALPN list only, so the machine stays small (a debug build's
+    /// `Arc::new_cyclic` holds copies of it on the stack, and a kernel stack
+    /// frame stays under a page: no `__chkstk`) and establishment allocates
+    /// nothing.
+    pub(super) application_protocol: Vec<SecPkgContext_ApplicationProtocol>,
 }
 
 // `*_REQ_ALLOCATE_MEMORY` (with `Tokens::Provider`, the default): the
@@ -307,8 +311,13 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
             },
             certificate_requested: false,
             alpn,
-            application_protocol: None,
+            application_protocol: Vec::new(),
         };
+        if h.alpn.is_some() {
+            h.application_protocol
+                .try_reserve_exact(1)
+                .map_err(|_| SecStatus::SEC_E_INSUFFICIENT_MEMORY)?;
+        }
         if !h.target.is_empty() {
             h.frame.target = UNICODE_STRING::from_units(&mut h.target)
                 .ok_or(SecStatus::SEC_E_INVALID_PARAMETER)?;
@@ -651,6 +660,8 @@ impl<P: SspiProvider, K: Platform> Machine<P> for TlsMachine<P, K> {
                     .filter(|_| outcome == Outcome::Established),
                 application_protocol: self
                     .application_protocol
+                    .first()
+                    .copied()
                     .filter(|_| outcome == Outcome::Established),
                 certificate_requested: self.certificate_requested,
             };
@@ -756,7 +767,7 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
         };
         let mut info = SessionInfo {
             connection,
-            application_protocol: self.application_protocol,
+            application_protocol: self.application_protocol.first().copied(),
             sizes: self.sizes,
             peer_certificates: 0,
             leaf_len: 0,
