@@ -15,7 +15,15 @@
 //! failed install leaves no phantom device. Chosen over `SwDeviceCreate`
 //! because a software device created that way lives only as long as the
 //! process that created it unless it is re-created at each boot, and
-//! driver.inx matches `Root\ksspi`, the root-enumerated form devgen makes.
+//! driver.inx matches `Root\ksspi`, given to a root-enumerated device as
+//! `devgen /add /bus ROOT` makes one.
+//!
+//! A device made the manual way may be enumerated elsewhere: a plain
+//! `devgen /add /hardwareid "Root\ksspi"` (no `/bus ROOT`) makes a software
+//! device, `SWD\DEVGEN\...`, gone after a reboot ("DevGen command syntax",
+//! learn.microsoft.com/windows-hardware/drivers/devtest/devgen-command-syntax:
+//! `/bus <SWD | ROOT>`, a software device by default). So the devices are
+//! found by hardware id over every enumerator, not under `ROOT` only.
 //!
 //! Uninstalling removes each ksspi device (`DiUninstallDevice`, newdev.h)
 //! and then the driver package it was installed from: the driver key's
@@ -71,29 +79,33 @@ impl Drop for DevInfo {
 
 /// A ksspi device found by its hardware id.
 pub struct Found {
-    /// Its device instance id (`ROOT\SOFTWAREDEVICE\0000`).
+    /// Its device instance id (`ROOT\SOFTWAREDEVICE\0000` from `install`,
+    /// `SWD\DEVGEN\...` from a plain `devgen /add`).
     pub instance_id: String,
 }
 
-/// The root-enumerated devices whose hardware ids include `Root\ksspi`
-/// (`present`: only those present now), each with `visit` called on it:
-/// `SetupDiGetClassDevsW(NULL, "ROOT", DIGCF_ALLCLASSES)`,
-/// `SetupDiEnumDeviceInfo`, `SetupDiGetDeviceRegistryPropertyW(SPDRP_HARDWAREID)`
-/// (setupapi.h; learn.microsoft.com/windows/win32/api/setupapi/nf-setupapi-setupdigetclassdevsw).
+/// The devices, under any enumerator, whose hardware ids include
+/// `Root\ksspi` (`present`: only those present now; otherwise also the
+/// non-present ones a reboot or unplug left behind), each with `visit`
+/// called on it: `SetupDiGetClassDevsW(NULL, NULL, NULL, DIGCF_ALLCLASSES
+/// [| DIGCF_PRESENT])` (no class GUID with DIGCF_ALLCLASSES: every setup
+/// class; a NULL enumerator: "if an enumeration value is not used to select
+/// devices", every enumerator), `SetupDiEnumDeviceInfo`,
+/// `SetupDiGetDeviceRegistryPropertyW(SPDRP_HARDWAREID)`, matched by
+/// [`inf::lists_hardware_id`] (setupapi.h;
+/// learn.microsoft.com/windows/win32/api/setupapi/nf-setupapi-setupdigetclassdevsw).
 fn each_device(
     present: bool,
     mut visit: impl FnMut(HDEVINFO, &SP_DEVINFO_DATA, Found),
 ) -> Result<(), Failure> {
-    let enumerator = wide("ROOT");
     let flags = DIGCF_ALLCLASSES | if present { DIGCF_PRESENT } else { 0 };
-    // SAFETY: no class GUID (all classes), a NUL-terminated enumerator, no
-    // window.
-    let set = unsafe { SetupDiGetClassDevsW(null(), enumerator.as_ptr(), null_mut(), flags) };
+    // SAFETY: no class GUID (all classes), no enumerator (all), no window.
+    let set = unsafe { SetupDiGetClassDevsW(null(), null(), null_mut(), flags) };
     if set == INVALID_HANDLE_VALUE as HDEVINFO {
         // SAFETY: no arguments.
         let err = unsafe { GetLastError() };
         return Err(Failure(format!(
-            "listing root-enumerated devices failed: Win32 error {err}"
+            "listing devices failed: Win32 error {err}"
         )));
     }
     let set = DevInfo(set);
@@ -123,11 +135,7 @@ fn each_device(
         if ok == 0 {
             continue; // no hardware id
         }
-        let matches = ids
-            .split(|&c| c == 0)
-            .take_while(|id| !id.is_empty())
-            .any(|id| String::from_utf16_lossy(id).eq_ignore_ascii_case(HARDWARE_ID));
-        if !matches {
+        if !inf::lists_hardware_id(&ids) {
             continue;
         }
         let mut instance = [0u16; 512];
