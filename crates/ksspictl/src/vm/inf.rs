@@ -29,6 +29,31 @@ pub fn lists_hardware_id(multi_sz: &[u16]) -> bool {
         .any(|id| String::from_utf16_lossy(id).eq_ignore_ascii_case(HARDWARE_ID))
 }
 
+/// The driver packages (`oemN.inf`) `uninstall` may delete, given each
+/// device's package (None: unknown) and whether its removal succeeded: the
+/// packages of the devices removed, each once, less any a device that is
+/// still there uses. Deleting a package under a device left behind
+/// (`SUOI_FORCEDELETE` does not refuse) would leave that device without its
+/// driver files; the package goes on the next `uninstall` instead.
+pub fn packages_to_delete(devices: &[(Option<String>, bool)]) -> Vec<String> {
+    let kept: Vec<&str> = devices
+        .iter()
+        .filter(|(_, removed)| !removed)
+        .filter_map(|(inf, _)| inf.as_deref())
+        .collect();
+    let mut delete: Vec<String> = Vec::new();
+    for (inf, _) in devices.iter().filter(|(_, removed)| *removed) {
+        if let Some(inf) = inf {
+            let in_use = kept.iter().any(|k| k.eq_ignore_ascii_case(inf));
+            let listed = delete.iter().any(|d| d.eq_ignore_ascii_case(inf));
+            if !in_use && !listed {
+                delete.push(inf.clone());
+            }
+        }
+    }
+    delete
+}
+
 /// What an INF check found wrong, as one line with its fix.
 #[derive(Debug, PartialEq, Eq)]
 pub struct InfError(pub String);
@@ -306,5 +331,40 @@ mod tests {
         assert!(!lists_hardware_id(&after_end));
         // A buffer of zeros, as SetupAPI leaves it for an empty property.
         assert!(!lists_hardware_id(&[0u16; 16]));
+    }
+
+    #[test]
+    fn packages_of_removed_devices_only() {
+        let dev = |inf: Option<&str>, removed| (inf.map(str::to_string), removed);
+        assert!(packages_to_delete(&[]).is_empty());
+        // Removed: its package goes.
+        assert_eq!(
+            packages_to_delete(&[dev(Some("oem7.inf"), true)]),
+            ["oem7.inf"]
+        );
+        // Not removed: its package stays.
+        assert!(packages_to_delete(&[dev(Some("oem7.inf"), false)]).is_empty());
+        // Two devices on one package, one not removed: the package stays
+        // (whichever order, whatever the case of the name).
+        assert!(
+            packages_to_delete(&[dev(Some("oem7.inf"), true), dev(Some("OEM7.INF"), false)])
+                .is_empty()
+        );
+        assert!(
+            packages_to_delete(&[dev(Some("oem7.inf"), false), dev(Some("oem7.inf"), true)])
+                .is_empty()
+        );
+        // Two removed on one package: listed once; another package with a
+        // failed device stays; a device with no known package adds nothing.
+        assert_eq!(
+            packages_to_delete(&[
+                dev(Some("oem7.inf"), true),
+                dev(Some("oem7.inf"), true),
+                dev(Some("oem9.inf"), false),
+                dev(None, true),
+                dev(None, false),
+            ]),
+            ["oem7.inf"]
+        );
     }
 }

@@ -29,7 +29,11 @@
 //! and then the driver package it was installed from: the driver key's
 //! `InfPath` (`SetupDiOpenDevRegKey(DIREG_DRV)`) names the `oemN.inf` in
 //! the driver store, which `SetupUninstallOEMInfW` removes (what `pnputil
-//! /delete-driver oemN.inf /uninstall` does).
+//! /delete-driver oemN.inf /uninstall` does). A package is removed only if
+//! every device using it went: with `SUOI_FORCEDELETE` the INF goes
+//! whether or not a device installed from it is still there (the
+//! `setupuninstalloeminfw` page, Flags), so it would be taken from under a
+//! device whose removal failed.
 //!
 //! The pages, on learn.microsoft.com/windows/win32/api/: setupapi.h
 //! `setupapi/nf-setupapi-setupdigetinfclassw`, `-setupdicreatedeviceinfolist`,
@@ -375,29 +379,36 @@ pub fn uninstall() -> Result<(), Failure> {
         ));
     }
     let mut removed = Vec::new();
-    let mut packages: Vec<String> = Vec::new();
+    // Each device's package and whether it went: a package is deleted only
+    // if no device left behind uses it (inf::packages_to_delete).
+    let mut devices: Vec<(Option<String>, bool)> = Vec::new();
     let mut reboot = false;
     let mut failures = Vec::new();
     each_device(false, |set, data, found| {
-        if let Some(inf) = inf_of(set, data) {
-            if !packages.contains(&inf) {
-                packages.push(inf);
-            }
-        }
+        // Read before the removal: the driver key goes with the device.
+        let inf = inf_of(set, data);
         let mut need = 0;
         // SAFETY: our set and element, no window, no flags (DiUninstallDevice,
         // newdev.h; learn.microsoft.com/windows/win32/api/newdev/nf-newdev-diuninstalldevice).
-        if unsafe { DiUninstallDevice(null_mut(), set, data, 0, &mut need) } != 0 {
+        let ok = unsafe { DiUninstallDevice(null_mut(), set, data, 0, &mut need) } != 0;
+        if ok {
             reboot |= need != 0;
             removed.push(found.instance_id);
         } else {
+            let error = last_error("DiUninstallDevice").0;
+            let kept = match &inf {
+                Some(inf) => format!("its driver package {inf} kept"),
+                None => "its driver package kept".into(),
+            };
             failures.push(format!(
-                "{}: {}",
+                "{}: {error}; {kept}: close what has the device open (or reboot) and run \
+                 `ksspictl uninstall` again",
                 found.instance_id,
-                last_error("DiUninstallDevice").0
             ));
         }
+        devices.push((inf, ok));
     })?;
+    let packages = inf::packages_to_delete(&devices);
     if removed.is_empty() && failures.is_empty() {
         return Err(Failure(
             "no ksspi device (Root\\ksspi) found: nothing to uninstall; a package still staged \
