@@ -1,6 +1,6 @@
 //! `ksspictl install --inf PATH`: what `pnputil /add-driver ksspi_driver.inf
-//! /install` and `devgen /add /hardwareid "Root\ksspi"` do together, in one
-//! command (Windows only; `backend/windows/install.rs`).
+//! /install` and `devgen /add /bus ROOT /hardwareid "Root\ksspi"` do
+//! together, in one command (Windows only; `backend/windows/install.rs`).
 
 use crate::backend;
 use crate::Failure;

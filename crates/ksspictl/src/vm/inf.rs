@@ -11,8 +11,48 @@
 #![cfg_attr(not(windows), allow(dead_code))]
 
 /// The hardware id `driver.inx` matches, which `install` gives the device
-/// node it creates (as `devgen /add /hardwareid "Root\ksspi"` does).
+/// node it creates (as `devgen /add /bus ROOT /hardwareid "Root\ksspi"`
+/// does).
 pub const HARDWARE_ID: &str = "Root\\ksspi";
+
+/// Whether a device's hardware id list (`SPDRP_HARDWAREID`, a REG_MULTI_SZ:
+/// UTF-16 strings each ended by a NUL, the list ended by an empty one) holds
+/// [`HARDWARE_ID`], compared without regard to case as Windows compares
+/// device ids. Whatever enumerated the device (`ROOT\...` from `install` or
+/// `devgen /bus ROOT`, `SWD\DEVGEN\...` from a plain `devgen /add`), the id
+/// it was given is the same. A list cut short without its final NULs is read
+/// as far as it goes.
+pub fn lists_hardware_id(multi_sz: &[u16]) -> bool {
+    multi_sz
+        .split(|&c| c == 0)
+        .take_while(|id| !id.is_empty())
+        .any(|id| String::from_utf16_lossy(id).eq_ignore_ascii_case(HARDWARE_ID))
+}
+
+/// The driver packages (`oemN.inf`) `uninstall` may delete, given each
+/// device's package (None: unknown) and whether its removal succeeded: the
+/// packages of the devices removed, each once, less any a device that is
+/// still there uses. Deleting a package under a device left behind
+/// (`SUOI_FORCEDELETE` does not refuse) would leave that device without its
+/// driver files; the package goes on the next `uninstall` instead.
+pub fn packages_to_delete(devices: &[(Option<String>, bool)]) -> Vec<String> {
+    let kept: Vec<&str> = devices
+        .iter()
+        .filter(|(_, removed)| !removed)
+        .filter_map(|(inf, _)| inf.as_deref())
+        .collect();
+    let mut delete: Vec<String> = Vec::new();
+    for (inf, _) in devices.iter().filter(|(_, removed)| *removed) {
+        if let Some(inf) = inf {
+            let in_use = kept.iter().any(|k| k.eq_ignore_ascii_case(inf));
+            let listed = delete.iter().any(|d| d.eq_ignore_ascii_case(inf));
+            if !in_use && !listed {
+                delete.push(inf.clone());
+            }
+        }
+    }
+    delete
+}
 
 /// What an INF check found wrong, as one line with its fix.
 #[derive(Debug, PartialEq, Eq)]
@@ -258,5 +298,73 @@ mod tests {
         assert_eq!(inf_arch("x86_64"), Some("amd64"));
         assert_eq!(inf_arch("aarch64"), Some("arm64"));
         assert_eq!(inf_arch("riscv64"), None);
+    }
+
+    fn multi_sz(ids: &[&str]) -> Vec<u16> {
+        ids.iter()
+            .flat_map(|id| id.encode_utf16().chain([0]))
+            .chain([0])
+            .collect()
+    }
+
+    #[test]
+    fn hardware_id_found_anywhere_in_the_list_in_any_case() {
+        assert!(lists_hardware_id(&multi_sz(&["Root\\ksspi"])));
+        assert!(lists_hardware_id(&multi_sz(&["ROOT\\KSSPI"])));
+        assert!(lists_hardware_id(&multi_sz(&[
+            "SWD\\DEVGEN",
+            "root\\ksspi"
+        ])));
+        // Cut short: no final NULs.
+        let cut: Vec<u16> = "Root\\ksspi".encode_utf16().collect();
+        assert!(lists_hardware_id(&cut));
+    }
+
+    #[test]
+    fn hardware_id_not_found() {
+        assert!(!lists_hardware_id(&[]));
+        assert!(!lists_hardware_id(&multi_sz(&[])));
+        assert!(!lists_hardware_id(&multi_sz(&["Root\\ksspi2", "ksspi"])));
+        // After the empty string that ends the list: not part of it.
+        let mut after_end = multi_sz(&["PCI\\VEN_8086"]);
+        after_end.extend("Root\\ksspi".encode_utf16().chain([0, 0]));
+        assert!(!lists_hardware_id(&after_end));
+        // A buffer of zeros, as SetupAPI leaves it for an empty property.
+        assert!(!lists_hardware_id(&[0u16; 16]));
+    }
+
+    #[test]
+    fn packages_of_removed_devices_only() {
+        let dev = |inf: Option<&str>, removed| (inf.map(str::to_string), removed);
+        assert!(packages_to_delete(&[]).is_empty());
+        // Removed: its package goes.
+        assert_eq!(
+            packages_to_delete(&[dev(Some("oem7.inf"), true)]),
+            ["oem7.inf"]
+        );
+        // Not removed: its package stays.
+        assert!(packages_to_delete(&[dev(Some("oem7.inf"), false)]).is_empty());
+        // Two devices on one package, one not removed: the package stays
+        // (whichever order, whatever the case of the name).
+        assert!(
+            packages_to_delete(&[dev(Some("oem7.inf"), true), dev(Some("OEM7.INF"), false)])
+                .is_empty()
+        );
+        assert!(
+            packages_to_delete(&[dev(Some("oem7.inf"), false), dev(Some("oem7.inf"), true)])
+                .is_empty()
+        );
+        // Two removed on one package: listed once; another package with a
+        // failed device stays; a device with no known package adds nothing.
+        assert_eq!(
+            packages_to_delete(&[
+                dev(Some("oem7.inf"), true),
+                dev(Some("oem7.inf"), true),
+                dev(Some("oem9.inf"), false),
+                dev(None, true),
+                dev(None, false),
+            ]),
+            ["oem7.inf"]
+        );
     }
 }

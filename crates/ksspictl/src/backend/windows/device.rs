@@ -42,7 +42,7 @@ const INTERFACE: GUID = GUID {
 
 const NOT_INSTALLED: &str = "the ksspi driver is not installed (no device with its interface \
      {52646557-6FD3-470B-97E8-DD55294BC57D}); see docs/WINDOWS.md: \
-     pnputil /add-driver ksspi_driver.inf /install, then devgen /add /hardwareid Root\\ksspi";
+     pnputil /add-driver ksspi_driver.inf /install, then devgen /add /bus ROOT /hardwareid Root\\ksspi";
 
 /// The not-installed guidance, whatever CfgMgr32 answered: Windows gives an
 /// empty list when no device has the interface, Wine fails the call

@@ -15,13 +15,25 @@
 //! failed install leaves no phantom device. Chosen over `SwDeviceCreate`
 //! because a software device created that way lives only as long as the
 //! process that created it unless it is re-created at each boot, and
-//! driver.inx matches `Root\ksspi`, the root-enumerated form devgen makes.
+//! driver.inx matches `Root\ksspi`, given to a root-enumerated device as
+//! `devgen /add /bus ROOT` makes one.
+//!
+//! A device made the manual way may be enumerated elsewhere: a plain
+//! `devgen /add /hardwareid "Root\ksspi"` (no `/bus ROOT`) makes a software
+//! device, `SWD\DEVGEN\...`, gone after a reboot ("DevGen command syntax",
+//! learn.microsoft.com/windows-hardware/drivers/devtest/devgen-command-syntax:
+//! `/bus <SWD | ROOT>`, a software device by default). So the devices are
+//! found by hardware id over every enumerator, not under `ROOT` only.
 //!
 //! Uninstalling removes each ksspi device (`DiUninstallDevice`, newdev.h)
 //! and then the driver package it was installed from: the driver key's
 //! `InfPath` (`SetupDiOpenDevRegKey(DIREG_DRV)`) names the `oemN.inf` in
 //! the driver store, which `SetupUninstallOEMInfW` removes (what `pnputil
-//! /delete-driver oemN.inf /uninstall` does).
+//! /delete-driver oemN.inf /uninstall` does). A package is removed only if
+//! every device using it went: with `SUOI_FORCEDELETE` the INF goes
+//! whether or not a device installed from it is still there (the
+//! `setupuninstalloeminfw` page, Flags), so it would be taken from under a
+//! device whose removal failed.
 //!
 //! The pages, on learn.microsoft.com/windows/win32/api/: setupapi.h
 //! `setupapi/nf-setupapi-setupdigetinfclassw`, `-setupdicreatedeviceinfolist`,
@@ -71,29 +83,33 @@ impl Drop for DevInfo {
 
 /// A ksspi device found by its hardware id.
 pub struct Found {
-    /// Its device instance id (`ROOT\SOFTWAREDEVICE\0000`).
+    /// Its device instance id (`ROOT\SOFTWAREDEVICE\0000` from `install`,
+    /// `SWD\DEVGEN\...` from a plain `devgen /add`).
     pub instance_id: String,
 }
 
-/// The root-enumerated devices whose hardware ids include `Root\ksspi`
-/// (`present`: only those present now), each with `visit` called on it:
-/// `SetupDiGetClassDevsW(NULL, "ROOT", DIGCF_ALLCLASSES)`,
-/// `SetupDiEnumDeviceInfo`, `SetupDiGetDeviceRegistryPropertyW(SPDRP_HARDWAREID)`
-/// (setupapi.h; learn.microsoft.com/windows/win32/api/setupapi/nf-setupapi-setupdigetclassdevsw).
+/// The devices, under any enumerator, whose hardware ids include
+/// `Root\ksspi` (`present`: only those present now; otherwise also the
+/// non-present ones a reboot or unplug left behind), each with `visit`
+/// called on it: `SetupDiGetClassDevsW(NULL, NULL, NULL, DIGCF_ALLCLASSES
+/// [| DIGCF_PRESENT])` (no class GUID with DIGCF_ALLCLASSES: every setup
+/// class; a NULL enumerator: "if an enumeration value is not used to select
+/// devices", every enumerator), `SetupDiEnumDeviceInfo`,
+/// `SetupDiGetDeviceRegistryPropertyW(SPDRP_HARDWAREID)`, matched by
+/// [`inf::lists_hardware_id`] (setupapi.h;
+/// learn.microsoft.com/windows/win32/api/setupapi/nf-setupapi-setupdigetclassdevsw).
 fn each_device(
     present: bool,
     mut visit: impl FnMut(HDEVINFO, &SP_DEVINFO_DATA, Found),
 ) -> Result<(), Failure> {
-    let enumerator = wide("ROOT");
     let flags = DIGCF_ALLCLASSES | if present { DIGCF_PRESENT } else { 0 };
-    // SAFETY: no class GUID (all classes), a NUL-terminated enumerator, no
-    // window.
-    let set = unsafe { SetupDiGetClassDevsW(null(), enumerator.as_ptr(), null_mut(), flags) };
+    // SAFETY: no class GUID (all classes), no enumerator (all), no window.
+    let set = unsafe { SetupDiGetClassDevsW(null(), null(), null_mut(), flags) };
     if set == INVALID_HANDLE_VALUE as HDEVINFO {
         // SAFETY: no arguments.
         let err = unsafe { GetLastError() };
         return Err(Failure(format!(
-            "listing root-enumerated devices failed: Win32 error {err}"
+            "listing devices failed: Win32 error {err}"
         )));
     }
     let set = DevInfo(set);
@@ -123,11 +139,7 @@ fn each_device(
         if ok == 0 {
             continue; // no hardware id
         }
-        let matches = ids
-            .split(|&c| c == 0)
-            .take_while(|id| !id.is_empty())
-            .any(|id| String::from_utf16_lossy(id).eq_ignore_ascii_case(HARDWARE_ID));
-        if !matches {
+        if !inf::lists_hardware_id(&ids) {
             continue;
         }
         let mut instance = [0u16; 512];
@@ -367,29 +379,36 @@ pub fn uninstall() -> Result<(), Failure> {
         ));
     }
     let mut removed = Vec::new();
-    let mut packages: Vec<String> = Vec::new();
+    // Each device's package and whether it went: a package is deleted only
+    // if no device left behind uses it (inf::packages_to_delete).
+    let mut devices: Vec<(Option<String>, bool)> = Vec::new();
     let mut reboot = false;
     let mut failures = Vec::new();
     each_device(false, |set, data, found| {
-        if let Some(inf) = inf_of(set, data) {
-            if !packages.contains(&inf) {
-                packages.push(inf);
-            }
-        }
+        // Read before the removal: the driver key goes with the device.
+        let inf = inf_of(set, data);
         let mut need = 0;
         // SAFETY: our set and element, no window, no flags (DiUninstallDevice,
         // newdev.h; learn.microsoft.com/windows/win32/api/newdev/nf-newdev-diuninstalldevice).
-        if unsafe { DiUninstallDevice(null_mut(), set, data, 0, &mut need) } != 0 {
+        let ok = unsafe { DiUninstallDevice(null_mut(), set, data, 0, &mut need) } != 0;
+        if ok {
             reboot |= need != 0;
             removed.push(found.instance_id);
         } else {
+            let error = last_error("DiUninstallDevice").0;
+            let kept = match &inf {
+                Some(inf) => format!("its driver package {inf} kept"),
+                None => "its driver package kept".into(),
+            };
             failures.push(format!(
-                "{}: {}",
+                "{}: {error}; {kept}: close what has the device open (or reboot) and run \
+                 `ksspictl uninstall` again",
                 found.instance_id,
-                last_error("DiUninstallDevice").0
             ));
         }
+        devices.push((inf, ok));
     })?;
+    let packages = inf::packages_to_delete(&devices);
     if removed.is_empty() && failures.is_empty() {
         return Err(Failure(
             "no ksspi device (Root\\ksspi) found: nothing to uninstall; a package still staged \
