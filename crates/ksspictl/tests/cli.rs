@@ -2,6 +2,11 @@
 //! --json` and `stress --json` (the soak's balances) over the model, and a
 //! one-line reason with a non-zero exit on bad arguments.
 
+// These run ksspictl over the model backend, which only non-Windows builds
+// have (on Windows it drives the installed driver: scripts/windows-harness-wine.sh
+// covers that side).
+#![cfg(not(windows))]
+
 mod common;
 
 use common::ksspictl;
