@@ -151,6 +151,47 @@ if ! run_suite "$exe_dir"; then
 fi
 echo "windows-wine: ok: ${#CASES[@]} cases (help, refusals, argument checks, not-installed guidance) pass under Wine"
 
+# The acceptance run's pending-reboot precondition against Wine's registry:
+# none pending in a new prefix; then the Component Based Servicing key and
+# two file operations queued for boot (a rename and a deletion, as
+# MoveFileEx(MOVEFILE_DELAY_UNTIL_REBOOT) records them), which must block the
+# run with both named. The acceptance stops at its preconditions here (no
+# driver, no test signing), so nothing else runs.
+CBS='HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending'
+SM='HKLM\SYSTEM\CurrentControlSet\Control\Session Manager'
+# Output through a file, not a pipe: Wine's services (winedevice.exe) live
+# as long as the persistent server and would hold a pipe open.
+acceptance_output() {
+  local dir
+  dir=$(mktemp -d "$prefix/acceptance.XXXXXX")
+  (cd "$dir" && timeout 120 wine "$root/$exe_dir/ksspictl.exe" acceptance --no-verifier \
+    >"$dir/output.txt" 2>&1) || true
+  cat "$dir/output.txt"
+}
+# One Wine session for all of it (a new session runs wineboot, which carries
+# out and clears PendingFileRenameOperations as the Session Manager does at
+# boot): the server restarted persistent before anything is added.
+wineserver -k >/dev/null 2>&1 || true
+wineserver -w
+wineserver -p
+wineboot >/dev/null 2>&1
+before=$(acceptance_output)
+wine reg add "$CBS" /f >/dev/null 2>&1
+wine reg add "$SM" /v PendingFileRenameOperations /t REG_MULTI_SZ \
+  /d '\??\C:\ksspi.new\0!\??\C:\ksspi.sys\0\??\C:\ksspi.tmp' /f >/dev/null 2>&1
+after=$(acceptance_output)
+wine reg delete "$CBS" /f >/dev/null 2>&1
+wine reg delete "$SM" /v PendingFileRenameOperations /f >/dev/null 2>&1
+if [[ "$before" == *"no reboot pending:"* ]] \
+  || [[ "$after" != *"no reboot pending: Component Based Servicing waits for a reboot"* ]] \
+  || [[ "$after" != *"2 file operations queued for the next boot"* ]]; then
+  echo "windows-wine: FAILED: the pending-reboot precondition under Wine's registry:"
+  echo "  before: $(echo "$before" | grep -i 'reboot' | head -2)"
+  echo "  after:  $(echo "$after" | grep -i 'reboot' | head -2)"
+  exit 1
+fi
+echo "windows-wine: ok: acceptance reads a pending reboot from the registry (Component Based Servicing, PendingFileRenameOperations) and blocks"
+
 # The Windows workflow's tests. Skipped here only for time: the conductor's
 # 150 000-call stack test takes two minutes under Wine (each call's
 # synchronisation goes through wineserver); it passes under Wine, on Linux,
