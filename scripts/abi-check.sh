@@ -45,7 +45,8 @@ echo "abi-check: ok: $structs structures ($fields field offsets), $consts consta
 
 # The check must fail on a planted error of each kind.
 for planted in offset:SecBuffer offset:SCH_CREDENTIALS value:SEC_I_ASYNC_CALL_PENDING \
-  value:ASC_REQ_EXTENDED_ERROR signature:SspiAcceptSecurityContextAsync \
+  value:ASC_REQ_EXTENDED_ERROR offset:SecPkgContext_ApplicationProtocol \
+  value:SecApplicationProtocolNegotiationExt_ALPN signature:SspiAcceptSecurityContextAsync \
   signature:SspiReinitAsyncContext signature:SspiAsyncNotifyCallback \
   signature:DECRYPT_MESSAGE_FN signature:SspiAsyncContextRequiresNotify; do
   "$gen" --corrupt "$planted" > "$out/planted.c"

@@ -137,7 +137,7 @@ for p in json.load(open(sys.argv[1]))["packages"]:
         print(p["version"], os.path.dirname(p["manifest_path"]))
 ' "$OUT/metadata.json")
 [ -n "$wdk_build_dirs" ] || fail "no wdk-build in Cargo.lock"
-patch_section=$'\n# Added by scripts/driver-build.sh: wdk-build patched for a Linux host.\n[patch.crates-io]'
+patch_lines=''
 while read -r version dir; do
   key=$(sha256sum "$HERE/patch-wdk-build.py" | cut -d' ' -f1)" $dir"
   if ! fresh "wdk-build-$version" "$key"; then
@@ -148,7 +148,7 @@ while read -r version dir; do
     stamp "wdk-build-$version" "$key"
   fi
   # Cargo.lock has two versions (0.5.1 and 0.6.0): each needs its own key.
-  patch_section+=$'\n'"wdk-build-${version//./} = { path = \"../wdk-build-$version\", package = \"wdk-build\" }"
+  patch_lines+="wdk-build-${version//./} = { path = \"../wdk-build-$version\", package = \"wdk-build\" }"$'\n'
 done <<<"$wdk_build_dirs"
 
 # --- 2. The copy of the project that cargo builds -----------------------------
@@ -158,8 +158,21 @@ done <<<"$wdk_build_dirs"
 # sees unchanged sources as unchanged; the build output moves over.
 rm -rf "$WS.new"
 mkdir -p "$WS.new"
-tar -C "$REPO" -cf - Cargo.lock build.rs src crates | tar -C "$WS.new" -xf -
-{ cat "$REPO/Cargo.toml"; echo "$patch_section"; } >"$WS.new/Cargo.toml"
+# third_party: the workspace's own [patch.crates-io] (the model's rustls) points there.
+tar -C "$REPO" -cf - Cargo.lock build.rs src crates third_party | tar -C "$WS.new" -xf -
+# TOML allows one [patch.crates-io] table: the wdk-build lines join the
+# workspace's own if it has one, or start it.
+PATCH_LINES="$patch_lines" python3 - "$REPO/Cargo.toml" >"$WS.new/Cargo.toml" <<'PY'
+import os, sys
+text = open(sys.argv[1]).read()
+lines = "# Added by scripts/driver-build.sh: wdk-build patched for a Linux host.\n" + os.environ["PATCH_LINES"]
+header = "\n[patch.crates-io]\n"
+if header in text:
+    text = text.replace(header, header + lines, 1)
+else:
+    text = text.rstrip("\n") + "\n" + header + lines
+sys.stdout.write(text)
+PY
 if [ -d "$WS" ]; then
   # An unchanged manifest keeps its mtime: wdk-build tracks it.
   if cmp -s "$WS.new/Cargo.toml" "$WS/Cargo.toml"; then cp -p "$WS/Cargo.toml" "$WS.new/Cargo.toml"; fi

@@ -378,6 +378,7 @@ pub(crate) fn start<P: SspiProvider, K: Platform, R: Request>(
             CredentialSpec::Client {
                 disabled_protocols: disabled_protocols(allowed, false),
                 manual_validation: true,
+                certificate: None,
             }
         };
         let weak = Arc::downgrade(&run);
@@ -586,6 +587,8 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
                 role,
                 credentials: cred,
                 limits: self.limits,
+                client_certificates: Default::default(),
+                alpn: None,
                 events,
             };
             match Session::new(

@@ -100,6 +100,8 @@ fn bad_buffers_get_their_status_and_change_nothing() {
         thumbprint: [0xEE; 20],
         store,
         target: b"",
+        client_auth: None,
+        alpn: None,
     };
     let (st, reply) = w.call(file, IOCTL_KSSPI_OPEN, &enc(&bad), 64);
     assert_eq!(st, STATUS_SUCCESS);

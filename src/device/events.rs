@@ -59,6 +59,14 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
 pub(super) struct EntryEvents<P: SspiProvider, K: Platform, R: Request> {
     pub(super) device: Weak<Shared<P, K, R>>,
     pub(super) id: SessionId,
+    /// The session was opened with OPEN's grown layout
+    /// ([`ClientAuth`]): its harness knows [`StepReply::flags`]. An older
+    /// harness's replies keep the byte 0, as it expects.
+    pub(super) reports_flags: bool,
+    /// The engine's bound on a step's output: a STEP's output buffer holds
+    /// at least that much ([`step_reply_capacity`]), which is all the room
+    /// the ALPN name has after the output.
+    pub(super) max_output: usize,
 }
 
 impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, K, R> {
@@ -83,7 +91,29 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
             extra: report.leftover as u32,
             protocol: report.connection.map_or(0, |c| c.dwProtocol),
             cipher: report.connection.map_or(0, |c| c.aiCipher),
+            flags: if self.reports_flags && report.certificate_requested {
+                step_flags::CERTIFICATE_REQUESTED
+            } else {
+                0
+            },
+            alpn_status: 0,
             output: report.output,
+            alpn: &[],
+        };
+        // ALPN (sessions opened with a list only; an older harness never
+        // sees these bytes): the status, and the name when it fits in the
+        // room every STEP's output buffer has (it always does after a
+        // handshake's last flight; QUERY carries it in any case).
+        let p = report.application_protocol;
+        let name = p.as_ref().and_then(|p| p.alpn()).unwrap_or(&[]);
+        let reply = StepReply {
+            alpn_status: u8::from(!name.is_empty()),
+            alpn: if report.output.len() + name.len() <= self.max_output {
+                name
+            } else {
+                &[]
+            },
+            ..reply
         };
         device.write_reply(self.id, &reply);
     }

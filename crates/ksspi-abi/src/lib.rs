@@ -100,6 +100,17 @@ pub const MAX_PEER_CERTIFICATE: usize = 16 * 1024;
 
 /// The output buffer a QUERY must come with.
 pub const QUERY_REPLY_CAPACITY: usize = Header::LEN + 56 + MAX_PEER_CERTIFICATE;
+/// The output buffer a QUERY of a session opened with an ALPN list must come
+/// with: room for the protocol's name too. A harness may always pass this
+/// (a driver only checks for at least what it needs).
+pub const QUERY_REPLY_CAPACITY_ALPN: usize = QUERY_REPLY_CAPACITY + MAX_ALPN_NAME;
+
+/// The longest ALPN protocol name (RFC 7301's 1-byte length; sspi.h's
+/// `MAX_PROTOCOL_ID_SIZE`).
+pub const MAX_ALPN_NAME: usize = 255;
+/// The most bytes of an ALPN list in OPEN (names with their length
+/// prefixes): ksspi's bound (`ksspi::alpn::MAX_ALPN_LIST`).
+pub const MAX_ALPN_LIST: usize = 1024;
 
 /// A GUID as Windows lays it out (guiddef.h).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +147,12 @@ pub const MAX_TOKEN: usize = 64 * 1024;
 /// `max_output` bytes of output.
 pub const fn step_reply_capacity(max_output: usize) -> usize {
     Header::LEN + 28 + max_output
+}
+
+/// [`step_reply_capacity`] for a session opened with an ALPN list: room for
+/// the protocol's name after the output. A harness may always pass this.
+pub const fn step_reply_capacity_alpn(max_output: usize) -> usize {
+    step_reply_capacity(max_output) + MAX_ALPN_NAME
 }
 
 /// Plaintext in one TLS record (TLS's limit, and Schannel's
@@ -388,6 +405,8 @@ mod tests {
             thumbprint: [0; 20],
             store: [0; 16],
             target: b"localhost",
+            client_auth: None,
+            alpn: None,
         };
         check(&open, &enc(&open));
         let mut store = [0u8; 16];
@@ -399,6 +418,8 @@ mod tests {
             thumbprint: [0xAB; 20],
             store,
             target: b"",
+            client_auth: None,
+            alpn: None,
         };
         check(&open, &enc(&open));
         let reply = OpenReply {
@@ -418,7 +439,10 @@ mod tests {
             extra: 0,
             protocol: 0,
             cipher: 0,
+            flags: 0,
             output: &[1, 2, 3],
+            alpn_status: 0,
+            alpn: &[],
         };
         check(&out, &enc(&out));
         let close = CloseRequest {
@@ -496,6 +520,8 @@ mod tests {
             peer_certificates: 2,
             leaf_size: 3,
             leaf: &[0x30, 1, 0],
+            alpn_status: 0,
+            alpn: &[],
         };
         check(&qr, &enc(&qr));
         assert!(enc(&qr).len() <= QUERY_REPLY_CAPACITY);
@@ -590,6 +616,8 @@ mod tests {
             thumbprint: [0; 20],
             store: [0; 16],
             target: b"x",
+            client_auth: None,
+            alpn: None,
         };
         assert_eq!(
             decode::<OpenRequest>(&enc(&bad)),
@@ -602,6 +630,8 @@ mod tests {
             thumbprint: [0; 20],
             store: [0; 16],
             target: &[0xFF, 0xFE],
+            client_auth: None,
+            alpn: None,
         };
         assert_eq!(
             decode::<OpenRequest>(&enc(&bad)),
@@ -616,6 +646,8 @@ mod tests {
             thumbprint: [0; 20],
             store: [0; 16],
             target: &long,
+            client_auth: None,
+            alpn: None,
         };
         assert_eq!(decode::<OpenRequest>(&enc(&bad)), Err(DecodeError::TooLong));
         let zero = SelftestRequest {
@@ -681,7 +713,10 @@ mod tests {
             extra: 0,
             protocol: 0,
             cipher: 0,
+            flags: 0,
             output: &[7; 100],
+            alpn_status: 0,
+            alpn: &[],
         };
         let mut small = [0u8; 64];
         assert_eq!(encode(&reply, &mut small), Err(DecodeError::OutputTooSmall));
@@ -699,7 +734,10 @@ mod tests {
             extra: 0,
             protocol: 0,
             cipher: 0,
+            flags: 0,
             output: &out,
+            alpn_status: 0,
+            alpn: &[],
         };
         assert_eq!(enc(&reply).len(), step_reply_capacity(out.len()));
     }
@@ -708,5 +746,91 @@ mod tests {
     fn session_ids_carry_slot_and_generation() {
         let id = SessionId::new(0xFFFF_FFFF, 7);
         assert_eq!((id.slot(), id.generation()), (0xFFFF_FFFF, 7));
+    }
+
+    #[test]
+    fn open_grows_with_client_auth_and_the_first_layout_still_decodes() {
+        let mut store = [0u8; 16];
+        store[..2].copy_from_slice(b"MY");
+        let first = OpenRequest {
+            client_auth: None,
+            ..OpenRequest::new(Role::Client, proto::ALL, [0; 20], b"localhost")
+        };
+        let old = enc(&first);
+        assert_eq!(
+            old.len(),
+            Header::LEN + 44 + 9,
+            "the first layout, unchanged"
+        );
+        check(&first, &old);
+        let client = OpenRequest {
+            client_auth: Some(ClientAuth {
+                server_mode: ClientCertMode::Ignore,
+                certificate: Some([0x5A; 20]),
+                store,
+            }),
+            ..first
+        };
+        let grown = enc(&client);
+        assert_eq!(grown.len(), old.len() + ClientAuth::LEN);
+        check(&client, &grown);
+        let server = OpenRequest {
+            client_auth: Some(ClientAuth {
+                server_mode: ClientCertMode::Require,
+                ..ClientAuth::NONE
+            }),
+            ..OpenRequest::new(Role::Server, proto::ALL, [0xAB; 20], b"")
+        };
+        check(&server, &enc(&server));
+        // OpenRequest::new speaks the grown layout.
+        assert_eq!(
+            OpenRequest::new(Role::Client, proto::ALL, [0; 20], b"x").client_auth,
+            Some(ClientAuth::NONE)
+        );
+        // Sizes between the two layouts are refused.
+        let mut between = grown.clone();
+        between.truncate(grown.len() - 1);
+        let size = between.len() as u32;
+        between[8..12].copy_from_slice(&size.to_le_bytes());
+        assert!(decode::<OpenRequest>(&between).is_err());
+        // Fields out of range, or for the wrong role.
+        let at = Header::LEN + 44;
+        let refused = |offset: usize, value: u8, want: DecodeError, bytes: &[u8]| {
+            let mut b = bytes.to_vec();
+            b[at + offset] = value;
+            assert_eq!(
+                decode::<OpenRequest>(&b),
+                Err(want),
+                "byte {offset} = {value}"
+            );
+        };
+        refused(0, 3, DecodeError::BadField, &grown);
+        refused(0, 1, DecodeError::BadField, &grown); // a client asking for certificates
+        refused(1, 2, DecodeError::BadField, &grown);
+        refused(2, 1, DecodeError::Reserved, &grown);
+        refused(1, 1, DecodeError::BadField, &enc(&server)); // a server offering one
+        refused(4, 1, DecodeError::BadField, &enc(&server)); // a thumbprint with no certificate
+        refused(24, 0x07, DecodeError::BadField, &grown); // a store name that is not ASCII
+    }
+
+    #[test]
+    fn step_reply_flags_are_known_bits_only() {
+        let reply = StepReply {
+            status: 0x0009_0320,
+            outcome: StepOutcome::NeedInput,
+            missing: 0,
+            extra: 0,
+            protocol: 0,
+            cipher: 0,
+            flags: step_flags::CERTIFICATE_REQUESTED,
+            output: &[1, 2],
+            alpn_status: 0,
+            alpn: &[],
+        };
+        let bytes = enc(&reply);
+        check(&reply, &bytes);
+        let mut unknown = bytes.clone();
+        unknown[Header::LEN + 5] = 2;
+        assert_eq!(decode::<StepReply>(&unknown), Err(DecodeError::Reserved));
     }
 }

@@ -3,7 +3,10 @@
 //! be exactly the rest of the message).
 
 use crate::wire::{DecodeError, Reader, Writer};
-use crate::{Header, Kind, SessionId, MAX_MESSAGE, MAX_PEER_CERTIFICATE, MAX_TARGET, MAX_TOKEN};
+use crate::{
+    Header, Kind, SessionId, MAX_ALPN_LIST, MAX_MESSAGE, MAX_PEER_CERTIFICATE, MAX_TARGET,
+    MAX_TOKEN,
+};
 
 /// A message with a fixed part and optional trailing data.
 pub trait Message<'a>: Sized {
@@ -87,6 +90,18 @@ pub mod caps {
     pub const SELFTEST: u32 = 8;
     /// Encrypt / decrypt / shutdown.
     pub const RECORD_LAYER: u32 = 16;
+    /// OPEN's ALPN layout ([`super::OpenRequest::alpn`]) and the protocol in
+    /// STEP's and QUERY's replies. A harness asked for ALPN checks this bit
+    /// first: a driver without it would refuse the grown OPEN as a size it
+    /// does not know, so the harness stops with `STATUS_REVISION_MISMATCH`
+    /// instead, naming the reason.
+    pub const ALPN: u32 = 32;
+    /// OPEN's client-certificate layout ([`super::ClientAuth`]): a client's
+    /// certificate by thumbprint, a server's request for one, and
+    /// [`super::step_flags`] in STEP's reply. As with [`ALPN`], a harness
+    /// that needs the grown OPEN checks this bit first; a harness that needs
+    /// neither sends the first layout, which every driver takes.
+    pub const CLIENT_AUTH: u32 = 64;
 }
 
 /// GET_INFO's reply.
@@ -251,6 +266,113 @@ pub struct OpenRequest<'a> {
     pub store: [u8; 16],
     /// Client: the target name (UTF-8, at most [`MAX_TARGET`] bytes).
     pub target: &'a [u8],
+    /// Client certificates: `None` is OPEN's first layout (what harnesses
+    /// before mutual TLS send, still accepted), `Some` the grown one. See
+    /// [`ClientAuth`] for how the two are told apart.
+    pub client_auth: Option<ClientAuth>,
+    /// The ALPN list, most preferred first, in the TLS wire form (each name
+    /// 8-bit length-prefixed, 1 to 255 bytes; 1 to [`MAX_ALPN_LIST`] bytes in
+    /// all): OPEN's third layout, which needs `client_auth` (encoded as
+    /// [`ClientAuth::NONE`] when `None`). See [`AlpnHeader`].
+    pub alpn: Option<&'a [u8]>,
+}
+
+/// OPEN's third layout: after [`ClientAuth`]'s 40 bytes, 4 more (the ALPN
+/// list's length, u16, and 2 reserved bytes, 0), and the list itself after
+/// the target name. The size rule of [`ClientAuth`] extends: what follows the
+/// fixed part is the target alone (first layout), 40 bytes and the target
+/// (second), or 44 bytes, the target and the list (third, the list's length
+/// stated in its field and at least 1). A driver that predates it refuses
+/// the size; one that has it says so in [`caps::ALPN`].
+pub struct AlpnHeader;
+
+impl AlpnHeader {
+    /// The bytes the ALPN fields take in the fixed part.
+    pub const LEN: usize = 4;
+}
+
+/// Why an ALPN wire list is refused ([`check_alpn`]), as a decode error: an
+/// empty list or an empty name is [`DecodeError::BadField`]
+/// (`STATUS_INVALID_PARAMETER`), a list over [`MAX_ALPN_LIST`] bytes
+/// [`DecodeError::TooLong`] (`STATUS_INVALID_BUFFER_SIZE`), length prefixes
+/// that run past the list [`DecodeError::BadField`].
+pub fn check_alpn(list: &[u8]) -> Result<(), DecodeError> {
+    if list.is_empty() {
+        return Err(DecodeError::BadField);
+    }
+    if list.len() > MAX_ALPN_LIST {
+        return Err(DecodeError::TooLong);
+    }
+    let mut rest = list;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len);
+        if len == 0 || tail.len() < len {
+            return Err(DecodeError::BadField);
+        }
+        rest = &tail[len..];
+    }
+    Ok(())
+}
+
+/// What a server asks of its clients' certificates
+/// ([`ClientAuth::server_mode`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientCertMode {
+    /// Do not ask.
+    #[default]
+    Ignore = 0,
+    /// Ask (`ASC_REQ_MUTUAL_AUTH`); serve a client without one all the same.
+    Request = 1,
+    /// Ask, and fail the handshake of a client that sent none
+    /// (`SEC_E_NO_CREDENTIALS`).
+    Require = 2,
+}
+
+/// OPEN's client-certificate fields, which grew the message at the end of
+/// its fixed part (before the target name): 40 bytes, the server's mode (u8),
+/// whether a client certificate follows (u8), 2 reserved bytes (0), the
+/// client certificate's SHA-1 thumbprint (20) and its store (16, ASCII,
+/// NUL-padded; LocalMachine). The rule for growing a message in ABI version
+/// 1: new fields go after the old fixed ones, and the decoder tells the
+/// layouts apart by the header's size (the old layout's size is the fixed
+/// part plus the target; the new one's 40 more; any other size is refused).
+/// A driver therefore accepts an older harness's OPEN unchanged, and answers
+/// it in the replies that harness knows ([`step_flags`] stay 0 for it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// Server: what it asks of the client's certificate (a client's is
+    /// [`ClientCertMode::Ignore`]; anything else is refused).
+    pub server_mode: ClientCertMode,
+    /// Client: the certificate to offer when the server asks, by SHA-1
+    /// thumbprint in `store` (a server's is `None`).
+    pub certificate: Option<[u8; 20]>,
+    /// Client: the store of `certificate` (`"MY"`, NUL-padded; all zero
+    /// when there is none).
+    pub store: [u8; 16],
+}
+
+impl ClientAuth {
+    /// The bytes these fields take.
+    pub const LEN: usize = 40;
+    /// No client certificate, nothing asked: the grown layout's defaults.
+    pub const NONE: ClientAuth = ClientAuth {
+        server_mode: ClientCertMode::Ignore,
+        certificate: None,
+        store: [0; 16],
+    };
+}
+
+/// Bits of [`StepReply::flags`]. A driver sets them only for a session
+/// opened with the grown OPEN ([`ClientAuth`]): an older harness, which
+/// refuses a non-zero reserved byte, never sees one.
+pub mod step_flags {
+    /// A client's: the server asked for a client certificate and the session
+    /// had none to give (Schannel's `SEC_I_INCOMPLETE_CREDENTIALS`, answered
+    /// by going on without one), in this step or an earlier one.
+    pub const CERTIFICATE_REQUESTED: u8 = 1;
+    /// Every bit defined.
+    pub const ALL: u8 = CERTIFICATE_REQUESTED;
 }
 
 /// The system store servers' certificates are looked up in: `"MY"`,
@@ -269,6 +391,8 @@ impl<'a> OpenRequest<'a> {
             thumbprint,
             store: STORE_MY,
             target,
+            client_auth: Some(ClientAuth::NONE),
+            alpn: None,
         }
     }
 }
@@ -278,13 +402,33 @@ impl<'a> Message<'a> for OpenRequest<'a> {
     fn data(&self) -> &'a [u8] {
         self.target
     }
+    fn data2(&self) -> &'a [u8] {
+        self.alpn.unwrap_or(&[])
+    }
     fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
         w.u8(self.role as u8)?;
         w.u8(u8::from(self.manual_validation))?;
         w.u16(u16::try_from(self.target.len()).map_err(|_| DecodeError::TooLong)?)?;
         w.u32(self.protocols)?;
         w.bytes(&self.thumbprint)?;
-        w.bytes(&self.store)
+        w.bytes(&self.store)?;
+        let auth = match (&self.client_auth, self.alpn) {
+            (Some(auth), _) => Some(auth),
+            (None, Some(_)) => Some(&ClientAuth::NONE),
+            (None, None) => None,
+        };
+        if let Some(auth) = auth {
+            w.u8(auth.server_mode as u8)?;
+            w.u8(u8::from(auth.certificate.is_some()))?;
+            w.u16(0)?;
+            w.bytes(&auth.certificate.unwrap_or([0; 20]))?;
+            w.bytes(&auth.store)?;
+        }
+        if let Some(list) = self.alpn {
+            w.u16(u16::try_from(list.len()).map_err(|_| DecodeError::TooLong)?)?;
+            w.u16(0)?;
+        }
+        Ok(())
     }
     fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let role = match r.u8()? {
@@ -310,7 +454,70 @@ impl<'a> Message<'a> for OpenRequest<'a> {
         if target_len > MAX_TARGET {
             return Err(DecodeError::TooLong);
         }
+        // The layout, by what is left: the target alone (the first layout),
+        // the client-certificate fields and the target (the second), or
+        // those, the ALPN fields, the target and the list (the third).
+        let left = r.rest().len();
+        let third = left >= target_len + ClientAuth::LEN + AlpnHeader::LEN;
+        let client_auth = if left == target_len + ClientAuth::LEN || third {
+            let server_mode = match r.u8()? {
+                0 => ClientCertMode::Ignore,
+                1 => ClientCertMode::Request,
+                2 => ClientCertMode::Require,
+                _ => return Err(DecodeError::BadField),
+            };
+            let has_certificate = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::BadField),
+            };
+            if r.u16()? != 0 {
+                return Err(DecodeError::Reserved);
+            }
+            let thumbprint: [u8; 20] = r.fixed()?;
+            let cert_store: [u8; 16] = r.fixed()?;
+            if !cert_store.iter().all(|&b| b == 0 || b.is_ascii_graphic()) {
+                return Err(DecodeError::BadField);
+            }
+            let for_role = match role {
+                Role::Server => !has_certificate,
+                Role::Client => server_mode == ClientCertMode::Ignore,
+            };
+            if !for_role || (!has_certificate && (thumbprint != [0; 20] || cert_store != [0; 16])) {
+                return Err(DecodeError::BadField);
+            }
+            Some(ClientAuth {
+                server_mode,
+                certificate: has_certificate.then_some(thumbprint),
+                store: cert_store,
+            })
+        } else {
+            None
+        };
+        let alpn_len = if third {
+            let len = usize::from(r.u16()?);
+            if r.u16()? != 0 {
+                return Err(DecodeError::Reserved);
+            }
+            if len > MAX_ALPN_LIST {
+                return Err(DecodeError::TooLong);
+            }
+            Some(len)
+        } else {
+            None
+        };
         let target = r.bytes(target_len)?;
+        let alpn = match alpn_len {
+            Some(len) => {
+                if r.rest().len() != len {
+                    return Err(DecodeError::BadSize);
+                }
+                let list = r.bytes(len)?;
+                check_alpn(list)?;
+                Some(list)
+            }
+            None => None,
+        };
         r.end()?;
         if core::str::from_utf8(target).is_err() {
             return Err(DecodeError::BadField);
@@ -322,6 +529,8 @@ impl<'a> Message<'a> for OpenRequest<'a> {
             thumbprint,
             store,
             target,
+            client_auth,
+            alpn,
         })
     }
 }
@@ -414,8 +623,20 @@ pub struct StepReply<'a> {
     pub protocol: u32,
     /// Once established: the cipher's `ALG_ID` (0 if it has none), else 0.
     pub cipher: u32,
+    /// [`step_flags`] bits (once the reserved byte after `outcome`; always 0
+    /// for a session opened with OPEN's first layout).
+    pub flags: u8,
+    /// The ALPN negotiation's status once established
+    /// (`SEC_APPLICATION_PROTOCOL_NEGOTIATION_STATUS`: 0 none, 1 success);
+    /// always 0 for a session opened without an ALPN list, so a harness
+    /// older than ALPN never sees it (it was a reserved byte).
+    pub alpn_status: u8,
     /// The bytes to send to the peer.
     pub output: &'a [u8],
+    /// The protocol ALPN chose (at most 255 bytes), after `output`; empty
+    /// unless `alpn_status` is 1. Its length is the byte after
+    /// `alpn_status` (reserved before ALPN).
+    pub alpn: &'a [u8],
 }
 
 impl<'a> Message<'a> for StepReply<'a> {
@@ -423,11 +644,15 @@ impl<'a> Message<'a> for StepReply<'a> {
     fn data(&self) -> &'a [u8] {
         self.output
     }
+    fn data2(&self) -> &'a [u8] {
+        self.alpn
+    }
     fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
         w.i32(self.status)?;
         w.u8(self.outcome as u8)?;
-        w.u8(0)?;
-        w.u16(0)?;
+        w.u8(self.flags)?;
+        w.u8(self.alpn_status)?;
+        w.u8(u8::try_from(self.alpn.len()).map_err(|_| DecodeError::TooLong)?)?;
         w.u32(self.missing)?;
         w.u32(self.extra)?;
         w.u32(self.protocol)?;
@@ -442,8 +667,14 @@ impl<'a> Message<'a> for StepReply<'a> {
             3 => StepOutcome::Failed,
             _ => return Err(DecodeError::BadField),
         };
-        if r.u8()? != 0 || r.u16()? != 0 {
+        let flags = r.u8()?;
+        if flags & !step_flags::ALL != 0 {
             return Err(DecodeError::Reserved);
+        }
+        let alpn_status = r.u8()?;
+        let alpn_len = usize::from(r.u8()?);
+        if alpn_status > 1 || (alpn_status == 0 && alpn_len != 0) {
+            return Err(DecodeError::BadField);
         }
         let missing = r.u32()?;
         let extra = r.u32()?;
@@ -454,6 +685,7 @@ impl<'a> Message<'a> for StepReply<'a> {
             return Err(DecodeError::TooLong);
         }
         let output = r.bytes(len)?;
+        let alpn = r.bytes(alpn_len)?;
         r.end()?;
         Ok(StepReply {
             status,
@@ -462,7 +694,10 @@ impl<'a> Message<'a> for StepReply<'a> {
             extra,
             protocol,
             cipher,
+            flags,
+            alpn_status,
             output,
+            alpn,
         })
     }
 }
@@ -941,12 +1176,21 @@ pub struct QueryReply<'a> {
     pub leaf_size: u32,
     /// The peer's leaf certificate, DER (empty if none or too large).
     pub leaf: &'a [u8],
+    /// The ALPN negotiation's status (0 none, 1 success), in what was the
+    /// first reserved byte; 0 for a session opened without an ALPN list.
+    pub alpn_status: u8,
+    /// The protocol ALPN chose, after the leaf (its length in the next byte,
+    /// reserved before ALPN); empty unless `alpn_status` is 1.
+    pub alpn: &'a [u8],
 }
 
 impl<'a> Message<'a> for QueryReply<'a> {
     const KIND: Kind = Kind::QueryReply;
     fn data(&self) -> &'a [u8] {
         self.leaf
+    }
+    fn data2(&self) -> &'a [u8] {
+        self.alpn
     }
     fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
         for v in [
@@ -966,7 +1210,9 @@ impl<'a> Message<'a> for QueryReply<'a> {
             w.u32(v)?;
         }
         w.u32(u32::try_from(self.leaf.len()).map_err(|_| DecodeError::TooLong)?)?;
-        w.u32(0)
+        w.u8(self.alpn_status)?;
+        w.u8(u8::try_from(self.alpn.len()).map_err(|_| DecodeError::TooLong)?)?;
+        w.u16(0)
     }
     fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let mut v = [0u32; 12];
@@ -974,13 +1220,19 @@ impl<'a> Message<'a> for QueryReply<'a> {
             *slot = r.u32()?;
         }
         let len = r.u32()? as usize;
-        if r.u32()? != 0 {
+        let alpn_status = r.u8()?;
+        let alpn_len = usize::from(r.u8()?);
+        if r.u16()? != 0 {
             return Err(DecodeError::Reserved);
+        }
+        if alpn_status > 1 || (alpn_status == 0 && alpn_len != 0) {
+            return Err(DecodeError::BadField);
         }
         if len > MAX_PEER_CERTIFICATE {
             return Err(DecodeError::TooLong);
         }
         let leaf = r.bytes(len)?;
+        let alpn = r.bytes(alpn_len)?;
         r.end()?;
         let [protocol, cipher, cipher_strength, hash, hash_strength, exchange, exchange_strength, header, trailer, max_message, peer_certificates, leaf_size] =
             v;
@@ -998,6 +1250,8 @@ impl<'a> Message<'a> for QueryReply<'a> {
             peer_certificates,
             leaf_size,
             leaf,
+            alpn_status,
+            alpn,
         })
     }
 }

@@ -45,9 +45,44 @@ proptest! {
     #[test]
     fn step_replies(status in any::<i32>(), outcome in 1u8..=3, missing in any::<u32>(), extra in any::<u32>(), protocol in any::<u32>(), cipher in any::<u32>(), output in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let outcome = match outcome { 1 => StepOutcome::NeedInput, 2 => StepOutcome::Established, _ => StepOutcome::Failed };
-        let m = StepReply { status, outcome, missing, extra, protocol, cipher, output: &output };
+        let m = StepReply { status, outcome, missing, extra, protocol, cipher, flags: 0, alpn_status: 0, output: &output, alpn: &[] };
         let bytes = enc(&m);
         round_trip(&m, &bytes)?;
+    }
+
+    #[test]
+    fn step_replies_with_alpn(output in proptest::collection::vec(any::<u8>(), 0..2048), name in proptest::collection::vec(any::<u8>(), 1..=MAX_ALPN_NAME)) {
+        let m = StepReply { status: 0, outcome: StepOutcome::Established, missing: 0, extra: 0, protocol: 0x1000, cipher: 0, flags: 0, alpn_status: 1, output: &output, alpn: &name };
+        let bytes = enc(&m);
+        prop_assert!(bytes.len() <= step_reply_capacity_alpn(output.len()));
+        round_trip(&m, &bytes)?;
+        // Without the name, the reply is what a harness before ALPN reads.
+        let plain = StepReply { alpn_status: 0, alpn: &[], ..m };
+        let old = enc(&plain);
+        prop_assert_eq!(old.len() + name.len(), bytes.len());
+        prop_assert!(old.len() <= step_reply_capacity(output.len()));
+        round_trip(&plain, &old)?;
+    }
+
+    #[test]
+    fn open_requests_with_alpn(server in any::<bool>(), names in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..40), 1..20), target in "[a-z0-9.-]{0,255}") {
+        let mut list = Vec::new();
+        for n in &names {
+            list.push(n.len() as u8);
+            list.extend_from_slice(n);
+        }
+        let m = OpenRequest {
+            alpn: Some(&list),
+            ..OpenRequest::new(if server { Role::Server } else { Role::Client }, proto::ALL, [3; 20], target.as_bytes())
+        };
+        let bytes = enc(&m);
+        round_trip(&m, &bytes)?;
+        // The same request without ALPN is the second layout, 4 bytes and the
+        // list shorter, and decodes as it did.
+        let second = OpenRequest { alpn: None, ..m };
+        let old = enc(&second);
+        prop_assert_eq!(old.len() + AlpnHeader::LEN + list.len(), bytes.len());
+        round_trip(&second, &old)?;
     }
 
     #[test]
@@ -59,9 +94,39 @@ proptest! {
             thumbprint,
             store: *b"MY\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
             target: target.as_bytes(),
+            client_auth: None,
+            alpn: None,
         };
         let bytes = enc(&m);
         round_trip(&m, &bytes)?;
+    }
+
+    #[test]
+    fn open_requests_with_client_auth(server in any::<bool>(), mode in 0u8..3, cert in proptest::option::of(any::<[u8; 20]>()), target in "[a-z0-9.-]{0,255}") {
+        // What each role may carry: a server its mode, a client its certificate.
+        let auth = if server {
+            ClientAuth {
+                server_mode: [ClientCertMode::Ignore, ClientCertMode::Request, ClientCertMode::Require][mode as usize],
+                ..ClientAuth::NONE
+            }
+        } else {
+            ClientAuth {
+                certificate: cert,
+                store: if cert.is_some() { STORE_MY } else { [0; 16] },
+                ..ClientAuth::NONE
+            }
+        };
+        let m = OpenRequest {
+            client_auth: Some(auth),
+            ..OpenRequest::new(if server { Role::Server } else { Role::Client }, proto::ALL, [3; 20], target.as_bytes())
+        };
+        let bytes = enc(&m);
+        round_trip(&m, &bytes)?;
+        // The same request in the first layout is 40 bytes shorter and decodes too.
+        let first = OpenRequest { client_auth: None, ..m };
+        let old = enc(&first);
+        prop_assert_eq!(old.len() + ClientAuth::LEN, bytes.len());
+        round_trip(&first, &old)?;
     }
 
     #[test]
@@ -160,9 +225,16 @@ proptest! {
             peer_certificates: fields[10],
             leaf_size: fields[11],
             leaf: &leaf,
+            alpn_status: 0,
+            alpn: &[],
         };
         let bytes = enc(&m);
         prop_assert!(bytes.len() <= QUERY_REPLY_CAPACITY);
+        round_trip(&m, &bytes)?;
+        let name = [b'x'; MAX_ALPN_NAME];
+        let m = QueryReply { alpn_status: 1, alpn: &name, ..m };
+        let bytes = enc(&m);
+        prop_assert!(bytes.len() <= QUERY_REPLY_CAPACITY_ALPN);
         round_trip(&m, &bytes)?;
     }
 
@@ -208,4 +280,86 @@ proptest! {
         let _ = decode::<StepReply>(&bytes);
         let _ = decode::<SelftestReply>(&bytes);
     }
+}
+
+/// OPEN with an ALPN list encoded by hand: `list` after the target, with
+/// the 4 ALPN bytes after the client-certificate fields.
+fn open_with_raw_alpn(list: &[u8], stated: u16) -> Vec<u8> {
+    let m = OpenRequest::new(Role::Client, proto::ALL, [0; 20], b"localhost");
+    let mut bytes = enc(&m);
+    // Header (16) + fixed (44) + client auth (40), then the target.
+    let at = bytes.len() - b"localhost".len();
+    bytes.splice(at..at, stated.to_le_bytes().into_iter().chain([0, 0]));
+    bytes.extend_from_slice(list);
+    let size = bytes.len() as u32;
+    bytes[8..12].copy_from_slice(&size.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn bad_alpn_lists_get_a_clear_status_at_open() {
+    // The hand encoding matches the encoder's.
+    let good = open_with_raw_alpn(b"\x02h2", 3);
+    let m = decode::<OpenRequest>(&good).unwrap();
+    assert_eq!(m.alpn, Some(&b"\x02h2"[..]));
+    let status = |bytes: &[u8]| decode::<OpenRequest>(bytes).unwrap_err().ntstatus() as u32;
+    const INVALID_PARAMETER: u32 = 0xC000_000D;
+    const INVALID_BUFFER_SIZE: u32 = 0xC000_0206;
+    // Empty list.
+    assert_eq!(status(&open_with_raw_alpn(b"", 0)), INVALID_PARAMETER);
+    // An empty name, first or later.
+    assert_eq!(status(&open_with_raw_alpn(b"\x00", 1)), INVALID_PARAMETER);
+    assert_eq!(
+        status(&open_with_raw_alpn(b"\x02h2\x00", 4)),
+        INVALID_PARAMETER
+    );
+    // A length prefix past the list (a "name over the list").
+    assert_eq!(status(&open_with_raw_alpn(b"\x09h2", 3)), INVALID_PARAMETER);
+    // Longer than the contract allows.
+    let mut long = Vec::new();
+    while long.len() <= MAX_ALPN_LIST {
+        long.push(200);
+        long.extend_from_slice(&[b'a'; 200]);
+    }
+    assert_eq!(
+        status(&open_with_raw_alpn(&long, long.len() as u16)),
+        INVALID_BUFFER_SIZE
+    );
+    // A stated length that disagrees with what follows.
+    assert!(decode::<OpenRequest>(&open_with_raw_alpn(b"\x02h2", 4)).is_err());
+    // A reserved byte set.
+    let mut reserved = good.clone();
+    let at = reserved.len() - 3 - b"localhost".len() - 2;
+    reserved[at] = 1;
+    assert_eq!(decode::<OpenRequest>(&reserved), Err(DecodeError::Reserved));
+    // The encoder refuses nothing itself, but the decoder is the gate: an
+    // OpenRequest built with a bad list does not round-trip.
+    let bad = OpenRequest {
+        alpn: Some(b"\x00"),
+        ..OpenRequest::new(Role::Client, proto::ALL, [0; 20], b"")
+    };
+    assert!(decode::<OpenRequest>(&enc(&bad)).is_err());
+}
+
+#[test]
+fn replies_with_alpn_refuse_a_name_without_success() {
+    let m = StepReply {
+        status: 0,
+        outcome: StepOutcome::Established,
+        missing: 0,
+        extra: 0,
+        protocol: 0,
+        cipher: 0,
+        flags: 0,
+        alpn_status: 0,
+        output: &[],
+        alpn: b"h2",
+    };
+    assert_eq!(decode::<StepReply>(&enc(&m)), Err(DecodeError::BadField));
+    let m = StepReply {
+        alpn_status: 2,
+        alpn: &[],
+        ..m
+    };
+    assert_eq!(decode::<StepReply>(&enc(&m)), Err(DecodeError::BadField));
 }

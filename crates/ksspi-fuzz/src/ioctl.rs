@@ -382,11 +382,44 @@ impl World {
                 };
                 let target = if role == Role::Client { target } else { b"" };
                 let protocols = u32::from(flags >> 4 & 3).max(1);
+                // Bit 6: OPEN's first layout; bit 7: mutual TLS (a server
+                // requiring a client certificate, a client offering the
+                // store's one).
+                let client_auth = match (flags & 0x40 != 0, flags & 0x80 != 0, role) {
+                    (true, ..) => None,
+                    (false, false, _) => Some(ClientAuth::NONE),
+                    (false, true, Role::Server) => Some(ClientAuth {
+                        server_mode: ClientCertMode::Require,
+                        ..ClientAuth::NONE
+                    }),
+                    (false, true, Role::Client) => Some(ClientAuth {
+                        certificate: Some(self.thumb),
+                        store: STORE_MY,
+                        ..ClientAuth::NONE
+                    }),
+                };
+                // The next byte: an ALPN list (OPEN's third layout), one of
+                // a few good ones that overlap or not, or raw bytes (an
+                // empty list, empty names, prefixes past the end, too long).
+                let raw;
+                let alpn: Option<&[u8]> = match inp.u8() % 8 {
+                    1 => Some(b"\x02h2\x08http/1.1"),
+                    2 => Some(b"\x08http/1.1"),
+                    3 => Some(b"\x02h2"),
+                    4 => {
+                        raw = inp.bytes();
+                        Some(raw)
+                    }
+                    5 => Some(b""),
+                    _ => None,
+                };
                 let request = OpenRequest {
                     manual_validation: flags & 2 != 0,
+                    client_auth,
+                    alpn,
                     ..OpenRequest::new(role, protocols, thumbprint, target)
                 };
-                let mut buf = [0u8; 512];
+                let mut buf = [0u8; 2048];
                 let Ok(n) = encode(&request, &mut buf) else {
                     return; // a target too long to encode
                 };

@@ -71,10 +71,26 @@ fn ioctl_exchange(s: &mut Script, server_file: u8, client_file: u8) {
 }
 
 fn ioctl_open_pair(s: &mut Script, server_flags: u8, server_file: u8, client_file: u8) {
-    op(s, ioctl::Op::Open).u8(server_flags).u8(server_file);
+    ioctl_open_pair_alpn(s, server_flags, server_file, client_file, (0, 0));
+}
+
+/// [`ioctl_open_pair`] with each side's ALPN selector (0: none; see
+/// `ioctl::run`'s OPEN).
+fn ioctl_open_pair_alpn(
+    s: &mut Script,
+    server_flags: u8,
+    server_file: u8,
+    client_file: u8,
+    (server_alpn, client_alpn): (u8, u8),
+) {
+    op(s, ioctl::Op::Open)
+        .u8(server_flags)
+        .u8(server_file)
+        .u8(server_alpn);
     op(s, ioctl::Op::Open)
         .u8(CLIENT | (server_flags & 0x30))
-        .u8(client_file);
+        .u8(client_file)
+        .u8(client_alpn);
 }
 
 /// Seeds for [`ioctl::run`].
@@ -86,6 +102,19 @@ pub fn ioctl_seeds() -> Vec<Seed> {
     ioctl_open_pair(&mut s, SERVER_TLS13, 0, 0);
     ioctl_exchange(&mut s, 0, 0);
     seeds.push(("tls13-one-file", s.0));
+
+    // ALPN: a server preferring h2, a client offering h2 and http/1.1; and
+    // one with no overlap (both sides fail the handshake).
+    let mut s = Script::default();
+    s.u8(4).u8(2).u8(1);
+    ioctl_open_pair_alpn(&mut s, SERVER_TLS13, 0, 0, (3, 1));
+    ioctl_exchange(&mut s, 0, 0);
+    seeds.push(("tls13-alpn", s.0));
+    let mut s = Script::default();
+    s.u8(4).u8(2).u8(1);
+    ioctl_open_pair_alpn(&mut s, SERVER_TLS12, 0, 0, (3, 2));
+    ioctl_exchange(&mut s, 0, 0);
+    seeds.push(("alpn-no-overlap-tls12", s.0));
 
     let mut s = Script::default();
     s.u8(0).u8(2 | 2 << 2).u8(2); // async, mixed IRQLs, two tickets

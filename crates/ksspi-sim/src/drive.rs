@@ -4,6 +4,7 @@
 
 use crate::certs::{CertStore, TestPki, Thumbprint};
 use crate::{SimConfig, SimPlatform, SimProvider};
+use ksspi::alpn::ApplicationProtocols;
 use ksspi::engine::{
     CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome, RecordReport, Role, Session,
     SessionEvents, SessionSetup, StepReport,
@@ -206,6 +207,7 @@ pub fn client_spec(disabled: u32) -> CredentialSpec {
     CredentialSpec::Client {
         disabled_protocols: disabled,
         manual_validation: false,
+        certificate: None,
     }
 }
 
@@ -296,6 +298,39 @@ impl Pair {
         target: &str,
         stats: Arc<EngineStats>,
     ) -> Result<Pair, SecStatus> {
+        Pair::from_credentials_alpn(sim, creds, target, stats, (None, None))
+    }
+
+    /// [`Pair::new`] towards "localhost" with ALPN lists for the server and
+    /// the client.
+    pub fn with_alpn(
+        sim: &SimProvider,
+        thumb: Thumbprint,
+        (s_dis, c_dis): (u32, u32),
+        alpn: (Option<ApplicationProtocols>, Option<ApplicationProtocols>),
+    ) -> Pair {
+        let stats = Arc::new(EngineStats::default());
+        let server_cred =
+            acquire(sim, &server_spec(thumb, s_dis), &stats).expect("server credentials");
+        let client_cred = acquire(sim, &client_spec(c_dis), &stats).expect("client credentials");
+        Pair::from_credentials_alpn(
+            sim,
+            vec![server_cred, client_cred],
+            "localhost",
+            stats,
+            alpn,
+        )
+        .expect("sessions")
+    }
+
+    /// [`Pair::from_credentials`] with ALPN lists for the server and the client.
+    pub fn from_credentials_alpn(
+        sim: &SimProvider,
+        creds: Vec<Arc<Credentials<SimProvider>>>,
+        target: &str,
+        stats: Arc<EngineStats>,
+        (server_alpn, client_alpn): (Option<ApplicationProtocols>, Option<ApplicationProtocols>),
+    ) -> Result<Pair, SecStatus> {
         let server_events = Arc::new(Recorder::default());
         let client_events = Arc::new(Recorder::default());
         let at = passive();
@@ -306,6 +341,8 @@ impl Pair {
                 role: Role::Server,
                 credentials: creds[0].clone(),
                 limits: Limits::default(),
+                client_certificates: Default::default(),
+                alpn: server_alpn,
                 events: server_events.clone(),
             },
             stats.clone(),
@@ -320,6 +357,8 @@ impl Pair {
                 },
                 credentials: creds[1].clone(),
                 limits: Limits::default(),
+                client_certificates: Default::default(),
+                alpn: client_alpn,
                 events: client_events.clone(),
             },
             stats.clone(),

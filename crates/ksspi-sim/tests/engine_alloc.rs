@@ -56,6 +56,8 @@ fn session(
         role,
         credentials: cred,
         limits: Limits::default(),
+        client_certificates: Default::default(),
+        alpn: None,
         events: Arc::new(Events(rec.clone())),
     };
     Session::new(

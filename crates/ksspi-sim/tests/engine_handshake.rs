@@ -509,6 +509,8 @@ fn limited_pair(
                 role,
                 credentials: cred,
                 limits,
+                client_certificates: Default::default(),
+                alpn: None,
                 events: events.clone(),
             },
             stats.clone(),

@@ -252,3 +252,64 @@ fn encrypt_and_decrypt_message_fill_the_buffers_as_schannel_does() {
         sim.unload().unwrap_or_else(|leaks| panic!("{leaks}"));
     }
 }
+
+/// The model reads SECBUFFER_APPLICATION_PROTOCOLS as Schannel must: a
+/// well-formed buffer is taken (the client offers it, the server picks by
+/// its own order), a malformed one fails the call with
+/// `SEC_E_INVALID_TOKEN` and creates no context, and
+/// `SECPKG_ATTR_APPLICATION_PROTOCOL` reports the choice.
+#[test]
+fn the_application_protocols_buffer_is_checked_and_reported() {
+    use ksspi::alpn::ApplicationProtocols;
+    use ksspi::provider::SspiProvider;
+    use ksspi::sys::*;
+    let (store, thumb, _pki) = pki_store();
+    let sim = SimProvider::new(SimConfig::default(), store);
+    let good = |names: &[&str]| {
+        ApplicationProtocols::new(names.iter().map(|n| n.as_bytes()))
+            .unwrap()
+            .buffer()
+            .to_vec()
+    };
+    let mut bad_sizes = good(&["h2"]);
+    bad_sizes[8] = 40; // ProtocolListSize past the buffer
+    let mut empty_name = good(&["h2"]);
+    empty_name[10] = 0; // the first name's length
+    for bad in [bad_sizes, empty_name, vec![1, 2, 3]] {
+        let mut c = Peer::client(&sim, "localhost", 0).unwrap();
+        c.alpn = Some(bad.clone());
+        let out = c.step(&[]);
+        assert_eq!(out.status, SecStatus::SEC_E_INVALID_TOKEN, "{bad:?}");
+        assert!(c.ctx.is_none(), "no context for a refused first call");
+        drop(c);
+    }
+    let mut c = Peer::client(&sim, "localhost", 0).unwrap();
+    let mut s = Peer::server(&sim, thumb, 0).unwrap();
+    c.alpn = Some(good(&["http/1.1", "h2"]));
+    s.alpn = Some(good(&["h2", "http/1.1"]));
+    assert_eq!(
+        handshake(&mut c, &mut s),
+        (SecStatus::SEC_E_OK, SecStatus::SEC_E_OK)
+    );
+    for peer in [&c, &s] {
+        let mut info = SecPkgContext_ApplicationProtocol::ZEROED;
+        let mut h = peer.ctx.unwrap();
+        // SAFETY: a live context and the attribute's structure.
+        let st = unsafe {
+            sim.query_context_attributes(
+                &mut h,
+                SECPKG_ATTR_APPLICATION_PROTOCOL,
+                (&mut info as *mut SecPkgContext_ApplicationProtocol).cast(),
+            )
+        };
+        assert_eq!(st, SecStatus::SEC_E_OK);
+        assert_eq!(
+            info.ProtoNegoStatus,
+            SecApplicationProtocolNegotiationStatus_Success
+        );
+        assert_eq!(info.ProtoNegoExt, SecApplicationProtocolNegotiationExt_ALPN);
+        assert_eq!(info.alpn(), Some(&b"h2"[..]));
+    }
+    drop((c, s));
+    sim.unload().unwrap_or_else(|leaks| panic!("{leaks}"));
+}

@@ -44,7 +44,7 @@ fn pair(protocols: Protocols, tickets: usize) -> Pair {
     )
     .unwrap();
     let mut client = Context::client(&ccred, Some("localhost")).unwrap();
-    let mut server = Context::server(&scred).unwrap();
+    let mut server = Context::server(&scred, false).unwrap();
     let mut to_server = client.step(&[]).token;
     let mut to_client = Vec::new();
     for _ in 0..10 {

@@ -43,7 +43,7 @@ fn server(
         &w.store,
     )
     .unwrap();
-    Context::server(&cred).unwrap()
+    Context::server(&cred, false).unwrap()
 }
 
 fn client_in(store: &CertStore, protocols: Protocols, target: Option<&str>) -> Context {
@@ -430,4 +430,135 @@ fn hostile_tokens_at_any_point_of_a_handshake_never_panic() {
             }
         }
     }
+}
+
+/// A server context called with `ASC_REQ_MUTUAL_AUTH`.
+fn mutual_server(w: &World, protocols: Protocols) -> Context {
+    let leaf = w.pki.leaf(&["localhost"], false);
+    let thumb = w
+        .store
+        .add_identity("MY", leaf.chain_der, leaf.key_der)
+        .unwrap();
+    let identity = w.store.find_identity("MY", &thumb).unwrap();
+    let cred = Credential::new(
+        CredentialSpec::Server {
+            identity,
+            protocols,
+            tls13_tickets: 0,
+            require_client_cert: false,
+        },
+        &w.store,
+    )
+    .unwrap();
+    Context::server(&cred, true).unwrap()
+}
+
+/// Step `client` and `server` from the ClientHello until both are done;
+/// the client's `SEC_I_INCOMPLETE_CREDENTIALS` is answered by calling again
+/// (counted in the result). Returns (client status, server status, stops).
+fn run_mutual(c: &mut Context, s: &mut Context) -> (SecStatus, SecStatus, u32) {
+    let mut stops = 0;
+    let mut to_server = c.step(&[]).token;
+    let (mut cs, mut ss) = (
+        SecStatus::SEC_I_CONTINUE_NEEDED,
+        SecStatus::SEC_I_CONTINUE_NEEDED,
+    );
+    for _ in 0..10 {
+        if ss == SecStatus::SEC_I_CONTINUE_NEEDED && !to_server.is_empty() {
+            let st = s.step(&to_server);
+            ss = st.status;
+            to_server.clear();
+            if cs == SecStatus::SEC_I_CONTINUE_NEEDED && !st.token.is_empty() {
+                let mut step = c.step(&st.token);
+                if step.status == SecStatus::SEC_I_INCOMPLETE_CREDENTIALS {
+                    stops += 1;
+                    step = c.step(&[]);
+                }
+                cs = step.status;
+                to_server = step.token;
+            }
+        } else {
+            break;
+        }
+    }
+    (cs, ss, stops)
+}
+
+#[test]
+fn mutual_auth_takes_any_client_certificate_and_reports_it() {
+    for protocols in [Protocols::TLS12, Protocols::TLS13] {
+        let w = world();
+        let mut s = mutual_server(&w, protocols);
+        // A certificate from a CA the server's store does not trust: taken
+        // all the same (Schannel reports the chain's validation apart).
+        let other = TestPki::new("someone else's CA");
+        let leaf = other.leaf(&["client.example"], false);
+        let leaf_der = leaf.chain_der[0].clone();
+        let thumb = w
+            .store
+            .add_identity("MY", leaf.chain_der, leaf.key_der)
+            .unwrap();
+        let cred = Credential::new(
+            CredentialSpec::Client {
+                protocols: Protocols::ALL,
+                manual_validation: false,
+                client_identity: w.store.find_identity("MY", &thumb),
+            },
+            &w.store,
+        )
+        .unwrap();
+        let mut c = Context::client(&cred, Some("localhost")).unwrap();
+        let (cs, ss, stops) = run_mutual(&mut c, &mut s);
+        assert_eq!(
+            (cs, ss, stops),
+            (SecStatus::SEC_E_OK, SecStatus::SEC_E_OK, 0),
+            "{protocols:?}"
+        );
+        let peer = s.peer_certificates();
+        assert_eq!(peer.first(), Some(&leaf_der), "{protocols:?}");
+    }
+}
+
+#[test]
+fn mutual_auth_without_a_client_certificate_completes_after_incomplete_credentials() {
+    for protocols in [Protocols::TLS12, Protocols::TLS13] {
+        let w = world();
+        let mut s = mutual_server(&w, protocols);
+        let mut c = client_in(&w.store, Protocols::ALL, Some("localhost"));
+        let (cs, ss, stops) = run_mutual(&mut c, &mut s);
+        assert_eq!(
+            (cs, ss, stops),
+            (SecStatus::SEC_E_OK, SecStatus::SEC_E_OK, 1),
+            "{protocols:?}: asked once, then done without one"
+        );
+        assert!(s.peer_certificates().is_empty(), "{protocols:?}");
+    }
+}
+
+#[test]
+fn a_server_context_without_mutual_auth_asks_for_nothing() {
+    let w = world();
+    let leaf = w.pki.leaf(&["localhost"], false);
+    let thumb = w
+        .store
+        .add_identity("MY", leaf.chain_der, leaf.key_der)
+        .unwrap();
+    let identity = w.store.find_identity("MY", &thumb).unwrap();
+    let cred = Credential::new(
+        CredentialSpec::Server {
+            identity,
+            protocols: Protocols::ALL,
+            tls13_tickets: 0,
+            require_client_cert: false,
+        },
+        &w.store,
+    )
+    .unwrap();
+    let mut s = Context::server(&cred, false).unwrap();
+    let mut c = client_in(&w.store, Protocols::ALL, Some("localhost"));
+    let (cs, ss, stops) = run_mutual(&mut c, &mut s);
+    assert_eq!(
+        (cs, ss, stops),
+        (SecStatus::SEC_E_OK, SecStatus::SEC_E_OK, 0)
+    );
 }

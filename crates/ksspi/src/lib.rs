@@ -18,6 +18,7 @@
 
 extern crate alloc;
 
+pub mod alpn;
 pub mod engine;
 pub mod handle;
 pub mod irql;

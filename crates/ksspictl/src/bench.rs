@@ -232,6 +232,7 @@ impl EngineWorld {
             &CredentialSpec::Client {
                 disabled_protocols: disabled(version),
                 manual_validation: false,
+                certificate: None,
             },
         )?;
         Ok(EngineWorld {
@@ -263,6 +264,8 @@ impl EngineWorld {
                 role,
                 credentials,
                 limits: Limits::default(),
+                client_certificates: Default::default(),
+                alpn: None,
                 events,
             },
             Arc::new(EngineStats::default()),

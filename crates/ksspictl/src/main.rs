@@ -39,15 +39,37 @@ struct Cli {
 }
 
 /// A failure: one line on stderr, non-zero exit.
+#[derive(Debug)]
 pub struct Failure(pub String);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    #[cfg(unix)]
+    default_sigpipe();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return util::usage_error(e),
+    };
     match commands::exec(&cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(reason)) => {
             eprintln!("ksspictl: {reason}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Let a closed pipe end the program quietly, as it ends other Unix tools
+/// (`ksspictl stress --json | head -c 100`): Rust's runtime ignores SIGPIPE
+/// before `main`, so a write to a closed pipe fails with `EPIPE` and
+/// `println!` panics ("failed printing to stdout"); with the default
+/// disposition restored, the process ends by SIGPIPE without a word, like
+/// `cat` or `grep` (rustc does the same, as its `-Zon-broken-pipe=kill`).
+#[cfg(unix)]
+fn default_sigpipe() {
+    // SAFETY: signal(2), declared in <signal.h> (the libc crate's binding):
+    // setting SIGPIPE's disposition to SIG_DFL installs no handler code and
+    // touches no memory of ours; it runs first in `main`, before any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -18,6 +18,12 @@ pub struct Handshake {
     pub protocol: u32,
     /// The cipher's `ALG_ID`, once established (0 if it has none).
     pub cipher: u32,
+    /// A client's: the server asked for a client certificate and the session
+    /// had none to give ([`step_flags::CERTIFICATE_REQUESTED`] in a step reply).
+    pub certificate_requested: bool,
+    /// The protocol ALPN chose (a session opened with a list; `None`: none
+    /// was negotiated).
+    pub alpn: Option<Vec<u8>>,
 }
 
 impl Handshake {
@@ -63,18 +69,69 @@ fn encoded<'a, M: Message<'a>>(m: &M, extra: usize) -> Result<Vec<u8>, Failure> 
     Ok(buf)
 }
 
+/// The NTSTATUS a harness reports when the driver is older than what it
+/// was asked to use.
+const STATUS_REVISION_MISMATCH: u32 = 0xC000_0059;
+
+/// Which OPEN layout to send, from GET_INFO's [`caps`]: the grown one
+/// (`Some(auth)`, which also brings [`step_flags`] back) when the driver
+/// takes it, the first one (`None`) when it does not and nothing new is
+/// asked. A driver older than a layout refuses it by its size, so when
+/// `auth` or ALPN needs one the driver lacks, the harness stops here with
+/// `STATUS_REVISION_MISMATCH` and the reason instead.
+pub fn open_layout(
+    driver: &dyn Driver,
+    auth: ClientAuth,
+    alpn: bool,
+) -> Result<Option<ClientAuth>, Failure> {
+    let reply = call(driver, IOCTL_KSSPI_GET_INFO, &[], 256)?;
+    let info = decode::<InfoReply>(&reply)
+        .map_err(|e| Failure(format!("a malformed GET_INFO reply: {e:?}")))?;
+    let mut needed = Vec::new();
+    if auth != ClientAuth::NONE {
+        needed.push((
+            caps::CLIENT_AUTH,
+            "client certificates",
+            "--cert/--client-cert",
+        ));
+    }
+    if alpn {
+        needed.push((caps::ALPN, "ALPN", "--alpn"));
+    }
+    for (bit, what, option) in needed {
+        if info.capabilities & bit == 0 {
+            let [major, minor, patch] = info.driver_version;
+            return Err(Failure(format!(
+                "{option}: the driver ({major}.{minor}.{patch}) predates {what}: NTSTATUS \
+                 {STATUS_REVISION_MISMATCH:#010x} (STATUS_REVISION_MISMATCH); update the \
+                 driver or leave {option} off"
+            )));
+        }
+    }
+    Ok((info.capabilities & caps::CLIENT_AUTH != 0).then_some(auth))
+}
+
 /// Open a session: a server (certificate by thumbprint in MY) or a client
-/// (target name).
+/// (target name), with `auth`'s client-certificate settings (a server's mode,
+/// a client's certificate) and an ALPN list (the wire form; check the
+/// layout from [`open_layout`]: `None` sends the first one).
 pub fn open(
     driver: &dyn Driver,
     server: bool,
     thumbprint: [u8; 20],
     target: &str,
     protocols: u32,
+    auth: Option<ClientAuth>,
+    alpn: Option<&[u8]>,
 ) -> Result<SessionId, Failure> {
     let role = if server { Role::Server } else { Role::Client };
-    let req = OpenRequest::new(role, protocols, thumbprint, target.as_bytes());
-    let reply = call(driver, IOCTL_KSSPI_OPEN, &encoded(&req, target.len())?, 64)?;
+    let req = OpenRequest {
+        client_auth: auth,
+        alpn,
+        ..OpenRequest::new(role, protocols, thumbprint, target.as_bytes())
+    };
+    let extra = target.len() + alpn.map_or(0, <[u8]>::len);
+    let reply = call(driver, IOCTL_KSSPI_OPEN, &encoded(&req, extra)?, 64)?;
     let open = decode::<OpenReply>(&reply)
         .map_err(|e| Failure(format!("a malformed OPEN reply: {e:?}")))?;
     if open.status < 0 {
@@ -84,6 +141,26 @@ pub fn open(
         )));
     }
     Ok(open.session)
+}
+
+/// What `connect` says when the server asked for a client certificate and
+/// the session had none to give.
+pub fn asked_note() -> &'static str {
+    if crate::backend::NAME == "windows" {
+        "the server asked for a client certificate and none was given (use --cert-thumbprint)"
+    } else {
+        "the server asked for a client certificate and none was given (use --cert/--key)"
+    }
+}
+
+/// `failure`, followed by [`asked_note`] if the server asked for a client
+/// certificate.
+pub fn with_asked(failure: Failure, asked: bool) -> Failure {
+    if asked {
+        Failure(format!("{}; {}", failure.0, asked_note()))
+    } else {
+        failure
+    }
 }
 
 /// Run the handshake of `session` over `sock`. A client starts with an empty step.
@@ -97,15 +174,18 @@ pub fn handshake(
         .map_err(|e| Failure(e.to_string()))?;
     let mut input: Vec<u8> = Vec::new();
     let mut first = client;
+    let mut asked = false;
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
         if !first {
             let n = sock
                 .read(&mut chunk)
-                .map_err(|e| Failure(format!("reading from the peer: {e}")))?;
+                .map_err(|e| Failure(format!("reading from the peer: {e}")))
+                .map_err(|f| with_asked(f, asked))?;
             if n == 0 {
-                return Err(Failure(
-                    "the peer closed the connection during the handshake".into(),
+                return Err(with_asked(
+                    Failure("the peer closed the connection during the handshake".into()),
+                    asked,
                 ));
             }
             input.clear();
@@ -120,13 +200,14 @@ pub fn handshake(
             driver,
             IOCTL_KSSPI_STEP,
             &encoded(&req, input.len())?,
-            step_reply_capacity(64 * 1024),
+            step_reply_capacity_alpn(64 * 1024),
         )?;
         let step = decode::<StepReply>(&reply)
             .map_err(|e| Failure(format!("a malformed STEP reply: {e:?}")))?;
+        asked |= step.flags & step_flags::CERTIFICATE_REQUESTED != 0;
         if !step.output.is_empty() {
             sock.write_all(step.output)
-                .map_err(|e| Failure(format!("writing to the peer: {e}")))?;
+                .map_err(|e| with_asked(Failure(format!("writing to the peer: {e}")), asked))?;
         }
         match step.outcome {
             StepOutcome::NeedInput => continue,
@@ -136,7 +217,11 @@ pub fn handshake(
                     established: true,
                     protocol: step.protocol,
                     cipher: step.cipher,
-                })
+                    certificate_requested: asked,
+                    // A name that did not fit beside the output comes from QUERY.
+                    alpn: (step.alpn_status == 1 && !step.alpn.is_empty())
+                        .then(|| step.alpn.to_vec()),
+                });
             }
             StepOutcome::Failed => {
                 return Ok(Handshake {
@@ -144,6 +229,8 @@ pub fn handshake(
                     established: false,
                     protocol: 0,
                     cipher: 0,
+                    certificate_requested: asked,
+                    alpn: None,
                 })
             }
         }
@@ -160,6 +247,8 @@ pub struct Described {
     pub peer: String,
     /// Record sizes.
     pub records: String,
+    /// The protocol ALPN chose (`None`: none, or a session without a list).
+    pub alpn: Option<Vec<u8>>,
 }
 
 /// QUERY an established session.
@@ -169,7 +258,7 @@ pub fn describe(driver: &dyn Driver, session: SessionId) -> Result<Described, Fa
         driver,
         IOCTL_KSSPI_QUERY,
         &encoded(&QueryRequest { session }, 0)?,
-        QUERY_REPLY_CAPACITY,
+        QUERY_REPLY_CAPACITY_ALPN,
     )?;
     let q = decode::<QueryReply>(&reply)
         .map_err(|e| Failure(format!("a malformed QUERY reply: {e:?}")))?;
@@ -210,6 +299,7 @@ pub fn describe(driver: &dyn Driver, session: SessionId) -> Result<Described, Fa
             "records: header {} + up to {} plaintext + trailer {} bytes",
             q.header, q.max_message, q.trailer
         ),
+        alpn: (q.alpn_status == 1).then(|| q.alpn.to_vec()),
     })
 }
 
@@ -484,5 +574,63 @@ impl<'a> Channel<'a> {
         let _ = self.sock.set_nonblocking(false);
         let _ = self.sock.shutdown(std::net::Shutdown::Write);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod alpn_version_tests {
+    use super::*;
+
+    /// A driver that answers GET_INFO with `capabilities`, and nothing else.
+    struct Info(u32);
+
+    impl Driver for Info {
+        fn backend(&self) -> &'static str {
+            "test"
+        }
+        fn call(&self, code: u32, _: &[u8], capacity: usize) -> Result<(i32, Vec<u8>), Failure> {
+            assert_eq!(code, IOCTL_KSSPI_GET_INFO);
+            let reply = InfoReply {
+                driver_version: [0, 1, 0],
+                capabilities: self.0,
+                ..InfoReply::default()
+            };
+            let mut out = vec![0u8; capacity];
+            let n = encode(&reply, &mut out).unwrap();
+            out.truncate(n);
+            Ok((0, out))
+        }
+        fn finish(self: Box<Self>) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_driver_older_than_alpn_is_named_with_revision_mismatch() {
+        let old = Info(caps::TLS12 | caps::TLS13 | caps::RECORD_LAYER);
+        let Failure(why) = open_layout(&old, ClientAuth::NONE, true).unwrap_err();
+        assert!(why.contains("0xc0000059"), "{why}");
+        assert!(why.contains("STATUS_REVISION_MISMATCH"), "{why}");
+        assert!(why.contains("predates ALPN"), "{why}");
+        assert!(!why.contains("  "), "one line, no runs of spaces: {why}");
+        let new = Info(caps::TLS12 | caps::ALPN | caps::CLIENT_AUTH);
+        assert_eq!(
+            open_layout(&new, ClientAuth::NONE, true).unwrap(),
+            Some(ClientAuth::NONE)
+        );
+    }
+
+    #[test]
+    fn a_driver_older_than_client_certificates_is_named_and_plain_sessions_need_nothing() {
+        let old = Info(caps::TLS12 | caps::TLS13 | caps::RECORD_LAYER);
+        let asks = ClientAuth {
+            server_mode: ksspi_abi::ClientCertMode::Require,
+            ..ClientAuth::NONE
+        };
+        let Failure(why) = open_layout(&old, asks, false).unwrap_err();
+        assert!(why.contains("predates client certificates"), "{why}");
+        assert!(why.contains("STATUS_REVISION_MISMATCH"), "{why}");
+        // Nothing new asked: the first layout, which that driver takes.
+        assert_eq!(open_layout(&old, ClientAuth::NONE, false).unwrap(), None);
     }
 }

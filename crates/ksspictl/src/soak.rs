@@ -288,7 +288,7 @@ pub struct Batch {
 
 /// What `stress` runs.
 pub struct StressPlan {
-    pub duration: u64,
+    pub duration: std::time::Duration,
     pub concurrency: u32,
     pub tls: Tls,
     pub seed: u64,

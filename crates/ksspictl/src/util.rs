@@ -2,9 +2,10 @@
 //! command and the backend) share, and small helpers.
 
 use crate::relay;
-use crate::Failure;
 use clap::ValueEnum;
 use ksspi_abi::proto;
+use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Tls {
@@ -91,7 +92,127 @@ pub fn parse_one_in(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("{s:?} is not N or 1inN (one fault point in N fails)"))
 }
 
+/// A parser for a number of seconds from `min` to `max` (a decimal, so
+/// fractions are allowed): anything else, NaN, infinities and values a
+/// [`Duration`] cannot hold included, is refused with one line naming the
+/// range.
+pub fn seconds(
+    min: f64,
+    max: f64,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let refuse = || format!("takes seconds from {min} to {max}");
+        let secs: f64 = s.trim().parse().map_err(|_| refuse())?;
+        if !(secs.is_finite() && (min..=max).contains(&secs)) {
+            return Err(refuse());
+        }
+        // In range, so finite and far below u64::MAX seconds.
+        Ok(Duration::from_secs_f64(secs))
+    }
+}
+
+/// `--send`'s text with its escapes resolved: `\n` (LF), `\r` (CR), `\t`
+/// (tab), `\0`, `\\` (a backslash) and `\xHH` (the byte HH); any other
+/// backslash is refused, so a typo cannot go out as two literal characters.
+pub fn unescape(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut chars = text.char_indices();
+    while let Some((at, c)) = chars.next() {
+        if c != '\\' {
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            continue;
+        }
+        let byte = match chars.next().map(|(_, e)| e) {
+            Some('n') => b'\n',
+            Some('r') => b'\r',
+            Some('t') => b'\t',
+            Some('0') => 0,
+            Some('\\') => b'\\',
+            Some('x') => {
+                let hex: String = chars.by_ref().take(2).map(|(_, h)| h).collect();
+                Some(hex)
+                    .filter(|h| h.len() == 2)
+                    .and_then(|h| u8::from_str_radix(&h, 16).ok())
+                    .ok_or_else(|| format!("\\x at byte {at} takes two hex digits"))?
+            }
+            Some(other) => {
+                return Err(format!(
+                    "unknown escape \\{other} at byte {at} (known: \\n \\r \\t \\0 \\xHH, and \\\\ for a backslash)"
+                ))
+            }
+            None => return Err("a lone backslash at the end (\\\\ for a backslash)".into()),
+        };
+        out.push(byte);
+    }
+    Ok(out)
+}
+
+/// A command-line error from clap, as every other failure is reported: one
+/// line (`ksspictl: ...`) and exit status 2. Help and version requests go
+/// out as clap prints them.
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    eprintln!("ksspictl: {}", one_line(&e.render().to_string()));
+    ExitCode::from(2)
+}
+
+/// clap's error text in one line: the message and its tips, without the
+/// usage block and the closing hint, which becomes "; try --help".
+fn one_line(text: &str) -> String {
+    let mut line = String::new();
+    for part in text.lines().map(str::trim) {
+        if part.starts_with("Usage:") || part.starts_with("For more information") {
+            break;
+        }
+        if part.is_empty() {
+            continue;
+        }
+        let part = part.strip_prefix("error: ").unwrap_or(part);
+        if !line.is_empty() {
+            line.push_str(if part.starts_with("tip:") { "; " } else { " " });
+        }
+        line.push_str(part);
+    }
+    line.push_str("; try --help");
+    line
+}
+
 /// A SHA-1 thumbprint: 40 hex digits (spaces and colons ignored).
+/// `--alpn h2,http/1.1`: protocol names, most preferred first, as the TLS
+/// wire list OPEN carries (each name 8-bit length-prefixed). Refused at
+/// start: an empty list, an empty name, a name over 255 bytes, a list over
+/// `ksspi::alpn::MAX_ALPN_LIST` bytes.
+pub fn parse_alpn(s: &str) -> Result<AlpnList, String> {
+    let names: Vec<&[u8]> = if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split(',').map(str::as_bytes).collect()
+    };
+    ksspi::alpn::ApplicationProtocols::new(names)
+        .map(|list| AlpnList(list.wire().to_vec()))
+        .map_err(|e| e.to_string())
+}
+
+/// An `--alpn` list in the TLS wire form (one value to clap, not bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlpnList(pub Vec<u8>);
+
+/// How `connect` and `serve` print the protocol ALPN chose.
+pub fn alpn_line(chosen: Option<&[u8]>) -> String {
+    match chosen {
+        Some(name) => format!("ALPN: {}", String::from_utf8_lossy(name)),
+        None => "ALPN: none".to_string(),
+    }
+}
+
 pub fn parse_thumbprint(s: &str) -> Result<[u8; 20], String> {
     let hex: Vec<u8> = s.bytes().filter(|b| !matches!(b, b' ' | b':')).collect();
     if hex.len() != 40 {
@@ -111,10 +232,6 @@ pub fn protocols(tls: Tls) -> u32 {
         Tls::V13 => proto::TLS13,
         Tls::Both => proto::ALL,
     }
-}
-
-pub fn read_file(path: &std::path::Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path).map_err(|e| Failure(format!("{}: {e}", path.display())))
 }
 
 pub fn ntstatus_name(status: i32) -> String {
@@ -140,4 +257,48 @@ pub fn describe(x: &relay::Exchange) -> String {
         "sent {} bytes, received {} bytes, {} post-handshake messages; {close}",
         x.sent, x.received, x.renegotiations
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescape_resolves_each_escape_and_refuses_the_rest() {
+        assert_eq!(
+            unescape(r"GET / HTTP/1.0\r\n\r\n").unwrap(),
+            b"GET / HTTP/1.0\r\n\r\n"
+        );
+        assert_eq!(unescape(r"a\tb\0\\\x41\xfF").unwrap(), b"a\tb\0\\A\xff");
+        assert_eq!(unescape("é\\n").unwrap(), "é\n".as_bytes());
+        for bad in [r"\q", r"\x", r"\x4", r"\xg0", "\\", r"\é"] {
+            assert!(unescape(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn seconds_takes_finite_values_in_range_only() {
+        let parse = seconds(0.001, 60.0);
+        assert_eq!(parse("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse("60"), Ok(Duration::from_secs(60)));
+        for bad in ["0", "60.001", "-1", "NaN", "inf", "1e300", "", "5s"] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let text = "error: the following required arguments were not provided:\n  <ADDR>\n\n\
+                    Usage: ksspictl connect <ADDR>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(text),
+            "the following required arguments were not provided: <ADDR>; try --help"
+        );
+        let text = "error: unexpected argument '--cont' found\n\n  tip: a similar argument \
+                    exists: '--count'\n\nUsage: ksspictl selftest --count <COUNT>\n";
+        assert_eq!(
+            one_line(text),
+            "unexpected argument '--cont' found; tip: a similar argument exists: '--count'; try --help"
+        );
+    }
 }

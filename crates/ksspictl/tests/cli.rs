@@ -1,6 +1,9 @@
 //! The command line as a contract: `ksspictl selftest --json`, `info
 //! --json` and `stress --json` (the soak's balances) over the model, and a
 //! one-line reason with a non-zero exit on bad arguments.
+//!
+//! Over the model only (its options, its generated and PEM certificates).
+#![cfg(not(windows))]
 
 // These run ksspictl over the model backend, which only non-Windows builds
 // have (on Windows it drives the installed driver: scripts/windows-harness-wine.sh
@@ -10,6 +13,64 @@
 mod common;
 
 use common::ksspictl;
+use ksspi_abi::{MAX_SELFTEST_BYTES, MAX_SELFTEST_CONCURRENCY, MAX_SELFTEST_COUNT};
+use ksspi_sim::certs::{self_signed, TestPki};
+use ksspi_sim::testing::{ChildGuard, TempDir};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A refusal as the harness must give one: a non-zero exit and one line on
+/// stderr naming `text`, never a panic.
+fn assert_refused(args: &[&str], code: i32, err: &str, text: &str) {
+    assert_ne!(code, 0, "{args:?} succeeded: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "{args:?}: not one line: {err}"
+    );
+    assert!(err.starts_with("ksspictl: "), "{args:?}: {err}");
+    assert!(err.contains(text), "{args:?}: {text:?} not in {err}");
+}
+
+/// Run the harness, killing it if it is still running after `limit`
+/// (a `serve` that accepted a bad certificate would listen forever):
+/// (exit code, stdout, stderr), `None` if it had to be killed.
+fn ksspictl_within(args: &[&str], limit: Duration) -> Option<(i32, String, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ksspictl"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ksspictl");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for ksspictl") {
+            break Some(status);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    status.map(|s| (s.code().unwrap_or(-1), out, err))
+}
 
 fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.trim())
@@ -104,7 +165,7 @@ fn the_table_names_its_figures() {
     assert!(
         out.contains("handshakes ok")
             && out.contains("leaked at unload")
-            && out.contains("latency p50 / p99 / max"),
+            && out.contains("latency per handshake p50 / p99 / max"),
         "{out}"
     );
 }
@@ -306,5 +367,477 @@ fn stress_refuses_bad_soak_arguments_with_one_line() {
         let (code, _, err) = ksspictl(args);
         assert_ne!(code, 0, "{args:?}");
         assert!(err.contains(text), "{args:?}: {err}");
+    }
+}
+
+/// Issue 20, defect 2: every numeric option has a range the program can
+/// honour; out of it, or not a number, is one line and exit status 2. The
+/// driver's limits are the self-test's ranges.
+#[test]
+fn numeric_options_out_of_range_are_one_line_never_a_panic() {
+    let over_count = (MAX_SELFTEST_COUNT + 1).to_string();
+    let over_concurrency = (MAX_SELFTEST_CONCURRENCY + 1).to_string();
+    let over_bytes = (MAX_SELFTEST_BYTES + 1).to_string();
+    let scale = format!("1,{over_concurrency}");
+    let cases: &[(&[&str], &str)] = &[
+        // The two the trial found: a panic and a 128 GiB allocation.
+        (
+            &["connect", "127.0.0.1:9", "--send", "x", "--idle", "1e300"],
+            "--idle",
+        ),
+        (
+            &["selftest", "--concurrency", "4294967295"],
+            "--concurrency",
+        ),
+        (
+            &["connect", "127.0.0.1:9", "--expect", "x", "--idle", "NaN"],
+            "--idle",
+        ),
+        (
+            &["connect", "127.0.0.1:9", "--send", "x", "--idle=-1"],
+            "--idle",
+        ),
+        (
+            &["connect", "127.0.0.1:9", "--send", "x", "--idle", "0"],
+            "--idle",
+        ),
+        (&["selftest", "--count", "0"], "--count"),
+        (&["selftest", "--count", &over_count], "--count"),
+        (
+            &["selftest", "--concurrency", &over_concurrency],
+            "--concurrency",
+        ),
+        (&["selftest", "--bytes", &over_bytes], "--bytes"),
+        (&["selftest", "--seed=-1"], "--seed"),
+        (&["stress", "--duration", "inf"], "--duration"),
+        (&["stress", "--duration", "1e300"], "--duration"),
+        (&["stress", "--duration", "10s"], "--duration"),
+        (
+            &["stress", "--concurrency", &over_concurrency],
+            "--concurrency",
+        ),
+        (&["stress", "--bytes", &over_bytes], "--bytes"),
+        (&["stress", "--workers", "4294967295"], "--workers"),
+        (&["stress", "--disrupt", "101"], "--disrupt"),
+        (&["stress", "--faults", "1in-3"], "1in-3"),
+        (&["bench", "--scale", "0"], "--scale"),
+        (&["bench", "--scale", &scale], "--scale"),
+        (
+            &[
+                "bench-path",
+                "--path",
+                "rustls",
+                "--tls",
+                "1.3",
+                "--count",
+                "0",
+            ],
+            "--count",
+        ),
+    ];
+    for (args, text) in cases {
+        let (code, out, err) = ksspictl(args);
+        assert_refused(args, code, &err, text);
+        assert_eq!(code, 2, "{args:?}: a usage error: {err}");
+        assert!(out.is_empty(), "{args:?} ran: {out}");
+    }
+}
+
+/// The ranges' upper ends are honoured, not only refused beyond: the
+/// driver's largest concurrency and byte count in one self-test.
+#[test]
+fn selftest_runs_at_the_drivers_limits() {
+    let concurrency = MAX_SELFTEST_CONCURRENCY.to_string();
+    let bytes = MAX_SELFTEST_BYTES.to_string();
+    let (code, out, err) = ksspictl(&[
+        "selftest",
+        "--count",
+        "2",
+        "--concurrency",
+        &concurrency,
+        "--bytes",
+        &bytes,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j = json(&out);
+    assert_eq!(j["handshakes_ok"], 2, "{j}");
+    assert_eq!(
+        j["bytes_checked"],
+        2 * 2 * u64::from(MAX_SELFTEST_BYTES),
+        "{j}"
+    );
+}
+
+/// Issue 20, defect 5: `stress --duration 0` ran nothing and reported a
+/// balanced soak. Zero is refused; any positive time runs at least one
+/// batch.
+#[test]
+fn stress_refuses_zero_time_and_always_runs_a_batch() {
+    let args = ["stress", "--duration", "0"];
+    let (code, _, err) = ksspictl(&args);
+    assert_refused(&args, code, &err, "--duration");
+    let (code, out, err) = ksspictl(&[
+        "stress",
+        "--duration",
+        "0.001",
+        "--concurrency",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j = json(&out);
+    assert_eq!(j["batches"], 1, "{j}");
+    assert_eq!(j["handshakes_ok"].as_u64(), Some(8), "{j}");
+    assert_eq!(j["balanced"], true, "{j}");
+}
+
+/// `--idle` only means something with --send, --send-file or --expect:
+/// alone it is refused rather than ignored.
+#[test]
+fn idle_without_a_conversation_is_refused() {
+    let args = ["connect", "127.0.0.1:9", "--idle", "5"];
+    let (code, _, err) = ksspictl(&args);
+    assert_refused(&args, code, &err, "--send");
+}
+
+/// `--send` takes escapes; an unknown one or a broken \x is refused before
+/// connecting (port 9 of loopback would refuse the connection: that error
+/// must not be the one reported).
+#[test]
+fn send_escapes_are_checked_before_connecting() {
+    for (send, text) in [
+        (r"a\q", r"unknown escape \q"),
+        (r"a\x4", r"\x at byte 1"),
+        (r"a\xZZ", r"\x at byte 1"),
+        ("a\\", "lone backslash"),
+    ] {
+        let args = ["connect", "127.0.0.1:9", "--send", send];
+        let (code, _, err) = ksspictl(&args);
+        assert_refused(&args, code, &err, text);
+        assert!(err.contains("--send"), "{err}");
+    }
+    let args = ["connect", "127.0.0.1:9", "--expect", r"\u"];
+    let (code, _, err) = ksspictl(&args);
+    assert_refused(&args, code, &err, "--expect");
+}
+
+/// Issue 20, defect 3: bad certificate files are refused at start with the
+/// file and what is wrong, before `serve` listens (it used to listen and
+/// fail every client with SEC_E_NO_CREDENTIALS) and before `connect`
+/// connects (a garbage CA used to be ignored).
+#[test]
+fn bad_certificate_files_are_refused_at_start_naming_the_file() {
+    let dir = TempDir::new("ksspictl-cli-certs");
+    let pki = TestPki::new("ksspictl cli CA");
+    let leaf = pki.leaf(&["localhost"], false);
+    let other = self_signed(&["localhost"]);
+    let cert = dir.write("leaf.pem", &leaf.cert_pem);
+    let key = dir.write("leaf.key", &leaf.key_pem);
+    let other_key = dir.write("other.key", &other.key_pem);
+    let garbage = "-----BEGIN CERTIFICATE-----\nZ2FyYmFnZSBnYXJiYWdlIGdhcmJhZ2U=\n-----END CERTIFICATE-----\n";
+    let garbage_cert = dir.write("garbage.pem", garbage);
+    let garbage_key = dir.write(
+        "garbage.key",
+        &garbage.replace("CERTIFICATE", "PRIVATE KEY"),
+    );
+    let not_base64 = dir.write(
+        "not-base64.pem",
+        "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+    );
+    let empty = dir.write("empty.pem", "no PEM here\n");
+    let missing = cert.with_file_name("missing.pem");
+    let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let serve_cases: Vec<([String; 2], &str)> = vec![
+        (
+            [p(&cert), p(&other_key)],
+            "does not match the certificate in",
+        ),
+        ([p(&garbage_cert), p(&key)], "not a valid X.509 certificate"),
+        ([p(&not_base64), p(&key)], "not base64"),
+        ([p(&empty), p(&key)], "no \"BEGIN CERTIFICATE\" block"),
+        ([p(&key), p(&key)], "no \"BEGIN CERTIFICATE\" block"),
+        ([p(&cert), p(&cert)], "no private key block"),
+        ([p(&cert), p(&garbage_key)], "the key cannot be used"),
+        ([p(&missing), p(&key)], "missing.pem"),
+    ];
+    for ([cert, key], text) in &serve_cases {
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--once",
+            "--cert",
+            cert,
+            "--key",
+            key,
+        ];
+        let (code, out, err) = ksspictl_within(&args, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{args:?} was still running: it accepted the files"));
+        assert_refused(&args, code, &err, text);
+        assert!(!out.contains("listening"), "{args:?}: {out}");
+        // The file at fault is named: the key for a mismatch or a bad key,
+        // the certificate otherwise.
+        let named = if text.contains("key") || text.contains("match") {
+            key
+        } else {
+            cert
+        };
+        assert!(err.contains(named.as_str()), "{args:?}: {err}");
+    }
+    for (ca, text) in [
+        (
+            &garbage_cert,
+            "certificate 1 is not a valid X.509 certificate",
+        ),
+        (&not_base64, "not base64"),
+        (&empty, "no \"BEGIN CERTIFICATE\" block"),
+        (&key, "no \"BEGIN CERTIFICATE\" block"),
+    ] {
+        let args = ["connect", "127.0.0.1:9", "--ca", ca.to_str().unwrap()];
+        let (code, _, err) = ksspictl(&args);
+        assert_refused(&args, code, &err, text);
+        assert!(err.contains(ca.to_str().unwrap()), "{err}");
+    }
+    // A thumbprint the model's store does not hold, and a name no
+    // certificate can carry.
+    for (args, text) in [
+        (
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--cert-thumbprint",
+                &"00".repeat(20),
+            ][..],
+            "no certificate with thumbprint",
+        ),
+        (
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--self-signed",
+                "not a name",
+            ][..],
+            "not a DNS name or an IP address",
+        ),
+    ] {
+        let (code, _, err) = ksspictl_within(args, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{args:?} was still running"));
+        assert_refused(args, code, &err, text);
+    }
+}
+
+/// The good files work end to end: `serve` with a CA-signed certificate,
+/// `connect` trusting that CA, a line sent with an escaped newline and
+/// echoed back.
+#[test]
+fn serve_and_connect_with_a_ca_signed_certificate_and_an_escaped_line() {
+    let dir = TempDir::new("ksspictl-cli-pair");
+    let pki = TestPki::new("ksspictl cli CA");
+    let leaf = pki.leaf(&["localhost"], false);
+    let ca = dir.write("ca.pem", &pki.ca_pem());
+    let cert = dir.write("leaf.pem", &leaf.cert_pem);
+    let key = dir.write("leaf.key", &leaf.key_pem);
+    let mut server = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_ksspictl"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--once",
+                "--echo",
+                "--cert",
+            ])
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ksspictl serve"),
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("serve said {line:?}"))
+        .to_string();
+    let (code, out, err) = ksspictl(&[
+        "connect",
+        &addr,
+        "--server-name",
+        "localhost",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--send",
+        r"ping\tpong\x21\n",
+        "--expect",
+        r"\x21\n",
+        "--idle",
+        "10",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "ping\tpong!\n", "{err}");
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "serve --once failed");
+}
+
+/// The help the trial found wanting: units, the default certificate, one
+/// layout, a one-line summary per command, --idle's scope, the latency's
+/// unit, and the ranges (from the driver's limits, so they cannot drift).
+#[test]
+fn help_states_units_defaults_and_ranges() {
+    let help = |args: &[&str]| {
+        let (code, out, err) = ksspictl(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    let top = help(&["--help"]);
+    let stress_line = top
+        .lines()
+        .find(|l| l.trim_start().starts_with("stress"))
+        .unwrap();
+    assert!(
+        stress_line.len() < 100,
+        "stress's summary is a paragraph: {stress_line}"
+    );
+    let stress = help(&["stress", "--help"]);
+    assert!(
+        stress.contains("--duration <SECONDS>") && stress.contains("in seconds"),
+        "{stress}"
+    );
+    let serve = help(&["serve", "--help"]);
+    assert!(
+        serve.contains("With none of them") && serve.contains("localhost"),
+        "{serve}"
+    );
+    let connect = help(&["connect", "--help"]);
+    assert!(
+        connect.contains("With --send, --send-file or --expect"),
+        "{connect}"
+    );
+    assert!(connect.contains(r"\n \r \t"), "{connect}");
+    // bench lays its flags out as the others do: no blank line between
+    // them, no "see a summary with '-h'".
+    let bench = help(&["bench", "--help"]);
+    assert!(!bench.contains("summary with '-h'"), "{bench}");
+    assert!(!bench.contains("\n\n      --"), "{bench}");
+    let selftest = help(&["selftest", "--help"]);
+    for limit in [
+        MAX_SELFTEST_COUNT,
+        MAX_SELFTEST_CONCURRENCY,
+        MAX_SELFTEST_BYTES,
+    ] {
+        assert!(
+            selftest.contains(&limit.to_string()),
+            "{limit} not in {selftest}"
+        );
+    }
+    assert!(
+        stress.contains(&MAX_SELFTEST_CONCURRENCY.to_string()),
+        "{stress}"
+    );
+    assert!(
+        bench.contains(&MAX_SELFTEST_CONCURRENCY.to_string()),
+        "{bench}"
+    );
+}
+
+/// A reader that has gone (`ksspictl stress --json | head -c 100`): the
+/// harness ends quietly, by SIGPIPE as `cat` does, instead of panicking with
+/// "failed printing to stdout". The pipe's read end is closed before the
+/// child starts, so its first write to stdout meets a closed pipe whatever
+/// the timing; the test harness ignores SIGPIPE, and an ignored signal stays
+/// ignored across exec, so only ksspictl's own reset makes it the default.
+#[test]
+fn a_closed_stdout_pipe_ends_the_harness_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [
+        &["info", "--json"][..],
+        &[
+            "stress",
+            "--json",
+            "--duration",
+            "0.001",
+            "--concurrency",
+            "1",
+        ][..],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_ksspictl"))
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.signal(), Some(13), "{args:?}: SIGPIPE; {err}");
+        assert!(err.is_empty(), "{args:?}: quietly, not {err:?}");
+    }
+}
+
+/// `connect --cert/--key` files are checked at start as `serve`'s are (one
+/// line naming the file, before connecting), and a `--cert-thumbprint` the
+/// model's store does not hold is refused likewise.
+#[test]
+fn connect_client_certificate_files_are_checked_at_start() {
+    let dir = TempDir::new("ksspictl-cli-client-certs");
+    let pki = TestPki::new("ksspictl cli client CA");
+    let leaf = pki.leaf(&["client.example"], false);
+    let other = self_signed(&["client.example"]);
+    let cert = dir.write("client.pem", &leaf.cert_pem);
+    let key = dir.write("client.key", &leaf.key_pem);
+    let other_key = dir.write("other.key", &other.key_pem);
+    let empty = dir.write("empty.pem", "no PEM here\n");
+    let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    for ([c, k], text, named) in [
+        (
+            [p(&cert), p(&other_key)],
+            "does not match the certificate in",
+            p(&other_key),
+        ),
+        (
+            [p(&empty), p(&key)],
+            "no \"BEGIN CERTIFICATE\" block",
+            p(&empty),
+        ),
+        ([p(&cert), p(&cert)], "no private key block", p(&cert)),
+    ] {
+        // Port 9 (discard) is never reached: the files are refused first.
+        let args = ["connect", "127.0.0.1:9", "--cert", &c, "--key", &k];
+        let (code, _, err) = ksspictl(&args);
+        assert_refused(&args, code, &err, text);
+        assert!(err.contains(&named), "{args:?}: {err}");
+        assert!(!err.contains("connecting to"), "{args:?}: {err}");
+    }
+    let thumb = "11".repeat(20);
+    let args = ["connect", "127.0.0.1:9", "--cert-thumbprint", &thumb];
+    let (code, _, err) = ksspictl(&args);
+    assert_refused(&args, code, &err, "no certificate with thumbprint");
+    // --cert without --key, and both forms at once: usage errors, no panic.
+    for args in [
+        &["connect", "127.0.0.1:9", "--cert", "c.pem"][..],
+        &[
+            "connect",
+            "127.0.0.1:9",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
+            "--cert-thumbprint",
+            &thumb,
+        ][..],
+        &["serve", "--listen", "127.0.0.1:0", "--client-cert", "maybe"][..],
+    ] {
+        let (code, _, err) = ksspictl(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
     }
 }

@@ -15,7 +15,12 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             }
         }
         let open = self.table.lock(&self.platform).open;
-        let mut capabilities = caps::TLS12 | caps::TLS13 | caps::SELFTEST | caps::RECORD_LAYER;
+        let mut capabilities = caps::TLS12
+            | caps::TLS13
+            | caps::SELFTEST
+            | caps::RECORD_LAYER
+            | caps::ALPN
+            | caps::CLIENT_AUTH;
         if self.config.model {
             capabilities |= caps::MODEL;
         }

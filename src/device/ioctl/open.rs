@@ -11,8 +11,10 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
+use ksspi::alpn::{AlpnError, ApplicationProtocols};
 use ksspi::engine::{
-    acquire_credentials, CredentialSpec, Platform, Role, Session, SessionEvents, SessionSetup,
+    acquire_credentials, CertificateByHash, ClientCertificates, CredentialSpec, Platform, Role,
+    Session, SessionEvents, SessionSetup,
 };
 use ksspi::handle::Credentials;
 use ksspi::provider::SspiProvider;
@@ -38,16 +40,11 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         }
         let server = open.role == ksspi_abi::Role::Server;
+        let auth = open.client_auth.unwrap_or(ClientAuth::NONE);
         let spec = if server {
-            let end = open
-                .store
-                .iter()
-                .position(|&b| b == 0)
-                .unwrap_or(open.store.len());
-            let store = core::str::from_utf8(&open.store[..end]).unwrap_or("MY");
             CredentialSpec::Server {
                 thumbprint: open.thumbprint,
-                store: String::from(if store.is_empty() { "MY" } else { store }),
+                store: store_name(&open.store),
                 machine: true,
                 disabled_protocols: disabled_protocols(open.protocols, true),
             }
@@ -55,15 +52,41 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             CredentialSpec::Client {
                 disabled_protocols: disabled_protocols(open.protocols, false),
                 manual_validation: open.manual_validation,
+                // LocalMachine, as for a server: a driver has no user's store
+                // (msquic's kernel path sets SCH_MACHINE_CERT_HASH likewise).
+                certificate: auth.certificate.map(|thumbprint| CertificateByHash {
+                    thumbprint,
+                    store: store_name(&auth.store),
+                    machine: true,
+                }),
             }
         };
-        let role = if server {
-            Role::Server
-        } else {
-            let target = core::str::from_utf8(open.target).unwrap_or_default();
-            Role::Client {
-                target: (!target.is_empty()).then(|| String::from(target)),
-            }
+        let params = SessionParams {
+            role: if server {
+                Role::Server
+            } else {
+                let target = core::str::from_utf8(open.target).unwrap_or_default();
+                Role::Client {
+                    target: (!target.is_empty()).then(|| String::from(target)),
+                }
+            },
+            // A client's mode is Ignore (the ABI refuses any other).
+            client_certificates: match auth.server_mode {
+                ClientCertMode::Ignore => ClientCertificates::Ignore,
+                ClientCertMode::Request => ClientCertificates::Request,
+                ClientCertMode::Require => ClientCertificates::Require,
+            },
+            reports_flags: open.client_auth.is_some(),
+            // The ABI checked the list (check_alpn: not empty, no empty
+            // name, within MAX_ALPN_LIST); the engine's type checks again.
+            alpn: match open.alpn.map(ApplicationProtocols::from_wire) {
+                Some(Ok(list)) => Some(list),
+                Some(Err(AlpnError::ListTooLong)) => {
+                    return request.complete(STATUS_INVALID_BUFFER_SIZE, &[]);
+                }
+                Some(Err(_)) => return request.complete(STATUS_INVALID_PARAMETER, &[]),
+                None => None,
+            },
         };
         let id = {
             let mut table = self.table.lock(&self.platform);
@@ -102,13 +125,13 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         self.sessions_total.fetch_add(1, Ordering::Relaxed);
         let cached = self.credentials.lock(&self.platform).find(&spec);
         if let Some(credentials) = cached {
-            return self.opened(id, role, Ok(credentials), None);
+            return self.opened(id, params, Ok(credentials), None);
         }
         let device = Arc::downgrade(self);
         let keep = spec.clone();
         let done = Box::new(move |result: Result<Arc<Credentials<P>>, SecStatus>| {
             if let Some(device) = device.upgrade() {
-                device.opened(id, role, result, Some(keep));
+                device.opened(id, params, result, Some(keep));
             } else if let Ok(cred) = result {
                 drop(cred); // the device is gone: the handle releases itself
             }
@@ -132,7 +155,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
     pub(in crate::device) fn opened(
         self: &Arc<Self>,
         id: SessionId,
-        role: Role,
+        params: SessionParams,
         result: Result<Arc<Credentials<P>>, SecStatus>,
         spec: Option<CredentialSpec>,
     ) {
@@ -156,11 +179,15 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         let events: Arc<dyn SessionEvents> = Arc::new(EntryEvents {
             device: Arc::downgrade(self),
             id,
+            reports_flags: params.reports_flags,
+            max_output: self.config.limits.max_output,
         });
         let setup = SessionSetup {
-            role,
+            role: params.role,
             credentials: credentials.clone(),
             limits: self.config.limits,
+            client_certificates: params.client_certificates,
+            alpn: params.alpn,
             events,
         };
         let session = match Session::new(
@@ -221,6 +248,27 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             }
         }
     }
+}
+
+/// What OPEN asked of a session beyond its credentials.
+pub(in crate::device) struct SessionParams {
+    role: Role,
+    client_certificates: ClientCertificates,
+    /// OPEN came in the grown layout: replies may carry [`step_flags`].
+    reports_flags: bool,
+    /// OPEN's ALPN list (its third layout).
+    alpn: Option<ApplicationProtocols>,
+}
+
+// The ABI's bounds are the engine's.
+const _: () = assert!(MAX_ALPN_LIST == ksspi::alpn::MAX_ALPN_LIST);
+const _: () = assert!(MAX_ALPN_NAME == ksspi::alpn::MAX_ALPN_NAME);
+
+/// A store name from OPEN's NUL-padded ASCII (empty: `"MY"`).
+fn store_name(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let name = core::str::from_utf8(&raw[..end]).unwrap_or("MY");
+    String::from(if name.is_empty() { "MY" } else { name })
 }
 
 /// `SP_PROT_*` bits to disable for the ABI's allowed [`proto`] bits.

@@ -44,14 +44,21 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         at: &Passive,
     ) -> (NtStatus, usize) {
         let offset = QUERY_REPLY_CAPACITY - MAX_PEER_CERTIFICATE;
-        let Some((head, tail)) = out
-            .get_mut(..QUERY_REPLY_CAPACITY)
-            .map(|out| out.split_at_mut(offset))
-        else {
+        if out.len() < QUERY_REPLY_CAPACITY {
             return (STATUS_BUFFER_TOO_SMALL, 0);
-        };
-        match session.describe(tail, at) {
+        }
+        let (head, tail) = out.split_at_mut(offset);
+        match session.describe(&mut tail[..MAX_PEER_CERTIFICATE], at) {
             Ok(info) => {
+                // ALPN (sessions opened with a list only): the name follows
+                // the leaf, for which the request must have room
+                // (QUERY_REPLY_CAPACITY_ALPN).
+                let p = info.application_protocol;
+                let name = p.as_ref().and_then(|p| p.alpn()).unwrap_or(&[]);
+                let Some(room) = tail.get_mut(info.leaf_len..info.leaf_len + name.len()) else {
+                    return (STATUS_BUFFER_TOO_SMALL, 0);
+                };
+                room.copy_from_slice(name);
                 let c = info.connection.unwrap_or_default();
                 let sizes = info.sizes;
                 let reply = QueryReply {
@@ -68,9 +75,11 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                     peer_certificates: info.peer_certificates,
                     leaf_size: info.leaf_size as u32,
                     leaf: &tail[..info.leaf_len],
+                    alpn_status: u8::from(!name.is_empty()),
+                    alpn: name,
                 };
                 match encode_prefix(&reply, head) {
-                    Ok(n) if n == offset => (STATUS_SUCCESS, n + info.leaf_len),
+                    Ok(n) if n == offset => (STATUS_SUCCESS, n + info.leaf_len + name.len()),
                     _ => (STATUS_BUFFER_TOO_SMALL, 0),
                 }
             }

@@ -109,6 +109,19 @@ impl SimProvider {
                 unsafe { buffer.cast::<SecPkgContext_Certificates>().write(out) };
                 SecStatus::SEC_E_OK
             }
+            SECPKG_ATTR_APPLICATION_PROTOCOL if !buffer.is_null() => {
+                let Some(info) = ctx.application_protocol() else {
+                    return SecStatus::SEC_E_INVALID_HANDLE;
+                };
+                // SAFETY: the caller passed a SecPkgContext_ApplicationProtocol
+                // for this attribute.
+                unsafe {
+                    buffer
+                        .cast::<SecPkgContext_ApplicationProtocol>()
+                        .write(info)
+                };
+                SecStatus::SEC_E_OK
+            }
             _ => SecStatus::SEC_E_UNSUPPORTED_FUNCTION,
         }
     }

@@ -57,10 +57,21 @@ pub(super) fn acquire(
             require_client_cert: false,
         }
     } else {
+        // A client certificate comes the way a server's does (kernel
+        // Schannel takes SCHANNEL_CERT_HASH_STORE for both roles: msquic's
+        // kernel path, ksspi's engine/credentials.rs); one the store does not
+        // hold fails the acquisition as a server's does.
+        let client_identity = match sch.cert {
+            None => None,
+            Some((hash, store)) => match sim.0.store.find_identity(&store, &hash) {
+                Some(identity) => Some(identity),
+                None => return SecStatus::SEC_E_NO_CREDENTIALS,
+            },
+        };
         CredentialSpec::Client {
             protocols,
             manual_validation: sch.flags & SCH_CRED_MANUAL_CRED_VALIDATION != 0,
-            client_identity: None,
+            client_identity,
         }
     };
     if sim.0.verifier.fault_point(FaultKind::Allocation) {

@@ -55,13 +55,28 @@ impl SimProvider {
             },
             None => Vec::new(),
         };
+        // SECBUFFER_APPLICATION_PROTOCOLS, checked on every call that has
+        // one, taken by the call that creates the context.
+        let alpn = match inputs
+            .iter()
+            .find(|b| b.kind() == SECBUFFER_APPLICATION_PROTOCOLS)
+        {
+            // SAFETY: the input buffer's bytes are valid until completion.
+            Some(b) => match unsafe { edge::bytes(b) }
+                .and_then(|bytes| ksspi::alpn::parse_buffer(bytes).map(|l| l.map(<[u8]>::to_vec)))
+            {
+                Ok(list) => list,
+                Err(s) => return s,
+            },
+            None => None,
+        };
         let (entry, fresh) = match existing {
             Some(e) => (e, false),
             None => {
                 let made = if server {
-                    Context::server(&cred)
+                    Context::server_alpn(&cred, req & ASC_REQ_MUTUAL_AUTH != 0, alpn.as_deref())
                 } else {
-                    Context::client(&cred, target.as_deref())
+                    Context::client_alpn(&cred, target.as_deref(), alpn.as_deref())
                 };
                 match made {
                     Ok(c) => (Arc::new(Mutex::new(c)), true),

@@ -11,10 +11,11 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{
-    CertificateError, DigitallySignedStruct, Error, RootCertStore, ServerConfig, SignatureScheme,
-    SupportedProtocolVersion,
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, ServerConfig,
+    SignatureScheme, SupportedProtocolVersion,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -82,7 +83,12 @@ pub enum CredentialSpec {
         protocols: Protocols,
         /// TLS 1.3 NewSessionTickets sent after the handshake (0: none).
         tls13_tickets: usize,
-        /// Ask for, and require, a client certificate chaining to the store's roots.
+        /// Ask every client for a certificate chaining to the store's roots,
+        /// and fail a handshake without one (rustls's own mandatory client
+        /// authentication: a test knob, not Schannel's behaviour). Schannel's
+        /// is a context's `ASC_REQ_MUTUAL_AUTH`: see [`Context::server`].
+        ///
+        /// [`Context::server`]: super::Context::server
         require_client_cert: bool,
     },
     /// A client.
@@ -98,7 +104,12 @@ pub enum CredentialSpec {
 
 /// What a credential holds, by role.
 pub(super) enum Kind {
-    Server(Arc<ServerConfig>),
+    /// A server: its configuration without client authentication, and the
+    /// one its contexts use when the call asks for `ASC_REQ_MUTUAL_AUTH`.
+    Server {
+        plain: Arc<ServerConfig>,
+        mutual: Arc<ServerConfig>,
+    },
     Client {
         protocols: Protocols,
         verifier: Arc<dyn ServerCertVerifier>,
@@ -133,28 +144,36 @@ impl Credential {
                 if versions.is_empty() {
                     return Err(SecStatus::SEC_E_ALGORITHM_MISMATCH);
                 }
-                let builder = ServerConfig::builder_with_provider(provider())
-                    .with_protocol_versions(&versions)
-                    .map_err(|_| SecStatus::SEC_E_ALGORITHM_MISMATCH)?;
-                let builder = if require_client_cert {
-                    let verifier = WebPkiClientVerifier::builder_with_provider(
-                        Arc::new(roots(store)),
-                        provider(),
-                    )
-                    .build()
-                    .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
-                    builder.with_client_cert_verifier(verifier)
-                } else {
-                    builder.with_no_client_auth()
+                let config = |mutual: bool| -> Result<ServerConfig, SecStatus> {
+                    let builder = ServerConfig::builder_with_provider(provider())
+                        .with_protocol_versions(&versions)
+                        .map_err(|_| SecStatus::SEC_E_ALGORITHM_MISMATCH)?;
+                    let builder = if mutual {
+                        builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider())))
+                    } else if require_client_cert {
+                        let verifier = WebPkiClientVerifier::builder_with_provider(
+                            Arc::new(roots(store)),
+                            provider(),
+                        )
+                        .build()
+                        .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
+                        builder.with_client_cert_verifier(verifier)
+                    } else {
+                        builder.with_no_client_auth()
+                    };
+                    let key = identity
+                        .key()
+                        .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
+                    let mut config = builder
+                        .with_single_cert(identity.chain.clone(), key)
+                        .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
+                    config.send_tls13_tickets = tls13_tickets;
+                    Ok(config)
                 };
-                let key = identity
-                    .key()
-                    .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
-                let mut config = builder
-                    .with_single_cert(identity.chain.clone(), key)
-                    .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
-                config.send_tls13_tickets = tls13_tickets;
-                Kind::Server(Arc::new(config))
+                Kind::Server {
+                    plain: Arc::new(config(false)?),
+                    mutual: Arc::new(config(true)?),
+                }
             }
             CredentialSpec::Client {
                 protocols,
@@ -201,7 +220,7 @@ impl Credential {
 
     /// Whether this is a server (inbound) credential.
     pub fn is_server(&self) -> bool {
-        matches!(self.kind, Kind::Server(_))
+        matches!(self.kind, Kind::Server { .. })
     }
 }
 
@@ -282,6 +301,37 @@ impl ServerCertVerifier for AcceptAny {
         _: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         Ok(ServerCertVerified::assertion())
+    }
+    signature_checks!();
+}
+
+/// The client-certificate check of a server context called with
+/// `ASC_REQ_MUTUAL_AUTH`: asks for a certificate naming no CA (an empty
+/// `certificate_authorities`, which lets a client offer any), accepts a
+/// handshake without one, and accepts any chain whose CertificateVerify
+/// signature is good, leaving the verdict on the chain to the caller, as
+/// Schannel does (it completes the handshake and reports the chain's
+/// validation apart: HTTP.sys's `HTTP_SSL_CLIENT_CERT_INFO.CertFlags`,
+/// msquic's `SECPKG_ATTR_CERT_CHECK_RESULT_INPROC` query; docs/DESIGN.md).
+#[derive(Debug)]
+struct AnyClientCert(Arc<CryptoProvider>);
+
+impl ClientCertVerifier for AnyClientCert {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        Ok(ClientCertVerified::assertion())
     }
     signature_checks!();
 }

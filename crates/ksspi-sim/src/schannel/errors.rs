@@ -33,6 +33,12 @@ pub fn map_error(e: &Error) -> SecStatus {
             | AlertDescription::UnknownCA
             | AlertDescription::CertificateExpired => SecStatus::SEC_E_CERT_UNKNOWN,
             AlertDescription::CloseNotify => SecStatus::SEC_I_CONTEXT_EXPIRED,
+            // The client's side of an ALPN failure: the same status as the
+            // server's (winerror.h's text for it names both sides). What
+            // Windows answers here is to be confirmed on a real run.
+            AlertDescription::NoApplicationProtocol => {
+                SecStatus::SEC_E_APPLICATION_PROTOCOL_MISMATCH
+            }
             _ => SecStatus::SEC_E_ILLEGAL_MESSAGE,
         },
         Error::DecryptError => SecStatus::SEC_E_DECRYPT_FAILURE,

@@ -87,6 +87,9 @@ pub struct Context {
     shutdown: bool,
     /// The close_notify went out: no handshake call produces anything more.
     close_sent: bool,
+    /// The context was given an ALPN list (SECBUFFER_APPLICATION_PROTOCOLS
+    /// on its first call).
+    alpn: bool,
     /// The stream sizes, fixed once the handshake is complete.
     sizes: Option<StreamSizes>,
     /// Where EncryptMessage has rustls write a record before it is copied out
@@ -98,18 +101,62 @@ pub struct Context {
 }
 
 impl Context {
-    /// A server context over `cred`.
-    pub fn server(cred: &Credential) -> Result<Context, SecStatus> {
-        let Kind::Server(config) = &cred.kind else {
+    /// A server context over `cred`; `mutual` (the first call's
+    /// `ASC_REQ_MUTUAL_AUTH`) asks the client for a certificate, takes any it
+    /// sends (its signature checked, its chain left to the caller, as
+    /// Schannel reports it apart) and completes without one too.
+    pub fn server(cred: &Credential, mutual: bool) -> Result<Context, SecStatus> {
+        Context::server_alpn(cred, mutual, None)
+    }
+
+    /// [`Context::server`] with an ALPN list (`alpn`: the wire list of a
+    /// SECBUFFER_APPLICATION_PROTOCOLS buffer, most preferred first). The
+    /// server picks as Schannel and rustls both do: its own order, the first
+    /// the client offered; a client that offered none gets no ALPN; no
+    /// overlap fails with `SEC_E_APPLICATION_PROTOCOL_MISMATCH` and the
+    /// `no_application_protocol` alert (RFC 7301 3.2).
+    pub fn server_alpn(
+        cred: &Credential,
+        mutual: bool,
+        alpn: Option<&[u8]>,
+    ) -> Result<Context, SecStatus> {
+        let Kind::Server {
+            plain,
+            mutual: with_auth,
+        } = &cred.kind
+        else {
             return Err(SecStatus::SEC_E_WRONG_CREDENTIAL_HANDLE);
         };
-        let conn = Conn::server(config.clone()).map_err(|e| map_error(&e))?;
-        Ok(Context::with(conn, None))
+        let config = if mutual { with_auth } else { plain };
+        let config = match alpn {
+            Some(list) => {
+                let mut own = rustls::ServerConfig::clone(config);
+                own.alpn_protocols = ksspi::alpn::wire_names(list).map(<[u8]>::to_vec).collect();
+                Arc::new(own)
+            }
+            None => config.clone(),
+        };
+        let conn = Conn::server(config).map_err(|e| map_error(&e))?;
+        let mut ctx = Context::with(conn, None);
+        ctx.alpn = alpn.is_some();
+        Ok(ctx)
     }
 
     /// A client context over `cred`, towards `target` (the SNI and the name the
     /// certificate must carry; `None`: no name, and no validation).
     pub fn client(cred: &Credential, target: Option<&str>) -> Result<Context, SecStatus> {
+        Context::client_alpn(cred, target, None)
+    }
+
+    /// [`Context::client`] offering an ALPN list (`alpn`: the wire list of a
+    /// SECBUFFER_APPLICATION_PROTOCOLS buffer, most preferred first). A
+    /// server that picks a protocol not offered fails the handshake
+    /// (rustls: `SEC_E_ILLEGAL_MESSAGE`).
+    pub fn client_alpn(
+        cred: &Credential,
+        target: Option<&str>,
+        alpn: Option<&[u8]>,
+    ) -> Result<Context, SecStatus> {
         let Kind::Client {
             protocols,
             verifier,
@@ -147,8 +194,13 @@ impl Context {
             .with_client_cert_resolver(asked.clone());
         config.resumption = rustls::client::Resumption::disabled();
         config.enable_sni = target.is_some();
+        if let Some(list) = alpn {
+            config.alpn_protocols = ksspi::alpn::wire_names(list).map(<[u8]>::to_vec).collect();
+        }
         let conn = Conn::client(Arc::new(config), name).map_err(|e| map_error(&e))?;
-        Ok(Context::with(conn, Some(asked)))
+        let mut ctx = Context::with(conn, Some(asked));
+        ctx.alpn = alpn.is_some();
+        Ok(ctx)
     }
 
     fn with(conn: Conn, asked: Option<Arc<AskedFor>>) -> Context {
@@ -165,6 +217,7 @@ impl Context {
             peer_closed: false,
             shutdown: false,
             close_sent: false,
+            alpn: false,
             sizes: None,
             scratch: Vec::new(),
         }
@@ -193,6 +246,23 @@ impl Context {
         certs
             .map(|certs| certs.iter().map(|c| c.as_ref().to_vec()).collect())
             .unwrap_or_default()
+    }
+
+    /// `SECPKG_ATTR_APPLICATION_PROTOCOL`'s answer once established:
+    /// `Success` with the protocol ALPN chose, else `None` (no list given,
+    /// or the peer negotiated none). `None` before the handshake completes.
+    pub fn application_protocol(&self) -> Option<SecPkgContext_ApplicationProtocol> {
+        if !self.established {
+            return None;
+        }
+        let mut out = SecPkgContext_ApplicationProtocol::ZEROED;
+        if let Some(id) = self.conn.alpn_protocol().filter(|_| self.alpn) {
+            out.ProtoNegoStatus = SecApplicationProtocolNegotiationStatus_Success;
+            out.ProtoNegoExt = SecApplicationProtocolNegotiationExt_ALPN;
+            out.ProtocolIdSize = id.len() as u8;
+            out.ProtocolId[..id.len()].copy_from_slice(id);
+        }
+        Some(out)
     }
 
     /// The negotiated cipher suite's IANA name.

@@ -179,6 +179,14 @@ impl Conn {
         }
     }
 
+    /// The protocol ALPN chose, once known.
+    pub(super) fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            Conn::Server(c) => c.alpn_protocol(),
+            Conn::Client(c) => c.alpn_protocol(),
+        }
+    }
+
     /// The negotiated cipher suite, once known.
     pub(super) fn negotiated_cipher_suite(&self) -> Option<SupportedCipherSuite> {
         match self {

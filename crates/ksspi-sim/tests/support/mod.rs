@@ -35,7 +35,8 @@ unsafe extern "system" fn on_complete(_handle: *mut SspiAsyncContext, data: *mut
 /// Buffers for one call, boxed so their addresses hold until completion.
 struct Frame {
     input: Vec<u8>,
-    in_bufs: [SecBuffer; 2],
+    alpn: Vec<u8>,
+    in_bufs: [SecBuffer; 3],
     in_desc: SecBufferDesc,
     out_token: Vec<u8>,
     out_alert: Vec<u8>,
@@ -67,6 +68,9 @@ pub struct Peer {
     pub allocate: bool,
     pub steps: u32,
     freed: bool,
+    /// Bytes for a third input buffer of type SECBUFFER_APPLICATION_PROTOCOLS
+    /// on every call (`None`: two input buffers).
+    pub alpn: Option<Vec<u8>>,
 }
 
 fn wait(sim: &SimProvider, actx: AsyncContextPtr, signal: &Signal, before: u32) -> SecStatus {
@@ -120,6 +124,7 @@ impl Peer {
             allocate: false,
             steps: 0,
             freed: false,
+            alpn: None,
         };
         let status = peer.acquire(thumb, disabled);
         if status != SecStatus::SEC_E_OK {
@@ -213,9 +218,11 @@ impl Peer {
         let before = self.begin();
         let mut f = Box::new(Frame {
             input: input.to_vec(),
+            alpn: self.alpn.clone().unwrap_or_default(),
             in_bufs: [
                 SecBuffer::empty(SECBUFFER_TOKEN),
                 SecBuffer::empty(SECBUFFER_EMPTY),
+                SecBuffer::empty(SECBUFFER_APPLICATION_PROTOCOLS),
             ],
             in_desc: SecBufferDesc {
                 ulVersion: 0,
@@ -239,7 +246,10 @@ impl Peer {
         });
         f.in_bufs[0].cbBuffer = f.input.len() as u32;
         f.in_bufs[0].pvBuffer = f.input.as_mut_ptr().cast();
-        f.in_desc = SecBufferDesc::new(&mut f.in_bufs);
+        f.in_bufs[2].cbBuffer = f.alpn.len() as u32;
+        f.in_bufs[2].pvBuffer = f.alpn.as_mut_ptr().cast();
+        let count = if self.alpn.is_some() { 3 } else { 2 };
+        f.in_desc = SecBufferDesc::new(&mut f.in_bufs[..count]);
         if !self.allocate {
             f.out_bufs[0].cbBuffer = f.out_token.len() as u32;
             f.out_bufs[0].pvBuffer = f.out_token.as_mut_ptr().cast();

@@ -1,7 +1,27 @@
 //! Asynchronous credential acquisition (`SspiAcquireCredentialsHandleAsyncW`)
 //! for a TLS server (its certificate by SHA-1 thumbprint in a system store, as
-//! kernel Schannel finds it) or client, with protocol-version settings. Release
-//! is [`Credentials::release`] (`SspiFreeCredentialsHandleAsync`).
+//! kernel Schannel finds it) or client (optionally with a client certificate
+//! found the same way), with protocol-version settings. Release is
+//! [`Credentials::release`] (`SspiFreeCredentialsHandleAsync`).
+//!
+//! A client certificate by thumbprint: `SCH_CREDENTIALS` with `cCreds` 1,
+//! `dwCredFormat` `SCH_CRED_FORMAT_CERT_HASH_STORE` and `paCred` pointing to a
+//! `SCHANNEL_CERT_HASH_STORE`, exactly as for a server. Evidence that kernel
+//! Schannel takes it for an outbound (client) credential: msquic's
+//! `src/platform/tls_schannel.c`, `CxPlatTlsSecConfigCreate`, whose
+//! `#ifdef _KERNEL_MODE` branch fills `SCHANNEL_CERT_HASH_STORE` for
+//! `QUIC_CREDENTIAL_TYPE_CERTIFICATE_HASH(_STORE)` whatever the role (only a
+//! client with `QUIC_CREDENTIAL_TYPE_NONE` goes without one) and passes it to
+//! `AcquireCredentialsHandleW` with `SECPKG_CRED_OUTBOUND` for clients. The
+//! docs say nothing narrower: the SCHANNEL_CERT_HASH_STORE page
+//! (learn.microsoft.com/windows/win32/api/schannel/
+//! ns-schannel-schannel_cert_hash_store) describes it as how kernel-mode
+//! Schannel is given a certificate, for no particular role, and the
+//! SCH_CREDENTIALS page (ns-schannel-sch_credentials) lists
+//! `SCH_CRED_FORMAT_CERT_HASH_STORE` among `dwCredFormat`'s values for both
+//! kinds of credential. Not yet run against a real kernel Schannel client here
+//! (no Windows): docs/WINDOWS.md's acceptance steps are where that is shown.
+//! docs/DESIGN.md's evidence section keeps the same sources.
 
 use super::conductor::{Conductor, EngineStats, Issue, Machine, Move, Platform};
 use crate::handle::{AsyncContext, Credentials, HandleSlot};
@@ -15,6 +35,18 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::ffi::c_void;
 use core::ptr;
+
+/// A certificate by SHA-1 thumbprint in a system store, as kernel Schannel
+/// finds one (`SCHANNEL_CERT_HASH_STORE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateByHash {
+    /// The certificate's SHA-1 thumbprint.
+    pub thumbprint: [u8; 20],
+    /// The system store (`"MY"`).
+    pub store: String,
+    /// LocalMachine (`SCH_MACHINE_CERT_HASH`) rather than the current user.
+    pub machine: bool,
+}
 
 /// What credentials to acquire.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +69,10 @@ pub enum CredentialSpec {
         /// Do not validate the server's certificate
         /// (`SCH_CRED_MANUAL_CRED_VALIDATION`); the caller checks it.
         manual_validation: bool,
+        /// The client certificate offered when a server asks for one
+        /// (`None`: the handshake answers a request without one, and the
+        /// session reports that it was asked).
+        certificate: Option<CertificateByHash>,
     },
 }
 
@@ -180,7 +216,7 @@ pub fn acquire_credentials<P: SspiProvider, K: Platform>(
     done: AcquireDone<P>,
     at: &Passive,
 ) -> Result<(), SecStatus> {
-    let (server, store, flags, disabled) = match spec {
+    let (server, store, flags, disabled, with_cert) = match spec {
         CredentialSpec::Server {
             thumbprint,
             store,
@@ -191,13 +227,18 @@ pub fn acquire_credentials<P: SspiProvider, K: Platform>(
             SCHANNEL_CERT_HASH_STORE::new(*thumbprint, store, *machine),
             SCH_CRED_NO_DEFAULT_CREDS,
             *disabled_protocols,
+            true,
         ),
         CredentialSpec::Client {
             disabled_protocols,
             manual_validation,
+            certificate,
         } => (
             false,
-            SCHANNEL_CERT_HASH_STORE::new([0; 20], "", false),
+            match certificate {
+                Some(c) => SCHANNEL_CERT_HASH_STORE::new(c.thumbprint, &c.store, c.machine),
+                None => SCHANNEL_CERT_HASH_STORE::new([0; 20], "", false),
+            },
             SCH_CRED_NO_DEFAULT_CREDS
                 | if *manual_validation {
                     SCH_CRED_MANUAL_CRED_VALIDATION
@@ -205,6 +246,7 @@ pub fn acquire_credentials<P: SspiProvider, K: Platform>(
                     SCH_CRED_AUTO_CRED_VALIDATION
                 },
             *disabled_protocols,
+            certificate.is_some(),
         ),
     };
     let params = Params {
@@ -220,12 +262,12 @@ pub fn acquire_credentials<P: SspiProvider, K: Platform>(
         },
         sch: SCH_CREDENTIALS {
             dwVersion: SCH_CREDENTIALS_VERSION,
-            dwCredFormat: if server {
+            dwCredFormat: if with_cert {
                 SCH_CRED_FORMAT_CERT_HASH_STORE
             } else {
                 0
             },
-            cCreds: u32::from(server),
+            cCreds: u32::from(with_cert),
             paCred: ptr::null_mut(),
             hRootStore: ptr::null_mut(),
             cMappers: 0,

@@ -17,11 +17,13 @@ pub use crate::handle::StreamSizes;
 pub use conductor::{
     reserve_buffer, reserve_vec, zeroed_buffer, EngineStats, Platform, ReadyNotify, SpinWord,
 };
-pub use credentials::{acquire_credentials, release_credentials, CredentialSpec};
+pub use credentials::{
+    acquire_credentials, release_credentials, CertificateByHash, CredentialSpec,
+};
 pub use session::{
-    Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role, Session, SessionEvents,
-    SessionInfo, SessionSetup, StepError, StepReport, MAX_POST_HANDSHAKE, NO_PROGRESS,
-    TOO_MANY_POST_HANDSHAKE,
+    ClientCertificates, Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role, Session,
+    SessionEvents, SessionInfo, SessionSetup, StepError, StepReport, MAX_POST_HANDSHAKE,
+    NO_CLIENT_CERTIFICATE, NO_PROGRESS, TOO_MANY_POST_HANDSHAKE,
 };
 
 #[cfg(test)]

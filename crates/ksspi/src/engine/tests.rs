@@ -51,6 +51,11 @@ struct Script {
     decrypt: VecDeque<Decrypt>,
     handshake_calls: u32,
     decrypt_calls: u32,
+    /// Per handshake call: whether its third input buffer was a
+    /// well-formed `SECBUFFER_APPLICATION_PROTOCOLS` (the ALPN list).
+    alpn_seen: Vec<bool>,
+    /// What `SECPKG_ATTR_APPLICATION_PROTOCOL` answers (`None`: unsupported).
+    chosen: Option<Vec<u8>>,
     /// Live async contexts: their status, callback and its data.
     contexts: HashMap<usize, (SecStatus, SspiAsyncNotifyCallback, usize)>,
 }
@@ -110,7 +115,23 @@ impl Hostile {
         };
         // SAFETY: per the function's contract, `input` points to a valid
         // descriptor.
-        let input = unsafe { (*input).pBuffers };
+        let desc = unsafe { &*input };
+        let (count, input) = (desc.cBuffers, desc.pBuffers);
+        if count == 3 {
+            // SAFETY: the descriptor's three buffers, valid for the call.
+            let bufs = unsafe { &*input.cast::<[SecBuffer; 3]>() };
+            let third = &bufs[2];
+            // SAFETY: its bytes, as the engine laid them out.
+            let bytes = unsafe {
+                core::slice::from_raw_parts(third.pvBuffer.cast::<u8>(), third.cbBuffer as usize)
+            };
+            let ok = third.BufferType == SECBUFFER_APPLICATION_PROTOCOLS
+                && crate::alpn::parse_buffer(bytes).is_ok_and(|l| l.is_some());
+            self.script().alpn_seen.push(ok);
+        } else {
+            assert_eq!(count, 2);
+            self.script().alpn_seen.push(false);
+        }
         // SAFETY: likewise `output`.
         let output = unsafe { (*output).pBuffers };
         // SAFETY: the engine's input descriptor holds two buffers, valid and
@@ -306,10 +327,27 @@ impl SspiProvider for Hostile {
     unsafe fn query_context_attributes(
         &self,
         _: *mut SecHandle,
-        _: u32,
-        _: *mut c_void,
+        attribute: u32,
+        buffer: *mut c_void,
     ) -> SecStatus {
-        SecStatus::SEC_E_UNSUPPORTED_FUNCTION
+        let chosen = self.script().chosen.clone();
+        match chosen {
+            Some(id) if attribute == SECPKG_ATTR_APPLICATION_PROTOCOL => {
+                let mut out = SecPkgContext_ApplicationProtocol::ZEROED;
+                out.ProtoNegoStatus = SecApplicationProtocolNegotiationStatus_Success;
+                out.ProtoNegoExt = SecApplicationProtocolNegotiationExt_ALPN;
+                out.ProtocolIdSize = id.len() as u8;
+                out.ProtocolId[..id.len()].copy_from_slice(&id);
+                // SAFETY: the engine passes this attribute's structure.
+                unsafe {
+                    buffer
+                        .cast::<SecPkgContext_ApplicationProtocol>()
+                        .write(out)
+                };
+                SecStatus::SEC_E_OK
+            }
+            _ => SecStatus::SEC_E_UNSUPPORTED_FUNCTION,
+        }
     }
 
     unsafe fn apply_control_token(&self, _: *mut SecHandle, _: *mut SecBufferDesc) -> SecStatus {
@@ -346,6 +384,8 @@ impl Platform for Inline {
 #[derive(Default)]
 struct Reports {
     steps: Vec<Outcome>,
+    /// Each step's ALPN choice, as reported.
+    alpn: Vec<Option<Vec<u8>>>,
     records: Vec<(RecordOutcome, usize, u32)>,
     closed: bool,
 }
@@ -355,7 +395,10 @@ struct Events(Mutex<Reports>);
 
 impl SessionEvents for Events {
     fn step_done(&self, report: &StepReport<'_>) {
-        self.0.lock().unwrap().steps.push(report.outcome);
+        let mut r = self.0.lock().unwrap();
+        r.steps.push(report.outcome);
+        let chosen = report.application_protocol.as_ref().and_then(|p| p.alpn());
+        r.alpn.push(chosen.map(<[u8]>::to_vec));
     }
     fn record_done(&self, report: &RecordReport<'_>) {
         let r = (report.outcome, report.data.len(), report.renegotiations);
@@ -380,6 +423,15 @@ fn ok(status: SecStatus, extra: Option<u32>, token: u32) -> Handshake {
 
 /// A server session over `p`, and its events.
 fn session(p: &Hostile) -> (Session<Hostile, Inline>, Arc<Events>) {
+    session_with(p, Role::Server, None)
+}
+
+/// A session in `role` with an ALPN list, over `p`, and its events.
+fn session_with(
+    p: &Hostile,
+    role: Role,
+    alpn: Option<crate::alpn::ApplicationProtocols>,
+) -> (Session<Hostile, Inline>, Arc<Events>) {
     let events = Arc::new(Events::default());
     let slot = HandleSlot::new();
     // SAFETY: the slot is ours alone (no call has it), and its pointer is
@@ -394,9 +446,11 @@ fn session(p: &Hostile) -> (Session<Hostile, Inline>, Arc<Events>) {
     // owned by nobody else.
     let credentials = unsafe { Credentials::from_slot(p.clone(), slot) };
     let setup = SessionSetup {
-        role: Role::Server,
+        role,
         credentials: Arc::new(credentials),
         limits: Limits::default(),
+        client_certificates: Default::default(),
+        alpn,
         events: events.clone(),
     };
     let s = Session::new(p.clone(), Inline, setup, Arc::default(), &at()).unwrap();
@@ -567,4 +621,74 @@ fn decrypted_data_inside_its_record_is_delivered() {
     s.decrypt(&[0x17; 200], &at()).unwrap();
     let r = events.0.lock().unwrap().records.clone();
     assert_eq!(r, [(RecordOutcome::Data { missing: 0 }, 170, 0)]);
+}
+
+fn alpn(names: &[&str]) -> Option<crate::alpn::ApplicationProtocols> {
+    Some(crate::alpn::ApplicationProtocols::new(names.iter().map(|n| n.as_bytes())).unwrap())
+}
+
+#[test]
+fn the_alpn_list_goes_only_with_the_calls_before_the_context_exists() {
+    // A server: the first call (the ClientHello) creates the context and
+    // carries the list; the second (the client's Finished) does not.
+    let p = Hostile::default();
+    {
+        let mut sc = p.script();
+        sc.handshake
+            .push_back(ok(SecStatus::SEC_I_CONTINUE_NEEDED, None, 10));
+        sc.handshake.push_back(ok(SecStatus::SEC_E_OK, None, 0));
+        sc.chosen = Some(b"h2".to_vec());
+    }
+    let (s, events) = session_with(&p, Role::Server, alpn(&["h2", "http/1.1"]));
+    s.step(b"client hello", &at()).unwrap();
+    s.step(b"client finished", &at()).unwrap();
+    assert_eq!(p.script().alpn_seen, [true, false]);
+    let r = events.0.lock().unwrap();
+    assert_eq!(
+        r.steps,
+        [Outcome::NeedInput { missing: 0 }, Outcome::Established]
+    );
+    assert_eq!(r.alpn, [None, Some(b"h2".to_vec())]);
+    drop(r);
+    s.close();
+    // A session without a list sends none and asks nothing.
+    let p = Hostile::default();
+    {
+        let mut sc = p.script();
+        sc.handshake.push_back(ok(SecStatus::SEC_E_OK, None, 0));
+        sc.chosen = Some(b"h2".to_vec());
+    }
+    let (s, events) = session(&p);
+    s.step(b"client hello", &at()).unwrap();
+    assert_eq!(p.script().alpn_seen, [false]);
+    assert_eq!(events.0.lock().unwrap().alpn, [None]);
+    s.close();
+}
+
+#[test]
+fn a_client_fails_when_the_server_chose_a_protocol_it_did_not_offer() {
+    for (chosen, expect) in [
+        (&b"h2"[..], Outcome::Established),
+        (
+            &b"h3"[..],
+            Outcome::Failed(crate::alpn::UNOFFERED_APPLICATION_PROTOCOL),
+        ),
+        // A prefix of an offered name is not that name.
+        (
+            &b"http/1"[..],
+            Outcome::Failed(crate::alpn::UNOFFERED_APPLICATION_PROTOCOL),
+        ),
+    ] {
+        let p = Hostile::default();
+        {
+            let mut sc = p.script();
+            sc.handshake.push_back(ok(SecStatus::SEC_E_OK, None, 7));
+            sc.chosen = Some(chosen.to_vec());
+        }
+        let client = Role::Client { target: None };
+        let (s, events) = session_with(&p, client, alpn(&["h2", "http/1.1"]));
+        s.step(&[], &at()).unwrap();
+        assert_eq!(p.script().alpn_seen, [true], "the client's first call");
+        assert_eq!(events.0.lock().unwrap().steps, [expect]);
+    }
 }

@@ -371,6 +371,25 @@ pub fn query_connection_info<P: SspiProvider>(
     status.ok().map(|_| info)
 }
 
+/// `QueryContextAttributes(SECPKG_ATTR_APPLICATION_PROTOCOL)` on an
+/// established context: the ALPN negotiation's status and the protocol chosen.
+pub fn query_application_protocol<P: SspiProvider>(
+    provider: &P,
+    context: &HandleSlot,
+) -> Result<crate::sys::SecPkgContext_ApplicationProtocol, SecStatus> {
+    let mut info = crate::sys::SecPkgContext_ApplicationProtocol::ZEROED;
+    // SAFETY: the slot holds a live security context its owner is not using
+    // in a call right now, and `info` is the structure the attribute names.
+    let status = unsafe {
+        provider.query_context_attributes(
+            context.as_ptr(),
+            crate::sys::SECPKG_ATTR_APPLICATION_PROTOCOL,
+            (&mut info as *mut crate::sys::SecPkgContext_ApplicationProtocol).cast(),
+        )
+    };
+    status.ok().map(|_| info)
+}
+
 /// Which async release a handle needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {

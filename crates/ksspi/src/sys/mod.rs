@@ -36,6 +36,20 @@ mod tests {
         assert_eq!(size_of::<UNICODE_STRING>(), 16);
         assert_eq!(offset_of!(UNICODE_STRING, Buffer), 8);
         assert_eq!(size_of::<SecPkgContext_StreamSizes>(), 20);
+        assert_eq!(size_of::<SEC_APPLICATION_PROTOCOL_LIST>(), 8);
+        assert_eq!(
+            offset_of!(SEC_APPLICATION_PROTOCOL_LIST, ProtocolListSize),
+            4
+        );
+        assert_eq!(SEC_APPLICATION_PROTOCOL_LIST_HEADER, 6);
+        assert_eq!(size_of::<SEC_APPLICATION_PROTOCOLS>(), 12);
+        assert_eq!(SEC_APPLICATION_PROTOCOLS_HEADER, 4);
+        assert_eq!(size_of::<SecPkgContext_ApplicationProtocol>(), 264);
+        assert_eq!(
+            offset_of!(SecPkgContext_ApplicationProtocol, ProtocolIdSize),
+            8
+        );
+        assert_eq!(offset_of!(SecPkgContext_ApplicationProtocol, ProtocolId), 9);
     }
 
     #[test]

@@ -85,6 +85,37 @@ abi_structs! { SSPI_STRUCTS:
         pub cbBlockSize: u32,
     }
 
+    /// `SEC_APPLICATION_PROTOCOL_LIST` (sspi.h): one negotiation extension's
+    /// protocol IDs, each 8-bit length-prefixed, most preferred first.
+    /// `ProtocolList` is `ANYSIZE_ARRAY`: the list runs on for
+    /// `ProtocolListSize` bytes past the structure's start
+    /// ([`SEC_APPLICATION_PROTOCOL_LIST_HEADER`] bytes in).
+    pub struct SEC_APPLICATION_PROTOCOL_LIST {
+        /// `SEC_APPLICATION_PROTOCOL_NEGOTIATION_EXT`.
+        pub ProtoNegoExt: u32,
+        pub ProtocolListSize: u16,
+        pub ProtocolList: [u8; 1],
+    }
+
+    /// `SEC_APPLICATION_PROTOCOLS` (sspi.h), the `SECBUFFER_APPLICATION_PROTOCOLS`
+    /// input buffer's contents: `ProtocolListsSize` bytes of
+    /// [`SEC_APPLICATION_PROTOCOL_LIST`]s follow the size (`ANYSIZE_ARRAY`).
+    pub struct SEC_APPLICATION_PROTOCOLS {
+        pub ProtocolListsSize: u32,
+        pub ProtocolLists: [SEC_APPLICATION_PROTOCOL_LIST; 1],
+    }
+
+    /// `SecPkgContext_ApplicationProtocol` (sspi.h), from
+    /// `SECPKG_ATTR_APPLICATION_PROTOCOL`.
+    pub struct SecPkgContext_ApplicationProtocol {
+        /// `SEC_APPLICATION_PROTOCOL_NEGOTIATION_STATUS`.
+        pub ProtoNegoStatus: u32,
+        /// `SEC_APPLICATION_PROTOCOL_NEGOTIATION_EXT`.
+        pub ProtoNegoExt: u32,
+        pub ProtocolIdSize: u8,
+        pub ProtocolId: [u8; MAX_PROTOCOL_ID_SIZE as usize],
+    }
+
     /// `SecurityFunctionTableW` (sspi.h), returned by `InitSecurityInterfaceW`.
     /// Only the entries ksspi calls are typed; the rest are opaque pointers.
     pub struct SecurityFunctionTableW {
@@ -195,6 +226,47 @@ impl SecBuffer {
     }
 }
 
+/// Bytes of a [`SEC_APPLICATION_PROTOCOL_LIST`] before its `ProtocolList`
+/// (`FIELD_OFFSET(SEC_APPLICATION_PROTOCOL_LIST, ProtocolList)`).
+pub const SEC_APPLICATION_PROTOCOL_LIST_HEADER: usize =
+    core::mem::offset_of!(SEC_APPLICATION_PROTOCOL_LIST, ProtocolList);
+
+/// Bytes of a [`SEC_APPLICATION_PROTOCOLS`] before its `ProtocolLists`
+/// (`FIELD_OFFSET(SEC_APPLICATION_PROTOCOLS, ProtocolLists)`).
+pub const SEC_APPLICATION_PROTOCOLS_HEADER: usize =
+    core::mem::offset_of!(SEC_APPLICATION_PROTOCOLS, ProtocolLists);
+
+impl SecPkgContext_ApplicationProtocol {
+    /// All zero: status `None`, extension `None`, no protocol.
+    pub const ZEROED: Self = SecPkgContext_ApplicationProtocol {
+        ProtoNegoStatus: SecApplicationProtocolNegotiationStatus_None,
+        ProtoNegoExt: SecApplicationProtocolNegotiationExt_None,
+        ProtocolIdSize: 0,
+        ProtocolId: [0; MAX_PROTOCOL_ID_SIZE as usize],
+    };
+
+    /// The negotiated protocol ID: `Some` only when the status is
+    /// `Success` and the extension ALPN (and the size is within the array).
+    pub fn alpn(&self) -> Option<&[u8]> {
+        (self.ProtoNegoStatus == SecApplicationProtocolNegotiationStatus_Success
+            && self.ProtoNegoExt == SecApplicationProtocolNegotiationExt_ALPN
+            && self.ProtocolIdSize > 0)
+            .then(|| self.ProtocolId.get(..self.ProtocolIdSize as usize))
+            .flatten()
+    }
+}
+
+impl PartialEq for SecPkgContext_ApplicationProtocol {
+    fn eq(&self, other: &Self) -> bool {
+        self.ProtoNegoStatus == other.ProtoNegoStatus
+            && self.ProtoNegoExt == other.ProtoNegoExt
+            && self.ProtocolIdSize == other.ProtocolIdSize
+            && self.ProtocolId == other.ProtocolId
+    }
+}
+
+impl Eq for SecPkgContext_ApplicationProtocol {}
+
 impl SecBufferDesc {
     /// A `SECBUFFER_VERSION` descriptor over `buffers`. The descriptor holds a raw
     /// pointer: it must not outlive `buffers`, nor be used after they move.
@@ -270,6 +342,20 @@ abi_consts! { SSPI_CONSTANTS:
     SECPKG_ATTR_STREAM_SIZES: u32 = 4;
     SECPKG_ATTR_APPLICATION_PROTOCOL: u32 = 35;
     SECPKG_ATTR_CIPHER_INFO: u32 = 0x64;
+
+    #[allow(non_upper_case_globals)]
+    SecApplicationProtocolNegotiationExt_None: u32 = 0;
+    #[allow(non_upper_case_globals)]
+    SecApplicationProtocolNegotiationExt_NPN: u32 = 1;
+    #[allow(non_upper_case_globals)]
+    SecApplicationProtocolNegotiationExt_ALPN: u32 = 2;
+    #[allow(non_upper_case_globals)]
+    SecApplicationProtocolNegotiationStatus_None: u32 = 0;
+    #[allow(non_upper_case_globals)]
+    SecApplicationProtocolNegotiationStatus_Success: u32 = 1;
+    #[allow(non_upper_case_globals)]
+    SecApplicationProtocolNegotiationStatus_SelectedClientOnly: u32 = 2;
+    MAX_PROTOCOL_ID_SIZE: u32 = 0xff;
 
     ISC_REQ_DELEGATE: u32 = 0x0000_0001;
     ISC_REQ_MUTUAL_AUTH: u32 = 0x0000_0002;

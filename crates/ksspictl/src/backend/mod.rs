@@ -55,6 +55,8 @@ pub enum ModelOnly {
     Ca,
     /// `serve --cert/--key`, `--self-signed`: the model's server certificate.
     ServerCertificate,
+    /// `connect --cert/--key`: a client certificate put in the model's store.
+    ClientCertificate,
     /// `bench`: the stack over the model against plain rustls.
     Bench,
     /// `bench-path`: one of `bench`'s handshake paths.
@@ -74,6 +76,24 @@ pub fn open(ca: Option<&Path>) -> Result<Box<dyn Driver>, Failure> {
     chosen::open(ca)
 }
 
+/// `connect`'s driver and its client certificate's thumbprint, if any.
+pub type ClientDriver = (Box<dyn Driver>, Option<[u8; 20]>);
+
+/// The driver for `connect`, trusting `ca` as well (model only), and the
+/// thumbprint of the client certificate `identity` names (`None`: no client
+/// certificate). `identity` is a [`Identity::Thumbprint`] (Windows: in
+/// LocalMachine\My; the model: in its own store) or [`Identity::Pem`]
+/// (model only: checked, then added to the model's LocalMachine\My).
+pub fn client(ca: Option<&Path>, identity: Option<Identity>) -> Result<ClientDriver, Failure> {
+    if ca.is_some() {
+        allow(ModelOnly::Ca)?;
+    }
+    if matches!(identity, Some(Identity::Pem(..))) {
+        allow(ModelOnly::ClientCertificate)?;
+    }
+    chosen::client(ca, identity)
+}
+
 /// Where the server's certificate comes from.
 #[cfg_attr(windows, allow(dead_code))] // PEM and self-signed are refused there
 pub enum Identity {
@@ -81,8 +101,9 @@ pub enum Identity {
     Generated,
     /// A certificate in LocalMachine\My, by SHA-1 thumbprint.
     Thumbprint([u8; 20]),
-    /// A certificate and its key, PEM (model only).
-    Pem(String, String),
+    /// A certificate file and its key file, PEM (model only; the model
+    /// checks both before it serves).
+    Pem(std::path::PathBuf, std::path::PathBuf),
     /// A self-signed certificate for this name (model only).
     SelfSigned(String),
 }

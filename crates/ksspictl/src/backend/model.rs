@@ -5,16 +5,18 @@
 
 pub mod batch;
 mod device;
+mod pem;
 mod system;
 
 pub use device::{Model, Pending, Unloaded, DROPPED};
 
-use super::{Driver, Identity, ModelOnly, StressMix, Target};
+use super::{ClientDriver, Driver, Identity, ModelOnly, StressMix, Target};
 use crate::bench;
 use crate::soak::{batch_bytes, batch_protocols, Batch, StressPlan};
-use crate::util::{read_file, BenchSection, CompletionArg, IrqlArg, ModelOptions};
+use crate::util::{BenchSection, CompletionArg, IrqlArg, ModelOptions};
 use crate::Failure;
 use indicatif::{ProgressBar, ProgressStyle};
+use ksspi_sim::certs::thumbprint_hex;
 use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig};
 use std::time::Duration;
 
@@ -63,15 +65,58 @@ fn model_defaults() -> SimConfig {
 
 /// A fresh model, trusting `ca` as well.
 pub fn open(ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
+    Ok(Box::new(open_model(ca)?))
+}
+
+fn open_model(ca: Option<&std::path::Path>) -> Result<Model, Failure> {
     let model = Model::new(model_defaults());
     if let Some(ca) = ca {
-        model
-            .sim
-            .store()
-            .add_root_pem(&read_file(ca)?)
-            .map_err(|e| Failure(format!("{}: {e}", ca.display())))?;
+        for cert in pem::trust_anchors(ca)? {
+            model
+                .sim
+                .store()
+                .add_root_der(cert)
+                .map_err(|e| Failure(format!("{}: {e}", ca.display())))?;
+        }
     }
-    Ok(Box::new(model))
+    Ok(model)
+}
+
+/// A fresh model trusting `ca` as well, with the client certificate
+/// `identity` names: PEM files (checked as `serve`'s are, then added to the
+/// model's LocalMachine\My, where the driver's OPEN finds it by thumbprint,
+/// as kernel Schannel would) or a thumbprint the model's store must hold.
+pub fn client(
+    ca: Option<&std::path::Path>,
+    identity: Option<Identity>,
+) -> Result<ClientDriver, Failure> {
+    let model = open_model(ca)?;
+    let thumbprint = match identity {
+        None => None,
+        Some(Identity::Pem(cert, key)) => {
+            let identity = pem::certificate_and_key(&cert, &key)?;
+            Some(
+                model
+                    .sim
+                    .store()
+                    .add_identity("MY", identity.chain, identity.key)
+                    .map_err(|e| Failure(format!("{}: {e}", cert.display())))?,
+            )
+        }
+        Some(Identity::Thumbprint(t)) => {
+            if model.sim.store().find_identity("MY", &t).is_none() {
+                return Err(Failure(format!(
+                    "no certificate with thumbprint {} in the model's LocalMachine\\My \
+                     (a fresh model holds only its generated server certificate): \
+                     pass --cert/--key",
+                    thumbprint_hex(&t)
+                )));
+            }
+            Some(t)
+        }
+        Some(Identity::Generated | Identity::SelfSigned(_)) => None,
+    };
+    Ok((Box::new(model), thumbprint))
 }
 
 /// A fresh model serving the generated certificate, one by thumbprint, or
@@ -80,13 +125,33 @@ pub fn server(identity: Identity) -> Result<(Box<dyn Driver>, [u8; 20]), Failure
     let model = Model::new(model_defaults());
     let thumbprint = match identity {
         Identity::Generated => model.thumbprint,
-        Identity::Thumbprint(t) => t,
-        Identity::Pem(cert, key) => model
-            .sim
-            .store()
-            .add_identity_pem("MY", &cert, &key)
-            .map_err(|e| Failure(format!("the server certificate: {e}")))?,
+        Identity::Thumbprint(t) => {
+            if model.sim.store().find_identity("MY", &t).is_none() {
+                return Err(Failure(format!(
+                    "no certificate with thumbprint {} in the model's LocalMachine\\My \
+                     (it holds the generated one, {}; or pass --cert/--key or --self-signed)",
+                    thumbprint_hex(&t),
+                    thumbprint_hex(&model.thumbprint)
+                )));
+            }
+            t
+        }
+        Identity::Pem(cert, key) => {
+            let identity = pem::certificate_and_key(&cert, &key)?;
+            model
+                .sim
+                .store()
+                .add_identity("MY", identity.chain, identity.key)
+                .map_err(|e| Failure(format!("{}: {e}", cert.display())))?
+        }
         Identity::SelfSigned(name) => {
+            // A name rcgen can put in a certificate and a client can ask
+            // for: a DNS name or an IP address.
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                return Err(Failure(format!(
+                    "--self-signed {name:?}: not a DNS name or an IP address"
+                )));
+            }
             let leaf = ksspi_sim::certs::self_signed(&[name.as_str()]);
             model
                 .sim
@@ -131,7 +196,7 @@ pub fn stress_batch(plan: &StressPlan, index: u64) -> Result<Batch, Failure> {
     let mix = stress_mix(plan);
     batch::batch(&batch::BatchPlan {
         index,
-        seed: plan.seed + index,
+        seed: plan.seed.wrapping_add(index),
         concurrency: plan.concurrency,
         protocols: batch_protocols(plan.tls, index),
         tickets: if (index / 6).is_multiple_of(2) { 2 } else { 0 },

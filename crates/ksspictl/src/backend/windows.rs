@@ -12,7 +12,7 @@ mod verifier;
 
 pub use device::WinDriver;
 
-use super::{Driver, Identity, ModelOnly, StressMix, Target};
+use super::{ClientDriver, Driver, Identity, ModelOnly, StressMix, Target};
 use crate::selftest::run_selftest;
 use crate::soak::{batch_bytes, batch_protocols, Batch, Counters, StressPlan};
 use crate::util::{BenchSection, ModelOptions};
@@ -41,6 +41,11 @@ fn refused(what: ModelOnly) -> Failure {
             "--cert/--key and --self-signed apply to the model; kernel Schannel takes the \
              server certificate from LocalMachine\\My: use --cert-thumbprint"
         }
+        ModelOnly::ClientCertificate => {
+            "--cert/--key apply to the model; kernel Schannel takes a client certificate \
+             from LocalMachine\\My by thumbprint: import it with its key there (certutil \
+             -importpfx client.pfx) and pass --cert-thumbprint"
+        }
         ModelOnly::Bench => {
             "bench measures the stack over the model against plain rustls; on Windows the \
              driver's own figures come from `ksspictl selftest`"
@@ -62,6 +67,20 @@ const NEED_THUMBPRINT: &str = "on Windows the driver needs a server certificate 
 /// LocalMachine\Root).
 pub fn open(_ca: Option<&std::path::Path>) -> Result<Box<dyn Driver>, Failure> {
     Ok(Box::new(WinDriver::open()?))
+}
+
+/// The installed driver, and the client certificate's thumbprint (in
+/// LocalMachine\My, where the driver's OPEN looks for it).
+pub fn client(
+    _ca: Option<&std::path::Path>,
+    identity: Option<Identity>,
+) -> Result<ClientDriver, Failure> {
+    let thumbprint = match identity {
+        None => None,
+        Some(Identity::Thumbprint(t)) => Some(t),
+        Some(_) => return Err(refused(ModelOnly::ClientCertificate)),
+    };
+    Ok((Box::new(WinDriver::open()?), thumbprint))
 }
 
 /// The installed driver, serving the certificate named by thumbprint.

@@ -5,6 +5,7 @@
 use crate::backend;
 use crate::util::BenchSection;
 use crate::Failure;
+use ksspi_abi::MAX_SELFTEST_CONCURRENCY;
 
 /// `bench`'s flags.
 #[derive(clap::Args)]
@@ -12,8 +13,10 @@ pub struct Args {
     /// A few iterations of everything (a smoke run).
     #[arg(long)]
     quick: bool,
-    /// Concurrencies of the scale run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,256,4096,10000")]
+    /// Concurrencies of the scale run, comma-separated, each 1 to 10000 (the
+    /// driver's limit).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256,4096,10000",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SELFTEST_CONCURRENCY)))]
     scale: Vec<u32>,
     /// Draw the scale figures to this PNG.
     #[arg(long)]
@@ -21,8 +24,9 @@ pub struct Args {
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
-    /// Run only these sections, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',')]
+    /// Run only these sections, comma-separated: handshakes, continuations,
+    /// records, memory, scale, instructions [default: all].
+    #[arg(long, value_delimiter = ',', hide_possible_values = true)]
     only: Vec<BenchSection>,
 }
 

@@ -3,6 +3,7 @@
 
 use crate::backend;
 use crate::Failure;
+use ksspi_abi::MAX_SELFTEST_COUNT;
 
 /// `bench-path`'s flags.
 #[derive(clap::Args)]
@@ -13,12 +14,12 @@ pub struct Args {
     /// The TLS version, 1.2 or 1.3.
     #[arg(long)]
     tls: String,
-    /// Handshakes to run.
-    #[arg(long)]
-    count: usize,
+    /// Handshakes to run, 1 to 100000 (the self-test's limit).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SELFTEST_COUNT)))]
+    count: u32,
 }
 
 /// Run one path's handshakes (refused on Windows).
 pub fn exec(args: &Args) -> Result<(), Failure> {
-    backend::bench_path(args.path, &args.tls, args.count)
+    backend::bench_path(args.path, &args.tls, args.count as usize)
 }

@@ -1,42 +1,70 @@
 //! `ksspictl connect`: handshake with a TLS server through a driver client
 //! session, then (if asked) send text or a file and print what comes back.
 
-use crate::backend;
+use crate::backend::{self, Identity};
 use crate::relay;
-use crate::util::{describe, protocols, Tls};
+use crate::util::{
+    alpn_line, describe, parse_alpn, parse_thumbprint, protocols, seconds, unescape, AlpnList, Tls,
+};
 use crate::Failure;
+use ksspi_abi::ClientAuth;
 use std::time::Duration;
+
+/// The longest `--idle`: a day.
+const MAX_IDLE_SECONDS: f64 = 86_400.0;
 
 /// `connect`'s arguments.
 #[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("talk").multiple(true).args(["send", "send_file", "expect"]))]
 pub struct Args {
     /// The server, HOST:PORT.
     addr: String,
     /// The name the server's certificate must carry (default: HOST).
     #[arg(long = "server-name")]
     server_name: Option<String>,
-    /// Trust this CA (PEM) (the model's Root store; on Windows import it
-    /// into LocalMachine\Root instead).
+    /// Trust this CA (PEM), checked at start; without it the model trusts
+    /// only the CA it generates (on Windows import the CA into
+    /// LocalMachine\Root instead).
     #[arg(long)]
     ca: Option<std::path::PathBuf>,
+    /// A client certificate (PEM; its CA certificates may follow it), with
+    /// --key, offered when the server asks for one; checked at start (model
+    /// only: it goes into the model's LocalMachine\My, where the driver
+    /// finds it by thumbprint).
+    #[arg(long, requires = "key", conflicts_with = "cert_thumbprint")]
+    cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM, PKCS#8, PKCS#1 or SEC1),
+    /// with --cert; it must match the certificate.
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
+    /// A client certificate by SHA-1 thumbprint in LocalMachine\My, with its
+    /// private key (how kernel Schannel finds it on Windows).
+    #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint)]
+    cert_thumbprint: Option<[u8; 20]>,
     /// TLS versions.
     #[arg(long, value_enum, default_value_t = Tls::Both)]
     tls: Tls,
-    /// After the handshake, send this text (then print what comes back
-    /// until the peer closes).
+    /// Offer these application protocols (ALPN), most preferred first,
+    /// comma-separated (h2,http/1.1); prints "ALPN: NAME" or "ALPN: none".
+    #[arg(long, value_parser = parse_alpn)]
+    alpn: Option<AlpnList>,
+    /// After the handshake, send this text, then print what comes back
+    /// until the peer closes. Escapes: \n \r \t \0 \xHH, and \\ for a
+    /// backslash (line-based peers, `openssl s_server -rev` for one, wait for \n).
     #[arg(long, conflicts_with = "send_file")]
     send: Option<String>,
     /// After the handshake, send this file's bytes.
     #[arg(long = "send-file")]
     send_file: Option<std::path::PathBuf>,
-    /// Succeed only if the reply contains this text; close once it has
-    /// arrived.
+    /// Succeed only if the reply contains this text (escapes as in
+    /// --send); close once it has arrived.
     #[arg(long)]
     expect: Option<String>,
-    /// Close after this many seconds without traffic (if the peer has not
-    /// closed first).
-    #[arg(long, default_value_t = 3.0)]
-    idle: f64,
+    /// With --send, --send-file or --expect: close after this many seconds
+    /// without traffic, if the peer has not closed first (0.001 to 86400).
+    #[arg(long, value_name = "SECONDS", default_value = "3",
+          value_parser = seconds(0.001, MAX_IDLE_SECONDS), requires = "talk")]
+    idle: Duration,
 }
 
 /// Check what to say, then connect, handshake and say it.
@@ -48,11 +76,18 @@ pub fn exec(args: &Args) -> Result<(), Failure> {
         args.idle,
     )
     .and_then(|talk| {
+        let identity = match (&args.cert_thumbprint, &args.cert, &args.key) {
+            (Some(t), ..) => Some(Identity::Thumbprint(*t)),
+            (_, Some(c), Some(k)) => Some(Identity::Pem(c.clone(), k.clone())),
+            _ => None,
+        };
         connect(
             &args.addr,
             args.server_name.as_deref(),
             args.ca.as_deref(),
+            identity,
             args.tls,
+            args.alpn.as_ref().map(|l| l.0.as_slice()),
             talk,
         )
     })
@@ -69,13 +104,33 @@ fn connect(
     addr: &str,
     server_name: Option<&str>,
     ca: Option<&std::path::Path>,
+    identity: Option<Identity>,
     tls: Tls,
+    alpn: Option<&[u8]>,
     talk: Option<Conversation>,
 ) -> Result<(), Failure> {
-    let driver = backend::open(ca)?;
+    let (driver, certificate) = backend::client(ca, identity)?;
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let name = server_name.unwrap_or(host);
-    let session = relay::open(driver.as_ref(), false, [0; 20], name, protocols(tls))?;
+    let auth = ClientAuth {
+        certificate,
+        store: if certificate.is_some() {
+            ksspi_abi::STORE_MY
+        } else {
+            [0; 16]
+        },
+        ..ClientAuth::NONE
+    };
+    let auth = relay::open_layout(driver.as_ref(), auth, alpn.is_some())?;
+    let session = relay::open(
+        driver.as_ref(),
+        false,
+        [0; 20],
+        name,
+        protocols(tls),
+        auth,
+        alpn,
+    )?;
     let sock = std::net::TcpStream::connect(addr)
         .map_err(|e| Failure(format!("connecting to {addr}: {e}")));
     let mut expect_met = None;
@@ -86,10 +141,10 @@ fn connect(
             .unwrap_or_else(|_| addr.to_string());
         let hs = relay::handshake(driver.as_ref(), session, &mut sock, true)?;
         if !hs.established {
-            return Err(Failure(format!(
-                "handshake with {peer} failed: {}",
-                hs.status
-            )));
+            return Err(relay::with_asked(
+                Failure(format!("handshake with {peer} failed: {}", hs.status)),
+                hs.certificate_requested,
+            ));
         }
         eprintln!(
             "connected to {peer} as {name}: handshake complete ({}), protocol {}, cipher {}",
@@ -97,12 +152,21 @@ fn connect(
             hs.protocol_name(),
             hs.cipher_name()
         );
+        if hs.certificate_requested {
+            // TLS 1.3: a server that requires one says so only after the
+            // client's handshake is complete, failing the first read.
+            eprintln!("  {}", relay::asked_note());
+        }
         let d = relay::describe(driver.as_ref(), session)?;
         eprintln!(
             "  key exchange {}, hash {}; {}",
             d.exchange, d.hash, d.records
         );
         eprintln!("  peer certificate: {}", d.peer);
+        if alpn.is_some() {
+            // STEP carries the name when it fits; QUERY always does.
+            println!("{}", alpn_line(hs.alpn.as_deref().or(d.alpn.as_deref())));
+        }
         let Some(talk) = &talk else {
             return Ok(None);
         };
@@ -125,7 +189,8 @@ fn connect(
             &talk.send,
             relay::Sink::Collect(&mut collect),
             Some(talk.idle),
-        )?;
+        )
+        .map_err(|f| relay::with_asked(f, hs.certificate_requested))?;
         if let Some(want) = &talk.expect {
             expect_met = Some(got.windows(want.len().max(1)).any(|w| w == want.as_slice()));
         }
@@ -150,10 +215,10 @@ fn conversation(
     send: Option<&str>,
     send_file: Option<&std::path::Path>,
     expect: Option<&str>,
-    idle: f64,
+    idle: Duration,
 ) -> Result<Option<Conversation>, Failure> {
     let send = match (send, send_file) {
-        (Some(text), _) => Some(text.as_bytes().to_vec()),
+        (Some(text), _) => Some(unescape(text).map_err(|e| Failure(format!("--send: {e}")))?),
         (_, Some(path)) => {
             Some(std::fs::read(path).map_err(|e| Failure(format!("{}: {e}", path.display())))?)
         }
@@ -162,12 +227,13 @@ fn conversation(
     if send.is_none() && expect.is_none() {
         return Ok(None);
     }
-    if !(idle.is_finite() && idle > 0.0) {
-        return Err(Failure("--idle takes a positive number of seconds".into()));
-    }
+    let expect = expect
+        .map(unescape)
+        .transpose()
+        .map_err(|e| Failure(format!("--expect: {e}")))?;
     Ok(Some(Conversation {
         send: send.unwrap_or_default(),
-        expect: expect.map(|e| e.as_bytes().to_vec()),
-        idle: Duration::from_secs_f64(idle),
+        expect,
+        idle,
     }))
 }

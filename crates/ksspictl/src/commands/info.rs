@@ -41,6 +41,7 @@ pub fn exec(args: &Args) -> Result<(), Failure> {
         (caps::TLS13, "tls1.3"),
         (caps::SELFTEST, "selftest"),
         (caps::RECORD_LAYER, "record-layer"),
+        (caps::ALPN, "alpn"),
     ] {
         if r.capabilities & bit != 0 {
             capabilities.push(name);

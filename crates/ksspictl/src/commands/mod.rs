@@ -24,11 +24,8 @@ pub enum Command {
     /// Run the driver's self-test: handshakes between a server and a client
     /// session inside the driver.
     Selftest(selftest::Args),
-    /// A soak: batches until the time is up, each a self-test with every
-    /// completion mode and callback IRQL mixed and (over the model) user-mode
-    /// IOCTL session pairs beside it, some cancelled, closed or cut off by a
-    /// file close mid-flight, TLS versions and tickets rotated per batch,
-    /// faults injected in every other batch; every counter must balance.
+    /// A soak: self-test batches until the time is up; every counter must
+    /// balance.
     Stress(stress::Args),
     /// Benchmarks over the model: handshakes, continuations and records
     /// against plain rustls, scale and memory per session (model only).

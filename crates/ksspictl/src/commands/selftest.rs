@@ -6,16 +6,19 @@ use crate::observed::{print_observed, Callbacks, ObservedJson};
 use crate::selftest::run_selftest;
 use crate::util::{parse_thumbprint, protocols, ModelOptions, Tls};
 use crate::Failure;
+use ksspi_abi::{MAX_SELFTEST_BYTES, MAX_SELFTEST_CONCURRENCY, MAX_SELFTEST_COUNT};
 use serde::Serialize;
 
 /// `selftest`'s flags.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Handshakes to run.
-    #[arg(long, default_value_t = 100)]
+    /// Handshakes to run, 1 to 100000 (the driver's limit).
+    #[arg(long, default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SELFTEST_COUNT)))]
     count: u32,
-    /// Handshakes at once.
-    #[arg(long, default_value_t = 8)]
+    /// Handshakes at once, 1 to 10000 (the driver's limit).
+    #[arg(long, default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SELFTEST_CONCURRENCY)))]
     concurrency: u32,
     /// TLS versions (both: alternate).
     #[arg(long, value_enum, default_value_t = Tls::Both)]
@@ -27,8 +30,10 @@ pub struct Args {
     #[arg(long = "cert-thumbprint", value_parser = parse_thumbprint)]
     cert_thumbprint: Option<[u8; 20]>,
     /// Application bytes each pair exchanges both ways after its handshake,
-    /// every one checked (record layer; 0: handshakes only).
-    #[arg(long, default_value_t = 0)]
+    /// every one checked (record layer; 0: handshakes only), up to 1048576
+    /// (the driver's limit, 1 MiB).
+    #[arg(long, default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_SELFTEST_BYTES)))]
     bytes: u32,
     /// One JSON object on stdout.
     #[arg(long)]
@@ -38,11 +43,6 @@ pub struct Args {
 /// Run the self-test on the backend's target and print its figures; fail on
 /// any failed handshake, leak or unchecked byte.
 pub fn exec(args: &Args) -> Result<(), Failure> {
-    if args.count == 0 || args.concurrency == 0 {
-        return Err(Failure(
-            "--count and --concurrency must be at least 1".into(),
-        ));
-    }
     let (r, backend, leaked, observed) = run_selftest(
         backend::selftest_target(&args.model, args.cert_thumbprint)?,
         args.count,
@@ -147,7 +147,7 @@ fn print_table(j: &SelftestJson) {
             format!("{:.1}", j.handshakes_per_second),
         ),
         (
-            "latency p50 / p99 / max",
+            "latency per handshake p50 / p99 / max",
             format!(
                 "{} / {} / {} µs",
                 j.latency_us.p50, j.latency_us.p99, j.latency_us.max

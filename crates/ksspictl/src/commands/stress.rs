@@ -3,20 +3,39 @@
 
 use crate::backend;
 use crate::soak::{Counters, StressPlan};
-use crate::util::{parse_one_in, parse_thumbprint, Tls};
+use crate::util::{parse_one_in, parse_thumbprint, seconds, Tls};
 use crate::Failure;
 use indicatif::{ProgressBar, ProgressStyle};
+use ksspi_abi::{MAX_SELFTEST_BYTES, MAX_SELFTEST_CONCURRENCY};
 use serde::Serialize;
 use std::time::Duration;
 
+/// The longest soak: a week.
+const MAX_DURATION_SECONDS: f64 = 7.0 * 86_400.0;
+
+/// The most workers: each is a thread holding a file handle and a session
+/// pair, so 64 stay far below the model device's 1024 sessions and leave
+/// the self-test the CPU.
+const MAX_WORKERS: u32 = 64;
+
 /// `stress`'s flags.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Each batch is a self-test with every completion mode and callback IRQL \
+    mixed and (over the model) user-mode IOCTL session pairs beside it, some cancelled, closed \
+    or cut off by a file close mid-flight; TLS versions and tickets rotate per batch, and faults \
+    are injected in every other batch. The run fails if any counter does not balance."
+)]
 pub struct Args {
-    /// How long to run.
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
-    /// Self-test handshakes at once (each batch runs four times as many).
-    #[arg(long, default_value_t = 32)]
+    /// How long to run, in seconds (0.001 to 604800, a week); at least one
+    /// batch runs, however short.
+    #[arg(long, value_name = "SECONDS", default_value = "10",
+          value_parser = seconds(0.001, MAX_DURATION_SECONDS))]
+    duration: Duration,
+    /// Self-test handshakes at once (each batch runs four times as many), 1
+    /// to 10000 (the driver's limit).
+    #[arg(long, default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SELFTEST_CONCURRENCY)))]
     concurrency: u32,
     /// TLS versions (both: rotate 1.2-only, 1.3-only and both per batch).
     #[arg(long, value_enum, default_value_t = Tls::Both)]
@@ -24,22 +43,23 @@ pub struct Args {
     /// The first seed (each batch uses the next).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Application bytes each self-test pair exchanges both ways
-    /// [default: 16384 in two batches of four, 0 in the others].
-    #[arg(long)]
+    /// Application bytes each self-test pair exchanges both ways, up to
+    /// 1048576 (the driver's limit) [default: 16384 in two batches of four,
+    /// 0 in the others].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_SELFTEST_BYTES)))]
     bytes: Option<u32>,
     /// Model: in every other batch one fault point (an allocation or an
     /// SSPI call) in N fails, seeded: N or 1inN, 0 for none [default: 200].
     #[arg(long, value_parser = parse_one_in)]
     faults: Option<u64>,
     /// Model: user-mode threads driving IOCTL session pairs beside each
-    /// self-test, each on a file handle of its own [default: 2].
-    #[arg(long)]
+    /// self-test, each on a file handle of its own, 0 to 64 [default: 2].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_WORKERS)))]
     workers: Option<u32>,
     /// Model: percent of those pairs disrupted: a pended request cancelled
     /// (or cancelled before it pends), the session closed, or the file
-    /// handle closed, mid-flight [default: 40].
-    #[arg(long)]
+    /// handle closed, mid-flight, 0 to 100 [default: 40].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100))]
     disrupt: Option<u32>,
     /// The server certificate's SHA-1 thumbprint in LocalMachine\My
     /// (needed on Windows; the model generates one).
@@ -67,18 +87,15 @@ pub fn exec(args: &Args) -> Result<(), Failure> {
 }
 
 fn stress(plan: StressPlan) -> Result<(), Failure> {
-    if plan.concurrency == 0 {
-        return Err(Failure("--concurrency must be at least 1".into()));
-    }
-    if plan.disrupt.is_some_and(|d| d > 100) {
-        return Err(Failure("--disrupt is a percentage: 0 to 100".into()));
-    }
     let mix = backend::stress_mix(&plan)?;
     let (duration, json) = (plan.duration, plan.json);
+    // Whole seconds for the progress bar.
+    let whole_secs = duration.as_secs_f64().ceil() as u64;
     let start = std::time::Instant::now();
-    let deadline = start + Duration::from_secs(duration);
+    // --duration is at most a week, so the deadline is an Instant.
+    let deadline = start + duration;
     let bar = (!json).then(|| {
-        let bar = ProgressBar::new(duration);
+        let bar = ProgressBar::new(whole_secs);
         bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} s  {msg}")
                 .expect("a valid template"),
@@ -88,7 +105,9 @@ fn stress(plan: StressPlan) -> Result<(), Failure> {
     let mut total = Counters::default();
     let (mut batches, mut worst) = (0u64, 0u64);
     let mut failure = None;
-    while std::time::Instant::now() < deadline {
+    // At least one batch, however short the time: a soak that ran nothing
+    // has nothing to report as balanced.
+    while batches == 0 || std::time::Instant::now() < deadline {
         let batch = match backend::stress_batch(&plan, batches) {
             Ok(b) => b,
             Err(Failure(why)) => {
@@ -105,7 +124,7 @@ fn stress(plan: StressPlan) -> Result<(), Failure> {
         }
         if let Some(bar) = &bar {
             let t = &total;
-            bar.set_position(start.elapsed().as_secs().min(duration));
+            bar.set_position(start.elapsed().as_secs().min(whole_secs));
             bar.set_message(format!(
                 "{batches} batches, {} handshakes ok, {} failed; {} pairs ok, {} disrupted; \
                  {} requests, {} cancelled; {} faults; {} leaked",

@@ -7,9 +7,13 @@ use super::machine::TlsMachine;
 use super::receive::ReceivePath;
 use super::send::SendPath;
 use super::state::{Established, Op, State};
-use super::{Outcome, StepError, NO_PROGRESS};
+use super::{ClientCertificates, Outcome, StepError, NO_CLIENT_CERTIFICATE, NO_PROGRESS};
+use crate::alpn::UNOFFERED_APPLICATION_PROTOCOL;
 use crate::engine::conductor::{EngineStats, Move};
-use crate::handle::{query_connection_info, query_stream_sizes, AsyncContext};
+use crate::handle::{
+    query_application_protocol, query_connection_info, query_remote_certificates,
+    query_stream_sizes, AsyncContext,
+};
 use crate::irql::Passive;
 use crate::provider::SspiProvider;
 use crate::status::SecStatus;
@@ -21,6 +25,15 @@ pub(super) struct Handshake {
 }
 
 impl<P: SspiProvider> TlsMachine<P> {
+    /// A server's: whether the client presented a certificate
+    /// (`SECPKG_ATTR_REMOTE_CERTIFICATES` names at least one; Schannel
+    /// answers `SEC_E_NO_CREDENTIALS` when it sent none).
+    fn client_sent_certificate(&self) -> bool {
+        self.sec.slot().is_some_and(|slot| {
+            query_remote_certificates(&self.provider, slot, |_| {}).is_ok_and(|n| n > 0)
+        })
+    }
+
     /// Take a step's input (the state must be [`State::Handshaking`]).
     pub(super) fn push_input(&mut self, input: &[u8]) -> Result<(), StepError> {
         let handshake = match &mut self.state {
@@ -101,12 +114,50 @@ impl<P: SspiProvider> TlsMachine<P> {
                     self.outcome = Some(Outcome::Failed(NO_PROGRESS));
                     return;
                 }
+                if status == SecStatus::SEC_I_INCOMPLETE_CREDENTIALS && !self.server {
+                    // The server sent a CertificateRequest that these
+                    // credentials cannot answer (none configured, or none
+                    // from an issuer the server accepts): the return-value
+                    // table of learn.microsoft.com/windows/win32/secauthn/
+                    // initializesecuritycontext--schannel. Remembered for
+                    // the owner; the call made again goes on without one.
+                    self.certificate_requested = true;
+                }
                 if status == SecStatus::SEC_E_OK {
+                    if self.client_certificates == ClientCertificates::Require
+                        && !self.client_sent_certificate()
+                    {
+                        // Schannel completed the handshake without one; the
+                        // server's policy is the caller's (ClientCertificates).
+                        // Nothing of this call goes out: a TLS 1.2 client
+                        // then never gets the server's Finished.
+                        self.output.clear();
+                        self.state = State::Failed(NO_CLIENT_CERTIFICATE);
+                        self.outcome = Some(Outcome::Failed(NO_CLIENT_CERTIFICATE));
+                        return;
+                    }
                     let mut connection = None;
+                    let mut application_protocol = None;
                     if let Some(slot) = self.sec.slot() {
                         connection = query_connection_info(&self.provider, slot).ok();
                         self.sizes = query_stream_sizes(&self.provider, slot).ok();
+                        if self.alpn.is_some() {
+                            application_protocol =
+                                query_application_protocol(&self.provider, slot).ok();
+                        }
                     }
+                    // A client checks the server's choice against its own
+                    // offer, as msquic does after the same query.
+                    let chosen = application_protocol.as_ref().and_then(|p| p.alpn());
+                    if let (false, Some(offer), Some(chosen)) = (self.server, &self.alpn, chosen) {
+                        if !offer.contains(chosen) {
+                            self.output.clear();
+                            self.state = State::Failed(UNOFFERED_APPLICATION_PROTOCOL);
+                            self.outcome = Some(Outcome::Failed(UNOFFERED_APPLICATION_PROTOCOL));
+                            return;
+                        }
+                    }
+                    self.application_protocol = application_protocol;
                     self.state = State::Established(Established {
                         connection,
                         send: SendPath::new(),

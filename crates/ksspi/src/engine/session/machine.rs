@@ -6,9 +6,10 @@
 use super::handshake::Handshake;
 use super::state::{Op, Sec, State};
 use super::{
-    Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role, SessionEvents, SessionInfo,
-    StepReport,
+    ClientCertificates, Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role,
+    SessionEvents, SessionInfo, StepReport,
 };
+use crate::alpn::ApplicationProtocols;
 use crate::engine::conductor::{zeroed_buffer, EngineStats, Issue, Machine, Move, Platform};
 use crate::engine::wipe_used;
 use crate::handle::{
@@ -27,7 +28,9 @@ use core::ptr;
 
 /// The raw call frame: descriptors pointing into the machine's own buffers.
 pub(super) struct Frame {
-    pub(super) in_bufs: [SecBuffer; 2],
+    /// The token, the EXTRA / MISSING slot, and (on the calls that take it)
+    /// `SECBUFFER_APPLICATION_PROTOCOLS`.
+    pub(super) in_bufs: [SecBuffer; 3],
     in_desc: SecBufferDesc,
     pub(super) out_bufs: [SecBuffer; 2],
     out_desc: SecBufferDesc,
@@ -80,6 +83,20 @@ pub struct TlsMachine<P: SspiProvider> {
     /// Post-handshake messages handed over by the current decrypt.
     pub(super) renegotiations: u32,
     pub(super) events: Arc<dyn SessionEvents>,
+    /// A server's: what it asks of the client's certificate.
+    pub(super) client_certificates: ClientCertificates,
+    /// A client's: a handshake call answered `SEC_I_INCOMPLETE_CREDENTIALS`
+    /// (the server asked for a certificate the credentials do not have).
+    /// Kept past the handshake: a TLS 1.3 server that requires one fails the
+    /// connection only after the client's handshake is complete.
+    pub(super) certificate_requested: bool,
+    /// The session's ALPN list (the `SEC_APPLICATION_PROTOCOLS` buffer the
+    /// handshake calls take), if it has one.
+    pub(super) alpn: Option<ApplicationProtocols>,
+    /// `SECPKG_ATTR_APPLICATION_PROTOCOL`, queried at establishment (a
+    /// session with an ALPN list only). Kept here rather than in the
+    /// established state: it is 264 bytes, and the state stays small.
+    pub(super) application_protocol: Option<SecPkgContext_ApplicationProtocol>,
 }
 
 const ASC_FLAGS: u32 = ASC_REQ_SEQUENCE_DETECT
@@ -107,12 +124,15 @@ impl<P: SspiProvider> Drop for TlsMachine<P> {
 }
 
 impl<P: SspiProvider> TlsMachine<P> {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new<K: Platform>(
         provider: P,
         platform: &K,
         role: Role,
         cred: Arc<Credentials<P>>,
         limits: Limits,
+        client_certificates: ClientCertificates,
+        alpn: Option<ApplicationProtocols>,
         events: Arc<dyn SessionEvents>,
     ) -> Result<Self, SecStatus> {
         let (server, target) = match role {
@@ -147,6 +167,7 @@ impl<P: SspiProvider> TlsMachine<P> {
                 in_bufs: [
                     SecBuffer::empty(SECBUFFER_TOKEN),
                     SecBuffer::empty(SECBUFFER_EMPTY),
+                    SecBuffer::empty(SECBUFFER_EMPTY),
                 ],
                 in_desc: SecBufferDesc {
                     ulVersion: SECBUFFER_VERSION,
@@ -178,6 +199,14 @@ impl<P: SspiProvider> TlsMachine<P> {
             calls: 0,
             renegotiations: 0,
             events,
+            client_certificates: if server {
+                client_certificates
+            } else {
+                ClientCertificates::Ignore
+            },
+            certificate_requested: false,
+            alpn,
+            application_protocol: None,
         };
         if !h.target.is_empty() {
             h.frame.target = UNICODE_STRING::from_units(&mut h.target)
@@ -203,6 +232,16 @@ impl<P: SspiProvider> TlsMachine<P> {
             *ctx = Some(context);
             return self.fail(status);
         }
+        // The ALPN list goes with the handshake calls made before the
+        // security context exists: the client's first (its ClientHello), a
+        // server's until one has read the whole ClientHello. msquic's
+        // Schannel path does the same (src/platform/tls_schannel.c,
+        // CxPlatTlsWriteDataToSchannel: the client's first ISC, and the
+        // server's ASC calls until it generated its first payload).
+        let alpn = match &mut self.alpn {
+            Some(list) if self.op == Op::Step && !self.sec.is_issued() => Some(list.buffer_ptr()),
+            _ => None,
+        };
         let f = &mut self.frame;
         f.in_bufs = [
             SecBuffer {
@@ -211,8 +250,20 @@ impl<P: SspiProvider> TlsMachine<P> {
                 pvBuffer: self.input[from..to].as_mut_ptr().cast(),
             },
             SecBuffer::empty(SECBUFFER_EMPTY),
+            SecBuffer::empty(SECBUFFER_EMPTY),
         ];
-        f.in_desc = SecBufferDesc::new(&mut f.in_bufs);
+        let in_count = match alpn {
+            Some((ptr, len)) => {
+                f.in_bufs[2] = SecBuffer {
+                    cbBuffer: len,
+                    BufferType: SECBUFFER_APPLICATION_PROTOCOLS,
+                    pvBuffer: ptr,
+                };
+                3
+            }
+            None => 2,
+        };
+        f.in_desc = SecBufferDesc::new(&mut f.in_bufs[..in_count]);
         f.out_bufs = [
             SecBuffer {
                 cbBuffer: self.token.len() as u32,
@@ -246,13 +297,18 @@ impl<P: SspiProvider> TlsMachine<P> {
             &mut f.target
         };
         let server = self.server;
+        let asc_flags = if self.client_certificates == ClientCertificates::Ignore {
+            ASC_FLAGS
+        } else {
+            ASC_FLAGS | ASC_REQ_MUTUAL_AUTH
+        };
         let call = move |p: &P, c| {
             if server {
                 // SAFETY: `issue` hands over the live, idle context `c`; the
                 // pointers are as argued for `issue` below.
                 unsafe {
                     p.accept_security_context_async(
-                        c, cred, existing, in_desc, ASC_FLAGS, slot, out_desc, attrs, expiry,
+                        c, cred, existing, in_desc, asc_flags, slot, out_desc, attrs, expiry,
                     )
                 }
             } else {
@@ -390,6 +446,10 @@ impl<P: SspiProvider> Machine<P> for TlsMachine<P> {
                     .state
                     .connection()
                     .filter(|_| outcome == Outcome::Established),
+                application_protocol: self
+                    .application_protocol
+                    .filter(|_| outcome == Outcome::Established),
+                certificate_requested: self.certificate_requested,
             };
             self.events.step_done(&report);
         } else if let Some(outcome) = self.record.take() {
@@ -490,6 +550,7 @@ impl<P: SspiProvider> TlsMachine<P> {
         };
         let mut info = SessionInfo {
             connection,
+            application_protocol: self.application_protocol,
             sizes: self.sizes,
             peer_certificates: 0,
             leaf_len: 0,

@@ -46,6 +46,7 @@ mod state;
 pub use machine::TlsMachine;
 
 use super::conductor::{Conductor, EngineStats, Platform, ReadyNotify, StartError};
+use crate::alpn::ApplicationProtocols;
 use crate::handle::{Credentials, HandleSlot, StreamSizes};
 use crate::irql::Passive;
 use crate::provider::SspiProvider;
@@ -66,6 +67,40 @@ pub enum Role {
         target: Option<alloc::string::String>,
     },
 }
+
+/// What a server asks of its clients' certificates.
+///
+/// `Request` and `Require` both set `ASC_REQ_MUTUAL_AUTH` on every
+/// `AcceptSecurityContext` call (sspi.h; the AcceptSecurityContext (Schannel)
+/// page: the server asks the client for a certificate, a CertificateRequest).
+/// Schannel itself completes the handshake when the client answers without
+/// one and leaves the decision to the caller: msquic's kernel path
+/// (`src/platform/tls_schannel.c`, with
+/// `QUIC_CREDENTIAL_FLAG_REQUIRE_CLIENT_AUTHENTICATION`) sets
+/// `ASC_REQ_MUTUAL_AUTH`, then after `SEC_E_OK` queries
+/// `SECPKG_ATTR_REMOTE_CERTIFICATES` and fails the connection itself when
+/// there is none (`SEC_E_NO_CREDENTIALS`). `Require` does the same:
+/// the step that would have been established fails with
+/// [`NO_CLIENT_CERTIFICATE`]. A client certificate that was sent is not
+/// judged here (Schannel reports its chain's validation apart, as HTTP.sys's
+/// `HTTP_SSL_CLIENT_CERT_INFO.CertFlags` and msquic's
+/// `SECPKG_ATTR_CERT_CHECK_RESULT_INPROC` show); the owner reads it with
+/// [`Session::describe`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientCertificates {
+    /// Do not ask (a client's sessions always use this).
+    #[default]
+    Ignore,
+    /// Ask; a client without one is served all the same.
+    Request,
+    /// Ask, and fail the handshake with [`NO_CLIENT_CERTIFICATE`] if none came.
+    Require,
+}
+
+/// What a server's handshake fails with under [`ClientCertificates::Require`]
+/// when the client sent no certificate: what Schannel answers
+/// `SECPKG_ATTR_REMOTE_CERTIFICATES` with then, and what msquic reports for it.
+pub const NO_CLIENT_CERTIFICATE: SecStatus = SecStatus::SEC_E_NO_CREDENTIALS;
 
 /// Per-session bounds, fixed at setup, so a peer cannot make the kernel
 /// allocate.
@@ -143,6 +178,14 @@ pub struct StepReport<'a> {
     /// With [`Outcome::Established`]: the negotiated protocol and cipher
     /// (`SECPKG_ATTR_CONNECTION_INFO`), if the provider answered.
     pub connection: Option<SecPkgContext_ConnectionInfo>,
+    /// With [`Outcome::Established`], for a session with an ALPN list
+    /// ([`SessionSetup::alpn`]): `SECPKG_ATTR_APPLICATION_PROTOCOL`, the
+    /// negotiation's status and the protocol chosen, if the provider answered.
+    pub application_protocol: Option<SecPkgContext_ApplicationProtocol>,
+    /// A client's: the server asked for a client certificate and the
+    /// credentials had none to give (a handshake call answered
+    /// `SEC_I_INCOMPLETE_CREDENTIALS`), in this step or an earlier one.
+    pub certificate_requested: bool,
 }
 
 /// What a session tells its owner, at PASSIVE_LEVEL.
@@ -217,6 +260,9 @@ pub struct Sealed {
 pub struct SessionInfo {
     /// `SECPKG_ATTR_CONNECTION_INFO`: protocol, cipher, hash, key exchange.
     pub connection: Option<SecPkgContext_ConnectionInfo>,
+    /// `SECPKG_ATTR_APPLICATION_PROTOCOL`, as learned at establishment (a
+    /// session with an ALPN list only).
+    pub application_protocol: Option<SecPkgContext_ApplicationProtocol>,
     /// `SECPKG_ATTR_STREAM_SIZES`.
     pub sizes: Option<StreamSizes>,
     /// Certificates the peer presented (`SECPKG_ATTR_REMOTE_CERTIFICATES`;
@@ -272,6 +318,15 @@ pub struct SessionSetup<P: SspiProvider> {
     pub credentials: Arc<Credentials<P>>,
     /// Buffer bounds.
     pub limits: Limits,
+    /// A server's: what it asks of the client's certificate.
+    pub client_certificates: ClientCertificates,
+    /// The ALPN list, most preferred first (`None`: no ALPN). A client offers
+    /// it; a server picks, by its own order, the first the client offered
+    /// (Schannel's rule; no overlap fails the handshake with
+    /// `SEC_E_APPLICATION_PROTOCOL_MISMATCH` and the `no_application_protocol`
+    /// alert). A client whose server chose a protocol it did not offer fails
+    /// with [`crate::alpn::UNOFFERED_APPLICATION_PROTOCOL`].
+    pub alpn: Option<ApplicationProtocols>,
     /// Where step outcomes and the close are reported.
     pub events: Arc<dyn SessionEvents>,
 }
@@ -310,6 +365,8 @@ impl<P: SspiProvider, K: Platform> Session<P, K> {
             role,
             credentials,
             limits,
+            client_certificates,
+            alpn,
             events,
         } = setup;
         let notify: Arc<dyn ReadyNotify> = Arc::new(Ready(events.clone()));
@@ -319,6 +376,8 @@ impl<P: SspiProvider, K: Platform> Session<P, K> {
             role,
             credentials,
             limits,
+            client_certificates,
+            alpn,
             events,
         )?;
         Ok(Session {
