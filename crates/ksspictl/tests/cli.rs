@@ -5,11 +5,6 @@
 //! Over the model only (its options, its generated and PEM certificates).
 #![cfg(not(windows))]
 
-// These run ksspictl over the model backend, which only non-Windows builds
-// have (on Windows it drives the installed driver: scripts/windows-harness-wine.sh
-// covers that side).
-#![cfg(not(windows))]
-
 mod common;
 
 use common::ksspictl;
