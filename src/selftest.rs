@@ -544,14 +544,12 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
         let (Some(server_cred), Some(client_cred)) = (server_cred, client_cred) else {
             return self.pair_ended(None, false);
         };
-        // The pair's buffers; under low resources the pair fails cleanly.
-        let (Ok(server_inbox), Ok(client_inbox), Ok(scratch)) = (
-            self.platform.reserve(self.limits.max_output),
-            self.platform.reserve(self.limits.max_output),
-            zeroed_buffer(&self.platform, CHUNK.min(self.plan.bytes as usize)),
-        ) else {
+        // The pair's scratch; under low resources the pair fails cleanly.
+        // The inboxes start empty and grow to need ([`Run::deliver`]).
+        let Ok(scratch) = zeroed_buffer(&self.platform, CHUNK.min(self.plan.bytes as usize)) else {
             return self.pair_ended(None, false);
         };
+        let (server_inbox, client_inbox) = (Vec::new(), Vec::new());
         let side = |inbox| SideState {
             session: None,
             inbox,
@@ -733,7 +731,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
         let start = inbox.len();
         let sealed = session
             .sealed_len(chunk)
-            .filter(|&need| start + need <= inbox.capacity())
+            .filter(|&need| self.room(&mut inbox, start + need))
             .and_then(|need| {
                 inbox.resize(start + need, 0); // within capacity: no allocation
                 session
@@ -752,6 +750,51 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             Some(_) => self.queue(Action::Open(pair.clone(), side.peer())),
             None => self.close_pair(pair, false),
         }
+    }
+
+    /// Room for `need` bytes in an inbox (its bytes kept): grown, at least
+    /// doubling, up to the larger of the session limits' input and output
+    /// (what a step's output or a peer's input may be), through the
+    /// platform's fallible path; false if it cannot be (too much, or the
+    /// pool is short). Called outside every lock: the inbox is taken out.
+    fn room(&self, inbox: &mut Vec<u8>, need: usize) -> bool {
+        if need <= inbox.capacity() {
+            return true;
+        }
+        let limit = self.limits.max_input.max(self.limits.max_output);
+        if need > limit {
+            return false;
+        }
+        let size = need
+            .max(inbox.capacity().saturating_mul(2))
+            .max(4096)
+            .min(limit);
+        match self.platform.reserve(size) {
+            Ok(mut grown) => {
+                grown.extend_from_slice(inbox); // within capacity
+                *inbox = grown;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Append `bytes` to `side`'s inbox, growing it outside the lock (the
+    /// side's peer, which writes it, is the only writer meanwhile); false
+    /// if it cannot take them (nothing is appended then).
+    fn deliver(&self, pair: &Pair<P, K>, side: Side, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return true;
+        }
+        let lock = self.side(pair, side);
+        let mut inbox = core::mem::take(&mut lock.lock(&self.platform).inbox);
+        let need = inbox.len() + bytes.len();
+        let ok = self.room(&mut inbox, need);
+        if ok {
+            inbox.extend_from_slice(bytes); // within capacity
+        }
+        lock.lock(&self.platform).inbox = inbox;
+        ok
     }
 
     /// Decrypt `side`'s inbox.
@@ -944,17 +987,10 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for PairEvents<P, K
             return;
         };
         run.side(&pair, self.side).lock(&run.platform).outcome = Some(report.outcome);
-        // The output goes to the peer's inbox (allocated at setup, big enough).
-        let peer = if self.side == Side::Server {
-            Side::Client
-        } else {
-            Side::Server
-        };
-        let mut other = run.side(&pair, peer).lock(&run.platform);
-        if !matches!(report.outcome, Outcome::Failed(_))
-            && other.inbox.len() + report.output.len() <= other.inbox.capacity()
-        {
-            other.inbox.extend_from_slice(report.output);
+        // The output goes to the peer's inbox (grown to need; if it cannot
+        // take it, the pair finds nothing to hand over and fails).
+        if !matches!(report.outcome, Outcome::Failed(_)) {
+            let _ = run.deliver(&pair, self.side.peer(), report.output);
         }
     }
 
@@ -981,11 +1017,7 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for PairEvents<P, K
         }
         run.side(&pair, self.side).lock(&run.platform).record = Some(report.outcome);
         // close_notify, or an answer to a post-handshake message, goes to the peer.
-        let mut other = run.side(&pair, sender).lock(&run.platform);
-        if other.inbox.len() + report.output.len() <= other.inbox.capacity() {
-            other.inbox.extend_from_slice(report.output);
-        } else {
-            drop(other);
+        if !run.deliver(&pair, sender, report.output) {
             pair.data.lock(&run.platform).bad = true;
         }
     }

@@ -1,9 +1,10 @@
 //! Plaintext does not outlive its session in pool memory (docs/RELIABILITY.md, "Kernel hardening", item
-//! 5): a session's buffers are zeroed before they are freed. The model
-//! cannot see the kernel's pool, so this test's allocator looks instead: it
-//! scans every block of a session buffer's size (64 KiB, the default
-//! limits' input and output) as it is freed, for the plaintext a DECRYPT
-//! opened in place there.
+//! 5): a session's buffers are zeroed before they are freed, including the
+//! smaller one a buffer leaves behind when it grows. The model cannot see
+//! the kernel's pool, so this test's allocator looks instead: it notes
+//! every block allocated inside the platform's `reserve` (a session
+//! buffer, whatever its size: they are sized to need), and scans each as it
+//! is freed for the plaintext a DECRYPT opened in place there.
 
 mod common;
 
@@ -17,12 +18,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A marker no TLS record or handshake message contains by chance.
 const MARK: &[u8; 16] = b"ksspi plaintext!";
-/// The size of the blocks scanned: a session's input buffer.
-const WATCHED: usize = 64 * 1024;
 
 static SCANNING: AtomicBool = AtomicBool::new(false);
 static SCANNED: AtomicUsize = AtomicUsize::new(0);
 static FOUND: AtomicUsize = AtomicUsize::new(0);
+/// The session buffers alive (their addresses; 0 is a free entry).
+static WATCHED: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
 
 struct Scanner;
 
@@ -31,11 +32,23 @@ struct Scanner;
 unsafe impl GlobalAlloc for Scanner {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(layout) }
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() && ksspi_sim::platform::in_reserve() {
+            let noted = WATCHED.iter().any(|w| {
+                w.compare_exchange(0, ptr as usize, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            });
+            assert!(noted, "more session buffers alive than the test watches");
+        }
+        ptr
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if layout.size() == WATCHED && SCANNING.load(Ordering::Relaxed) {
+        let watched = WATCHED.iter().any(|w| {
+            w.compare_exchange(ptr as usize, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        });
+        if watched && SCANNING.load(Ordering::Relaxed) {
             // SAFETY: the block being freed: `layout.size()` bytes at `ptr`,
             // allocated (so readable) and not yet returned. Bytes never
             // written read as whatever the allocator left, which is fine for
@@ -64,18 +77,25 @@ fn a_sessions_buffers_hold_no_plaintext_when_freed() {
     let (_, server) = w.open(file, Role::Server, b"");
     let (_, client) = w.open(file, Role::Client, b"localhost");
     let mut to_client = establish(&w, file, server.session, client.session);
-    let plaintext: Vec<u8> = MARK.iter().copied().cycle().take(3000).collect();
     SCANNING.store(true, Ordering::SeqCst);
-    to_client.extend_from_slice(&w.seal(file, server.session, &plaintext));
-    let (st, reply) = w.decrypt(file, client.session, &to_client);
-    assert_eq!(st, STATUS_SUCCESS);
-    assert_eq!(decode::<RecordReply>(&reply).unwrap().data, &plaintext[..]);
+    // A small read, then a larger one: the client's input grows, and the
+    // block it leaves held the first read's plaintext.
+    for n in [3000, 40_000] {
+        let plaintext: Vec<u8> = MARK.iter().copied().cycle().take(n).collect();
+        to_client.extend_from_slice(&w.seal(file, server.session, &plaintext));
+        let (st, reply) = w.decrypt(file, client.session, &to_client);
+        assert_eq!(st, STATUS_SUCCESS);
+        assert_eq!(decode::<RecordReply>(&reply).unwrap().data, &plaintext[..]);
+        to_client.clear();
+    }
     assert_eq!(w.close(file, server.session), STATUS_SUCCESS);
     assert_eq!(w.close(file, client.session), STATUS_SUCCESS);
     w.finish();
     SCANNING.store(false, Ordering::SeqCst);
-    // Both sessions' input and output buffers went by.
-    assert!(SCANNED.load(Ordering::SeqCst) >= 4);
+    // The client's input twice: the block it grew out of, and its last one
+    // at the close (the handshake's buffers went back before the scan).
+    let scanned = SCANNED.load(Ordering::SeqCst);
+    assert!(scanned >= 2, "{scanned} session buffers scanned");
     assert_eq!(
         FOUND.load(Ordering::SeqCst),
         0,

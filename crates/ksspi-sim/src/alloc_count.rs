@@ -209,6 +209,13 @@ pub fn outside<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Whether this thread is inside [`outside`] now, and not in an [`engine`]
+/// region entered from there: it runs the provider's (or the platform's,
+/// or a test's own) code. Safe to call from a global allocator.
+pub fn is_outside() -> bool {
+    OUTSIDE.try_with(Cell::get).unwrap_or(0) > 0
+}
+
 /// What the engine's code allocated so far, over every thread: every
 /// [`engine`] region that has ended (one still running adds its count when
 /// it ends).

@@ -7,7 +7,7 @@ use crate::{SimConfig, SimPlatform, SimProvider};
 use ksspi::alpn::ApplicationProtocols;
 use ksspi::engine::{
     CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome, RecordReport, Role, Session,
-    SessionEvents, SessionSetup, StepReport,
+    SessionEvents, SessionSetup, StepError, StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::{Irql, Passive, SecStatus};
@@ -258,7 +258,16 @@ impl Pair {
             out
         };
         let at = passive();
-        self.client.step(&[], &at).unwrap();
+        // A step refused because its input buffer could not grow (low
+        // resources) ends that side's handshake, as a failed call would.
+        let short = Outcome::Failed(SecStatus::SEC_E_INSUFFICIENT_MEMORY);
+        let refused = |e: StepError| match e {
+            StepError::InsufficientResources => short,
+            e => panic!("a step was refused: {e:?}"),
+        };
+        if let Err(e) = self.client.step(&[], &at) {
+            return (refused(e), Outcome::NeedInput { missing: 0 });
+        }
         let first = self.client_events.next();
         let (mut c_out, mut s_out) = (first.outcome, Outcome::NeedInput { missing: 0 });
         let (mut to_server, mut to_client) = (first.output, Vec::new());
@@ -266,7 +275,9 @@ impl Pair {
         for _ in 0..64 {
             if !to_server.is_empty() && !done(s_out) {
                 for piece in pieces(std::mem::take(&mut to_server)) {
-                    self.server.step(&piece, &at).unwrap();
+                    if let Err(e) = self.server.step(&piece, &at) {
+                        return (c_out, refused(e));
+                    }
                     let r = self.server_events.next();
                     s_out = r.outcome;
                     to_client.extend_from_slice(&r.output);
@@ -276,7 +287,9 @@ impl Pair {
                 }
             } else if !to_client.is_empty() && !done(c_out) {
                 for piece in pieces(std::mem::take(&mut to_client)) {
-                    self.client.step(&piece, &at).unwrap();
+                    if let Err(e) = self.client.step(&piece, &at) {
+                        return (refused(e), s_out);
+                    }
                     let r = self.client_events.next();
                     c_out = r.outcome;
                     to_server.extend_from_slice(&r.output);
@@ -298,7 +311,7 @@ impl Pair {
         target: &str,
         stats: Arc<EngineStats>,
     ) -> Result<Pair, SecStatus> {
-        Pair::from_credentials_alpn(sim, creds, target, stats, (None, None))
+        Pair::build(sim, creds, target, stats, Limits::default(), (None, None))
     }
 
     /// [`Pair::new`] towards "localhost" with ALPN lists for the server and
@@ -313,22 +326,36 @@ impl Pair {
         let server_cred =
             acquire(sim, &server_spec(thumb, s_dis), &stats).expect("server credentials");
         let client_cred = acquire(sim, &client_spec(c_dis), &stats).expect("client credentials");
-        Pair::from_credentials_alpn(
+        Pair::build(
             sim,
             vec![server_cred, client_cred],
             "localhost",
             stats,
+            Limits::default(),
             alpn,
         )
         .expect("sessions")
     }
 
-    /// [`Pair::from_credentials`] with ALPN lists for the server and the client.
-    pub fn from_credentials_alpn(
+    /// [`Pair::from_credentials`] with sessions under `limits`.
+    pub fn with_limits(
         sim: &SimProvider,
         creds: Vec<Arc<Credentials<SimProvider>>>,
         target: &str,
         stats: Arc<EngineStats>,
+        limits: Limits,
+    ) -> Result<Pair, SecStatus> {
+        Pair::build(sim, creds, target, stats, limits, (None, None))
+    }
+
+    /// Sessions over `creds` under `limits`, with ALPN lists for the server
+    /// and the client.
+    fn build(
+        sim: &SimProvider,
+        creds: Vec<Arc<Credentials<SimProvider>>>,
+        target: &str,
+        stats: Arc<EngineStats>,
+        limits: Limits,
         (server_alpn, client_alpn): (Option<ApplicationProtocols>, Option<ApplicationProtocols>),
     ) -> Result<Pair, SecStatus> {
         let server_events = Arc::new(Recorder::default());
@@ -340,7 +367,7 @@ impl Pair {
             SessionSetup {
                 role: Role::Server,
                 credentials: creds[0].clone(),
-                limits: Limits::default(),
+                limits,
                 client_certificates: Default::default(),
                 alpn: server_alpn,
                 events: server_events.clone(),
@@ -356,7 +383,7 @@ impl Pair {
                     target: Some(target.into()),
                 },
                 credentials: creds[1].clone(),
-                limits: Limits::default(),
+                limits,
                 client_certificates: Default::default(),
                 alpn: client_alpn,
                 events: client_events.clone(),

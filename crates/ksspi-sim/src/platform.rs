@@ -6,8 +6,22 @@ use crate::kernel::{bugcheck, Bugcheck};
 use crate::provider::SimProvider;
 use ksspi::engine::{Platform, SpinWord};
 use ksspi::{Irql, SecStatus};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+thread_local! {
+    /// This thread is inside [`SimPlatform`]'s `reserve`.
+    static RESERVING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is inside [`SimPlatform`]'s `reserve` (the
+/// allocation of a session's buffer) now: a test's global allocator asks,
+/// to watch those blocks (`tests/zeroing.rs`). Safe to call from a global
+/// allocator.
+pub fn in_reserve() -> bool {
+    RESERVING.try_with(Cell::get).unwrap_or(false)
+}
 
 /// Spins before a lock waiter yields its thread.
 const SPINS_BEFORE_YIELD: u32 = 128;
@@ -95,7 +109,10 @@ impl Platform for SimPlatform {
 
     fn reserve(&self, capacity: usize) -> Result<Vec<u8>, SecStatus> {
         self.may_allocate()?;
-        ksspi::engine::reserve_buffer(capacity)
+        RESERVING.with(|r| r.set(true));
+        let buffer = ksspi::engine::reserve_buffer(capacity);
+        RESERVING.with(|r| r.set(false));
+        buffer
     }
 
     fn may_allocate(&self) -> Result<(), SecStatus> {

@@ -1,6 +1,9 @@
 //! After setup, a handshake step and a record-layer call (encrypt, decrypt,
-//! shutdown) allocate nothing in the engine, in every completion mode and at
-//! either callback IRQL. Every allocation the engine's code makes is
+//! shutdown) allocate nothing in the engine but the growth of the session's
+//! buffers (`EngineStats::buffer_grows`: every allocation counted must be
+//! one, and a session makes at most `ksspi::engine::max_grows` of them), and
+//! nothing at all once the buffers have their size, in every completion
+//! mode and at either callback IRQL. Every allocation the engine's code makes is
 //! counted, on whichever thread it runs: inside `Session::step` (or
 //! `encrypt`, `decrypt`, `shutdown`), and in the continuations that finish
 //! the call (the engine's completion callback, inline inside a provider call
@@ -14,7 +17,8 @@ mod engine_support;
 
 use engine_support::*;
 use ksspi::engine::{
-    Limits, Outcome, RecordReport, Role, Session, SessionEvents, SessionSetup, StepReport,
+    max_grows, EngineStats, Limits, Outcome, RecordReport, Role, Session, SessionEvents,
+    SessionSetup, StepReport,
 };
 use ksspi::provider::SspiProvider;
 use ksspi::sys::*;
@@ -24,6 +28,7 @@ use ksspi_sim::alloc_count::{
     Counted, CountedPlatform, CountedProvider, Counting,
 };
 use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimProvider};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 #[global_allocator]
@@ -51,6 +56,7 @@ fn session(
     role: Role,
     cred: Arc<ksspi::handle::Credentials<CountedProvider>>,
     rec: &Arc<Recorder>,
+    stats: &Arc<EngineStats>,
 ) -> Session<CountedProvider, CountedPlatform> {
     let setup = SessionSetup {
         role,
@@ -64,7 +70,7 @@ fn session(
         CountedProvider::new(sim.clone()),
         CountedPlatform::new(sim),
         setup,
-        Arc::default(),
+        stats.clone(),
         &passive(),
     )
     .unwrap()
@@ -195,7 +201,9 @@ fn a_handshake_step_allocates_nothing_in_the_engine() {
         let server_cred = acquire_wrapped(&sim, &server_spec(thumb, 0));
         let client_cred = acquire_wrapped(&sim, &client_spec(0));
         let (srec, crec) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
-        let server = session(&sim, Role::Server, server_cred.clone(), &srec);
+        let stats = Arc::new(EngineStats::default());
+        let grows = || stats.buffer_grows.load(Ordering::SeqCst);
+        let server = session(&sim, Role::Server, server_cred.clone(), &srec, &stats);
         let client = session(
             &sim,
             Role::Client {
@@ -203,7 +211,11 @@ fn a_handshake_step_allocates_nothing_in_the_engine() {
             },
             client_cred.clone(),
             &crec,
+            &stats,
         );
+        // Two sessions: each grows its buffers at most this often.
+        let bound = 2 * max_grows(&Limits::default());
+        assert_eq!(grows(), 0, "{mode:?}: a session starts with no buffers");
         let at = passive();
         let hold = mode == Completion::Async;
         // From here on nothing may allocate: keep the first sites. The
@@ -239,24 +251,40 @@ fn a_handshake_step_allocates_nothing_in_the_engine() {
             }
         }
         assert!(c_done && s_done, "{mode:?}: handshake did not finish");
-        assert_eq!(
-            allocs,
-            0,
+        let handshake_grows = grows();
+        assert!(
+            allocs == handshake_grows && handshake_grows <= bound,
             "{mode:?}, callbacks {irql:?}: the engine allocated {allocs} times over {steps} \
-             steps\n{}",
+             steps, {handshake_grows} of them buffer growths (at most {bound})\n{}",
             take_sites()
         );
-        // The record layer: encrypt, decrypt, shutdown and the peer's
-        // close_notify allocate nothing in the engine either.
+        // The record layer: the first decrypt grows the server's input (the
+        // handshake's was given back); the same again allocates nothing.
         let data: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
         let mut wire = vec![0u8; client.sealed_len(data.len()).unwrap()];
         let mut n = 0;
-        let mut record_allocs = measure(&sim, hold, || {
-            n = client.encrypt(&data, &mut wire, &at).unwrap().len
-        })
-        .allocs;
-        record_allocs += measure(&sim, hold, || server.decrypt(&wire[..n], &at).unwrap()).allocs;
-        assert!(srec.next_record().data == data, "{mode:?}: decrypted");
+        let mut first_allocs = 0;
+        let mut record_allocs = 0;
+        for round in 0..2 {
+            let before = grows();
+            let mut round_allocs = measure(&sim, hold, || {
+                n = client.encrypt(&data, &mut wire, &at).unwrap().len
+            })
+            .allocs;
+            round_allocs += measure(&sim, hold, || server.decrypt(&wire[..n], &at).unwrap()).allocs;
+            assert!(srec.next_record().data == data, "{mode:?}: decrypted");
+            if round == 0 {
+                first_allocs = round_allocs;
+                assert_eq!(
+                    first_allocs,
+                    grows() - before,
+                    "{mode:?}: the first decrypt allocated more than its buffer's growth\n{}",
+                    take_sites()
+                );
+            } else {
+                record_allocs += round_allocs;
+            }
+        }
         // The model's own EncryptMessage and DecryptMessage (ksecdd's side,
         // left out above) add no allocation to rustls's: one per record each
         // way, rustls's own (it seals into a buffer of its own, and queues each
@@ -271,19 +299,31 @@ fn a_handshake_step_allocates_nothing_in_the_engine() {
             sealing <= 1 && opening <= 1,
             "{mode:?}: the model's EncryptMessage allocated {sealing} times, DecryptMessage {opening}"
         );
+        assert_eq!(
+            record_allocs,
+            0,
+            "{mode:?}, callbacks {irql:?}: a decrypt of the same size allocated \
+             {record_allocs} times\n{}",
+            take_sites()
+        );
+        // close_notify: the server's output and the client's input are the
+        // record layer's first use of them (each grows once).
         record_sites(true);
-        record_allocs += measure(&sim, hold, || server.shutdown(&at).unwrap()).allocs;
+        let before = grows();
+        let mut close_allocs = measure(&sim, hold, || server.shutdown(&at).unwrap()).allocs;
         let close = srec.next_record();
-        record_allocs += measure(&sim, hold, || client.decrypt(&close.output, &at).unwrap()).allocs;
+        close_allocs += measure(&sim, hold, || client.decrypt(&close.output, &at).unwrap()).allocs;
         assert_eq!(
             crec.next_record().outcome,
             ksspi::engine::RecordOutcome::PeerClosed
         );
         record_sites(false);
-        assert_eq!(
-            record_allocs,
-            0,
-            "{mode:?}, callbacks {irql:?}: the record layer allocated {record_allocs} times\n{}",
+        let all_grows = grows();
+        assert!(
+            close_allocs == all_grows - before && all_grows <= bound,
+            "{mode:?}, callbacks {irql:?}: shutdown and the peer's close_notify allocated \
+             {close_allocs} times, {} buffer growths ({all_grows} in all, at most {bound})\n{}",
+            all_grows - before,
             take_sites()
         );
         // The continuations were measured: outside the synchronous mode the
@@ -299,8 +339,10 @@ fn a_handshake_step_allocates_nothing_in_the_engine() {
             _ => assert!(ran.callbacks > 0, "{mode:?}: {ran:?}"),
         }
         println!(
-            "{mode:?}, callbacks {irql:?}: {steps} steps and 4 record-layer calls allocated \
-             nothing in the engine ({} callbacks, {} work items metered)",
+            "{mode:?}, callbacks {irql:?}: {steps} steps allocated {handshake_grows} buffer \
+             growths and nothing else; the record layer's first decrypt {first_allocs}, the \
+             same again nothing, close_notify both ways {close_allocs}; {all_grows} growths \
+             for two sessions (bound {bound}) ({} callbacks, {} work items metered)",
             ran.callbacks, ran.work_items
         );
         server.close();

@@ -379,6 +379,21 @@ fn clean_end(c: Outcome, s: Outcome) -> Result<(), String> {
 
 #[test]
 fn a_low_resources_sweep_over_a_full_handshake_ends_cleanly_every_time() {
+    // Provider-allocated tokens (the default), then caller-supplied ones
+    // (their token buffer is one more allocation point).
+    for tokens in [
+        ksspi::engine::Tokens::Provider,
+        ksspi::engine::Tokens::Caller,
+    ] {
+        sweep_handshake(tokens);
+    }
+}
+
+fn sweep_handshake(tokens: ksspi::engine::Tokens) {
+    let limits = ksspi::engine::Limits {
+        tokens,
+        ..Default::default()
+    };
     let (store, thumb, _pki) = store();
     let cfg = config(CompletionPolicy::Mixed, CallbackIrql::Mixed, 9);
     let report = sweep(&cfg, &store, |sim| {
@@ -393,7 +408,8 @@ fn a_low_resources_sweep_over_a_full_handshake_ends_cleanly_every_time() {
             .collect();
         let outcome = match (server_cred, client_cred) {
             (Ok(_), Ok(_)) => {
-                match Pair::from_credentials(sim, creds.clone(), "localhost", Default::default()) {
+                match Pair::with_limits(sim, creds.clone(), "localhost", Default::default(), limits)
+                {
                     Ok(pair) => {
                         let (c, s) = pair.handshake(usize::MAX);
                         pair.close_only();
@@ -409,7 +425,7 @@ fn a_low_resources_sweep_over_a_full_handshake_ends_cleanly_every_time() {
         outcome
     });
     println!(
-        "low-resources sweep: {} fault points, {} runs with one failing",
+        "low-resources sweep ({tokens:?} tokens): {} fault points, {} runs with one failing",
         report.points, report.runs
     );
     assert!(
@@ -676,4 +692,40 @@ fn a_seed_replays_the_same_choices() {
         ),
         "another seed, other choices"
     );
+}
+
+#[test]
+fn caller_supplied_tokens_complete_handshakes_and_give_their_buffer_back() {
+    // Tokens::Caller: the engine's zeroed token buffer instead of the
+    // provider's allocation; both versions, every completion mode in the
+    // mix, flights whole and in pieces.
+    let limits = ksspi::engine::Limits {
+        tokens: ksspi::engine::Tokens::Caller,
+        ..Default::default()
+    };
+    for (seed, protocols) in [(51, ONLY_TLS12), (52, ONLY_TLS13)] {
+        let (sim, thumb) = sim_with(config(CompletionPolicy::Mixed, CallbackIrql::Mixed, seed));
+        for split in [usize::MAX, 7] {
+            let stats = std::sync::Arc::new(ksspi::engine::EngineStats::default());
+            let creds = vec![
+                acquire(&sim, &server_spec(thumb, protocols.0), &stats).unwrap(),
+                acquire(&sim, &client_spec(protocols.1), &stats).unwrap(),
+            ];
+            let pair =
+                Pair::with_limits(&sim, creds.clone(), "localhost", stats.clone(), limits).unwrap();
+            let (c, s) = pair.handshake(split);
+            assert_eq!((c, s), (Outcome::Established, Outcome::Established));
+            // One token buffer per session, given back at the end of the
+            // handshake; input and output grown besides.
+            let grows = stats.buffer_grows.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(
+                (2..=2 * ksspi::engine::max_grows(&limits)).contains(&grows),
+                "{grows} growths"
+            );
+            pair.close_only();
+            release_all(&sim, creds);
+        }
+        sim.wait_idle();
+        sim.unload().unwrap_or_else(|leaks| panic!("{leaks}"));
+    }
 }

@@ -10,8 +10,10 @@
 //! - the async machinery alone: continuations per second over a provider
 //!   whose calls do no cryptography, per completion mode;
 //! - record-layer throughput against rustls alone, 1 KiB and 64 KiB messages;
-//! - scale: the self-test at growing concurrency (throughput, p50 / p99),
-//!   memory per session at rest, and a PNG plot of both.
+//! - scale: the self-test at growing concurrency, up to 100 000 handshakes
+//!   at once (throughput, p50 / p99), and a PNG plot with memory per session;
+//! - memory per session: engine and device state at rest, at its largest
+//!   during the handshake and established, the provider's own apart.
 //!
 //! Model only: on Windows the driver's own figures come from `selftest`.
 
@@ -22,12 +24,13 @@ use crate::plot::{scale_png, ScalePoint};
 use crate::Failure;
 use ksspi::engine::{
     CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome, RecordReport, Role, Session,
-    SessionEvents, SessionSetup, StepReport,
+    SessionEvents, SessionSetup, StepReport, Tokens,
 };
 use ksspi::handle::Credentials;
 use ksspi::sys::{SP_PROT_TLS1_2, SP_PROT_TLS1_3};
 use ksspi::{Irql, Passive};
 use ksspi_abi::*;
+use ksspi_sim::alloc_count::{CountedPlatform, CountedProvider};
 use ksspi_sim::baseline::{Baseline, Version};
 use ksspi_sim::certs::TestPki;
 use ksspi_sim::null::{continuations, NullMode};
@@ -38,32 +41,55 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Live heap bytes, for memory per session (the harness's global allocator).
+/// Live heap bytes, for memory per session (the harness's global
+/// allocator), in two accounts: what is allocated and freed inside the
+/// provider's calls (`ksspi_sim::alloc_count::outside`, which
+/// [`CountedProvider`] puts every call in: the model's state, standing for
+/// ksecdd and Schannel's), and everything else (the engine's and the
+/// device's). The memory section runs over [`CountedProvider`] with
+/// synchronous completions, so each allocation is freed in the account it
+/// was made in (the provider's tokens are freed by `FreeContextBuffer`, a
+/// provider call).
 pub struct Counting;
 
 static LIVE: AtomicI64 = AtomicI64::new(0);
+static PROVIDER_LIVE: AtomicI64 = AtomicI64::new(0);
+
+fn account() -> &'static AtomicI64 {
+    if ksspi_sim::alloc_count::is_outside() {
+        &PROVIDER_LIVE
+    } else {
+        &LIVE
+    }
+}
 
 // SAFETY: forwards to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        account().fetch_add(layout.size() as i64, Ordering::Relaxed);
         // SAFETY: forwarded as is.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        account().fetch_sub(layout.size() as i64, Ordering::Relaxed);
         // SAFETY: forwarded as is.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as i64 - layout.size() as i64, Ordering::Relaxed);
+        account().fetch_add(new as i64 - layout.size() as i64, Ordering::Relaxed);
         // SAFETY: forwarded as is.
         unsafe { System.realloc(ptr, layout, new) }
     }
 }
 
+/// Live bytes outside the provider's calls (see [`Counting`]).
 fn live() -> i64 {
     LIVE.load(Ordering::SeqCst)
+}
+
+/// Live bytes the provider's calls hold (see [`Counting`]).
+fn provider_live() -> i64 {
+    PROVIDER_LIVE.load(Ordering::SeqCst)
 }
 
 /// What to run.
@@ -623,15 +649,33 @@ struct ScaleRow {
     concurrency: u32,
     handshakes: u32,
     handshakes_per_second: f64,
+    /// Handshakes per second of the process's CPU time (user and system,
+    /// every thread: the model's included): what the rate would be with
+    /// one core's worth of CPU, whatever else the machine runs.
+    handshakes_per_cpu_second: f64,
     p50_us: u64,
     p99_us: u64,
 }
 
 #[derive(Serialize)]
 struct MemoryRow {
+    /// The engine's session at rest (after setup, before its first step).
     engine_session_bytes: u64,
+    /// The engine's session at its largest during the handshake.
+    engine_handshake_bytes: u64,
+    /// The same with caller-supplied tokens (`Tokens::Caller`), for
+    /// comparison.
+    engine_handshake_caller_tokens_bytes: u64,
+    /// The engine's session established and idle.
+    engine_established_bytes: u64,
+    /// The device's own part (its table slot and the event router).
     device_entry_bytes: u64,
+    /// The provider's (the model's) state at rest: the async context.
     provider_async_context_bytes: u64,
+    /// The provider's state for a session at the same point of the
+    /// handshake as `engine_handshake_bytes`.
+    provider_handshake_bytes: u64,
+    /// The provider's state for an established session.
     provider_established_bytes: u64,
     /// Measured: what an OPEN over cached credentials keeps alive through
     /// the IOCTL path (the engine's session, the device's router, the
@@ -820,6 +864,27 @@ fn record_rows(plan: &Plan) -> Result<Vec<RecordRow>, Failure> {
     Ok(rows)
 }
 
+/// CPU time this process has used (user and system, all threads), in
+/// seconds; 0 where it cannot be read.
+fn cpu_seconds() -> f64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: getrusage writes the struct it is given; zeroed is a
+        // valid `rusage`.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a live `rusage`.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+            let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
+            return t(usage.ru_utime) + t(usage.ru_stime);
+        }
+        0.0
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        0.0
+    }
+}
+
 fn scale_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<ScaleRow>, Failure> {
     let mut rows = Vec::new();
     for &c in &plan.scale {
@@ -828,14 +893,26 @@ fn scale_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<ScaleRow>, Fai
             c.max(4)
         } else {
             (2 * c).max(400)
-        };
-        let m = model(Completion::Async, 0);
+        }
+        .min(MAX_SELFTEST_COUNT);
+        // Room for `c` handshakes at once: two sessions each.
+        let m = Model::sized(
+            SimConfig {
+                completion: CompletionPolicy::Always(Completion::Async),
+                callback_irql: CallbackIrql::Passive,
+                ..SimConfig::default()
+            },
+            2 * c,
+        );
+        let cpu = cpu_seconds();
         let st = selftest(&m, count, c, proto::TLS13)?;
+        let cpu = cpu_seconds() - cpu;
         finish(m)?;
         rows.push(ScaleRow {
             concurrency: c,
             handshakes: count,
             handshakes_per_second: round1(count as f64 * 1e6 / st.elapsed_us.max(1) as f64),
+            handshakes_per_cpu_second: round1(count as f64 / cpu.max(1e-6)),
             p50_us: st.latency_p50_us,
             p99_us: st.latency_p99_us,
         });
@@ -843,45 +920,228 @@ fn scale_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<ScaleRow>, Fai
     Ok(rows)
 }
 
-/// Memory at rest: `k` idle engine sessions (their async contexts measured
-/// apart, as the provider's), the device's per-session reply buffer, and the
-/// model's state for an established context.
+/// Sessions over the model with every provider call in the provider's
+/// account ([`Counting`]): `CountedProvider` and `CountedPlatform` over a
+/// model with synchronous completions.
+struct CountedWorld {
+    sim: SimProvider,
+    server: Arc<Credentials<CountedProvider>>,
+    client: Arc<Credentials<CountedProvider>>,
+    stats: Arc<EngineStats>,
+}
+
+impl CountedWorld {
+    fn new(version: Version) -> Result<CountedWorld, Failure> {
+        let (store, thumb) = TestPki::new("ksspi bench CA").store(&["localhost"]);
+        let sim = SimProvider::new(
+            SimConfig {
+                completion: CompletionPolicy::Always(Completion::Sync),
+                callback_irql: CallbackIrql::Passive,
+                ..SimConfig::default()
+            },
+            Arc::new(store),
+        );
+        let acquire = |spec: &CredentialSpec| {
+            ksspi_sim::testing::acquire_blocking(
+                CountedProvider::new(sim.clone()),
+                CountedPlatform::new(&sim),
+                spec,
+                Arc::default(),
+                &passive(),
+            )
+            .map_err(|e| Failure(format!("acquiring credentials: {e}")))
+        };
+        let server = acquire(&CredentialSpec::Server {
+            thumbprint: thumb,
+            store: "MY".into(),
+            machine: true,
+            disabled_protocols: disabled(version),
+        })?;
+        let client = acquire(&CredentialSpec::Client {
+            disabled_protocols: disabled(version),
+            manual_validation: false,
+            certificate: None,
+        })?;
+        Ok(CountedWorld {
+            sim,
+            server,
+            client,
+            stats: Arc::default(),
+        })
+    }
+
+    fn session(
+        &self,
+        server: bool,
+        events: Arc<Waiter>,
+        limits: Limits,
+    ) -> Result<Session<CountedProvider, CountedPlatform>, Failure> {
+        let (role, credentials) = if server {
+            (Role::Server, self.server.clone())
+        } else {
+            (
+                Role::Client {
+                    target: Some("localhost".into()),
+                },
+                self.client.clone(),
+            )
+        };
+        Session::new(
+            CountedProvider::new(self.sim.clone()),
+            CountedPlatform::new(&self.sim),
+            SessionSetup {
+                role,
+                credentials,
+                limits,
+                client_certificates: Default::default(),
+                alpn: None,
+                events,
+            },
+            self.stats.clone(),
+            &passive(),
+        )
+        .map_err(|e| Failure(format!("a session: {e}")))
+    }
+}
+
+/// A waiter whose output copy already has room for any step's output, so
+/// that what it copies is not counted as a session's.
+fn roomy_waiter() -> Arc<Waiter> {
+    let w = Waiter::default();
+    w.state.lock().unwrap().output.reserve(64 * 1024);
+    Arc::new(w)
+}
+
+/// What `k` sessions hold per session, in each account, at the points of a
+/// handshake (see [`memory`]).
+#[derive(Clone, Copy, Default)]
+struct Held {
+    engine: i64,
+    provider: i64,
+}
+
+/// One TLS version's footprint: `k` pairs stepped side by side through the
+/// handshake; at each point where one side has stepped, what each of its
+/// sessions holds (engine and provider apart). Returns (at rest, the
+/// largest during the handshake, established and idle), per session.
+fn footprint(version: Version, k: usize, limits: Limits) -> Result<(Held, Held, Held), Failure> {
+    let world = CountedWorld::new(version)?;
+    let at = passive();
+    let waiters: Vec<(Arc<Waiter>, Arc<Waiter>)> =
+        (0..k).map(|_| (roomy_waiter(), roomy_waiter())).collect();
+    let mut flights: Vec<Vec<u8>> = (0..k).map(|_| Vec::with_capacity(64 * 1024)).collect();
+    let per = |e0: i64, p0: i64, n: usize| Held {
+        engine: (live() - e0) / n as i64,
+        provider: (provider_live() - p0) / n as i64,
+    };
+    let (e0, p0) = (live(), provider_live());
+    let mut pairs = Vec::with_capacity(k);
+    for (sw, cw) in &waiters {
+        pairs.push((
+            world.session(true, sw.clone(), limits)?,
+            world.session(false, cw.clone(), limits)?,
+        ));
+    }
+    let rest = per(e0, p0, 2 * k);
+    let fail = |e: ksspi::engine::StepError| Failure(format!("{e:?}"));
+    // Each side's sessions by themselves: the other side's do not change
+    // while one side steps.
+    let mut side_rest = [rest, rest]; // [server, client], what each holds now
+    let mut largest = rest;
+    let mut outcomes = vec![(None, None); k];
+    for round in 0..8 {
+        // The client steps on even rounds (its first with no input), the
+        // server on odd ones, each with the flight the other sent.
+        let client_turn = round % 2 == 0;
+        let (e1, p1) = (live(), provider_live());
+        let mut stepped = 0;
+        for (i, ((server, client), (sw, cw))) in pairs.iter().zip(&waiters).enumerate() {
+            let (session, waiter, done) = if client_turn {
+                (client, cw, &mut outcomes[i].1)
+            } else {
+                (server, sw, &mut outcomes[i].0)
+            };
+            if *done == Some(Outcome::Established) || (round > 0 && flights[i].is_empty()) {
+                continue;
+            }
+            session.step(&flights[i], &at).map_err(fail)?;
+            *done = waiter.take(&mut flights[i]);
+            stepped += 1;
+        }
+        if stepped == 0 {
+            break;
+        }
+        let side = usize::from(client_turn);
+        let grew = per(e1, p1, k);
+        side_rest[side].engine += grew.engine;
+        side_rest[side].provider += grew.provider;
+        // Only a side still handshaking counts towards the largest.
+        let handshaking = outcomes.iter().any(|(s, c)| {
+            let o = if client_turn { c } else { s };
+            *o != Some(Outcome::Established)
+        });
+        if handshaking && side_rest[side].engine > largest.engine {
+            largest = side_rest[side];
+        }
+    }
+    if outcomes
+        .iter()
+        .any(|o| *o != (Some(Outcome::Established), Some(Outcome::Established)))
+    {
+        return Err(Failure("a footprint handshake did not complete".into()));
+    }
+    let established = per(e0, p0, 2 * k);
+    for (server, client) in &pairs {
+        server.close();
+        client.close();
+    }
+    for (sw, cw) in &waiters {
+        sw.wait_closed();
+        cw.wait_closed();
+    }
+    drop(pairs);
+    world.sim.wait_idle();
+    Ok((rest, largest, established))
+}
+
+/// Memory per session: `k` engine sessions over the model, both TLS
+/// versions, at rest (after setup), at the largest point of the handshake
+/// (a side that has stepped and not finished), and established and idle;
+/// what the provider's calls hold apart. Then the device's own part, and
+/// what an OPEN over cached credentials keeps alive through the IOCTL path.
 fn memory() -> Result<MemoryRow, Failure> {
     let k = 200;
-    let world = EngineWorld::new(Completion::Sync, Version::Tls13)?;
-    // The provider's async contexts alone.
-    let before = live();
-    let ctxs: Vec<_> = (0..k)
-        .map(|_| ksspi::SspiProvider::create_async_context(&world.sim))
-        .collect();
-    let per_ctx = (live() - before) / k as i64;
-    for c in ctxs.into_iter().flatten() {
-        // SAFETY: created just above, never used.
-        unsafe { ksspi::SspiProvider::free_async_context(&world.sim, c) };
+    let mut rest = Held::default();
+    let mut handshake = Held::default();
+    let mut established = Held::default();
+    let mut caller_tokens = Held::default();
+    for version in [Version::Tls12, Version::Tls13] {
+        let (_, h, _) = footprint(
+            version,
+            k,
+            Limits {
+                tokens: Tokens::Caller,
+                ..Limits::default()
+            },
+        )?;
+        caller_tokens = if h.engine >= caller_tokens.engine {
+            h
+        } else {
+            caller_tokens
+        };
+        let (r, h, e) = footprint(version, k, Limits::default())?;
+        rest = if r.engine >= rest.engine { r } else { rest };
+        handshake = if h.engine >= handshake.engine {
+            h
+        } else {
+            handshake
+        };
+        established = if e.engine >= established.engine {
+            e
+        } else {
+            established
+        };
     }
-    // Idle sessions: engine state plus one async context each.
-    let waiters: Vec<Arc<Waiter>> = (0..k).map(|_| Arc::new(Waiter::default())).collect();
-    let before = live();
-    let sessions: Vec<_> = waiters
-        .iter()
-        .map(|w| world.session(true, w.clone()))
-        .collect::<Result<_, _>>()?;
-    let per_session = (live() - before) / k as i64 - per_ctx;
-    for s in &sessions {
-        s.close();
-    }
-    for w in &waiters {
-        w.wait_closed();
-    }
-    drop(sessions);
-    // An established pair: what the model holds for its two contexts.
-    let before = live();
-    let pairs: Vec<EnginePair> = (0..20).map(|_| world.pair()).collect::<Result<_, _>>()?;
-    let per_pair = (live() - before) / 20;
-    for p in pairs {
-        p.close();
-    }
-    let engine_pair = 2 * (per_session + per_ctx);
     let m = model(Completion::Sync, 0);
     let device_bytes = m.device.bytes_per_session();
     let open = || open_session(&m, ksspi_abi::Role::Server, proto::ALL, b"");
@@ -900,22 +1160,27 @@ fn memory() -> Result<MemoryRow, Failure> {
         close(id)?;
     }
     finish(m)?;
+    let bytes = |x: i64| x.max(0) as u64;
     Ok(MemoryRow {
-        engine_session_bytes: per_session.max(0) as u64,
+        engine_session_bytes: bytes(rest.engine),
+        engine_handshake_bytes: bytes(handshake.engine),
+        engine_handshake_caller_tokens_bytes: bytes(caller_tokens.engine),
+        engine_established_bytes: bytes(established.engine),
         device_entry_bytes: device_bytes as u64,
-        provider_async_context_bytes: per_ctx.max(0) as u64,
-        provider_established_bytes: ((per_pair - engine_pair).max(0) / 2) as u64,
-        ioctl_open_bytes: per_open.max(0) as u64,
+        provider_async_context_bytes: bytes(rest.provider),
+        provider_handshake_bytes: bytes(handshake.provider),
+        provider_established_bytes: bytes(established.provider),
+        ioctl_open_bytes: bytes(per_open),
     })
 }
 
 /// Keep freed memory in the process, as the kernel's nonpaged pool keeps
 /// it: glibc by default gives the top of its heap back to the OS whenever
 /// more than 128 KiB of it is free, and serves blocks of 128 KiB and more
-/// (adaptively) with mmap, so each handshake's sessions, whose buffers come
-/// to 160 KiB, would map fresh pages and fault them in (about 100 000 page
-/// faults a run of the handshake section), a cost of the host's allocator
-/// that no kernel pool has. Raising both thresholds to 1 GiB keeps the heap;
+/// (adaptively) with mmap, so each handshake's sessions, whose buffers came
+/// to 160 KiB before they were sized to need, mapped fresh pages and
+/// faulted them in (about 100 000 page faults a run of the handshake
+/// section), a cost of the host's allocator that no kernel pool has. Raising both thresholds to 1 GiB keeps the heap;
 /// the instruction counts (child processes) are unaffected either way.
 /// Returns what was set, for the report.
 fn keep_freed_memory() -> &'static str {
@@ -972,9 +1237,7 @@ pub fn run(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Report, Failure> {
     }
     let plot = match (&plan.plot, &memory) {
         (Some(path), Some(memory)) if !scale.is_empty() => {
-            let per_session = memory.engine_session_bytes
-                + memory.device_entry_bytes
-                + memory.provider_async_context_bytes;
+            let per_session = memory.engine_handshake_bytes + memory.device_entry_bytes;
             let points: Vec<ScalePoint> = scale
                 .iter()
                 .map(|r| ScalePoint {
@@ -1084,15 +1347,46 @@ pub fn print(r: &Report) {
     }
     for s in &r.scale {
         println!(
-            "  {:>6} at once: {:>6} handshakes, {:>8.1}/s, p50 {:>9} µs, p99 {:>9} µs",
-            s.concurrency, s.handshakes, s.handshakes_per_second, s.p50_us, s.p99_us
+            "  {:>6} at once: {:>6} handshakes, {:>8.1}/s ({:>8.1} per CPU second), p50 {:>9} µs, p99 {:>9} µs",
+            s.concurrency,
+            s.handshakes,
+            s.handshakes_per_second,
+            s.handshakes_per_cpu_second,
+            s.p50_us,
+            s.p99_us
         );
     }
     if let Some(m) = &r.memory {
-        println!(
-            "\nmemory per session at rest: engine {} B, device {} B, provider (model) {} B for its async context, {} B once established",
-            m.engine_session_bytes, m.device_entry_bytes, m.provider_async_context_bytes, m.provider_established_bytes
-        );
+        let d = m.device_entry_bytes;
+        println!("\nmemory per session (engine + device; the provider's own state apart)");
+        for (what, engine, provider) in [
+            (
+                "at rest",
+                m.engine_session_bytes,
+                m.provider_async_context_bytes,
+            ),
+            (
+                "handshake (largest)",
+                m.engine_handshake_bytes,
+                m.provider_handshake_bytes,
+            ),
+            ("  caller tokens", m.engine_handshake_caller_tokens_bytes, 0),
+            (
+                "established, idle",
+                m.engine_established_bytes,
+                m.provider_established_bytes,
+            ),
+        ] {
+            let provider = if provider > 0 {
+                format!("; provider (model) {provider} B")
+            } else {
+                String::new()
+            };
+            println!(
+                "  {what:<20} {:>7} B  (engine {engine} B, device {d} B){provider}",
+                engine + d
+            );
+        }
         println!(
             "  measured through the IOCTL path: an OPEN over cached credentials keeps {} B alive",
             m.ioctl_open_bytes

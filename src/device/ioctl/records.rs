@@ -130,6 +130,7 @@ pub(in crate::device) fn record_refusal(e: RecordError) -> Result<NtStatus, SecS
         }
         RecordError::TooMuchInput => Ok(STATUS_QUOTA_EXCEEDED),
         RecordError::OutputTooSmall => Ok(STATUS_BUFFER_TOO_SMALL),
+        RecordError::InsufficientResources => Ok(STATUS_INSUFFICIENT_RESOURCES),
         RecordError::Failed(status) => Err(status),
     }
 }

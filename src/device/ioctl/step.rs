@@ -26,6 +26,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 StepError::Closed => STATUS_INVALID_HANDLE,
                 StepError::Finished => STATUS_INVALID_DEVICE_REQUEST,
                 StepError::TooMuchInput => STATUS_QUOTA_EXCEEDED,
+                StepError::InsufficientResources => STATUS_INSUFFICIENT_RESOURCES,
             };
             self.unpend(file, step.session, Ok(status));
         }

@@ -167,6 +167,9 @@ pub struct EngineStats {
     pub reinits_deferred: AtomicU64,
     /// Reinits accepted inside a completion callback.
     pub reinits_in_callback: AtomicU64,
+    /// Session buffers grown (or allocated first) to take more bytes: a
+    /// bounded number per session, none once its buffers have their size.
+    pub buffer_grows: AtomicU64,
 }
 
 impl EngineStats {
@@ -174,7 +177,7 @@ impl EngineStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn counters(&self) -> [&AtomicU64; 11] {
+    fn counters(&self) -> [&AtomicU64; 12] {
         [
             &self.calls,
             &self.completed_sync,
@@ -187,6 +190,7 @@ impl EngineStats {
             &self.reinits,
             &self.reinits_deferred,
             &self.reinits_in_callback,
+            &self.buffer_grows,
         ]
     }
 

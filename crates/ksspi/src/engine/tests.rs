@@ -58,6 +58,8 @@ struct Script {
     chosen: Option<Vec<u8>>,
     /// Live async contexts: their status, callback and its data.
     contexts: HashMap<usize, (SecStatus, SspiAsyncNotifyCallback, usize)>,
+    /// Tokens handed out (ALLOCATE_MEMORY), by address, until freed.
+    tokens: HashMap<usize, Box<[u8]>>,
 }
 
 fn next<T: Copy>(q: &mut VecDeque<T>) -> T {
@@ -146,7 +148,14 @@ impl Hostile {
                 pvBuffer: core::ptr::null_mut(),
             };
         }
-        assert!(answer.token <= output[0].cbBuffer);
+        // The engine asks for ALLOCATE_MEMORY: the token is ours to
+        // allocate, and comes back through FreeContextBuffer.
+        assert!(output[0].pvBuffer.is_null() && output[0].cbBuffer == 0);
+        if answer.token > 0 {
+            let mut token = vec![0x16u8; answer.token as usize].into_boxed_slice();
+            output[0].pvBuffer = token.as_mut_ptr().cast();
+            self.script().tokens.insert(token.as_ptr() as usize, token);
+        }
         output[0].cbBuffer = answer.token;
         output[1].cbBuffer = 0;
         if !slot.is_null() {
@@ -354,8 +363,11 @@ impl SspiProvider for Hostile {
         SecStatus::SEC_E_UNSUPPORTED_FUNCTION
     }
 
-    unsafe fn free_context_buffer(&self, _: *mut c_void) -> SecStatus {
-        SecStatus::SEC_E_UNSUPPORTED_FUNCTION
+    unsafe fn free_context_buffer(&self, buffer: *mut c_void) -> SecStatus {
+        match self.script().tokens.remove(&(buffer as usize)) {
+            Some(_) => SecStatus::SEC_E_OK,
+            None => panic!("FreeContextBuffer of a buffer this provider did not hand out"),
+        }
     }
 }
 

@@ -13,9 +13,9 @@ pub struct Args {
     /// A few iterations of everything (a smoke run).
     #[arg(long)]
     quick: bool,
-    /// Concurrencies of the scale run, comma-separated, each 1 to 10000 (the
-    /// driver's limit).
-    #[arg(long, value_delimiter = ',', default_value = "1,16,256,4096,10000",
+    /// Concurrencies of the scale run, comma-separated, each 1 to 100000 (the
+    /// self-test's limit).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256,4096,10000,100000",
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SELFTEST_CONCURRENCY)))]
     scale: Vec<u32>,
     /// Draw the scale figures to this PNG.

@@ -3,13 +3,14 @@
 //! input, another call, established, failed). Its only state of its own,
 //! [`Handshake`], lives in [`State::Handshaking`].
 
+use super::machine::make_room;
 use super::machine::TlsMachine;
 use super::receive::ReceivePath;
 use super::send::SendPath;
 use super::state::{Established, Op, State};
 use super::{ClientCertificates, Outcome, StepError, NO_CLIENT_CERTIFICATE, NO_PROGRESS};
 use crate::alpn::UNOFFERED_APPLICATION_PROTOCOL;
-use crate::engine::conductor::{EngineStats, Move};
+use crate::engine::conductor::{EngineStats, Move, Platform};
 use crate::handle::{
     query_application_protocol, query_connection_info, query_remote_certificates,
     query_stream_sizes, AsyncContext,
@@ -24,7 +25,7 @@ pub(super) struct Handshake {
     pub(super) retries: u8,
 }
 
-impl<P: SspiProvider> TlsMachine<P> {
+impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
     /// A server's: whether the client presented a certificate
     /// (`SECPKG_ATTR_REMOTE_CERTIFICATES` names at least one; Schannel
     /// answers `SEC_E_NO_CREDENTIALS` when it sent none).
@@ -41,10 +42,20 @@ impl<P: SspiProvider> TlsMachine<P> {
             State::Established(_) | State::Failed(_) => return Err(StepError::Finished),
             State::Deleting | State::Closed => return Err(StepError::Closed),
         };
-        if self.input.len() + input.len() > self.limits.max_input {
+        let need = self.input.len() + input.len();
+        if need > self.limits.max_input {
             return Err(StepError::TooMuchInput);
         }
-        self.input.extend_from_slice(input);
+        make_room(
+            &self.platform,
+            &self.stats,
+            &mut self.input,
+            &mut self.input_high,
+            need,
+            self.limits.max_input,
+        )
+        .map_err(|_| StepError::InsufficientResources)?;
+        self.input.extend_from_slice(input); // within capacity
         self.input_high = self.input_high.max(self.input.len());
         self.op = Op::Step;
         self.output.clear();
@@ -96,9 +107,9 @@ impl<P: SspiProvider> TlsMachine<P> {
             SecStatus::SEC_E_OK
             | SecStatus::SEC_I_CONTINUE_NEEDED
             | SecStatus::SEC_I_INCOMPLETE_CREDENTIALS => {
-                if !self.append_output(0) {
-                    self.state = State::Failed(SecStatus::SEC_E_BUFFER_TOO_SMALL);
-                    self.outcome = Some(Outcome::Failed(SecStatus::SEC_E_BUFFER_TOO_SMALL));
+                if let Err(status) = self.append_output(0) {
+                    self.state = State::Failed(status);
+                    self.outcome = Some(Outcome::Failed(status));
                     return;
                 }
                 let keep = extra.min(self.input.len());
@@ -181,7 +192,7 @@ impl<P: SspiProvider> TlsMachine<P> {
             }
             failure => {
                 // The alert (extended errors), else any token, goes to the peer.
-                if !self.append_output(1) || self.frame.out_bufs[1].cbBuffer == 0 {
+                if self.append_output(1).is_err() || self.frame.out_bufs[1].cbBuffer == 0 {
                     let _ = self.append_output(0);
                 }
                 self.state = State::Failed(failure);

@@ -7,10 +7,10 @@ use super::handshake::Handshake;
 use super::state::{Op, Sec, State};
 use super::{
     ClientCertificates, Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role,
-    SessionEvents, SessionInfo, StepReport,
+    SessionEvents, SessionInfo, StepReport, Tokens,
 };
 use crate::alpn::ApplicationProtocols;
-use crate::engine::conductor::{zeroed_buffer, EngineStats, Issue, Machine, Move, Platform};
+use crate::engine::conductor::{EngineStats, Issue, Machine, Move, Platform};
 use crate::engine::wipe_used;
 use crate::handle::{
     query_remote_certificates, AsyncContext, Credentials, HandleSlot, Lease, SecurityContext,
@@ -23,8 +23,10 @@ use crate::sys::*;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::ffi::c_void;
 use core::ops::Range;
 use core::ptr;
+use core::sync::atomic::Ordering;
 
 /// The raw call frame: descriptors pointing into the machine's own buffers.
 pub(super) struct Frame {
@@ -49,8 +51,19 @@ unsafe impl Send for Frame {}
 /// plaintext opened so far (each record is decrypted in place; the first
 /// one's data stays where it was decrypted, each later one's is moved down
 /// to follow it) and `input[cursor..]` what is not consumed yet.
-pub struct TlsMachine<P: SspiProvider> {
+///
+/// `input` and `output` are sized to need (`make_room`): empty at setup,
+/// grown (at least doubling, from [`MIN_BUFFER`]) up to their [`Limits`],
+/// never shrunk while in use; the handshake's are given back once it ends
+/// (`output` always, `input` unless bytes that followed the handshake wait
+/// in it). Output tokens are the provider's (`*_REQ_ALLOCATE_MEMORY`),
+/// copied into `output` and freed when the call has been handled.
+pub struct TlsMachine<P: SspiProvider, K: Platform> {
     pub(super) provider: P,
+    /// Where the buffers come from (and may fail to).
+    pub(super) platform: K,
+    /// Where buffer growth is counted ([`EngineStats::buffer_grows`]).
+    pub(super) stats: Arc<EngineStats>,
     pub(super) server: bool,
     pub(super) cred: Option<Arc<Credentials<P>>>,
     pub(super) lease: Option<Lease>,
@@ -62,8 +75,11 @@ pub struct TlsMachine<P: SspiProvider> {
     pub(super) input_high: usize,
     pub(super) plain: Range<usize>,
     pub(super) cursor: usize,
-    pub(super) token: Vec<u8>,
+    /// The caller-supplied `SECBUFFER_ALERT` (small, fixed).
     pub(super) alert: Vec<u8>,
+    /// With [`Tokens::Caller`]: the zeroed token buffer, while the
+    /// handshake (or a post-handshake call) needs it; empty otherwise.
+    pub(super) token: Vec<u8>,
     pub(super) output: Vec<u8>,
     /// The most bytes `output` ever held.
     pub(super) output_high: usize,
@@ -99,6 +115,19 @@ pub struct TlsMachine<P: SspiProvider> {
     pub(super) application_protocol: Option<SecPkgContext_ApplicationProtocol>,
 }
 
+// `*_REQ_ALLOCATE_MEMORY` (with `Tokens::Provider`, the default): the
+// provider allocates each output token at its size, and the engine frees it
+// with `FreeContextBuffer` once copied
+// (sspi.h; "AcceptSecurityContext (Schannel)" and "InitializeSecurityContext
+// (Schannel)" on learn.microsoft.com: "Schannel allocates memory for the
+// buffer ... free it by calling the FreeContextBuffer function";
+// SspiAcceptSecurityContextAsync / SspiInitializeSecurityContextAsyncW take
+// the same fContextReq flags). A caller-supplied token buffer has to be as
+// large as the largest flight at every call (a call that finds it too small
+// has already advanced the handshake: it cannot be repeated with a larger
+// one), zeroed so that a provider failing without setting the length never
+// hands pool bytes to the peer: 32 KiB a session for the whole handshake.
+// See docs/PERFORMANCE.md, "Memory per session".
 const ASC_FLAGS: u32 = ASC_REQ_SEQUENCE_DETECT
     | ASC_REQ_REPLAY_DETECT
     | ASC_REQ_CONFIDENTIALITY
@@ -111,23 +140,93 @@ const ISC_FLAGS: u32 = ISC_REQ_SEQUENCE_DETECT
     | ISC_REQ_STREAM;
 const ALERT_CAPACITY: usize = 256;
 
-impl<P: SspiProvider> Drop for TlsMachine<P> {
+/// The smallest allocation `input` and `output` get: a handshake flight or
+/// a small read fits in one (a TLS 1.3 server flight with one ECDSA
+/// certificate is under 2 KiB; a chain of RSA certificates grows it once or
+/// twice).
+pub const MIN_BUFFER: usize = 4 * 1024;
+
+/// Room for `need` bytes in `buf` (its bytes kept), at most `limit` (the
+/// caller checked `need` against it): a new allocation of at least twice
+/// the old one, from [`MIN_BUFFER`] up to `limit`, through
+/// [`Platform::reserve`] (so a low-resources failure is a clean
+/// `SEC_E_INSUFFICIENT_MEMORY` and nothing changes); the old one is zeroed
+/// up to `high` (the most it held) before it goes back to the pool, so no
+/// plaintext is left behind. Each growth at least doubles, so a buffer
+/// grows at most `log2(limit / MIN_BUFFER) + 1` times a phase; once it has
+/// its size, nothing is allocated.
+pub(super) fn make_room<K: Platform>(
+    platform: &K,
+    stats: &EngineStats,
+    buf: &mut Vec<u8>,
+    high: &mut usize,
+    need: usize,
+    limit: usize,
+) -> Result<(), SecStatus> {
+    if need <= buf.capacity() {
+        return Ok(());
+    }
+    if need > limit {
+        return Err(SecStatus::SEC_E_BUFFER_TOO_SMALL);
+    }
+    let size = need
+        .max(buf.capacity().saturating_mul(2))
+        .max(MIN_BUFFER)
+        .min(limit);
+    let mut grown = platform.reserve(size)?;
+    grown.extend_from_slice(buf); // within the new capacity
+    wipe_used(buf, *high);
+    *high = grown.len();
+    *buf = grown;
+    stats.buffer_grows.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The most times one session's buffers grow (`make_room`) under
+/// `limits`: in each of its two phases (the handshake, whose buffers are
+/// given back at its end, and the record layer), each of `input` and
+/// `output` from nothing to its limit, at least doubling from
+/// [`MIN_BUFFER`] each time; with [`Tokens::Caller`], the token buffer once
+/// a phase too.
+pub fn max_grows(limits: &Limits) -> u64 {
+    let one = |limit: usize| {
+        let mut size = MIN_BUFFER;
+        let mut n = 1;
+        while size < limit {
+            size = size.saturating_mul(2);
+            n += 1;
+        }
+        n
+    };
+    let token = u64::from(limits.tokens == Tokens::Caller);
+    2 * (one(limits.max_input) + one(limits.max_output) + token)
+}
+
+/// Give `buf`'s allocation back to the pool, zeroed up to `high`.
+fn give_back(buf: &mut Vec<u8>, high: &mut usize) {
+    wipe_used(buf, *high);
+    *buf = Vec::new();
+    *high = 0;
+}
+
+impl<P: SspiProvider, K: Platform> Drop for TlsMachine<P, K> {
     fn drop(&mut self) {
         // `input` held the plaintext (records are decrypted in place there),
         // `output` what was sent: zeroed before they return to the pool, up
         // to the most either ever held (the bytes past that were never
-        // written). `token` and `alert` only ever hold bytes for the wire,
-        // as the peer sees them.
+        // written). `alert` only ever holds bytes for the wire, as the peer
+        // sees them.
         wipe_used(&mut self.input, self.input_high);
         wipe_used(&mut self.output, self.output_high);
     }
 }
 
-impl<P: SspiProvider> TlsMachine<P> {
+impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn new<K: Platform>(
+    pub(super) fn new(
         provider: P,
-        platform: &K,
+        platform: K,
+        stats: Arc<EngineStats>,
         role: Role,
         cred: Arc<Credentials<P>>,
         limits: Limits,
@@ -149,18 +248,20 @@ impl<P: SspiProvider> TlsMachine<P> {
         }
         let mut h = TlsMachine {
             provider,
+            platform,
+            stats,
             server,
             cred: Some(cred),
             lease: None,
             sec: Sec::Empty(HandleSlot::new()),
             target,
-            input: platform.reserve(limits.max_input)?,
+            input: Vec::new(),
             input_high: 0,
             plain: 0..0,
             cursor: 0,
-            token: zeroed_buffer(platform, limits.max_token)?,
             alert: vec![0; ALERT_CAPACITY],
-            output: platform.reserve(limits.max_output)?,
+            token: Vec::new(),
+            output: Vec::new(),
             output_high: 0,
             limits,
             frame: Frame {
@@ -225,6 +326,19 @@ impl<P: SspiProvider> TlsMachine<P> {
         from: usize,
         to: usize,
     ) -> Move<P> {
+        let caller_tokens = self.limits.tokens == Tokens::Caller;
+        if caller_tokens && self.token.is_empty() {
+            // Zeroed: a provider that fails without setting the token's
+            // length must not hand pool bytes to the peer.
+            match self.platform.reserve(self.limits.max_token) {
+                Ok(mut token) => {
+                    token.resize(self.limits.max_token, 0); // within capacity
+                    self.token = token;
+                    self.stats.buffer_grows.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(status) => return self.fail(status),
+            }
+        }
         let Some(mut context) = ctx.take() else {
             return self.fail(SecStatus::SEC_E_INVALID_HANDLE);
         };
@@ -265,10 +379,15 @@ impl<P: SspiProvider> TlsMachine<P> {
         };
         f.in_desc = SecBufferDesc::new(&mut f.in_bufs[..in_count]);
         f.out_bufs = [
-            SecBuffer {
-                cbBuffer: self.token.len() as u32,
-                BufferType: SECBUFFER_TOKEN,
-                pvBuffer: self.token.as_mut_ptr().cast(),
+            if caller_tokens {
+                SecBuffer {
+                    cbBuffer: self.token.len() as u32,
+                    BufferType: SECBUFFER_TOKEN,
+                    pvBuffer: self.token.as_mut_ptr().cast(),
+                }
+            } else {
+                // The provider allocates the token (ALLOCATE_MEMORY).
+                SecBuffer::empty(SECBUFFER_TOKEN)
             },
             SecBuffer {
                 cbBuffer: self.alert.len() as u32,
@@ -297,10 +416,16 @@ impl<P: SspiProvider> TlsMachine<P> {
             &mut f.target
         };
         let server = self.server;
-        let asc_flags = if self.client_certificates == ClientCertificates::Ignore {
-            ASC_FLAGS
+        let (mut asc_flags, isc_flags) = if caller_tokens {
+            (ASC_FLAGS, ISC_FLAGS)
         } else {
-            ASC_FLAGS | ASC_REQ_MUTUAL_AUTH
+            (
+                ASC_FLAGS | ASC_REQ_ALLOCATE_MEMORY,
+                ISC_FLAGS | ISC_REQ_ALLOCATE_MEMORY,
+            )
+        };
+        if self.client_certificates != ClientCertificates::Ignore {
+            asc_flags |= ASC_REQ_MUTUAL_AUTH;
         };
         let call = move |p: &P, c| {
             if server {
@@ -315,7 +440,7 @@ impl<P: SspiProvider> TlsMachine<P> {
                 // SAFETY: as for the accept call above.
                 unsafe {
                     p.initialize_security_context_async(
-                        c, cred, existing, target, ISC_FLAGS, in_desc, slot, out_desc, attrs,
+                        c, cred, existing, target, isc_flags, in_desc, slot, out_desc, attrs,
                         expiry,
                     )
                 }
@@ -337,6 +462,9 @@ impl<P: SspiProvider> TlsMachine<P> {
     }
 
     pub(super) fn fail(&mut self, status: SecStatus) -> Move<P> {
+        // A call set up and then refused, or handled up to here: nothing
+        // may stay pointed at a buffer that goes with the handshake's.
+        self.free_provider_buffers();
         self.state = State::Failed(status);
         if self.op == Op::Step {
             self.outcome = Some(Outcome::Failed(status));
@@ -357,23 +485,92 @@ impl<P: SspiProvider> TlsMachine<P> {
         }
     }
 
-    pub(super) fn append_output(&mut self, bytes_from: usize) -> bool {
-        let n = self.frame.out_bufs[bytes_from].cbBuffer as usize;
-        let src = if bytes_from == 0 {
-            &self.token
-        } else {
-            &self.alert
-        };
-        if n > src.len() || self.output.len() + n > self.limits.max_output {
-            return false;
+    /// Append what the completed call left in output buffer `which` (0: the
+    /// token, 1: the alert) to `output`, growing it up to
+    /// [`Limits::max_output`]; a token over [`Limits::max_token`] is refused
+    /// (`SEC_E_BUFFER_TOO_SMALL`), as is a buffer the provider says holds
+    /// bytes but points nowhere (`SEC_E_INTERNAL_ERROR`). On error nothing
+    /// is appended.
+    pub(super) fn append_output(&mut self, which: usize) -> Result<(), SecStatus> {
+        let buf = self.frame.out_bufs[which];
+        let n = buf.cbBuffer as usize;
+        if n == 0 {
+            return Ok(());
         }
-        self.output.extend_from_slice(&src[..n]);
+        let alert = self.alert.as_mut_ptr().cast::<c_void>();
+        let token = self.token.as_mut_ptr().cast::<c_void>();
+        let src: &[u8] = if which == 1 && buf.pvBuffer == alert {
+            self.alert
+                .get(..n)
+                .ok_or(SecStatus::SEC_E_BUFFER_TOO_SMALL)?
+        } else if which == 0 && !self.token.is_empty() && buf.pvBuffer == token {
+            self.token
+                .get(..n)
+                .ok_or(SecStatus::SEC_E_BUFFER_TOO_SMALL)?
+        } else if buf.pvBuffer.is_null() {
+            return Err(SecStatus::SEC_E_INTERNAL_ERROR);
+        } else if n > self.limits.max_token {
+            return Err(SecStatus::SEC_E_BUFFER_TOO_SMALL);
+        } else {
+            // SAFETY: a buffer the provider allocated for the call that just
+            // completed (the token under ALLOCATE_MEMORY, or an alert it
+            // allocated in place of ours), `cbBuffer` bytes long; it is freed
+            // only by `free_provider_buffers`, after this call is handled.
+            unsafe { core::slice::from_raw_parts(buf.pvBuffer.cast::<u8>(), n) }
+        };
+        let need = self.output.len() + n;
+        if need > self.limits.max_output {
+            return Err(SecStatus::SEC_E_BUFFER_TOO_SMALL);
+        }
+        make_room(
+            &self.platform,
+            &self.stats,
+            &mut self.output,
+            &mut self.output_high,
+            need,
+            self.limits.max_output,
+        )?;
+        self.output.extend_from_slice(src); // within capacity
         self.output_high = self.output_high.max(self.output.len());
-        true
+        Ok(())
+    }
+
+    /// Free what the provider allocated in the output buffers of the call
+    /// just handled (`FreeContextBuffer`), and clear them, so nothing is
+    /// freed twice or read after it is freed.
+    fn free_provider_buffers(&mut self) {
+        let ours = [
+            self.alert.as_mut_ptr().cast::<c_void>(),
+            self.token.as_mut_ptr().cast::<c_void>(),
+        ];
+        for buf in self.frame.out_bufs.iter_mut() {
+            let allocated = buf.pvBuffer;
+            if !allocated.is_null() && !ours.contains(&allocated) {
+                // SAFETY: the provider allocated it for the completed call
+                // (the engine passed no buffer of its own but the alert and,
+                // with caller tokens, the token buffer), and
+                // nothing uses it after this: the descriptor is cleared.
+                let _ = unsafe { self.provider.free_context_buffer(allocated) };
+            }
+            buf.pvBuffer = ptr::null_mut();
+            buf.cbBuffer = 0;
+        }
+    }
+
+    /// The handshake ended (established or failed) and was reported: give
+    /// its buffers back. `output` goes; `input` too unless bytes that
+    /// followed the handshake wait in it for the record layer.
+    fn give_back_handshake_buffers(&mut self) {
+        give_back(&mut self.output, &mut self.output_high);
+        let mut token_high = self.token.len();
+        give_back(&mut self.token, &mut token_high);
+        if self.input.is_empty() || !self.state.is_established() {
+            give_back(&mut self.input, &mut self.input_high);
+        }
     }
 }
 
-impl<P: SspiProvider> Machine<P> for TlsMachine<P> {
+impl<P: SspiProvider, K: Platform> Machine<P> for TlsMachine<P, K> {
     fn next(
         &mut self,
         ctx: &mut Option<AsyncContext<P>>,
@@ -425,8 +622,14 @@ impl<P: SspiProvider> Machine<P> for TlsMachine<P> {
                 drop(slot);
                 self.state = State::Closed;
             }
-            _ if self.op != Op::Step => self.record_call_completed(status),
-            _ => self.step_completed(status),
+            _ => {
+                if self.op == Op::Step {
+                    self.step_completed(status);
+                } else {
+                    self.record_call_completed(status);
+                }
+                self.free_provider_buffers();
+            }
         }
     }
 
@@ -452,6 +655,9 @@ impl<P: SspiProvider> Machine<P> for TlsMachine<P> {
                 certificate_requested: self.certificate_requested,
             };
             self.events.step_done(&report);
+            if !matches!(outcome, Outcome::NeedInput { .. }) {
+                self.give_back_handshake_buffers();
+            }
         } else if let Some(outcome) = self.record.take() {
             let report = RecordReport {
                 outcome,
@@ -475,7 +681,7 @@ impl<P: SspiProvider> Machine<P> for TlsMachine<P> {
     }
 }
 
-impl<P: SspiProvider> TlsMachine<P> {
+impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
     /// Delete the security context (if one was made) on the session's own
     /// async context: `SspiDeleteSecurityContextAsync`.
     fn begin_delete(
@@ -531,7 +737,7 @@ impl<P: SspiProvider> TlsMachine<P> {
 }
 
 /// The record layer's shared part, run by the session's owner at PASSIVE_LEVEL.
-impl<P: SspiProvider> TlsMachine<P> {
+impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
     pub(super) fn begin_op(&mut self, op: Op) {
         self.op = op;
         self.output.clear();
@@ -582,8 +788,8 @@ impl<P: SspiProvider> TlsMachine<P> {
         let (extra, _) = self.call_leftover();
         match status {
             SecStatus::SEC_E_OK | SecStatus::SEC_I_CONTINUE_NEEDED => {
-                if !self.append_output(0) {
-                    self.fail(SecStatus::SEC_E_BUFFER_TOO_SMALL);
+                if let Err(status) = self.append_output(0) {
+                    self.fail(status);
                     return;
                 }
                 if let Op::Shutdown { .. } = self.op {
@@ -593,7 +799,7 @@ impl<P: SspiProvider> TlsMachine<P> {
                 }
             }
             failure => {
-                if !self.append_output(1) || self.frame.out_bufs[1].cbBuffer == 0 {
+                if self.append_output(1).is_err() || self.frame.out_bufs[1].cbBuffer == 0 {
                     let _ = self.append_output(0);
                 }
                 self.fail(failure);

@@ -24,8 +24,14 @@
 //! handshake call that produces close_notify. Decrypt and shutdown report
 //! through [`SessionEvents::record_done`], like steps.
 //!
-//! Buffers are sized at setup ([`Limits`]); a step, an encrypt or a decrypt
-//! allocates nothing.
+//! Buffers are sized to need, bounded by [`Limits`]: a session starts with
+//! none, its input and output grow (at least doubling) when a step or a
+//! decrypt needs more room, and the handshake's are given back once it ends.
+//! Output tokens are allocated by the provider (`*_REQ_ALLOCATE_MEMORY`),
+//! copied out and freed with `FreeContextBuffer`. Once a session's buffers
+//! have their size, a step, an encrypt or a decrypt allocates nothing; each
+//! growth is counted in [`EngineStats::buffer_grows`].
+//! [`EngineStats::buffer_grows`]: super::EngineStats::buffer_grows
 //!
 //! The parts, one concern each:
 //! - this file: the public [`Session`] API, its setup, reports and events;
@@ -43,7 +49,7 @@ mod receive;
 mod send;
 mod state;
 
-pub use machine::TlsMachine;
+pub use machine::{max_grows, TlsMachine, MIN_BUFFER};
 
 use super::conductor::{Conductor, EngineStats, Platform, ReadyNotify, StartError};
 use crate::alpn::ApplicationProtocols;
@@ -103,15 +109,37 @@ pub enum ClientCertificates {
 pub const NO_CLIENT_CERTIFICATE: SecStatus = SecStatus::SEC_E_NO_CREDENTIALS;
 
 /// Per-session bounds, fixed at setup, so a peer cannot make the kernel
-/// allocate.
+/// allocate more than this for a session (its buffers grow to need, up to
+/// these).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Bytes buffered from the peer, unconsumed.
     pub max_input: usize,
-    /// Largest single output token.
+    /// Largest single output token the session takes from the provider
+    /// (a larger one fails the step with `SEC_E_BUFFER_TOO_SMALL`).
     pub max_token: usize,
     /// Bytes of output gathered by one step.
     pub max_output: usize,
+    /// Where handshake calls write their output token.
+    pub tokens: Tokens,
+}
+
+/// Where a handshake call writes its output token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tokens {
+    /// The provider allocates each token at its size
+    /// (`ASC_REQ_ALLOCATE_MEMORY` / `ISC_REQ_ALLOCATE_MEMORY`); the engine
+    /// copies it out and frees it with `FreeContextBuffer`. Nothing sized
+    /// for the largest flight is held (docs/PERFORMANCE.md, "Memory per
+    /// session").
+    #[default]
+    Provider,
+    /// The engine supplies a zeroed buffer of [`Limits::max_token`] bytes,
+    /// as HTTP.sys does (docs/DESIGN.md, "Evidence"), from a session's first
+    /// handshake call to the end of its handshake (and again for a
+    /// post-handshake call): a call that finds it too small has already
+    /// advanced the handshake, so it is sized for the largest flight.
+    Caller,
 }
 
 impl Default for Limits {
@@ -120,6 +148,7 @@ impl Default for Limits {
             max_input: 64 * 1024,
             max_token: 32 * 1024,
             max_output: 64 * 1024,
+            tokens: Tokens::Provider,
         }
     }
 }
@@ -295,6 +324,9 @@ pub enum RecordError {
     /// The output buffer cannot hold the sealed records
     /// ([`Session::sealed_len`] says how much it needs).
     OutputTooSmall,
+    /// The input buffer could not grow to take the input (the pool is
+    /// short); nothing changed, the decrypt may be tried again.
+    InsufficientResources,
 }
 
 /// Why [`Session::step`] refused.
@@ -308,6 +340,9 @@ pub enum StepError {
     Finished,
     /// The input would exceed [`Limits::max_input`].
     TooMuchInput,
+    /// The input buffer could not grow to take the input (the pool is
+    /// short); nothing changed, the step may be tried again.
+    InsufficientResources,
 }
 
 /// What a session is made of.
@@ -349,11 +384,12 @@ impl ReadyNotify for Ready {
 
 /// A TLS session: a handshake machine on its async context.
 pub struct Session<P: SspiProvider, K: Platform> {
-    conductor: Conductor<P, K, TlsMachine<P>>,
+    conductor: Conductor<P, K, TlsMachine<P, K>>,
 }
 
 impl<P: SspiProvider, K: Platform> Session<P, K> {
-    /// Set a session up (all its allocation happens here).
+    /// Set a session up (its fixed allocations happen here; its buffers
+    /// come when first needed).
     pub fn new(
         provider: P,
         platform: K,
@@ -372,7 +408,8 @@ impl<P: SspiProvider, K: Platform> Session<P, K> {
         let notify: Arc<dyn ReadyNotify> = Arc::new(Ready(events.clone()));
         let machine = TlsMachine::new(
             provider.clone(),
-            &platform,
+            platform.clone(),
+            stats.clone(),
             role,
             credentials,
             limits,

@@ -4,10 +4,10 @@
 //! session ([`super::state::Established`]); nothing here touches the send
 //! path's.
 
-use super::machine::TlsMachine;
+use super::machine::{make_room, TlsMachine};
 use super::state::Op;
 use super::{RecordError, RecordOutcome, MAX_POST_HANDSHAKE, NO_PROGRESS, TOO_MANY_POST_HANDSHAKE};
-use crate::engine::conductor::{EngineStats, Move};
+use crate::engine::conductor::{EngineStats, Move, Platform};
 use crate::handle::{decrypt_record, AsyncContext};
 use crate::irql::Passive;
 use crate::provider::SspiProvider;
@@ -26,17 +26,27 @@ impl ReceivePath {
     }
 }
 
-impl<P: SspiProvider> TlsMachine<P> {
+impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
     /// Take a decrypt's input (refused unless established and the peer has
     /// not closed).
     pub(super) fn push_record_input(&mut self, input: &[u8]) -> Result<(), RecordError> {
         if self.state.established()?.receive.peer_closed {
             return Err(RecordError::PeerClosed);
         }
-        if self.input.len() + input.len() > self.limits.max_input {
+        let need = self.input.len() + input.len();
+        if need > self.limits.max_input {
             return Err(RecordError::TooMuchInput);
         }
-        self.input.extend_from_slice(input);
+        make_room(
+            &self.platform,
+            &self.stats,
+            &mut self.input,
+            &mut self.input_high,
+            need,
+            self.limits.max_input,
+        )
+        .map_err(|_| RecordError::InsufficientResources)?;
+        self.input.extend_from_slice(input); // within capacity
         self.input_high = self.input_high.max(self.input.len());
         self.begin_op(Op::Decrypt);
         Ok(())

@@ -7,7 +7,7 @@
 use super::machine::TlsMachine;
 use super::state::Op;
 use super::{RecordError, RecordOutcome, Sealed};
-use crate::engine::conductor::{EngineStats, Move};
+use crate::engine::conductor::{EngineStats, Move, Platform};
 use crate::handle::{apply_shutdown, encrypt_record, AsyncContext};
 use crate::irql::Passive;
 use crate::provider::SspiProvider;
@@ -25,7 +25,7 @@ impl SendPath {
     }
 }
 
-impl<P: SspiProvider> TlsMachine<P> {
+impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
     /// Start a shutdown (refused unless established and close_notify was
     /// not made yet).
     pub(super) fn push_shutdown(&mut self) -> Result<(), RecordError> {

@@ -521,8 +521,17 @@ pub struct Model {
 
 impl Model {
     /// A model device with a fresh test PKI: a CA in Root, a "localhost"
-    /// server certificate in MY.
+    /// server certificate in MY, and room for a self-test of 10 000
+    /// handshakes at once (20 000 sessions).
     pub fn new(config: SimConfig) -> Model {
+        Model::sized(config, 2 * 10_000)
+    }
+
+    /// [`Model::new`] with a session table of `max_sessions` (the bench's
+    /// scale run sizes it to its concurrency: twice as many sessions, up to
+    /// the ABI's [`ksspi_abi::MAX_SELFTEST_CONCURRENCY`] handshakes at once).
+    /// The driver's own default stays [`DeviceConfig::default`]'s.
+    pub fn sized(config: SimConfig, max_sessions: u32) -> Model {
         let (store, thumbprint) = TestPki::new("ksspictl model CA").store(&["localhost"]);
         let sim = SimProvider::new(config, Arc::new(store));
         let work = Arc::new(WorkCounts::default());
@@ -530,11 +539,9 @@ impl Model {
             inner: SimPlatform::new(&sim),
             counts: work.clone(),
         };
-        // Room for the largest self-test the ABI allows (its concurrency is
-        // bounded by half the device's sessions): the bench's scale run goes
-        // up to 10 000 handshakes at once.
+        // A self-test's concurrency is bounded by half the device's sessions.
         let config = DeviceConfig {
-            max_sessions: 2 * ksspi_abi::MAX_SELFTEST_CONCURRENCY,
+            max_sessions,
             ..DeviceConfig::default()
         };
         let device = Device::new(sim.clone(), platform, config);
