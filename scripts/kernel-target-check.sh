@@ -48,7 +48,10 @@ kcargo() {
 
 for crate in $KERNEL_CRATES; do
   echo "kernel-target: building $crate for x86_64-pc-windows-msvc (no_std)"
-  kcargo build -q -p "$crate" --release --target-dir target/kernel
+  features=()
+  # ksspi's ksecdd backend is the kernel build's only (crates/ksspi/Cargo.toml).
+  [ "$crate" = ksspi ] && features=(--features ksecdd)
+  kcargo build -q -p "$crate" "${features[@]}" --release --target-dir target/kernel
 done
 
 echo "kernel-target: building $DRIVER_PACKAGE's device engine for x86_64-pc-windows-msvc (no_std)"

@@ -57,10 +57,10 @@ bash scripts/kernel-target-check.sh --self-test
 step "driver image (src/kmdf against wdk-sys, clippy for the Windows target, lld-link, imports and their evidence)"
 skippable bash scripts/driver-build.sh --self-test
 
-step "harness on Windows (type-check of the DeviceIoControl backend)"
-bash scripts/windows-harness-check.sh
+step "harness on Windows (type-check of the DeviceIoControl backend; the Windows workflow's tests compiled for x86_64-pc-windows-gnu)"
+skippable bash scripts/windows-harness-check.sh
 
-step "harness on Windows, run: ksspictl.exe (x86_64-pc-windows-gnu) under Wine"
+step "harness on Windows, run: ksspictl.exe (x86_64-pc-windows-gnu) and the Windows workflow's tests under Wine"
 skippable bash scripts/windows-harness-wine.sh --self-test
 
 # One closing line over every test run above; skipped counts ignored tests

@@ -15,6 +15,11 @@
 # Windows the system's DLL is used). No display is needed: the harness is a
 # console program.
 #
+# Then the workspace tests the Windows workflow runs (scripts/windows-tests.sh),
+# built for the same target (scripts/windows-harness-check.sh compiles them
+# first; here that build is a no-op) and run by cargo with Wine as the
+# runner, in the same prefix.
+#
 # The exe is the same harness a Windows user builds with cargo for the MSVC
 # target (same source, same windows-sys calls); the GNU target differs in its
 # C runtime and linker only (README, "ksspictl.exe built here").
@@ -26,8 +31,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-TARGET=x86_64-pc-windows-gnu
-out=target/wine
+source scripts/windows-tests.sh
+TARGET=$WINDOWS_TESTS_TARGET
+out=$WINDOWS_TESTS_DIR
 exe_dir=$out/$TARGET/debug
 
 need=()
@@ -46,9 +52,10 @@ fi
 rustup target list --installed 2>/dev/null | grep -qx "$TARGET" || rustup target add "$TARGET" >/dev/null
 
 # Build the exe (debug: the suite needs no speed, and the release profile's
-# LTO takes minutes) and the stand-in DLL.
+# LTO takes minutes) and the stand-in DLL. The tests' flags, so that the two
+# builds share their dependencies.
 build() { # TARGET_DIR
-  CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc \
+  RUSTFLAGS="-D warnings" CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc \
     cargo build -q -p ksspictl --target "$TARGET" --target-dir "$1"
 }
 echo "windows-wine: building ksspictl.exe for $TARGET"
@@ -148,6 +155,69 @@ if ! run_suite "$exe_dir"; then
   exit 1
 fi
 echo "windows-wine: ok: ${#CASES[@]} cases (help, refusals, argument checks, not-installed guidance) pass under Wine"
+
+# The acceptance run's pending-reboot precondition against Wine's registry:
+# none pending in a new prefix; then the Component Based Servicing key and
+# two file operations queued for boot (a rename and a deletion, as
+# MoveFileEx(MOVEFILE_DELAY_UNTIL_REBOOT) records them), which must block the
+# run with both named. The acceptance stops at its preconditions here (no
+# driver, no test signing), so nothing else runs.
+CBS='HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending'
+SM='HKLM\SYSTEM\CurrentControlSet\Control\Session Manager'
+# Output through a file, not a pipe: Wine's services (winedevice.exe) live
+# as long as the persistent server and would hold a pipe open.
+acceptance_output() {
+  local dir
+  dir=$(mktemp -d "$prefix/acceptance.XXXXXX")
+  (cd "$dir" && timeout 120 wine "$root/$exe_dir/ksspictl.exe" acceptance --no-verifier \
+    >"$dir/output.txt" 2>&1) || true
+  cat "$dir/output.txt"
+}
+# One Wine session for all of it (a new session runs wineboot, which carries
+# out and clears PendingFileRenameOperations as the Session Manager does at
+# boot): the server restarted persistent before anything is added.
+wineserver -k >/dev/null 2>&1 || true
+wineserver -w
+wineserver -p
+wineboot >/dev/null 2>&1
+before=$(acceptance_output)
+wine reg add "$CBS" /f >/dev/null 2>&1
+wine reg add "$SM" /v PendingFileRenameOperations /t REG_MULTI_SZ \
+  /d '\??\C:\ksspi.new\0!\??\C:\ksspi.sys\0\??\C:\ksspi.tmp' /f >/dev/null 2>&1
+after=$(acceptance_output)
+wine reg delete "$CBS" /f >/dev/null 2>&1
+wine reg delete "$SM" /v PendingFileRenameOperations /f >/dev/null 2>&1
+if [[ "$before" == *"no reboot pending:"* ]] \
+  || [[ "$after" != *"no reboot pending: Component Based Servicing waits for a reboot"* ]] \
+  || [[ "$after" != *"2 file operations queued for the next boot"* ]]; then
+  echo "windows-wine: FAILED: the pending-reboot precondition under Wine's registry:"
+  echo "  before: $(echo "$before" | grep -i 'reboot' | head -2)"
+  echo "  after:  $(echo "$after" | grep -i 'reboot' | head -2)"
+  exit 1
+fi
+echo "windows-wine: ok: acceptance reads a pending reboot from the registry (Component Based Servicing, PendingFileRenameOperations) and blocks"
+
+# The Windows workflow's tests. Skipped here only for time: the conductor's
+# 150 000-call stack test takes two minutes under Wine (each call's
+# synchronisation goes through wineserver); it passes under Wine, on Linux,
+# and runs in the workflow on Windows.
+SLOW_UNDER_WINE=the_stack_stays_bounded_over_many_synchronous_completions
+echo "windows-wine: building and running the Windows workflow's tests under Wine ($WINDOWS_TESTS)"
+windows_tests -q --no-run
+cp "$exe_dir/bcryptprimitives.dll" "$exe_dir/deps/"
+rc=0
+# cargo runs each test binary as `timeout 300 wine TEST.exe` (cwd: its package).
+(export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="timeout 300 wine"
+  windows_tests -q --no-fail-fast -- --skip "$SLOW_UNDER_WINE") >"$out/tests.txt" 2>&1 || rc=$?
+read -r binaries passed failed < <(awk '/^test result:/ { n++
+    for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
+  } END { print n + 0, p + 0, f + 0 }' "$out/tests.txt")
+if [ "$rc" != 0 ] || [ "$failed" != 0 ] || [ "$passed" = 0 ]; then
+  grep -E "^test .* FAILED|panicked|^error" "$out/tests.txt" | head -20 || true
+  echo "windows-wine: FAILED: the Windows workflow's tests under Wine: exit $rc, $passed passed, $failed failed (log: $out/tests.txt)"
+  exit 1
+fi
+echo "windows-wine: ok: the Windows workflow's tests pass under Wine: $passed passed in $binaries test binaries (skipped for time: $SLOW_UNDER_WINE)"
 
 if [ "${1:-}" = "--self-test" ]; then
   # Plant a regression in the not-installed message, in a scratch copy of the

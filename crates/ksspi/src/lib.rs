@@ -22,7 +22,8 @@ pub mod alpn;
 pub mod engine;
 pub mod handle;
 pub mod irql;
-#[cfg(windows)]
+// The kernel build only (feature `ksecdd`, Cargo.toml says why).
+#[cfg(all(windows, feature = "ksecdd"))]
 pub mod ksecdd;
 pub mod provider;
 mod status;

@@ -3,6 +3,9 @@
 //! clean failures for a wrong server name and an untrusted certificate. The
 //! tests start openssl themselves (`.ci/run` installs it).
 
+// ksspictl over the model backend (a non-Windows build only) against openssl.
+#![cfg(not(windows))]
+
 mod common;
 
 use common::ksspictl;

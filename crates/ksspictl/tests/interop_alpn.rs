@@ -8,6 +8,9 @@
 //! refuses a client offering none of its protocols), over TLS 1.2 and 1.3. With `CI=true` a missing openssl / gnutls-cli / gnutls-serv
 //! fails the tests; elsewhere they are skipped, saying so.
 
+// ksspictl over the model backend (a non-Windows build only) against openssl and GnuTLS.
+#![cfg(not(windows))]
+
 mod common;
 
 use common::{ksspictl, peer_available, pki};

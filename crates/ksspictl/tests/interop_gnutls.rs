@@ -8,6 +8,9 @@
 //! directions. With `CI=true` a missing gnutls-cli / gnutls-serv fails the
 //! tests; elsewhere they are skipped, saying so.
 
+// ksspictl over the model backend (a non-Windows build only) against GnuTLS.
+#![cfg(not(windows))]
+
 mod common;
 
 use common::{ksspictl, numbered_lines, peer_available, pki, serve_echo, serve_summary};

@@ -8,6 +8,9 @@
 //! model refused after 32 (see third_party/README.md). With `CI=true` a
 //! missing java / javac fails the tests; elsewhere they are skipped, saying so.
 
+// ksspictl over the model backend (a non-Windows build only) against JSSE.
+#![cfg(not(windows))]
+
 mod common;
 
 use common::{ksspictl, numbered_lines, peer_available, pki, serve_echo, serve_summary};

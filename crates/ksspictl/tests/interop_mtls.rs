@@ -6,6 +6,9 @@
 //! a client without one refused with one line. With `CI=true` a missing
 //! openssl / gnutls-serv fails the tests; elsewhere they are skipped, saying so.
 
+// ksspictl over the model backend (a non-Windows build only) against openssl and GnuTLS.
+#![cfg(not(windows))]
+
 mod common;
 
 use common::{ksspictl, peer_available};

@@ -149,14 +149,14 @@ macro_rules! abi_consts {
     };
 }
 
-/// Declare FFI functions imported from ksecdd (on Windows) and record their
-/// prototypes (everywhere, so the conformance check runs on any host).
+/// Declare FFI functions imported from ksecdd (Windows, feature `ksecdd`)
+/// and record their prototypes (everywhere, so the conformance check runs on any host).
 macro_rules! abi_fns {
     ($registry:ident, $header:literal: $(
         $(#[$m:meta])*
         fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?;
     )*) => {
-        #[cfg(windows)]
+        #[cfg(all(windows, feature = "ksecdd"))]
         #[link(name = "ksecdd")]
         #[allow(non_snake_case, clippy::too_many_arguments)]
         extern "system" {

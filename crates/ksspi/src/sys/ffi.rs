@@ -1,7 +1,8 @@
 //! The functions ksspi imports from `ksecdd.sys`, declared by hand.
 //!
-//! Each block names the header it mirrors. The extern block exists only on
-//! Windows (the ksecdd backend is its one user); the prototype table exists
+//! Each block names the header it mirrors. The extern blocks exist only in
+//! the kernel build (Windows, feature `ksecdd`: the ksecdd backend is their
+//! one user); the prototype table exists
 //! everywhere, so `scripts/abi-check.sh` can redeclare every function against
 //! mingw-w64's headers on Linux, where a conflicting prototype is an error.
 //!
@@ -97,7 +98,7 @@ abi_fns! { PROTOTYPES, "sspi.h":
 // What ksspi imports from `ntoskrnl.exe`: the run-time lookup of functions
 // that not every system exports. Declared by hand (mingw-w64's `wdm.h` and
 // the user-mode headers the ABI check compiles against cannot be mixed).
-#[cfg(windows)]
+#[cfg(all(windows, feature = "ksecdd"))]
 #[link(name = "ntoskrnl")]
 extern "system" {
     /// wdm.h: `PVOID MmGetSystemRoutineAddress(PUNICODE_STRING SystemRoutineName);`

@@ -7,6 +7,7 @@
 //! `backend/windows/system.rs`, the model's (`--dry-run`) in
 //! `backend/model/system.rs`.
 
+use super::reboot::{self, Signals};
 use super::report::{Check, Outcome, Report, Status, Step};
 use super::verifier::{self, Settings};
 use serde::{Deserialize, Serialize};
@@ -78,6 +79,9 @@ pub trait System {
     /// When `ksspictl verifier` last changed them (Unix seconds), if it
     /// recorded it.
     fn verifier_changed_at(&mut self) -> Option<u64>;
+    /// The registry's pending-reboot signals ([`reboot`]), or why they
+    /// could not be read.
+    fn pending_reboot(&mut self) -> Result<Signals, String>;
     fn run(&mut self, action: &Action) -> Ran;
 }
 
@@ -193,6 +197,50 @@ fn machine_checks(sys: &mut dyn System) -> Vec<Check> {
     ]
 }
 
+/// The "no reboot pending" precondition: Windows' own signals
+/// ([`reboot::reasons`]) and, with `verifier_change`, a Driver Verifier
+/// change by `ksspictl verifier` since the last boot. Failed with every
+/// reason found; skipped if the registry could not be read and nothing else
+/// is pending.
+fn reboot_check(sys: &mut dyn System, verifier_change: bool) -> Check {
+    const NAME: &str = "no reboot pending";
+    let mut reasons = Vec::new();
+    if verifier_change {
+        let (now, uptime) = sys.clock();
+        if let Some(changed) = sys.verifier_changed_at() {
+            if !verifier::rebooted_since(changed, now, uptime) {
+                reasons.push(
+                    "Driver Verifier's settings were changed (ksspictl verifier) since the \
+                     last boot and are not active yet"
+                        .to_string(),
+                );
+            }
+        }
+    }
+    let windows = sys.pending_reboot();
+    if let Ok(signals) = &windows {
+        reasons.extend(reboot::reasons(signals));
+    }
+    if !reasons.is_empty() {
+        return check(
+            NAME,
+            Status::Failed,
+            reasons.join("; "),
+            Some("reboot first (shutdown /r /t 0), then run ksspictl acceptance again"),
+        );
+    }
+    match windows {
+        Ok(_) => check(
+            NAME,
+            Status::Passed,
+            "no reboot pending (Component Based Servicing, Windows Update, file operations \
+             queued for boot, Driver Verifier)",
+            None,
+        ),
+        Err(why) => check(NAME, Status::Skipped, why, None),
+    }
+}
+
 fn blocked(report: &mut Report) -> bool {
     report
         .preconditions
@@ -244,20 +292,9 @@ fn first(sys: &mut dyn System, plan: Plan, dry_run: bool) -> Run {
             .push(check("driver", Status::Skipped, why, None)),
     }
 
-    // A Driver Verifier change not yet applied: the first phase would run
-    // under settings about to change.
-    let (now, uptime) = sys.clock();
-    if let Some(changed) = sys.verifier_changed_at() {
-        if !verifier::rebooted_since(changed, now, uptime) {
-            report.preconditions.push(check(
-                "no reboot pending",
-                Status::Failed,
-                "Driver Verifier's settings were changed (ksspictl verifier) since the last \
-                 boot and are not active yet",
-                Some("reboot first (shutdown /r /t 0), then run ksspictl acceptance again"),
-            ));
-        }
-    }
+    // A reboot owed: Windows' own, or a Driver Verifier change not yet
+    // applied (the first phase would run under settings about to change).
+    report.preconditions.push(reboot_check(sys, true));
 
     // Driver Verifier: never take over another driver's settings silently.
     let mut verifier_args = None;
@@ -389,6 +426,9 @@ fn resume(sys: &mut dyn System, state: State) -> Run {
         };
     }
     let mut checks = machine_checks(sys);
+    // Windows may have queued another reboot since (an update installed in
+    // between): the second phase would run on a machine about to change.
+    checks.push(reboot_check(sys, false));
     match sys.verifier_settings() {
         Ok(s) if s.ours_complete() => checks.push(check(
             "driver verifier (after reboot)",

@@ -8,6 +8,7 @@
 
 use crate::backend::process;
 use crate::vm::acceptance::{Action, Certificate, Probe, Ran, System};
+use crate::vm::reboot::Signals;
 use crate::vm::verifier::Settings;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,6 +78,10 @@ impl System for ModelSystem {
              every step)"
                 .into(),
         )
+    }
+
+    fn pending_reboot(&mut self) -> Result<Signals, String> {
+        Err(NOT_WINDOWS.into())
     }
 
     fn verifier_changed_at(&mut self) -> Option<u64> {

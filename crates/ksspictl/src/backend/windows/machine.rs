@@ -8,6 +8,7 @@ use std::ptr::{null, null_mut};
 use windows_sys::Wdk::System::SystemInformation::{
     NtQuerySystemInformation, SystemCodeIntegrityInformation,
 };
+use windows_sys::Win32::Foundation::ERROR_MORE_DATA;
 use windows_sys::Win32::Foundation::{CloseHandle, ERROR_FILE_NOT_FOUND, ERROR_SUCCESS, HANDLE};
 use windows_sys::Win32::Security::Cryptography::{
     CertCloseStore, CertFindCertificateInStore, CertFreeCertificateContext, CertOpenStore,
@@ -19,15 +20,18 @@ use windows_sys::Win32::Security::{
     GetTokenInformation, TokenElevation, TOKEN_ELEVATION, TOKEN_QUERY,
 };
 use windows_sys::Win32::System::Registry::{
-    RegCloseKey, RegCreateKeyExW, RegDeleteKeyValueW, RegGetValueW, RegSetValueExW, HKEY,
-    HKEY_LOCAL_MACHINE, KEY_SET_VALUE, REG_DWORD, REG_MULTI_SZ, REG_OPTION_NON_VOLATILE, REG_QWORD,
-    RRF_RT_REG_DWORD, RRF_RT_REG_QWORD, RRF_RT_REG_SZ,
+    RegCloseKey, RegCreateKeyExW, RegDeleteKeyValueW, RegGetValueW, RegOpenKeyExW, RegSetValueExW,
+    HKEY, HKEY_LOCAL_MACHINE, KEY_QUERY_VALUE, KEY_SET_VALUE, REG_DWORD, REG_MULTI_SZ,
+    REG_OPTION_NON_VOLATILE, REG_QWORD, RRF_RT_REG_DWORD, RRF_RT_REG_MULTI_SZ, RRF_RT_REG_QWORD,
+    RRF_RT_REG_SZ,
 };
 use windows_sys::Win32::System::SystemInformation::GetTickCount64;
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 use windows_sys::Win32::System::WindowsProgramming::{
     CODEINTEGRITY_OPTION_TESTSIGN, SYSTEM_CODEINTEGRITY_INFORMATION,
 };
+
+use crate::vm::reboot::{self, Signals};
 
 /// A NUL-terminated UTF-16 copy of `s`.
 pub fn wide(s: &str) -> Vec<u16> {
@@ -183,6 +187,105 @@ pub fn string(subkey: &str, name: &str) -> Result<Option<String>, String> {
             .collect();
         from_wide(&units)
     }))
+}
+
+/// Does `subkey` exist under HKLM? `RegOpenKeyExW` with KEY_QUERY_VALUE
+/// (winreg.h; learn.microsoft.com/windows/win32/api/winreg/nf-winreg-regopenkeyexw):
+/// ERROR_FILE_NOT_FOUND is "no".
+pub fn key_exists(subkey: &str) -> Result<bool, String> {
+    let name = wide(subkey);
+    let mut key: HKEY = null_mut();
+    // SAFETY: NUL-terminated name; `key` is an out-parameter.
+    let err = unsafe {
+        RegOpenKeyExW(
+            HKEY_LOCAL_MACHINE,
+            name.as_ptr(),
+            0,
+            KEY_QUERY_VALUE,
+            &mut key,
+        )
+    };
+    match err {
+        ERROR_SUCCESS => {
+            // SAFETY: the key just opened, closed once.
+            unsafe { RegCloseKey(key) };
+            Ok(true)
+        }
+        ERROR_FILE_NOT_FOUND => Ok(false),
+        e => Err(format!("opening HKLM\\{subkey}: Win32 error {e}")),
+    }
+}
+
+/// A REG_MULTI_SZ under HKLM, split at every NUL with the empty strings
+/// kept (PendingFileRenameOperations has them inside); `Ok(None)` if the key
+/// or value does not exist. `RegGetValueW` asked for the size first, then
+/// again if the value grew in between (ERROR_MORE_DATA).
+pub fn multi_string(subkey: &str, name: &str) -> Result<Option<Vec<String>>, String> {
+    let key = wide(subkey);
+    let value = wide(name);
+    for _ in 0..3 {
+        let mut len = 0u32;
+        // SAFETY: NUL-terminated names; no buffer: `len` receives the size.
+        let err = unsafe {
+            RegGetValueW(
+                HKEY_LOCAL_MACHINE,
+                key.as_ptr(),
+                value.as_ptr(),
+                RRF_RT_REG_MULTI_SZ,
+                null_mut(),
+                null_mut(),
+                &mut len,
+            )
+        };
+        match err {
+            ERROR_SUCCESS => {}
+            ERROR_FILE_NOT_FOUND => return Ok(None),
+            e => return Err(format!("reading HKLM\\{subkey}\\{name}: Win32 error {e}")),
+        }
+        // u16 units, rounded up, and room for the terminator RegGetValueW adds.
+        let mut data = vec![0u16; (len as usize).div_ceil(2) + 2];
+        let mut got = (data.len() * 2) as u32;
+        // SAFETY: NUL-terminated names; `data` holds `got` bytes.
+        let err = unsafe {
+            RegGetValueW(
+                HKEY_LOCAL_MACHINE,
+                key.as_ptr(),
+                value.as_ptr(),
+                RRF_RT_REG_MULTI_SZ,
+                null_mut(),
+                data.as_mut_ptr().cast(),
+                &mut got,
+            )
+        };
+        match err {
+            ERROR_SUCCESS => {
+                let units = &data[..(got as usize / 2).min(data.len())];
+                return Ok(Some(
+                    units
+                        .split(|&c| c == 0)
+                        .map(String::from_utf16_lossy)
+                        .collect(),
+                ));
+            }
+            ERROR_MORE_DATA => continue,
+            ERROR_FILE_NOT_FOUND => return Ok(None),
+            e => return Err(format!("reading HKLM\\{subkey}\\{name}: Win32 error {e}")),
+        }
+    }
+    Err(format!(
+        "reading HKLM\\{subkey}\\{name}: the value kept growing while read"
+    ))
+}
+
+/// The registry's pending-reboot signals ([`crate::vm::reboot`] names each
+/// one and its source); the judgement is the state machine's.
+pub fn pending_reboot() -> Result<Signals, String> {
+    Ok(Signals {
+        component_servicing: key_exists(reboot::COMPONENT_SERVICING)?,
+        windows_update: key_exists(reboot::WINDOWS_UPDATE)?,
+        renames: multi_string(reboot::SESSION_MANAGER, reboot::PENDING_RENAMES)?
+            .unwrap_or_default(),
+    })
 }
 
 /// A value to write under HKLM.

@@ -7,6 +7,7 @@ use super::{device, install, machine, verifier as win_verifier};
 use crate::backend::process::{self, Background};
 use crate::util::parse_thumbprint;
 use crate::vm::acceptance::{Action, Certificate, Probe, Ran, System};
+use crate::vm::reboot::Signals;
 use crate::vm::verifier::Settings;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -132,6 +133,10 @@ impl System for WinSystem {
 
     fn verifier_changed_at(&mut self) -> Option<u64> {
         win_verifier::changed_at()
+    }
+
+    fn pending_reboot(&mut self) -> Result<Signals, String> {
+        machine::pending_reboot()
     }
 
     fn run(&mut self, action: &Action) -> Ran {

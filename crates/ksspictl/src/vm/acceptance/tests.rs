@@ -19,6 +19,8 @@ struct Fake {
     clock: (u64, u64),
     /// When `ksspictl verifier` last changed the settings.
     changed_at: Option<u64>,
+    /// The registry's pending-reboot signals.
+    pending: Result<Signals, String>,
     /// Exit code per step name prefix (default 0), and stderr.
     fail: Vec<(&'static str, i32, &'static str)>,
     log: Vec<Action>,
@@ -41,6 +43,7 @@ impl Fake {
             settings: Ok(Settings::default()),
             clock: (10_000, 3_600),
             changed_at: None,
+            pending: Ok(Signals::default()),
             fail: Vec::new(),
             log: Vec::new(),
         }
@@ -96,6 +99,9 @@ impl System for Fake {
     }
     fn verifier_changed_at(&mut self) -> Option<u64> {
         self.changed_at
+    }
+    fn pending_reboot(&mut self) -> Result<Signals, String> {
+        self.pending.clone()
     }
     fn run(&mut self, action: &Action) -> Ran {
         self.log.push(action.clone());
@@ -559,4 +565,98 @@ fn a_verifier_change_not_yet_applied_blocks_until_the_reboot() {
     sys.changed_at = Some(2_800);
     let run = super::run(&mut sys, Plan::default(), false, None);
     assert_eq!(run.report.outcome, Outcome::AwaitingReboot);
+}
+
+#[test]
+fn a_reboot_windows_owes_blocks_the_first_phase_with_every_reason() {
+    type Spoil = fn(&mut Signals);
+    let cases: [(&str, Spoil); 3] = [
+        ("Component Based Servicing", |s| {
+            s.component_servicing = true
+        }),
+        ("Windows Update", |s| s.windows_update = true),
+        ("1 file operation queued for the next boot", |s| {
+            s.renames = vec!["\\??\\C:\\a.tmp".into(), String::new(), String::new()]
+        }),
+    ];
+    for (reason, spoil) in cases {
+        let mut sys = Fake::ready();
+        let mut signals = Signals::default();
+        spoil(&mut signals);
+        sys.pending = Ok(signals);
+        let run = super::run(&mut sys, Plan::default(), false, None);
+        assert!(!run.success, "{reason}");
+        assert_eq!(run.report.outcome, Outcome::Blocked, "{reason}");
+        assert!(run.state.is_none());
+        let c = failed_check(&run.report, "no reboot pending");
+        assert!(c.detail.contains(reason), "{reason}: {c:?}");
+        assert!(c.fix.as_deref().unwrap().contains("shutdown /r /t 0"));
+        assert!(sys.log.is_empty(), "{reason}: nothing runs: {:?}", sys.log);
+    }
+    // With a verifier change too: both reasons in the one check.
+    let mut sys = Fake::ready();
+    sys.changed_at = Some(9_400);
+    sys.pending = Ok(Signals {
+        windows_update: true,
+        ..Signals::default()
+    });
+    let run = super::run(&mut sys, Plan::default(), false, None);
+    let c = failed_check(&run.report, "no reboot pending");
+    assert!(
+        c.detail.contains("Driver Verifier") && c.detail.contains("Windows Update"),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn no_reboot_pending_passes_and_an_unreadable_registry_is_skipped() {
+    let mut sys = Fake::ready();
+    let run = super::run(&mut sys, Plan::default(), false, None);
+    let c = run
+        .report
+        .preconditions
+        .iter()
+        .find(|c| c.name == "no reboot pending")
+        .unwrap();
+    assert_eq!(c.status, Status::Passed, "{c:?}");
+    assert_eq!(run.report.outcome, Outcome::AwaitingReboot);
+
+    let mut sys = Fake::ready();
+    sys.pending = Err("reading HKLM\\...: Win32 error 5".into());
+    let run = super::run(&mut sys, Plan::default(), false, None);
+    let c = run
+        .report
+        .preconditions
+        .iter()
+        .find(|c| c.name == "no reboot pending")
+        .unwrap();
+    assert_eq!(c.status, Status::Skipped, "{c:?}");
+    assert!(c.detail.contains("Win32 error 5"));
+    assert_eq!(run.report.outcome, Outcome::AwaitingReboot);
+}
+
+#[test]
+fn a_reboot_windows_queued_before_the_resume_blocks_it_and_keeps_the_state() {
+    let mut sys = Fake::ready();
+    let first = super::run(&mut sys, Plan::default(), false, None);
+    let state = first.state.expect("the first phase leaves its state");
+    // Rebooted since Driver Verifier was set, but Windows Update installed
+    // something in between and wants another.
+    sys.clock = (20_000, 600);
+    sys.pending = Ok(Signals {
+        component_servicing: true,
+        ..Signals::default()
+    });
+    sys.log.clear();
+    let run = super::run(&mut sys, Plan::default(), false, Some(state.clone()));
+    assert!(!run.success);
+    assert_eq!(run.report.outcome, Outcome::Blocked);
+    assert_eq!(run.state, Some(state), "the state file is kept");
+    let c = failed_check(&run.report, "no reboot pending");
+    assert!(c.detail.contains("Component Based Servicing"), "{c:?}");
+    assert!(sys.log.is_empty(), "nothing runs: {:?}", sys.log);
+    // After that reboot too, the resume runs.
+    sys.pending = Ok(Signals::default());
+    let run = super::run(&mut sys, Plan::default(), false, Some(run.state.unwrap()));
+    assert_eq!(run.report.outcome, Outcome::Passed, "{:?}", run.report);
 }
