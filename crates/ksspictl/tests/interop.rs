@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::ksspictl;
+use common::{ksspictl, start_s_server};
 
 use ksspi_sim::certs::TestPki;
 use ksspi_sim::testing::{free_port, ChildGuard, TempDir};
@@ -35,36 +35,20 @@ fn s_server(port: u16, cert: &PathBuf, key: &PathBuf, flag: &str) -> ChildGuard 
 fn s_server_with(port: u16, cert: &PathBuf, key: &PathBuf, flags: &[&str]) -> ChildGuard {
     // Wait for s_server's "ACCEPT" line rather than probing the port (a probe
     // would use up one of its accepts).
-    let mut child = Command::new("openssl")
-        .args([
-            "s_server",
-            "-accept",
-            &format!("127.0.0.1:{port}"),
-            "-naccept",
-            "1",
-        ])
-        .args(flags)
-        .arg("-cert")
-        .arg(cert)
-        .arg("-key")
-        .arg(key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start openssl s_server (is openssl installed?)");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("ACCEPT") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("openssl s_server did not start listening");
-    ChildGuard(child)
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_server",
+        "-accept",
+        &format!("127.0.0.1:{port}"),
+        "-naccept",
+        "1",
+    ])
+    .args(flags)
+    .arg("-cert")
+    .arg(cert)
+    .arg("-key")
+    .arg(key);
+    start_s_server(&mut cmd)
 }
 
 #[test]

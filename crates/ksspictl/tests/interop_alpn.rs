@@ -13,14 +13,12 @@
 
 mod common;
 
-use common::{ksspictl, peer_available, pki};
+use common::{ksspictl, peer_available, pki, start_listening, start_s_server};
 
 use ksspi_sim::testing::{free_port, ChildGuard, TempDir};
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 const VERSIONS: [(&str, &str, &str); 2] = [
     ("1.2", "-tls1_2", "NORMAL:-VERS-ALL:+VERS-TLS1.2"),
@@ -29,30 +27,14 @@ const VERSIONS: [(&str, &str, &str); 2] = [
 
 /// `openssl s_server -alpn LIST` for one connection, once it accepts.
 fn s_server(port: u16, cert: &Path, key: &Path, flag: &str, alpn: &str) -> ChildGuard {
-    let mut child = Command::new("openssl")
-        .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
         .args(["-naccept", "1", "-rev", flag, "-alpn", alpn])
         .arg("-cert")
         .arg(cert)
         .arg("-key")
-        .arg(key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start openssl s_server");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("ACCEPT") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("openssl s_server did not start listening");
-    ChildGuard(child)
+        .arg(key);
+    start_s_server(&mut cmd)
 }
 
 /// `gnutls-serv --echo --alpn NAME` (each name given once), `extra` flags,
@@ -75,26 +57,8 @@ fn gnutls_serv(
     for name in alpn {
         cmd.arg(format!("--alpn={name}"));
     }
-    let mut child = ChildGuard(
-        cmd.args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start gnutls-serv"),
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("gnutls-serv exited: {status}");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gnutls-serv did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    cmd.args(extra);
+    start_listening(&mut cmd, port)
 }
 
 /// `ksspictl connect --alpn LIST` to `port`: (exit code, stdout, stderr).

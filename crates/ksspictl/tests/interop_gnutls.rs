@@ -13,13 +13,13 @@
 
 mod common;
 
-use common::{ksspictl, numbered_lines, peer_available, pki, serve_echo, serve_summary};
+use common::{
+    ksspictl, numbered_lines, peer_available, pki, serve_echo, serve_summary, start_listening,
+};
 
 use ksspi_sim::testing::{free_port, ChildGuard, TempDir};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 /// A GnuTLS priority string allowing only TLS `tls` ("1.2" or "1.3").
 fn priority(tls: &str) -> String {
@@ -29,35 +29,14 @@ fn priority(tls: &str) -> String {
 /// `gnutls-serv --echo` on `port` with `cert` and `key`, TLS `tls` only,
 /// once it accepts connections.
 fn gnutls_serv(port: u16, cert: &Path, key: &Path, tls: &str) -> ChildGuard {
-    let mut child = ChildGuard(
-        Command::new("gnutls-serv")
-            .args(["--echo", "--port", &port.to_string()])
-            .arg(format!("--priority={}", priority(tls)))
-            .arg("--x509certfile")
-            .arg(cert)
-            .arg("--x509keyfile")
-            .arg(key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start gnutls-serv"),
-    );
-    // Its "listening" line sits in a stdio buffer when stdout is a pipe;
-    // probe the port instead (gnutls-serv serves any number of connections,
-    // so the probe uses up nothing).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("gnutls-serv exited: {status}");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gnutls-serv did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    let mut cmd = Command::new("gnutls-serv");
+    cmd.args(["--echo", "--port", &port.to_string()])
+        .arg(format!("--priority={}", priority(tls)))
+        .arg("--x509certfile")
+        .arg(cert)
+        .arg("--x509keyfile")
+        .arg(key);
+    start_listening(&mut cmd, port)
 }
 
 /// Run `gnutls-cli` towards `addr` (TLS `tls` only, the server's certificate

@@ -11,14 +11,12 @@
 
 mod common;
 
-use common::{ksspictl, peer_available};
+use common::{ksspictl, peer_available, start_listening, start_s_server};
 use ksspi_sim::certs::TestPki;
 use ksspi_sim::testing::{free_port, ChildGuard, TempDir};
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 /// What `connect` says when the server asked and it had no certificate.
 const ASKED: &str =
@@ -49,70 +47,36 @@ fn pki(dir: &TempDir) -> Pki {
 /// `openssl s_server -rev -Verify 1` (a client certificate required,
 /// verified against the CA) for one connection, once it accepts.
 fn s_server_verify(port: u16, p: &Pki, tls_flag: &str) -> ChildGuard {
-    let mut child = Command::new("openssl")
-        .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
         .args(["-naccept", "1", "-rev", "-Verify", "1", tls_flag])
         .arg("-CAfile")
         .arg(&p.ca)
         .arg("-cert")
         .arg(&p.cert)
         .arg("-key")
-        .arg(&p.key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start openssl s_server");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("ACCEPT") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("openssl s_server did not start listening");
-    ChildGuard(child)
+        .arg(&p.key);
+    start_s_server(&mut cmd)
 }
 
 /// `gnutls-serv --echo --require-client-cert --x509cafile CA`, TLS `tls`
 /// only, once it accepts connections.
 fn gnutls_serv_require(port: u16, p: &Pki, tls: &str) -> ChildGuard {
-    let mut child = ChildGuard(
-        Command::new("gnutls-serv")
-            .args([
-                "--echo",
-                "--require-client-cert",
-                "--port",
-                &port.to_string(),
-            ])
-            .arg(format!("--priority=NORMAL:-VERS-ALL:+VERS-TLS{tls}"))
-            .arg("--x509cafile")
-            .arg(&p.ca)
-            .arg("--x509certfile")
-            .arg(&p.cert)
-            .arg("--x509keyfile")
-            .arg(&p.key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start gnutls-serv"),
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("gnutls-serv exited: {status}");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gnutls-serv did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    let mut cmd = Command::new("gnutls-serv");
+    cmd.args([
+        "--echo",
+        "--require-client-cert",
+        "--port",
+        &port.to_string(),
+    ])
+    .arg(format!("--priority=NORMAL:-VERS-ALL:+VERS-TLS{tls}"))
+    .arg("--x509cafile")
+    .arg(&p.ca)
+    .arg("--x509certfile")
+    .arg(&p.cert)
+    .arg("--x509keyfile")
+    .arg(&p.key);
+    start_listening(&mut cmd, port)
 }
 
 /// `ksspictl connect` to `port` as "localhost", trusting the CA, sending a

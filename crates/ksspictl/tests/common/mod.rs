@@ -120,3 +120,60 @@ pub fn numbered_lines(first: usize, n: usize) -> Vec<u8> {
     }
     out
 }
+
+/// Start `cmd`, an `openssl s_server` (its stdin and stdout piped here), and
+/// return once it prints its "ACCEPT" line. Its stdout is read rather than
+/// its port probed: a probe would use up one of its `-naccept` connections.
+#[allow(dead_code)]
+pub fn start_s_server(cmd: &mut Command) -> ksspi_sim::testing::ChildGuard {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start openssl s_server (is openssl installed?)");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("ACCEPT") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("openssl s_server did not start listening");
+    ksspi_sim::testing::ChildGuard(child)
+}
+
+/// Start `cmd`, a server that serves any number of connections (such as
+/// `gnutls-serv`, whose "listening" line sits in a stdio buffer when stdout
+/// is a pipe), with no stdio, and return once 127.0.0.1:`port` accepts a
+/// connection; panics if it exits first or 10 s pass.
+#[allow(dead_code)]
+pub fn start_listening(cmd: &mut Command, port: u16) -> ksspi_sim::testing::ChildGuard {
+    let what = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = ksspi_sim::testing::ChildGuard(
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}")),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("{what} exited: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not start listening"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
