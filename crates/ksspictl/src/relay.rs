@@ -352,6 +352,10 @@ pub struct Channel<'a> {
     sock: &'a mut TcpStream,
     outgoing: Vec<u8>,
     written: usize,
+    /// The socket refused a write because the peer closed its end: why. What
+    /// was queued is dropped; whether that is a failure depends on whether
+    /// the peer's close_notify came first (see [`Channel::flush_some`]).
+    write_refused: Option<String>,
     pub stats: Exchange,
 }
 
@@ -363,6 +367,7 @@ impl<'a> Channel<'a> {
             sock,
             outgoing: Vec::new(),
             written: 0,
+            write_refused: None,
             stats: Exchange::default(),
         }
     }
@@ -440,9 +445,20 @@ impl<'a> Channel<'a> {
         Ok(())
     }
 
-    /// Write what is queued, as far as the socket takes it now.
+    /// Write what is queued, as far as the socket takes it now. A peer that
+    /// closed its end (a broken pipe, a reset) is not yet a failure: a party
+    /// may close its read side once it has sent its close_notify, without
+    /// waiting for ours (RFC 8446 §6.1), and a JSSE client does, while our
+    /// answers to its KeyUpdates and our close_notify are still queued. The
+    /// queue is dropped and the refusal kept; [`Channel::run`] reads on, and
+    /// fails with it only if the peer's close_notify never came.
     fn flush_some(&mut self) -> Result<bool, Failure> {
         let mut progress = false;
+        if self.write_refused.is_some() {
+            self.outgoing.clear();
+            self.written = 0;
+            return Ok(false);
+        }
         while self.written < self.outgoing.len() {
             match self.sock.write(&self.outgoing[self.written..]) {
                 Ok(0) => return Err(Failure("the peer stopped reading".into())),
@@ -452,6 +468,19 @@ impl<'a> Channel<'a> {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::BrokenPipe
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    self.write_refused = Some(e.to_string());
+                    self.outgoing.clear();
+                    self.written = 0;
+                    return Ok(progress);
+                }
                 Err(e) => return Err(Failure(format!("writing to the peer: {e}"))),
             }
         }
@@ -522,6 +551,9 @@ impl<'a> Channel<'a> {
             }
             if progress {
                 last = std::time::Instant::now();
+            } else if self.write_refused.is_some() {
+                // Nothing more to read either: the peer is gone.
+                break;
             } else if pos == data.len()
                 && self.outgoing.is_empty()
                 && idle.is_some_and(|idle| last.elapsed() >= idle)
@@ -531,7 +563,13 @@ impl<'a> Channel<'a> {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        self.finish(idle.unwrap_or(Duration::from_secs(10)), eof)
+        self.finish(idle.unwrap_or(Duration::from_secs(10)), eof)?;
+        match &self.write_refused {
+            Some(why) if !self.stats.peer_close_notify => Err(Failure(format!(
+                "writing to the peer: {why} (it closed the connection without its close_notify)"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn deliver(&mut self, sink: &mut Sink<'_>, plain: &[u8]) -> Result<bool, Failure> {

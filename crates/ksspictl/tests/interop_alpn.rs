@@ -13,10 +13,10 @@
 
 mod common;
 
-use common::{ksspictl, peer_available, pki, start_listening, start_s_server};
+use common::{ksspictl, peer_available, pki, start_listening, start_s_server, start_serve};
 
 use ksspi_sim::testing::{free_port, ChildGuard, TempDir};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -89,25 +89,14 @@ fn serve(
     std::io::Lines<BufReader<std::process::ChildStdout>>,
     String,
 ) {
-    let mut serve = ChildGuard(
+    start_serve(
         Command::new(env!("CARGO_BIN_EXE_ksspictl"))
             .args(["serve", "--listen", "127.0.0.1:0", "--once"])
             .args(["--tls", tls, "--alpn", alpn, "--cert"])
             .arg(cert)
             .arg("--key")
-            .arg(key)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ksspictl serve"),
-    );
-    let mut lines = BufReader::new(serve.0.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{first}"))
-        .to_string();
-    (serve, lines, addr)
+            .arg(key),
+    )
 }
 
 /// Wait for `serve --once`: (success, its stdout lines after the first, stderr).

@@ -11,10 +11,10 @@
 
 mod common;
 
-use common::{ksspictl, peer_available, start_listening, start_s_server};
+use common::{ksspictl, peer_available, start_listening, start_s_server, start_serve};
 use ksspi_sim::certs::TestPki;
 use ksspi_sim::testing::{free_port, ChildGuard, TempDir};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -187,7 +187,7 @@ fn serve(
     std::io::Lines<BufReader<std::process::ChildStdout>>,
     String,
 ) {
-    let mut serve = ChildGuard(
+    start_serve(
         Command::new(env!("CARGO_BIN_EXE_ksspictl"))
             .args([
                 "serve",
@@ -200,19 +200,8 @@ fn serve(
             .arg("--cert")
             .arg(&p.cert)
             .arg("--key")
-            .arg(&p.key)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ksspictl serve"),
-    );
-    let mut lines = BufReader::new(serve.0.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{first}"))
-        .to_string();
-    (serve, lines, addr)
+            .arg(&p.key),
+    )
 }
 
 /// `openssl s_client -brief` to `addr` (stdin closed: handshake, then close),

@@ -60,16 +60,31 @@ pub fn serve_echo(
     std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
     String,
 ) {
-    use std::io::BufRead;
-    use std::process::Stdio;
-    let mut serve = ksspi_sim::testing::ChildGuard(
+    start_serve(
         Command::new(env!("CARGO_BIN_EXE_ksspictl"))
             .args(["serve", "--listen", "127.0.0.1:0", "--once", "--echo"])
             .args(["--tls", tls, "--cert"])
             .arg(cert)
             .arg("--key")
-            .arg(key)
-            .stdout(Stdio::piped())
+            .arg(key),
+    )
+}
+
+/// Start `cmd`, a `ksspictl serve` listening on port 0, with its stdout and
+/// stderr piped here: the child, its stdout's remaining lines, and the
+/// address from its first line ("listening on ADDR").
+#[allow(dead_code)]
+pub fn start_serve(
+    cmd: &mut Command,
+) -> (
+    ksspi_sim::testing::ChildGuard,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    String,
+) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut serve = ksspi_sim::testing::ChildGuard(
+        cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start ksspictl serve"),
