@@ -13,10 +13,12 @@
 
 mod common;
 
-use common::{ksspictl, peer_available, pki, start_listening, start_s_server, start_serve};
+use common::{
+    ksspictl, peer_available, pki, serve_exit, start_listening, start_s_server, start_serve,
+};
 
 use ksspi_sim::testing::{free_port, ChildGuard, TempDir};
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -104,13 +106,9 @@ fn serve_done(
     mut serve: ChildGuard,
     lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
 ) -> (bool, String, String) {
-    let status = serve.0.wait().unwrap();
-    let mut err = String::new();
-    if let Some(mut stderr) = serve.0.stderr.take() {
-        let _ = stderr.read_to_string(&mut err);
-    }
+    let (ok, err) = serve_exit(&mut serve);
     let out: Vec<String> = lines.map_while(Result::ok).collect();
-    (status.success(), out.join("\n"), err)
+    (ok, out.join("\n"), err)
 }
 
 /// `openssl s_client -alpn LIST` to `addr` (stdin closed): success, stdout.

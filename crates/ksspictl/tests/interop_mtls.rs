@@ -11,10 +11,10 @@
 
 mod common;
 
-use common::{ksspictl, peer_available, start_listening, start_s_server, start_serve};
+use common::{ksspictl, peer_available, serve_exit, start_listening, start_s_server, start_serve};
 use ksspi_sim::certs::TestPki;
 use ksspi_sim::testing::{free_port, ChildGuard, TempDir};
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -238,16 +238,7 @@ fn s_client(addr: &str, p: &Pki, flag: &str, cert: bool) -> (bool, String) {
 }
 
 fn finished(mut serve: ChildGuard) -> (bool, String) {
-    let status = serve.0.wait().unwrap();
-    let mut err = String::new();
-    serve
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.success(), err)
+    serve_exit(&mut serve)
 }
 
 #[test]

@@ -105,13 +105,8 @@ pub fn serve_summary(
     serve: &mut ksspi_sim::testing::ChildGuard,
     lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
 ) -> String {
-    use std::io::Read;
-    let status = serve.0.wait().unwrap();
-    let mut err = String::new();
-    if let Some(mut stderr) = serve.0.stderr.take() {
-        let _ = stderr.read_to_string(&mut err);
-    }
-    assert!(status.success(), "serve: {err}");
+    let (ok, err) = serve_exit(serve);
+    assert!(ok, "serve: {err}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     rest.iter()
         .find(|l| l.contains("received"))
@@ -191,4 +186,16 @@ pub fn start_listening(cmd: &mut Command, port: u16) -> ksspi_sim::testing::Chil
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     child
+}
+
+/// Wait for `serve` to exit: whether it succeeded, and its stderr.
+#[allow(dead_code)]
+pub fn serve_exit(serve: &mut ksspi_sim::testing::ChildGuard) -> (bool, String) {
+    use std::io::Read;
+    let status = serve.0.wait().unwrap();
+    let mut err = String::new();
+    if let Some(mut stderr) = serve.0.stderr.take() {
+        let _ = stderr.read_to_string(&mut err);
+    }
+    (status.success(), err)
 }
