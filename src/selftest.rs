@@ -371,6 +371,7 @@ pub(crate) fn start<P: SspiProvider, K: Platform, R: Request>(
                 store: String::from("MY"),
                 machine: true,
                 disabled_protocols: disabled_protocols(allowed, true),
+                reconnects: true,
             }
         } else {
             // The self-test checks the handshake machinery, not the PKI: the
@@ -920,6 +921,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             }
         };
         let reply = SelftestReply {
+            resumption: None,
             handshakes_ok: l(&self.ok),
             handshakes_failed: l(&self.failed),
             sessions: l(&self.sessions),

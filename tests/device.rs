@@ -102,6 +102,7 @@ fn bad_buffers_get_their_status_and_change_nothing() {
         target: b"",
         client_auth: None,
         alpn: None,
+        resumption: None,
     };
     let (st, reply) = w.call(file, IOCTL_KSSPI_OPEN, &enc(&bad), 64);
     assert_eq!(st, STATUS_SUCCESS);

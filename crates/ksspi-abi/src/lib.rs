@@ -407,6 +407,7 @@ mod tests {
             target: b"localhost",
             client_auth: None,
             alpn: None,
+            resumption: None,
         };
         check(&open, &enc(&open));
         let mut store = [0u8; 16];
@@ -420,6 +421,7 @@ mod tests {
             target: b"",
             client_auth: None,
             alpn: None,
+            resumption: None,
         };
         check(&open, &enc(&open));
         let reply = OpenReply {
@@ -458,6 +460,7 @@ mod tests {
             seed: 42,
             thumbprint: [1; 20],
             bytes: 0,
+            resume: false,
         };
         check(&st, &enc(&st));
         let sr = SelftestReply {
@@ -522,6 +525,7 @@ mod tests {
             leaf: &[0x30, 1, 0],
             alpn_status: 0,
             alpn: &[],
+            resumed: 0,
         };
         check(&qr, &enc(&qr));
         assert!(enc(&qr).len() <= QUERY_REPLY_CAPACITY);
@@ -618,6 +622,7 @@ mod tests {
             target: b"x",
             client_auth: None,
             alpn: None,
+            resumption: None,
         };
         assert_eq!(
             decode::<OpenRequest>(&enc(&bad)),
@@ -632,6 +637,7 @@ mod tests {
             target: &[0xFF, 0xFE],
             client_auth: None,
             alpn: None,
+            resumption: None,
         };
         assert_eq!(
             decode::<OpenRequest>(&enc(&bad)),
@@ -648,6 +654,7 @@ mod tests {
             target: &long,
             client_auth: None,
             alpn: None,
+            resumption: None,
         };
         assert_eq!(decode::<OpenRequest>(&enc(&bad)), Err(DecodeError::TooLong));
         let zero = SelftestRequest {
@@ -830,7 +837,147 @@ mod tests {
         let bytes = enc(&reply);
         check(&reply, &bytes);
         let mut unknown = bytes.clone();
-        unknown[Header::LEN + 5] = 2;
+        unknown[Header::LEN + 5] = 8;
         assert_eq!(decode::<StepReply>(&unknown), Err(DecodeError::Reserved));
+        let resumed = StepReply {
+            outcome: StepOutcome::Established,
+            flags: step_flags::RESUMED,
+            ..reply
+        };
+        check(&resumed, &enc(&resumed));
+    }
+
+    #[test]
+    fn open_s_fourth_layout_carries_the_resumption_choice_and_older_layouts_are_unchanged() {
+        let base = OpenRequest::new(Role::Client, proto::ALL, [0; 20], b"localhost");
+        let first = OpenRequest {
+            client_auth: None,
+            ..base
+        };
+        let second = base;
+        let third = OpenRequest {
+            alpn: Some(b"\x02h2"),
+            ..base
+        };
+        let fourth_no_alpn = OpenRequest {
+            resumption: Some(Resumption::On),
+            ..base
+        };
+        let fourth = OpenRequest {
+            alpn: Some(b"\x02h2\x08http/1.1"),
+            resumption: Some(Resumption::Off),
+            ..base
+        };
+        let sizes: Vec<usize> = [first, second, third, fourth_no_alpn, fourth]
+            .iter()
+            .map(|o| {
+                let bytes = enc(o);
+                check(o, &bytes);
+                bytes.len()
+            })
+            .collect();
+        let fixed = sizes[0];
+        assert_eq!(sizes[1], fixed + ClientAuth::LEN);
+        assert_eq!(sizes[2], fixed + ClientAuth::LEN + AlpnHeader::LEN + 3);
+        assert_eq!(
+            sizes[3],
+            fixed + ClientAuth::LEN + AlpnHeader::LEN + SessionOptions::LEN
+        );
+        assert_eq!(
+            sizes[4],
+            fixed + ClientAuth::LEN + AlpnHeader::LEN + SessionOptions::LEN + 12
+        );
+        // The options' bytes: an unknown choice, then each reserved byte.
+        let bytes = enc(&fourth_no_alpn);
+        let at = bytes.len() - b"localhost".len() - SessionOptions::LEN;
+        for (offset, value, error) in [
+            (0, 2, DecodeError::BadField),
+            (1, 1, DecodeError::Reserved),
+            (2, 1, DecodeError::Reserved),
+            (3, 1, DecodeError::Reserved),
+        ] {
+            let mut bad = bytes.clone();
+            bad[at + offset] = value;
+            assert_eq!(decode::<OpenRequest>(&bad), Err(error), "byte {offset}");
+        }
+        // A third layout with an empty list is still refused (the fourth
+        // is the only one where the list may be empty).
+        let mut empty_third = enc(&fourth_no_alpn);
+        empty_third.truncate(empty_third.len() - b"localhost".len() - SessionOptions::LEN);
+        empty_third.extend_from_slice(b"localhost");
+        let len = empty_third.len() as u32;
+        empty_third[4..8].copy_from_slice(&len.to_le_bytes());
+        assert!(decode::<OpenRequest>(&empty_third).is_err());
+    }
+
+    #[test]
+    fn query_s_resumed_byte_and_selftest_s_resume_mode() {
+        let qr = QueryReply {
+            protocol: 1,
+            cipher: 2,
+            cipher_strength: 3,
+            hash: 4,
+            hash_strength: 5,
+            exchange: 6,
+            exchange_strength: 7,
+            header: 8,
+            trailer: 9,
+            max_message: 10,
+            peer_certificates: 0,
+            leaf_size: 0,
+            leaf: &[],
+            alpn_status: 0,
+            alpn: &[],
+            resumed: resumed::RESUMED,
+        };
+        let bytes = enc(&qr);
+        check(&qr, &bytes);
+        let at = Header::LEN + 13 * 4 + 2;
+        let mut bad = bytes.clone();
+        bad[at] = 3;
+        assert_eq!(decode::<QueryReply>(&bad), Err(DecodeError::BadField));
+        let mut bad = bytes.clone();
+        bad[at + 1] = 1;
+        assert_eq!(decode::<QueryReply>(&bad), Err(DecodeError::Reserved));
+
+        let req = SelftestRequest {
+            count: 4,
+            concurrency: 2,
+            protocols: proto::ALL,
+            completion: 0,
+            callback_irql: 0,
+            seed: 9,
+            thumbprint: [0; 20],
+            bytes: 0,
+            resume: true,
+        };
+        let bytes = enc(&req);
+        check(&req, &bytes);
+        let mut bad = bytes.clone();
+        bad[Header::LEN + 14] = 2;
+        assert_eq!(decode::<SelftestRequest>(&bad), Err(DecodeError::BadField));
+        let mut bad = bytes.clone();
+        bad[Header::LEN + 15] = 1;
+        assert_eq!(decode::<SelftestRequest>(&bad), Err(DecodeError::Reserved));
+
+        // The reply's two sizes: without the counts (what an older harness
+        // reads) and with them.
+        let plain = SelftestReply {
+            handshakes_ok: 8,
+            ..SelftestReply::default()
+        };
+        let counted = SelftestReply {
+            resumption: Some(SelftestResumption {
+                resumed: 4,
+                full: 0,
+                unknown: 0,
+                first_resumed: 0,
+            }),
+            ..plain
+        };
+        let (a, b) = (enc(&plain), enc(&counted));
+        check(&plain, &a);
+        check(&counted, &b);
+        assert_eq!(b.len(), a.len() + 32);
     }
 }

@@ -102,6 +102,12 @@ pub mod caps {
     /// that needs the grown OPEN checks this bit first; a harness that needs
     /// neither sends the first layout, which every driver takes.
     pub const CLIENT_AUTH: u32 = 64;
+    /// Session resumption: OPEN's fourth layout ([`super::SessionOptions`]),
+    /// whether a handshake resumed in STEP ([`super::step_flags`]) and QUERY
+    /// ([`super::QueryReply::resumed`]), and SELFTEST's resume mode
+    /// ([`super::SelftestRequest::resume`]). A harness asked for any of them
+    /// checks this bit first, as for [`ALPN`].
+    pub const RESUMPTION: u32 = 128;
 }
 
 /// GET_INFO's reply.
@@ -275,6 +281,40 @@ pub struct OpenRequest<'a> {
     /// all): OPEN's third layout, which needs `client_auth` (encoded as
     /// [`ClientAuth::NONE`] when `None`). See [`AlpnHeader`].
     pub alpn: Option<&'a [u8]>,
+    /// Session resumption: `None` is one of the older layouts (the driver
+    /// then does what it did before resumption could be asked for: its
+    /// cached credentials, with Schannel's defaults), `Some` OPEN's fourth
+    /// layout ([`SessionOptions`]).
+    pub resumption: Option<Resumption>,
+}
+
+/// What an OPEN asks of session resumption ([`SessionOptions`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Resumption {
+    /// A full handshake every time: a client's session gets credentials of
+    /// its own (Schannel's client cache is the credentials handle's), a
+    /// server's credentials refuse reconnects (`SCH_CRED_DISABLE_RECONNECTS`).
+    Off = 0,
+    /// Resume where Schannel can: a client shares the driver's cached
+    /// credentials, whose session cache finds the target name again; a
+    /// server's credentials allow reconnects.
+    On = 1,
+}
+
+/// OPEN's fourth layout: after the ALPN fields ([`AlpnHeader`]), 4 more
+/// bytes: the [`Resumption`] choice (u8) and 3 reserved bytes (0). In this
+/// layout the ALPN list's length may be 0 (no list). The size rule extends
+/// once more: what follows the fixed part is the target alone (first
+/// layout), 40 bytes and the target (second), 44 bytes, the target and a
+/// list of at least 1 byte (third), or 48 bytes, the target and a list of
+/// the stated length, 0 included (fourth). A driver that predates it
+/// refuses the size; one that has it says so in [`caps::RESUMPTION`].
+pub struct SessionOptions;
+
+impl SessionOptions {
+    /// The bytes the session options take in the fixed part.
+    pub const LEN: usize = 4;
 }
 
 /// OPEN's third layout: after [`ClientAuth`]'s 40 bytes, 4 more (the ALPN
@@ -371,8 +411,16 @@ pub mod step_flags {
     /// had none to give (Schannel's `SEC_I_INCOMPLETE_CREDENTIALS`, answered
     /// by going on without one), in this step or an earlier one.
     pub const CERTIFICATE_REQUESTED: u8 = 1;
+    /// With the outcome Established, for a session opened with OPEN's fourth
+    /// layout ([`super::SessionOptions`]): the handshake resumed a session
+    /// (`SECPKG_ATTR_SESSION_INFO` answered `SSL_SESSION_RECONNECT`).
+    pub const RESUMED: u8 = 2;
+    /// Likewise: the handshake was full (the query answered without
+    /// `SSL_SESSION_RECONNECT`). Neither bit: the driver could not tell (the
+    /// provider did not answer), or the session predates the layout.
+    pub const FULL_HANDSHAKE: u8 = 4;
     /// Every bit defined.
-    pub const ALL: u8 = CERTIFICATE_REQUESTED;
+    pub const ALL: u8 = CERTIFICATE_REQUESTED | RESUMED | FULL_HANDSHAKE;
 }
 
 /// The system store servers' certificates are looked up in: `"MY"`,
@@ -393,6 +441,7 @@ impl<'a> OpenRequest<'a> {
             target,
             client_auth: Some(ClientAuth::NONE),
             alpn: None,
+            resumption: None,
         }
     }
 }
@@ -412,10 +461,11 @@ impl<'a> Message<'a> for OpenRequest<'a> {
         w.u32(self.protocols)?;
         w.bytes(&self.thumbprint)?;
         w.bytes(&self.store)?;
-        let auth = match (&self.client_auth, self.alpn) {
+        let grown = self.alpn.is_some() || self.resumption.is_some();
+        let auth = match (&self.client_auth, grown) {
             (Some(auth), _) => Some(auth),
-            (None, Some(_)) => Some(&ClientAuth::NONE),
-            (None, None) => None,
+            (None, true) => Some(&ClientAuth::NONE),
+            (None, false) => None,
         };
         if let Some(auth) = auth {
             w.u8(auth.server_mode as u8)?;
@@ -424,8 +474,14 @@ impl<'a> Message<'a> for OpenRequest<'a> {
             w.bytes(&auth.certificate.unwrap_or([0; 20]))?;
             w.bytes(&auth.store)?;
         }
-        if let Some(list) = self.alpn {
+        if grown {
+            let list = self.alpn.unwrap_or(&[]);
             w.u16(u16::try_from(list.len()).map_err(|_| DecodeError::TooLong)?)?;
+            w.u16(0)?;
+        }
+        if let Some(resumption) = self.resumption {
+            w.u8(resumption as u8)?;
+            w.u8(0)?;
             w.u16(0)?;
         }
         Ok(())
@@ -455,8 +511,10 @@ impl<'a> Message<'a> for OpenRequest<'a> {
             return Err(DecodeError::TooLong);
         }
         // The layout, by what is left: the target alone (the first layout),
-        // the client-certificate fields and the target (the second), or
-        // those, the ALPN fields, the target and the list (the third).
+        // the client-certificate fields and the target (the second), those,
+        // the ALPN fields, the target and the list (the third), or all that
+        // and the session options before the target (the fourth: told from
+        // the third by the ALPN length field, read below).
         let left = r.rest().len();
         let third = left >= target_len + ClientAuth::LEN + AlpnHeader::LEN;
         let client_auth = if left == target_len + ClientAuth::LEN || third {
@@ -506,8 +564,27 @@ impl<'a> Message<'a> for OpenRequest<'a> {
         } else {
             None
         };
+        // The fourth layout: exactly the options, the target and the list
+        // are left.
+        let fourth =
+            alpn_len.is_some_and(|len| r.rest().len() == SessionOptions::LEN + target_len + len);
+        let resumption = if fourth {
+            let choice = match r.u8()? {
+                0 => Resumption::Off,
+                1 => Resumption::On,
+                _ => return Err(DecodeError::BadField),
+            };
+            if r.u8()? != 0 || r.u16()? != 0 {
+                return Err(DecodeError::Reserved);
+            }
+            Some(choice)
+        } else {
+            None
+        };
         let target = r.bytes(target_len)?;
         let alpn = match alpn_len {
+            // The fourth layout's empty list: no ALPN.
+            Some(0) if fourth => None,
             Some(len) => {
                 if r.rest().len() != len {
                     return Err(DecodeError::BadSize);
@@ -531,6 +608,7 @@ impl<'a> Message<'a> for OpenRequest<'a> {
             target,
             client_auth,
             alpn,
+            resumption,
         })
     }
 }
@@ -760,6 +838,11 @@ pub struct SelftestRequest {
     /// Application bytes each pair exchanges each way after the handshake
     /// (record layer; 0 to [`MAX_SELFTEST_BYTES`]).
     pub bytes: u32,
+    /// Run each pair twice over the same credentials towards a target name
+    /// of its own, and count the second handshakes that resumed
+    /// ([`SelftestReply::resumption`]); the first byte of what was a reserved
+    /// u16 (a driver without [`caps::RESUMPTION`] refuses it).
+    pub resume: bool,
 }
 
 impl<'a> Message<'a> for SelftestRequest {
@@ -770,7 +853,8 @@ impl<'a> Message<'a> for SelftestRequest {
         w.u32(self.protocols)?;
         w.u8(self.completion)?;
         w.u8(self.callback_irql)?;
-        w.u16(0)?;
+        w.u8(u8::from(self.resume))?;
+        w.u8(0)?;
         w.u64(self.seed)?;
         w.bytes(&self.thumbprint)?;
         w.u32(self.bytes)
@@ -782,8 +866,13 @@ impl<'a> Message<'a> for SelftestRequest {
             protocols: r.u32()?,
             completion: r.u8()?,
             callback_irql: r.u8()?,
+            resume: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::BadField),
+            },
             seed: {
-                if r.u16()? != 0 {
+                if r.u8()? != 0 {
                     return Err(DecodeError::Reserved);
                 }
                 r.u64()?
@@ -848,6 +937,33 @@ pub struct SelftestReply {
     pub leaked: u64,
     /// Application bytes checked (record layer).
     pub bytes_checked: u64,
+    /// A resume run's counts ([`SelftestRequest::resume`]): present in the
+    /// reply, after the other fields, only when the request asked for one,
+    /// so a harness that predates resumption reads the reply it knows.
+    pub resumption: Option<SelftestResumption>,
+}
+
+/// What a resume run saw of its second handshakes, from the client side
+/// (`SECPKG_ATTR_SESSION_INFO`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SelftestResumption {
+    /// Second handshakes that resumed.
+    pub resumed: u64,
+    /// Second handshakes that were full: the resumption was refused or
+    /// nothing was offered (the fallback).
+    pub full: u64,
+    /// Handshakes (first or second) whose resumption the provider did not
+    /// tell.
+    pub unknown: u64,
+    /// First handshakes that resumed (a session left in the cache by an
+    /// earlier run towards the same target name).
+    pub first_resumed: u64,
+}
+
+impl SelftestResumption {
+    fn fields(&self) -> [u64; 4] {
+        [self.resumed, self.full, self.unknown, self.first_resumed]
+    }
 }
 
 impl SelftestReply {
@@ -878,13 +994,28 @@ impl SelftestReply {
 impl<'a> Message<'a> for SelftestReply {
     const KIND: Kind = Kind::SelftestReply;
     fn put(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
-        self.fields().iter().try_for_each(|&v| w.u64(v))
+        self.fields().iter().try_for_each(|&v| w.u64(v))?;
+        match &self.resumption {
+            Some(r) => r.fields().iter().try_for_each(|&v| w.u64(v)),
+            None => Ok(()),
+        }
     }
     fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let mut v = [0u64; 18];
         for slot in &mut v {
             *slot = r.u64()?;
         }
+        // A resume run's counts follow, or nothing (the reply's two sizes).
+        let resumption = if r.rest().is_empty() {
+            None
+        } else {
+            Some(SelftestResumption {
+                resumed: r.u64()?,
+                full: r.u64()?,
+                unknown: r.u64()?,
+                first_resumed: r.u64()?,
+            })
+        };
         r.end()?;
         let [handshakes_ok, handshakes_failed, sessions, async_contexts_created, reinits, steps, completions_pending, completions_inline_callback, completions_sync_no_callback, callbacks_passive, callbacks_dispatch, work_items, elapsed_us, latency_p50_us, latency_p99_us, latency_max_us, leaked, bytes_checked] =
             v;
@@ -907,6 +1038,7 @@ impl<'a> Message<'a> for SelftestReply {
             latency_max_us,
             leaked,
             bytes_checked,
+            resumption,
         })
     }
 }
@@ -1183,6 +1315,22 @@ pub struct QueryReply<'a> {
     /// The protocol ALPN chose, after the leaf (its length in the next byte,
     /// reserved before ALPN); empty unless `alpn_status` is 1.
     pub alpn: &'a [u8],
+    /// Whether the handshake resumed a session, in what was the third
+    /// reserved byte ([`resumed`]'s values): not known (the provider did not
+    /// answer `SECPKG_ATTR_SESSION_INFO`, or the session was opened with an
+    /// older OPEN layout, whose harness refuses anything else here), a full
+    /// handshake, or resumed.
+    pub resumed: u8,
+}
+
+/// [`QueryReply::resumed`]'s values.
+pub mod resumed {
+    /// Not known.
+    pub const UNKNOWN: u8 = 0;
+    /// A full handshake.
+    pub const FULL: u8 = 1;
+    /// An abbreviated handshake (a cached session or a ticket).
+    pub const RESUMED: u8 = 2;
 }
 
 impl<'a> Message<'a> for QueryReply<'a> {
@@ -1213,7 +1361,8 @@ impl<'a> Message<'a> for QueryReply<'a> {
         w.u32(u32::try_from(self.leaf.len()).map_err(|_| DecodeError::TooLong)?)?;
         w.u8(self.alpn_status)?;
         w.u8(u8::try_from(self.alpn.len()).map_err(|_| DecodeError::TooLong)?)?;
-        w.u16(0)
+        w.u8(self.resumed)?;
+        w.u8(0)
     }
     fn get(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let mut v = [0u32; 12];
@@ -1223,7 +1372,11 @@ impl<'a> Message<'a> for QueryReply<'a> {
         let len = r.u32()? as usize;
         let alpn_status = r.u8()?;
         let alpn_len = usize::from(r.u8()?);
-        if r.u16()? != 0 {
+        let resumed_byte = r.u8()?;
+        if resumed_byte > resumed::RESUMED {
+            return Err(DecodeError::BadField);
+        }
+        if r.u8()? != 0 {
             return Err(DecodeError::Reserved);
         }
         if alpn_status > 1 || (alpn_status == 0 && alpn_len != 0) {
@@ -1253,6 +1406,7 @@ impl<'a> Message<'a> for QueryReply<'a> {
             leaf,
             alpn_status,
             alpn,
+            resumed: resumed_byte,
         })
     }
 }

@@ -96,6 +96,7 @@ proptest! {
             target: target.as_bytes(),
             client_auth: None,
             alpn: None,
+            resumption: None,
         };
         let bytes = enc(&m);
         round_trip(&m, &bytes)?;
@@ -131,7 +132,7 @@ proptest! {
 
     #[test]
     fn selftest_messages(count in 1u32..=MAX_SELFTEST_COUNT, concurrency in 1u32..=MAX_SELFTEST_CONCURRENCY, protocols in 1u32..=3, seed in any::<u64>(), ok in any::<u64>(), p99 in any::<u64>()) {
-        let req = SelftestRequest { count, concurrency, protocols, completion: 4, callback_irql: 3, seed, thumbprint: [7; 20], bytes: 0 };
+        let req = SelftestRequest { count, concurrency, protocols, completion: 4, callback_irql: 3, seed, thumbprint: [7; 20], bytes: 0, resume: false };
         let bytes = enc(&req);
         round_trip(&req, &bytes)?;
         let reply = SelftestReply { handshakes_ok: ok, latency_p99_us: p99, ..SelftestReply::default() };
@@ -227,6 +228,7 @@ proptest! {
             leaf: &leaf,
             alpn_status: 0,
             alpn: &[],
+            resumed: 0,
         };
         let bytes = enc(&m);
         prop_assert!(bytes.len() <= QUERY_REPLY_CAPACITY);

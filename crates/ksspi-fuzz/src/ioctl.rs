@@ -521,6 +521,7 @@ impl World {
                         self.thumb
                     },
                     bytes: u32::from(inp.u8()) * 64,
+                    resume: false,
                 };
                 if b & 0x20 == 0 {
                     self.call(file, IOCTL_KSSPI_SELFTEST, &enc(&req), 512);

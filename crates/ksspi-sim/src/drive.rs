@@ -200,6 +200,7 @@ pub fn server_spec(thumb: Thumbprint, disabled: u32) -> CredentialSpec {
         store: "MY".into(),
         machine: true,
         disabled_protocols: disabled,
+        reconnects: true,
     }
 }
 
@@ -302,6 +303,39 @@ impl Pair {
             }
         }
         (c_out, s_out)
+    }
+
+    /// Run the handshake with whole flights, asserting that neither side
+    /// fails; returns what the server sent after the client finished (TLS
+    /// 1.3 tickets), which the client's first decrypt must take.
+    pub fn establish(&self) -> Vec<u8> {
+        let at = passive();
+        self.client.step(&[], &at).unwrap();
+        let mut to_server = self.client_events.next().output;
+        let mut to_client = Vec::new();
+        let (mut c_done, mut s_done) = (false, false);
+        for _ in 0..8 {
+            if !s_done && !to_server.is_empty() {
+                self.server.step(&to_server, &at).unwrap();
+                let r = self.server_events.next();
+                assert!(!matches!(r.outcome, Outcome::Failed(_)), "{r:?}");
+                s_done = r.outcome == Outcome::Established;
+                to_server.clear();
+                to_client.extend_from_slice(&r.output);
+            }
+            if !c_done && !to_client.is_empty() {
+                self.client.step(&to_client, &at).unwrap();
+                let r = self.client_events.next();
+                assert!(!matches!(r.outcome, Outcome::Failed(_)), "{r:?}");
+                c_done = r.outcome == Outcome::Established;
+                to_client.clear();
+                to_server.extend_from_slice(&r.output);
+            }
+            if c_done && s_done && to_server.is_empty() {
+                return to_client;
+            }
+        }
+        panic!("the handshake did not finish");
     }
 
     /// Sessions over credentials acquired elsewhere.

@@ -119,6 +119,8 @@ pub unsafe fn unicode(s: *const UNICODE_STRING) -> Result<Option<String>, SecSta
 pub struct SchCredentials {
     /// `dwFlags`.
     pub flags: u32,
+    /// `dwSessionLifespan` (milliseconds; 0: Schannel's default).
+    pub session_lifespan: u32,
     /// The union of every `TLS_PARAMETERS.grbitDisabledProtocols`.
     pub disabled_protocols: u32,
     /// The certificate, as `SCH_CRED_FORMAT_CERT_HASH_STORE` names it.
@@ -134,6 +136,7 @@ pub unsafe fn sch_credentials(p: *const SCH_CREDENTIALS) -> Result<SchCredential
     let Some(c) = (unsafe { p.as_ref() }) else {
         return Ok(SchCredentials {
             flags: 0,
+            session_lifespan: 0,
             disabled_protocols: 0,
             cert: None,
         });
@@ -180,6 +183,7 @@ pub unsafe fn sch_credentials(p: *const SCH_CREDENTIALS) -> Result<SchCredential
     };
     Ok(SchCredentials {
         flags: c.dwFlags,
+        session_lifespan: c.dwSessionLifespan,
         disabled_protocols: disabled,
         cert,
     })

@@ -18,43 +18,9 @@ use proptest::prelude::*;
 const TLS12_ONLY: (u32, u32) = (SP_PROT_TLS1_3, SP_PROT_TLS1_3);
 const TLS13_ONLY: (u32, u32) = (SP_PROT_TLS1_2, SP_PROT_TLS1_2);
 
-/// Run the handshake with whole flights; returns what the server sent after
-/// the client finished (TLS 1.3 tickets), which the client's first decrypt
-/// must take.
+/// [`Pair::establish`].
 fn establish(p: &Pair) -> Vec<u8> {
-    let at = passive();
-    p.client.step(&[], &at).unwrap();
-    let mut to_server = p.client_events.next().output;
-    let mut to_client = Vec::new();
-    let (mut c_done, mut s_done) = (false, false);
-    for _ in 0..8 {
-        if !s_done && !to_server.is_empty() {
-            p.server.step(&to_server, &at).unwrap();
-            let r = p.server_events.next();
-            assert!(
-                !matches!(r.outcome, ksspi::engine::Outcome::Failed(_)),
-                "{r:?}"
-            );
-            s_done = r.outcome == ksspi::engine::Outcome::Established;
-            to_server.clear();
-            to_client.extend_from_slice(&r.output);
-        }
-        if !c_done && !to_client.is_empty() {
-            p.client.step(&to_client, &at).unwrap();
-            let r = p.client_events.next();
-            assert!(
-                !matches!(r.outcome, ksspi::engine::Outcome::Failed(_)),
-                "{r:?}"
-            );
-            c_done = r.outcome == ksspi::engine::Outcome::Established;
-            to_client.clear();
-            to_server.extend_from_slice(&r.output);
-        }
-        if c_done && s_done && to_server.is_empty() {
-            return to_client;
-        }
-    }
-    panic!("the handshake did not finish");
+    p.establish()
 }
 
 fn payload(n: usize, salt: u8) -> Vec<u8> {

@@ -251,6 +251,7 @@ impl EngineWorld {
                 store: "MY".into(),
                 machine: true,
                 disabled_protocols: disabled(version),
+                reconnects: true,
             },
         )?;
         let client = acquire(
@@ -956,6 +957,7 @@ impl CountedWorld {
             store: "MY".into(),
             machine: true,
             disabled_protocols: disabled(version),
+            reconnects: true,
         })?;
         let client = acquire(&CredentialSpec::Client {
             disabled_protocols: disabled(version),

@@ -31,6 +31,7 @@ pub fn run_selftest(
         seed,
         thumbprint,
         bytes,
+        resume: false,
     };
     let mut input = vec![0u8; 256];
     let n = encode(&request, &mut input)

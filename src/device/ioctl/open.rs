@@ -47,6 +47,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 store: store_name(&open.store),
                 machine: true,
                 disabled_protocols: disabled_protocols(open.protocols, true),
+                reconnects: true,
             }
         } else {
             CredentialSpec::Client {

@@ -62,6 +62,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 let c = info.connection.unwrap_or_default();
                 let sizes = info.sizes;
                 let reply = QueryReply {
+                    resumed: 0,
                     protocol: c.dwProtocol,
                     cipher: c.aiCipher,
                     cipher_strength: c.dwCipherStrength,

@@ -122,6 +122,18 @@ impl SimProvider {
                 };
                 SecStatus::SEC_E_OK
             }
+            SECPKG_ATTR_SESSION_INFO if !self.0.config.session_info_answered => {
+                SecStatus::SEC_E_UNSUPPORTED_FUNCTION
+            }
+            SECPKG_ATTR_SESSION_INFO if !buffer.is_null() => {
+                let Some(info) = ctx.session_info() else {
+                    return SecStatus::SEC_E_INVALID_HANDLE;
+                };
+                // SAFETY: the caller passed a SecPkgContext_SessionInfo for
+                // this attribute.
+                unsafe { buffer.cast::<SecPkgContext_SessionInfo>().write(info) };
+                SecStatus::SEC_E_OK
+            }
             _ => SecStatus::SEC_E_UNSUPPORTED_FUNCTION,
         }
     }

@@ -84,6 +84,12 @@ pub struct SimConfig {
     /// TLS 1.3 NewSessionTickets a server context sends after the handshake
     /// (each reaches the client's DecryptMessage as SEC_I_RENEGOTIATE).
     pub tls13_tickets: usize,
+    /// Open point: does kernel Schannel answer
+    /// `QueryContextAttributes(SECPKG_ATTR_SESSION_INFO)`? User-mode Schannel
+    /// documents it; no kernel caller is known to query it. When false, the
+    /// model answers `SEC_E_UNSUPPORTED_FUNCTION` and the engine reports
+    /// "resumed: unknown", never "full".
+    pub session_info_answered: bool,
 }
 
 impl Default for SimConfig {
@@ -96,6 +102,7 @@ impl Default for SimConfig {
             requires_notify_exported: true,
             cpus: 2,
             tls13_tickets: 0,
+            session_info_answered: true,
         }
     }
 }

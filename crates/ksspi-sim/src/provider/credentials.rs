@@ -6,7 +6,7 @@ use super::tables::HANDLE_MAGIC_CRED;
 use super::SimProvider;
 use crate::edge::{self, CallPtr};
 use crate::kernel::{bugcheck, Bugcheck};
-use crate::schannel::{Credential, CredentialSpec, Protocols};
+use crate::schannel::{lifespan, Credential, CredentialSpec, Protocols, Sessions};
 use crate::verifier::{FaultKind, Tag};
 use ksspi::sys::*;
 use ksspi::SecStatus;
@@ -77,7 +77,11 @@ pub(super) fn acquire(
     if sim.0.verifier.fault_point(FaultKind::Allocation) {
         return SecStatus::SEC_E_INSUFFICIENT_MEMORY;
     }
-    let cred = match Credential::new(spec, &sim.0.store) {
+    let sessions = Sessions {
+        lifespan: lifespan(sch.session_lifespan),
+        reconnects: sch.flags & SCH_CRED_DISABLE_RECONNECTS == 0,
+    };
+    let cred = match Credential::with_sessions(spec, &sim.0.store, sessions) {
         Ok(c) => Arc::new(c),
         Err(s) => return s,
     };

@@ -4,6 +4,7 @@
 //! (WebPKI over the store's roots, none trusted without roots, or signatures
 //! only for manual validation) and the client certificate it offers.
 
+use super::session_cache::{ClientCache, ServerCache, DEFAULT_LIFESPAN};
 use crate::certs::{CertStore, Identity};
 use ksspi::sys::*;
 use ksspi::SecStatus;
@@ -17,8 +18,9 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, ServerConfig,
     SignatureScheme, SupportedProtocolVersion,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Which TLS versions a credential allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +104,27 @@ pub enum CredentialSpec {
     },
 }
 
+/// A credential's session cache settings, from its `SCH_CREDENTIALS`
+/// (super::session_cache has the evidence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sessions {
+    /// How long a session stays resumable (`dwSessionLifespan`; 0 there is
+    /// ten hours).
+    pub lifespan: Duration,
+    /// A server's reconnects (`SCH_CRED_DISABLE_RECONNECTS` clears it);
+    /// ignored for a client, as Schannel documents the flag "Server only".
+    pub reconnects: bool,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            lifespan: DEFAULT_LIFESPAN,
+            reconnects: true,
+        }
+    }
+}
+
 /// What a credential holds, by role.
 pub(super) enum Kind {
     /// A server: its configuration without client authentication, and the
@@ -111,11 +134,14 @@ pub(super) enum Kind {
         mutual: Arc<ServerConfig>,
     },
     Client {
+        /// The credential's session cache, by target name.
+        cache: Arc<ClientCache>,
         protocols: Protocols,
         verifier: Arc<dyn ServerCertVerifier>,
         lax: Arc<dyn ServerCertVerifier>,
         manual: bool,
-        identity: Option<Arc<rustls::sign::CertifiedKey>>,
+        /// The client certificate's resolver (the identity, if any).
+        resolver: Arc<AskedFor>,
     },
 }
 
@@ -133,6 +159,15 @@ impl Credential {
     /// Build a credential; `SEC_E_NO_CREDENTIALS` for an unusable certificate
     /// or key, `SEC_E_ALGORITHM_MISMATCH` if no protocol is left enabled.
     pub fn new(spec: CredentialSpec, store: &CertStore) -> Result<Credential, SecStatus> {
+        Credential::with_sessions(spec, store, Sessions::default())
+    }
+
+    /// [`Credential::new`] with its session cache's settings.
+    pub fn with_sessions(
+        spec: CredentialSpec,
+        store: &CertStore,
+        sessions: Sessions,
+    ) -> Result<Credential, SecStatus> {
         let kind = match spec {
             CredentialSpec::Server {
                 identity,
@@ -144,6 +179,9 @@ impl Credential {
                 if versions.is_empty() {
                     return Err(SecStatus::SEC_E_ALGORITHM_MISMATCH);
                 }
+                // One cache for both configurations: a session is the
+                // credential's, whichever way its handshake was asked.
+                let cache = Arc::new(ServerCache::new(sessions.lifespan, sessions.reconnects));
                 let config = |mutual: bool| -> Result<ServerConfig, SecStatus> {
                     let builder = ServerConfig::builder_with_provider(provider())
                         .with_protocol_versions(&versions)
@@ -167,7 +205,9 @@ impl Credential {
                     let mut config = builder
                         .with_single_cert(identity.chain.clone(), key)
                         .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
-                    config.send_tls13_tickets = tls13_tickets;
+                    // A server without reconnects issues no ticket either.
+                    config.send_tls13_tickets = if cache.reconnects() { tls13_tickets } else { 0 };
+                    config.session_storage = cache.clone();
                     Ok(config)
                 };
                 Kind::Server {
@@ -207,11 +247,12 @@ impl Credential {
                     }
                 };
                 Kind::Client {
+                    cache: Arc::new(ClientCache::new(sessions.lifespan)),
                     protocols,
                     verifier,
                     lax: Arc::new(AcceptAny(provider())),
                     manual: manual_validation,
-                    identity,
+                    resolver: Arc::new(AskedFor { identity }),
                 }
             }
         };
@@ -337,11 +378,26 @@ impl ClientCertVerifier for AnyClientCert {
 }
 
 /// Records that the server asked for a client certificate, and answers with
-/// the credential's identity, if it has one.
+/// the credential's identity, if it has one. One per credential: rustls
+/// resumes a session only under the same resolver (and verifier) object it
+/// was made with, so a resolver per context would make every handshake full.
+/// Which context was asked is told by the thread: rustls asks during the
+/// handshake call, on the thread that makes it ([`take_asked`]).
 #[derive(Debug)]
 pub(super) struct AskedFor {
-    pub(super) asked: AtomicBool,
     pub(super) identity: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+thread_local! {
+    /// The server asked for a client certificate during the handshake call
+    /// running on this thread.
+    static ASKED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the server asked for a client certificate since the last call, on
+/// this thread (cleared).
+pub(super) fn take_asked() -> bool {
+    ASKED.with(|a| a.replace(false))
 }
 
 impl ResolvesClientCert for AskedFor {
@@ -350,7 +406,7 @@ impl ResolvesClientCert for AskedFor {
         _: &[&[u8]],
         _: &[SignatureScheme],
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        self.asked.store(true, Ordering::SeqCst);
+        ASKED.with(|a| a.set(true));
         self.identity.clone()
     }
 

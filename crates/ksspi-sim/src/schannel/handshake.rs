@@ -5,13 +5,13 @@
 //! `SEC_I_INCOMPLETE_CREDENTIALS` stop when the server asks the client for a
 //! certificate it does not have.
 
+use super::credentials::take_asked;
 use super::errors::map_error;
 use super::framing::{frame, missing_after, Framing};
 use super::rustls_unbuffered::Progress;
 use super::Context;
 use ksspi::sys::*;
 use ksspi::SecStatus;
-use std::sync::atomic::Ordering;
 
 /// The result of one handshake call.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,13 +69,15 @@ impl Context {
     /// got, since the last call.
     fn asked_for_certificate(&self) -> bool {
         match &self.asked {
-            Some(asked) => asked.asked.swap(false, Ordering::SeqCst) && asked.identity.is_none(),
+            Some(asked) => take_asked() && asked.identity.is_none(),
             None => false,
         }
     }
 
     /// One AcceptSecurityContext / InitializeSecurityContext call.
     pub fn step(&mut self, input: &[u8]) -> Step {
+        // What an earlier call on this thread left (super::credentials).
+        take_asked();
         if let Some(status) = self.failed {
             return Step {
                 status,

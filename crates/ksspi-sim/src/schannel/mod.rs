@@ -46,11 +46,13 @@ mod handshake;
 mod post_handshake;
 mod records;
 mod rustls_unbuffered;
+mod session_cache;
 
-pub use credentials::{Credential, CredentialSpec, Protocols};
+pub use credentials::{Credential, CredentialSpec, Protocols, Sessions};
 pub use errors::map_error;
 pub use handshake::Step;
 pub use records::{StreamSizes, Unsealed, MAX_PLAINTEXT};
+pub use session_cache::{lifespan, CLIENT_SERVERS, DEFAULT_LIFESPAN, SERVER_SESSIONS};
 
 use credentials::{provider, AskedFor, Kind};
 use ksspi::sys::*;
@@ -58,7 +60,6 @@ use ksspi::SecStatus;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ProtocolVersion};
 use rustls_unbuffered::Conn;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// One TLS connection, one role, as a security context.
@@ -158,11 +159,12 @@ impl Context {
         alpn: Option<&[u8]>,
     ) -> Result<Context, SecStatus> {
         let Kind::Client {
+            cache,
             protocols,
             verifier,
             lax,
             manual,
-            identity,
+            resolver,
         } = &cred.kind
         else {
             return Err(SecStatus::SEC_E_WRONG_CREDENTIAL_HANDLE);
@@ -182,17 +184,20 @@ impl Context {
                 lax.clone(),
             ),
         };
-        let asked = Arc::new(AskedFor {
-            asked: AtomicBool::new(false),
-            identity: identity.clone(),
-        });
+        let asked = resolver.clone();
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&protocols.versions())
             .map_err(|_| SecStatus::SEC_E_ALGORITHM_MISMATCH)?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_client_cert_resolver(asked.clone());
-        config.resumption = rustls::client::Resumption::disabled();
+        // The credential's cache, found by the target name; a client
+        // without one resumes nothing (super::session_cache).
+        config.resumption = if target.is_some_and(|t| !t.is_empty()) {
+            rustls::client::Resumption::store(cache.clone())
+        } else {
+            rustls::client::Resumption::disabled()
+        };
         config.enable_sni = target.is_some();
         if let Some(list) = alpn {
             config.alpn_protocols = ksspi::alpn::wire_names(list).map(<[u8]>::to_vec).collect();
@@ -261,6 +266,21 @@ impl Context {
             out.ProtoNegoExt = SecApplicationProtocolNegotiationExt_ALPN;
             out.ProtocolIdSize = id.len() as u8;
             out.ProtocolId[..id.len()].copy_from_slice(id);
+        }
+        Some(out)
+    }
+
+    /// `SECPKG_ATTR_SESSION_INFO`'s answer once established: whether the
+    /// handshake resumed a session (`SSL_SESSION_RECONNECT`), and the session
+    /// id the model reports (empty: rustls does not expose it; Schannel's
+    /// field is "up to 32 bytes"). `None` before the handshake completes.
+    pub fn session_info(&self) -> Option<SecPkgContext_SessionInfo> {
+        if !self.established {
+            return None;
+        }
+        let mut out = SecPkgContext_SessionInfo::default();
+        if self.conn.resumed() {
+            out.dwFlags = SSL_SESSION_RECONNECT;
         }
         Some(out)
     }

@@ -187,6 +187,15 @@ impl Conn {
         }
     }
 
+    /// Whether the handshake was a resumption (rustls's `HandshakeKind`).
+    pub(super) fn resumed(&self) -> bool {
+        let kind = match self {
+            Conn::Server(c) => c.handshake_kind(),
+            Conn::Client(c) => c.handshake_kind(),
+        };
+        kind == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// The negotiated cipher suite, once known.
     pub(super) fn negotiated_cipher_suite(&self) -> Option<SupportedCipherSuite> {
         match self {

@@ -61,6 +61,13 @@ pub enum CredentialSpec {
         machine: bool,
         /// `SP_PROT_*` bits to disable (`TLS_PARAMETERS.grbitDisabledProtocols`).
         disabled_protocols: u32,
+        /// Allow reconnects (session resumption); `false` sets
+        /// `SCH_CRED_DISABLE_RECONNECTS`, which Schannel documents for
+        /// servers only: "full handshakes performed with this credential
+        /// will not allow reconnects" (ns-schannel-sch_credentials). A
+        /// client's resumption follows its credentials handle instead
+        /// (docs/DESIGN.md, contract item 11).
+        reconnects: bool,
     },
     /// A client.
     Client {
@@ -222,10 +229,16 @@ pub fn acquire_credentials<P: SspiProvider, K: Platform>(
             store,
             machine,
             disabled_protocols,
+            reconnects,
         } => (
             true,
             SCHANNEL_CERT_HASH_STORE::new(*thumbprint, store, *machine),
-            SCH_CRED_NO_DEFAULT_CREDS,
+            SCH_CRED_NO_DEFAULT_CREDS
+                | if *reconnects {
+                    0
+                } else {
+                    SCH_CRED_DISABLE_RECONNECTS
+                },
             *disabled_protocols,
             true,
         ),

@@ -21,9 +21,10 @@ pub use credentials::{
     acquire_credentials, release_credentials, CertificateByHash, CredentialSpec,
 };
 pub use session::{
-    max_grows, ClientCertificates, Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role,
-    Session, SessionEvents, SessionInfo, SessionSetup, StepError, StepReport, Tokens,
-    MAX_POST_HANDSHAKE, MIN_BUFFER, NO_CLIENT_CERTIFICATE, NO_PROGRESS, TOO_MANY_POST_HANDSHAKE,
+    max_grows, ClientCertificates, Limits, Outcome, RecordError, RecordOutcome, RecordReport,
+    Resumed, Role, Session, SessionEvents, SessionInfo, SessionSetup, StepError, StepReport,
+    Tokens, MAX_POST_HANDSHAKE, MIN_BUFFER, NO_CLIENT_CERTIFICATE, NO_PROGRESS,
+    TOO_MANY_POST_HANDSHAKE,
 };
 
 #[cfg(test)]

@@ -390,6 +390,25 @@ pub fn query_application_protocol<P: SspiProvider>(
     status.ok().map(|_| info)
 }
 
+/// `QueryContextAttributes(SECPKG_ATTR_SESSION_INFO)` on an established
+/// context: whether its handshake was a reconnect (`SSL_SESSION_RECONNECT`).
+pub fn query_session_info<P: SspiProvider>(
+    provider: &P,
+    context: &HandleSlot,
+) -> Result<crate::sys::SecPkgContext_SessionInfo, SecStatus> {
+    let mut info = crate::sys::SecPkgContext_SessionInfo::default();
+    // SAFETY: the slot holds a live security context its owner is not using
+    // in a call right now, and `info` is the structure the attribute names.
+    let status = unsafe {
+        provider.query_context_attributes(
+            context.as_ptr(),
+            crate::sys::SECPKG_ATTR_SESSION_INFO,
+            (&mut info as *mut crate::sys::SecPkgContext_SessionInfo).cast(),
+        )
+    };
+    status.ok().map(|_| info)
+}
+
 /// Which async release a handle needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {

@@ -84,6 +84,17 @@ abi_structs! { SCHANNEL_STRUCTS:
         pub pbCertificateChain: *mut u8,
     }
 
+    /// `SecPkgContext_SessionInfo` (schannel.h), from
+    /// `SECPKG_ATTR_SESSION_INFO`: whether the handshake was a reconnect
+    /// (`dwFlags & SSL_SESSION_RECONNECT`, an abbreviated handshake from the
+    /// session cache or a ticket) and the session's id.
+    #[derive(Default, PartialEq, Eq)]
+    pub struct SecPkgContext_SessionInfo {
+        pub dwFlags: u32,
+        pub cbSessionId: u32,
+        pub rgbSessionId: [u8; 32],
+    }
+
     /// `SCHANNEL_ALERT_TOKEN` (schannel.h), for `ApplyControlToken`.
     pub struct SCHANNEL_ALERT_TOKEN {
         pub dwTokenType: u32,
@@ -158,6 +169,10 @@ abi_consts! { SCHANNEL_CONSTANTS:
     SECPKG_ATTR_REMOTE_CERT_CONTEXT: u32 = 0x53;
     SECPKG_ATTR_CONNECTION_INFO: u32 = 0x5a;
     SECPKG_ATTR_REMOTE_CERTIFICATES: u32 = 0x5f;
+    SECPKG_ATTR_SESSION_INFO: u32 = 0x5d;
+
+    /// `SecPkgContext_SessionInfo::dwFlags`: the session was reconnected.
+    SSL_SESSION_RECONNECT: u32 = 1;
 
     SCHANNEL_RENEGOTIATE: u32 = 0;
     SCHANNEL_SHUTDOWN: u32 = 1;

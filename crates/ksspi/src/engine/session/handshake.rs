@@ -8,12 +8,12 @@ use super::machine::TlsMachine;
 use super::receive::ReceivePath;
 use super::send::SendPath;
 use super::state::{Established, Op, State};
-use super::{ClientCertificates, Outcome, StepError, NO_CLIENT_CERTIFICATE, NO_PROGRESS};
+use super::{ClientCertificates, Outcome, Resumed, StepError, NO_CLIENT_CERTIFICATE, NO_PROGRESS};
 use crate::alpn::UNOFFERED_APPLICATION_PROTOCOL;
 use crate::engine::conductor::{EngineStats, Move, Platform};
 use crate::handle::{
     query_application_protocol, query_connection_info, query_remote_certificates,
-    query_stream_sizes, AsyncContext,
+    query_session_info, query_stream_sizes, AsyncContext,
 };
 use crate::irql::Passive;
 use crate::provider::SspiProvider;
@@ -157,6 +157,11 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
                             application_protocol =
                                 query_application_protocol(&self.provider, slot).ok();
                         }
+                        // A provider that does not answer leaves it unknown,
+                        // never "full".
+                        self.resumed = Resumed::from_session_info(
+                            query_session_info(&self.provider, slot).ok().as_ref(),
+                        );
                     }
                     // A client checks the server's choice against its own
                     // offer, as msquic does after the same query.

@@ -6,7 +6,7 @@
 use super::handshake::Handshake;
 use super::state::{Op, Sec, State};
 use super::{
-    ClientCertificates, Limits, Outcome, RecordError, RecordOutcome, RecordReport, Role,
+    ClientCertificates, Limits, Outcome, RecordError, RecordOutcome, RecordReport, Resumed, Role,
     SessionEvents, SessionInfo, StepReport, Tokens,
 };
 use crate::alpn::ApplicationProtocols;
@@ -117,6 +117,8 @@ pub struct TlsMachine<P: SspiProvider, K: Platform> {
     /// frame stays under a page: no `__chkstk`) and establishment allocates
     /// nothing.
     pub(super) application_protocol: Vec<SecPkgContext_ApplicationProtocol>,
+    /// `SECPKG_ATTR_SESSION_INFO`, queried at establishment.
+    pub(super) resumed: Resumed,
 }
 
 // `*_REQ_ALLOCATE_MEMORY` (with `Tokens::Provider`, the default): the
@@ -312,6 +314,7 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
             certificate_requested: false,
             alpn,
             application_protocol: Vec::new(),
+            resumed: Resumed::Unknown,
         };
         if h.alpn.is_some() {
             h.application_protocol
@@ -663,6 +666,11 @@ impl<P: SspiProvider, K: Platform> Machine<P> for TlsMachine<P, K> {
                     .first()
                     .copied()
                     .filter(|_| outcome == Outcome::Established),
+                resumed: if outcome == Outcome::Established {
+                    self.resumed
+                } else {
+                    Resumed::Unknown
+                },
                 certificate_requested: self.certificate_requested,
             };
             self.events.step_done(&report);
@@ -768,6 +776,7 @@ impl<P: SspiProvider, K: Platform> TlsMachine<P, K> {
         let mut info = SessionInfo {
             connection,
             application_protocol: self.application_protocol.first().copied(),
+            resumed: self.resumed,
             sizes: self.sizes,
             peer_certificates: 0,
             leaf_len: 0,

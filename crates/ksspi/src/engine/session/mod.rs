@@ -192,6 +192,32 @@ pub enum Outcome {
     Failed(SecStatus),
 }
 
+/// Whether an established handshake resumed a session, as
+/// `SECPKG_ATTR_SESSION_INFO` tells it (`SSL_SESSION_RECONNECT`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Resumed {
+    /// The provider did not answer the query (kernel Schannel's answer is
+    /// unknown until a Windows run: docs/DESIGN.md, contract item 11), or the
+    /// handshake is not complete.
+    #[default]
+    Unknown,
+    /// A full handshake.
+    No,
+    /// An abbreviated handshake: a cached session or a ticket.
+    Yes,
+}
+
+impl Resumed {
+    /// From the query's answer.
+    pub fn from_session_info(info: Option<&SecPkgContext_SessionInfo>) -> Resumed {
+        match info {
+            None => Resumed::Unknown,
+            Some(i) if i.dwFlags & SSL_SESSION_RECONNECT != 0 => Resumed::Yes,
+            Some(_) => Resumed::No,
+        }
+    }
+}
+
 /// The report of one step.
 #[derive(Debug)]
 pub struct StepReport<'a> {
@@ -211,6 +237,9 @@ pub struct StepReport<'a> {
     /// ([`SessionSetup::alpn`]): `SECPKG_ATTR_APPLICATION_PROTOCOL`, the
     /// negotiation's status and the protocol chosen, if the provider answered.
     pub application_protocol: Option<SecPkgContext_ApplicationProtocol>,
+    /// With [`Outcome::Established`]: whether the handshake resumed a
+    /// session (`SECPKG_ATTR_SESSION_INFO`); [`Resumed::Unknown`] otherwise.
+    pub resumed: Resumed,
     /// A client's: the server asked for a client certificate and the
     /// credentials had none to give (a handshake call answered
     /// `SEC_I_INCOMPLETE_CREDENTIALS`), in this step or an earlier one.
@@ -292,6 +321,8 @@ pub struct SessionInfo {
     /// `SECPKG_ATTR_APPLICATION_PROTOCOL`, as learned at establishment (a
     /// session with an ALPN list only).
     pub application_protocol: Option<SecPkgContext_ApplicationProtocol>,
+    /// Whether the handshake resumed a session, as learned at establishment.
+    pub resumed: Resumed,
     /// `SECPKG_ATTR_STREAM_SIZES`.
     pub sizes: Option<StreamSizes>,
     /// Certificates the peer presented (`SECPKG_ATTR_REMOTE_CERTIFICATES`;

@@ -101,6 +101,7 @@ pub fn batch(plan: &BatchPlan) -> Result<Batch, Failure> {
         seed: plan.seed,
         thumbprint: plan.thumbprint.unwrap_or(model.thumbprint),
         bytes: plan.bytes,
+        resume: false,
     };
     let mut input = vec![0u8; 256];
     let n = encode(&request, &mut input).map_err(|e| fail(format!("encoding: {e:?}")))?;
