@@ -402,7 +402,15 @@ impl World {
                 // a few good ones that overlap or not, or raw bytes (an
                 // empty list, empty names, prefixes past the end, too long).
                 let raw;
-                let alpn: Option<&[u8]> = match inp.u8() % 8 {
+                let choice = inp.u8();
+                // Its bits 3 and 4: the resumption choice (OPEN's fourth
+                // layout), or none (the older layouts).
+                let resumption = match (choice >> 3) % 4 {
+                    1 => Some(Resumption::On),
+                    2 => Some(Resumption::Off),
+                    _ => None,
+                };
+                let alpn: Option<&[u8]> = match choice % 8 {
                     1 => Some(b"\x02h2\x08http/1.1"),
                     2 => Some(b"\x08http/1.1"),
                     3 => Some(b"\x02h2"),
@@ -417,6 +425,7 @@ impl World {
                     manual_validation: flags & 2 != 0,
                     client_auth,
                     alpn,
+                    resumption,
                     ..OpenRequest::new(role, protocols, thumbprint, target)
                 };
                 let mut buf = [0u8; 2048];
