@@ -295,24 +295,82 @@ fn unload_stops_a_resume_run_under_way() {
     }
 }
 
-#[test]
-fn a_pair_short_of_memory_counts_each_of_its_handshakes_once() {
-    // Under low resources a pair's allocations (its scratch, its target
-    // name, its sessions' buffers) fail: its handshakes count as failed,
-    // the second too if the first could not run, the run completes and
-    // nothing leaks. Fail each of the first fault points after the run's
-    // tables in turn.
-    for n in 4..=40 {
-        let w = world_with(CompletionPolicy::Mixed, 2, DeviceConfig::default());
-        w.sim.verifier().fail_nth(n);
-        let r = run(&w, &resume_request(&w, 3, proto::ALL, 0));
-        assert_eq!(
-            r.handshakes_ok + r.handshakes_failed,
-            6,
-            "fault point {n}: every handshake counted once: {r:?}"
+/// A low-resources sweep (as tests/low_resources.rs's) over a resume run of
+/// two pairs, one TLS 1.2 and one TLS 1.3, with `bytes` each way: each fault
+/// point of the model failing in turn (the pairs' scratch and target names,
+/// sessions, buffers, provider allocations and calls), every run must end
+/// with a clean status, counts that add up (each handshake once, two per
+/// pair; no more resumed or full than second handshakes) and nothing left at
+/// unload.
+fn sweep_resume(bytes: u32) -> (u64, u64) {
+    let (mut points, mut runs) = (0, 0);
+    for (i, policy) in CompletionPolicy::ALL.into_iter().enumerate() {
+        let config = SimConfig {
+            completion: policy,
+            callback_irql: CallbackIrql::Mixed,
+            tls13_tickets: 2,
+            seed: 40 + i as u64,
+            ..SimConfig::default()
+        };
+        let (store, thumb) = TestPki::new("resume sweep").store(&["localhost"]);
+        let store = Arc::new(store);
+        let report = ksspi_sim::sweep::sweep(&config, &store, |sim| {
+            let w = World::over(sim.clone(), thumb, DeviceConfig::default());
+            let verdict = (|| {
+                let file = w.dev.open_file();
+                let req = SelftestRequest {
+                    count: 2,
+                    concurrency: 2,
+                    ..resume_request(&w, 2, proto::ALL, bytes)
+                };
+                let (st, reply) = w.call(file, IOCTL_KSSPI_SELFTEST, &enc(&req), 512);
+                if !clean_status(st)? {
+                    return Ok(());
+                }
+                let r = decode::<SelftestReply>(&reply).map_err(|e| format!("{e:?}"))?;
+                let c = r.resumption.ok_or("no counts in a resume reply")?;
+                if r.handshakes_ok + r.handshakes_failed != 4 {
+                    return Err(format!("handshakes do not add up: {r:?}"));
+                }
+                if c.resumed + c.full > 2 || c.first_resumed != 0 {
+                    return Err(format!("resumption counts do not add up: {r:?}"));
+                }
+                if r.handshakes_failed == 0 && (c.resumed, c.full, c.unknown) != (2, 0, 0) {
+                    return Err(format!("all ok, not all resumed: {r:?}"));
+                }
+                let most = (r.handshakes_ok + r.handshakes_failed) * 2 * u64::from(bytes);
+                if r.bytes_checked > most || (r.handshakes_failed == 0 && r.bytes_checked != most) {
+                    return Err(format!("bytes checked do not add up: {r:?}"));
+                }
+                Ok(())
+            })();
+            w.dev.unload();
+            w.wait_sessions_gone();
+            sim.wait_idle();
+            w.check_all_completed_once();
+            verdict
+        });
+        assert!(
+            report.failures.is_empty(),
+            "{policy:?}: {:#?}",
+            report.failures
         );
-        let c = r.resumption.expect("counts");
-        assert!(c.resumed + c.full <= 3, "fault point {n}: {c:?}");
-        w.finish();
+        assert_eq!(report.runs, report.points);
+        assert!(report.points > 40, "{policy:?}: {}", report.points);
+        points += report.points;
+        runs += report.runs;
     }
+    (points, runs)
+}
+
+#[test]
+fn a_low_resources_sweep_over_a_resume_run_ends_cleanly_every_time() {
+    let (points, runs) = sweep_resume(0);
+    println!("resume sweep: 5 completion modes, {points} fault points, {runs} runs, all clean");
+}
+
+#[test]
+fn a_low_resources_sweep_over_a_resume_run_with_bytes_ends_cleanly_every_time() {
+    let (points, runs) = sweep_resume(20_000);
+    println!("resume sweep with bytes: {points} fault points, {runs} runs, all clean");
 }
