@@ -33,9 +33,13 @@
 //! twice, one after the other, over the same credentials handles, its client
 //! towards a target name of its own ([`target_name`]; the client validates
 //! nothing, so the name is never checked against the certificate). Schannel
-//! keys a client's session cache by its credentials handle and target name,
-//! so the second handshake may resume: TLS 1.2 by session id, TLS 1.3 by a
-//! ticket the server sent after the first handshake. The client takes those
+//! finds a client's cached session by the target name ("Client applications
+//! must provide a unique name for each server ... in the pszTargetName
+//! parameter", the Platform SDK's Schannel session-cache page); that the
+//! cache belongs to the credentials handle is the model's reading, unknown
+//! for kernel Schannel until a Windows run (docs/DESIGN.md, contract item
+//! 11). So the second handshake may resume: TLS 1.2 by session id, TLS 1.3
+//! by a ticket the server sent after the first handshake. The client takes those
 //! tickets through one decrypt before its sessions close (with `bytes` > 0
 //! its first decrypt of the exchange takes them, as without resume). The
 //! client side's report of each establishment ([`StepReport::resumed`],
