@@ -39,9 +39,9 @@
 //! cache belongs to the credentials handle is the model's reading, unknown
 //! for kernel Schannel until a Windows run (docs/DESIGN.md, contract item
 //! 11). So the second handshake may resume: TLS 1.2 by session id, TLS 1.3
-//! by a ticket the server sent after the first handshake. The client takes those
-//! tickets through one decrypt before its sessions close (with `bytes` > 0
-//! its first decrypt of the exchange takes them, as without resume). The
+//! by a ticket the server sent after the first handshake. The client takes
+//! those tickets through one decrypt before its sessions close (when the
+//! pair exchanges bytes, its first decrypt takes them, as without resume). The
 //! client side's report of each establishment ([`StepReport::resumed`],
 //! `SECPKG_ATTR_SESSION_INFO`) is counted into [`SelftestResumption`]. Every
 //! handshake counts in the reply's figures (two per pair); a pair whose first
