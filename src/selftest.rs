@@ -28,6 +28,25 @@
 //! Cancel: the request pends (cancelable) under [`SELFTEST_SESSION`]. A
 //! cancel stops new handshakes from starting; the ones in flight finish, and
 //! once they have, the request completes with `STATUS_CANCELLED`.
+//!
+//! Resume mode ([`SelftestRequest::resume`]): each pair runs its handshake
+//! twice, one after the other, over the same credentials handles, its client
+//! towards a target name of its own ([`target_name`]; the client validates
+//! nothing, so the name is never checked against the certificate). Schannel
+//! finds a client's cached session by the target name ("Client applications
+//! must provide a unique name for each server ... in the pszTargetName
+//! parameter", the Platform SDK's Schannel session-cache page); that the
+//! cache belongs to the credentials handle is the model's reading, unknown
+//! for kernel Schannel until a Windows run (docs/DESIGN.md, contract item
+//! 11). So the second handshake may resume: TLS 1.2 by session id, TLS 1.3
+//! by a ticket the server sent after the first handshake. The client takes
+//! those tickets through one decrypt before its sessions close (when the
+//! pair exchanges bytes, its first decrypt takes them, as without resume). The
+//! client side's report of each establishment ([`StepReport::resumed`],
+//! `SECPKG_ATTR_SESSION_INFO`) is counted into [`SelftestResumption`]. Every
+//! handshake counts in the reply's figures (two per pair); a pair whose first
+//! handshake failed, or that a cancel reached in between, does not run its
+//! second, which counts as failed.
 
 use crate::device::{
     complete_with, disabled_protocols, FileId, PendKey, Request, SELFTEST_SESSION,
@@ -42,16 +61,33 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use ksspi::engine::{
     acquire_credentials, release_credentials, reserve_vec, wipe, zeroed_buffer, CredentialSpec,
-    EngineStats, Limits, Outcome, Platform, RecordOutcome, RecordReport, Role, Session,
+    EngineStats, Limits, Outcome, Platform, RecordOutcome, RecordReport, Resumed, Role, Session,
     SessionEvents, SessionSetup, StepReport,
 };
 use ksspi::handle::Credentials;
 use ksspi::provider::SspiProvider;
 use ksspi::{Passive, SecStatus};
-use ksspi_abi::{proto, SelftestReply, SelftestRequest};
+use ksspi_abi::{proto, SelftestReply, SelftestRequest, SelftestResumption};
 
 /// Plaintext per record-layer turn: two full records.
 const CHUNK: usize = 32 * 1024;
+
+/// Room for the longest [`target_name`]: "p", ten digits, the suffix.
+const TARGET_ROOM: usize = 40;
+
+/// A resume run's client target name for pair `index`,
+/// "p<index>.selftest.ksspi.invalid" (`.invalid` is reserved and never
+/// resolves: RFC 6761, section 6.4), through the fallible path; `None` if
+/// the pool is short.
+fn target_name<K: Platform>(platform: &K, index: u32) -> Option<String> {
+    use core::fmt::Write;
+    let room = reserve_vec::<u8, K>(platform, TARGET_ROOM).ok()?;
+    // Empty, so valid UTF-8; its capacity is kept.
+    let mut name = String::from_utf8(room).ok()?;
+    // Within the capacity: no allocation.
+    write!(name, "p{index}.selftest.ksspi.invalid").ok()?;
+    Some(name)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
@@ -74,6 +110,8 @@ impl Side {
 enum Action<P: SspiProvider, K: Platform> {
     /// Open the next handshake's two sessions and take the client's first step.
     Start,
+    /// A resume run: open pair `index`'s second handshake (its first is over).
+    Again(u32),
     /// Step `side` of `pair` with the bytes in its inbox.
     Feed(Arc<Pair<P, K>>, Side),
     /// Encrypt `side`'s next chunk into its peer's inbox.
@@ -95,6 +133,10 @@ struct SideState<P: SspiProvider, K: Platform> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     Handshake,
+    /// A resume run's first handshake without a record-layer exchange: the
+    /// client decrypts what the server sent after the handshake (TLS 1.3
+    /// tickets) before the sessions close.
+    Tickets,
     Exchange,
     Closing,
 }
@@ -118,6 +160,10 @@ impl Drop for DataState {
 
 struct Pair<P: SspiProvider, K: Platform> {
     index: u32,
+    /// Which of the pair's handshakes this is: 0, or 1 (a resume run's second).
+    round: u32,
+    /// Counted ok by [`Run::close_pair`].
+    succeeded: AtomicBool,
     started_us: u64,
     server: SpinLock<SideState<P, K>>,
     client: SpinLock<SideState<P, K>>,
@@ -240,6 +286,8 @@ pub(crate) struct Run<P: SspiProvider, K: Platform, R: Request> {
     sessions: AtomicU64,
     bytes_checked: AtomicU64,
     latencies: SpinLock<Vec<u64>>,
+    /// A resume run's counts ([`SelftestResumption`]'s fields, in order).
+    resumption: [AtomicU64; 4],
     t0: u64,
     acquisitions_left: AtomicU32,
     acquisition_failed: AtomicU32,
@@ -291,9 +339,10 @@ pub(crate) fn start<P: SspiProvider, K: Platform, R: Request>(
     };
     // Sized by the request: through the fallible path.
     let at_once = plan.concurrency.min(plan.count) as usize;
+    let handshakes = plan.count as usize * rounds(&plan) as usize;
     let tables = (
         reserve_vec::<Action<P, K>, K>(&platform, at_once * 2 + 4),
-        reserve_vec::<u64, K>(&platform, plan.count as usize),
+        reserve_vec::<u64, K>(&platform, handshakes),
         reserve_vec::<Arc<Pair<P, K>>, K>(&platform, at_once),
     );
     let (Ok(actions), Ok(latencies), Ok(active)) = tables else {
@@ -325,6 +374,7 @@ pub(crate) fn start<P: SspiProvider, K: Platform, R: Request>(
         sessions: AtomicU64::new(0),
         bytes_checked: AtomicU64::new(0),
         latencies: SpinLock::new(latencies),
+        resumption: Default::default(),
         acquisitions_left: AtomicU32::new(1 + client_protocols.len() as u32),
         acquisition_failed: AtomicU32::new(0),
         active: SpinLock::new(active),
@@ -421,8 +471,10 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
         }
         if self.acquisition_failed.load(Ordering::Acquire) > 0 {
             // No credentials, no handshake: every one of them failed.
-            self.failed
-                .store(u64::from(self.plan.count), Ordering::Relaxed);
+            self.failed.store(
+                u64::from(self.plan.count) * u64::from(rounds(&self.plan)),
+                Ordering::Relaxed,
+            );
             {
                 let mut p = self.progress.lock(&self.platform);
                 p.ready = true;
@@ -496,6 +548,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
                 let action = self.actions.lock(&self.platform).pop_front();
                 match action {
                     Some(Action::Start) => self.start_pair(),
+                    Some(Action::Again(index)) => self.open_round(index, 1),
                     Some(Action::Feed(pair, side)) => self.feed(&pair, side),
                     Some(Action::Send(pair, side)) => self.send(&pair, side),
                     Some(Action::Open(pair, side)) => self.open(&pair, side),
@@ -531,8 +584,20 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
         let Some(index) = index else {
             return self.settle();
         };
+        self.open_round(index, 0);
+    }
+
+    /// Open pair `index`'s handshake number `round` (0, or 1 in a resume
+    /// run) and take the client's first step. What cannot start counts as
+    /// failed with the pair's later handshakes, and ends the pair.
+    fn open_round(self: &Arc<Self>, index: u32, round: u32) {
+        let left = u64::from(rounds(&self.plan) - round);
+        // A second handshake is a new one: a cancel stops it from starting.
+        if round > 0 && self.progress.lock(&self.platform).cancelled {
+            return self.slot_ended(left);
+        }
         let Some(at) = Passive::check(self.provider.current_irql()) else {
-            return self.pair_ended(None, false);
+            return self.slot_ended(left);
         };
         let (server_cred, client_cred) = {
             let creds = self.creds.lock(&self.platform);
@@ -543,12 +608,23 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             (creds.server.clone(), client)
         };
         let (Some(server_cred), Some(client_cred)) = (server_cred, client_cred) else {
-            return self.pair_ended(None, false);
+            return self.slot_ended(left);
         };
         // The pair's scratch; under low resources the pair fails cleanly.
         // The inboxes start empty and grow to need ([`Run::deliver`]).
         let Ok(scratch) = zeroed_buffer(&self.platform, CHUNK.min(self.plan.bytes as usize)) else {
-            return self.pair_ended(None, false);
+            return self.slot_ended(left);
+        };
+        // A resume run's client names a target of its own, which its
+        // credentials' session cache is keyed by; otherwise none (nothing
+        // to resume, as before resumption could be asked for).
+        let target = if self.plan.resume {
+            match target_name(&self.platform, index) {
+                Some(name) => Some(name),
+                None => return self.slot_ended(left),
+            }
+        } else {
+            None
         };
         let (server_inbox, client_inbox) = (Vec::new(), Vec::new());
         let side = |inbox| SideState {
@@ -559,6 +635,8 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
         };
         let pair = Arc::new(Pair {
             index,
+            round,
+            succeeded: AtomicBool::new(false),
             started_us: self.platform.now_us(),
             server: SpinLock::new(side(server_inbox)),
             client: SpinLock::new(side(client_inbox)),
@@ -575,7 +653,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
         self.active.lock(&self.platform).push(pair.clone());
         for (which, role, cred) in [
             (Side::Server, Role::Server, server_cred),
-            (Side::Client, Role::Client { target: None }, client_cred),
+            (Side::Client, Role::Client { target }, client_cred),
         ] {
             let events: Arc<dyn SessionEvents> = Arc::new(PairEvents {
                 run: Arc::downgrade(self),
@@ -640,6 +718,17 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             Some(Outcome::Failed(_)) => self.close_pair(pair, false),
             Some(Outcome::Established) if matches!(peer_outcome, Some(Outcome::Established)) => {
                 if self.plan.bytes == 0 {
+                    // A resume run's first handshake: what the server sent
+                    // after it (TLS 1.3 tickets) waits in the client's inbox;
+                    // the client must decrypt it, or its second handshake
+                    // has no ticket to offer.
+                    let tickets = self.plan.resume
+                        && pair.round == 0
+                        && !pair.client.lock(&self.platform).inbox.is_empty();
+                    if tickets {
+                        pair.data.lock(&self.platform).stage = Stage::Tickets;
+                        return self.queue(Action::Open(pair.clone(), Side::Client));
+                    }
                     return self.close_pair(pair, true);
                 }
                 pair.data.lock(&self.platform).stage = Stage::Exchange;
@@ -696,6 +785,10 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
         match (stage, side, record) {
             (Stage::Exchange, _, Some(RecordOutcome::Data { missing: 0 })) => {
                 self.exchange_next(pair)
+            }
+            // The tickets are in (no application data may come with them).
+            (Stage::Tickets, Side::Client, Some(RecordOutcome::Data { missing: 0 })) => {
+                self.close_pair(pair, done)
             }
             (Stage::Closing, Side::Client, Some(RecordOutcome::ShutDown)) => {
                 self.queue(Action::Open(pair.clone(), Side::Server))
@@ -846,6 +939,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
             return;
         }
         if ok {
+            pair.succeeded.store(true, Ordering::Release);
             self.ok.fetch_add(1, Ordering::Relaxed);
             let latency = self.platform.now_us().saturating_sub(pair.started_us);
             self.latencies.lock(&self.platform).push(latency);
@@ -865,22 +959,36 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
     fn side_closed(self: &Arc<Self>, pair: &Arc<Pair<P, K>>, _side: Side) {
         // One atomic step decides which side's close is the second.
         if pair.sides_closed.fetch_add(1, Ordering::AcqRel) == 1 {
-            self.pair_ended(Some(pair), true);
+            self.handshake_closed(pair);
         }
     }
 
-    fn pair_ended(self: &Arc<Self>, pair: Option<&Arc<Pair<P, K>>>, counted: bool) {
-        // `counted`: close_pair already counted it ok or failed.
-        if let Some(pair) = pair {
-            let gone = {
-                let mut active = self.active.lock(&self.platform);
-                let at = active.iter().position(|p| Arc::ptr_eq(p, pair));
-                at.map(|i| active.swap_remove(i))
-            };
-            drop(gone); // outside the lock
+    /// Both sessions of `pair`'s handshake are gone ([`Run::close_pair`]
+    /// counted it): a resume run's first handshake that succeeded goes on
+    /// with the second, unless a cancel came; otherwise the pair is over.
+    fn handshake_closed(self: &Arc<Self>, pair: &Arc<Pair<P, K>>) {
+        let gone = {
+            let mut active = self.active.lock(&self.platform);
+            let at = active.iter().position(|p| Arc::ptr_eq(p, pair));
+            at.map(|i| active.swap_remove(i))
+        };
+        drop(gone); // outside the lock
+        let later = u64::from(rounds(&self.plan) - pair.round - 1);
+        if later > 0
+            && pair.succeeded.load(Ordering::Acquire)
+            && !self.progress.lock(&self.platform).cancelled
+        {
+            // The pair keeps its place (still live): no new pair starts.
+            return self.queue(Action::Again(pair.index));
         }
-        if !counted {
-            self.failed.fetch_add(1, Ordering::Relaxed);
+        self.slot_ended(later);
+    }
+
+    /// A pair is over; `uncounted` of its handshakes never ran and count as
+    /// failed. The next pair starts, or the run settles.
+    fn slot_ended(self: &Arc<Self>, uncounted: u64) {
+        if uncounted > 0 {
+            self.failed.fetch_add(uncounted, Ordering::Relaxed);
         }
         let next = {
             let mut p = self.progress.lock(&self.platform);
@@ -920,8 +1028,19 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
                 )
             }
         };
+        let resumption = self.plan.resume.then(|| {
+            let [resumed, full, unknown, first_resumed] = self.resumption.each_ref().map(l);
+            SelftestResumption {
+                resumed,
+                full,
+                unknown,
+                first_resumed,
+            }
+        });
         let reply = SelftestReply {
-            resumption: None,
+            // Only when asked (the version rule): an older harness reads the
+            // reply it knows.
+            resumption,
             handshakes_ok: l(&self.ok),
             handshakes_failed: l(&self.failed),
             sessions: l(&self.sessions),
@@ -976,6 +1095,31 @@ impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
     }
 }
 
+/// Handshakes per pair: two in a resume run, one otherwise.
+fn rounds(plan: &SelftestRequest) -> u32 {
+    if plan.resume {
+        2
+    } else {
+        1
+    }
+}
+
+impl<P: SspiProvider, K: Platform, R: Request> Run<P, K, R> {
+    /// A resume run's client established handshake `round` of its pair and
+    /// the provider told (or not) whether it resumed.
+    fn count_resumption(&self, round: u32, resumed: Resumed) {
+        let [second_resumed, second_full, unknown, first_resumed] = &self.resumption;
+        let counter = match (round, resumed) {
+            (_, Resumed::Unknown) => unknown,
+            (0, Resumed::Yes) => first_resumed,
+            (0, Resumed::No) => return, // the expected first handshake
+            (_, Resumed::Yes) => second_resumed,
+            (_, Resumed::No) => second_full,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// A pair side's session events.
 struct PairEvents<P: SspiProvider, K: Platform, R: Request> {
     run: Weak<Run<P, K, R>>,
@@ -989,6 +1133,9 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for PairEvents<P, K
             return;
         };
         run.side(&pair, self.side).lock(&run.platform).outcome = Some(report.outcome);
+        if run.plan.resume && self.side == Side::Client && report.outcome == Outcome::Established {
+            run.count_resumption(pair.round, report.resumed);
+        }
         // The output goes to the peer's inbox (grown to need; if it cannot
         // take it, the pair finds nothing to hand over and fails).
         if !matches!(report.outcome, Outcome::Failed(_)) {

@@ -1,6 +1,7 @@
 //! SELFTEST: the request checked against the device's bounds, then handed to
 //! a run of `crate::selftest` (one at a time, its own sessions, not the
-//! table's).
+//! table's). Resume mode ([`SelftestRequest::resume`]) is this driver's own
+//! ([`caps::RESUMPTION`]): taken as it comes.
 
 use crate::device::{FileId, Request, Shared};
 use crate::ntstatus::*;
@@ -31,7 +32,9 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         if !self.config.model && (plan.completion != 0 || plan.callback_irql != 0) {
             return request.complete(STATUS_NOT_SUPPORTED, &[]);
         }
-        if request.output_capacity() < Header::LEN + 144 {
+        // The reply's size: a resume run's counts follow the figures.
+        let reply_len = Header::LEN + 144 + if plan.resume { 32 } else { 0 };
+        if request.output_capacity() < reply_len {
             return request.complete(STATUS_BUFFER_TOO_SMALL, &[]);
         }
         let launch = crate::selftest::Launch {

@@ -13,7 +13,7 @@ mod verifier;
 pub use device::WinDriver;
 
 use super::{ClientDriver, Driver, Identity, ModelOnly, StressMix, Target};
-use crate::selftest::run_selftest;
+use crate::selftest::{run_selftest, Plan as SelftestPlan};
 use crate::soak::{batch_bytes, batch_protocols, Batch, Counters, StressPlan};
 use crate::util::{BenchSection, ModelOptions};
 use crate::Failure;
@@ -131,10 +131,13 @@ pub fn stress_batch(plan: &StressPlan, index: u64) -> Result<Batch, Failure> {
     let bytes = batch_bytes(plan.bytes, index);
     let (r, _, leaked, _) = run_selftest(
         installed(plan.thumbprint)?,
-        plan.concurrency * 4,
-        plan.concurrency,
-        protocols,
-        bytes,
+        SelftestPlan {
+            count: plan.concurrency * 4,
+            concurrency: plan.concurrency,
+            protocols,
+            bytes,
+            resume: false,
+        },
         false,
     )?;
     let want = u64::from(bytes) * 2 * r.handshakes_ok;

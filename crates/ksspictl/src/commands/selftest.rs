@@ -1,9 +1,12 @@
 //! `ksspictl selftest`: the driver's self-test (handshakes between a server
 //! and a client session inside the driver), its figures as a table or JSON.
+//! With `--resume`, each pair runs twice and the output adds how many second
+//! handshakes resumed (the harness prints the counts; judging them is the
+//! caller's).
 
 use crate::backend;
 use crate::observed::{print_observed, Callbacks, ObservedJson};
-use crate::selftest::run_selftest;
+use crate::selftest::{run_selftest, Plan};
 use crate::util::{parse_thumbprint, protocols, ModelOptions, Tls};
 use crate::Failure;
 use ksspi_abi::{MAX_SELFTEST_BYTES, MAX_SELFTEST_CONCURRENCY, MAX_SELFTEST_COUNT};
@@ -36,6 +39,13 @@ pub struct Args {
     #[arg(long, default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_SELFTEST_BYTES)))]
     bytes: u32,
+    /// Each pair runs its handshake twice over the same credentials, its
+    /// client towards a target name of its own, and the second may resume
+    /// (TLS 1.2 by session id, TLS 1.3 by ticket): prints how many did, were
+    /// full, or were not told by the provider. Needs a driver with session
+    /// resumption (GET_INFO), else stops with STATUS_REVISION_MISMATCH.
+    #[arg(long)]
+    resume: bool,
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -46,12 +56,17 @@ pub struct Args {
 pub fn exec(args: &Args) -> Result<(), Failure> {
     let (r, backend, leaked, observed) = run_selftest(
         backend::selftest_target(&args.model, args.cert_thumbprint)?,
-        args.count,
-        args.concurrency,
-        protocols(args.tls),
-        args.bytes,
+        Plan {
+            count: args.count,
+            concurrency: args.concurrency,
+            protocols: protocols(args.tls),
+            bytes: args.bytes,
+            resume: args.resume,
+        },
         !args.json,
     )?;
+    // Every handshake counts: two per pair in a resume run.
+    let handshakes = u64::from(args.count) * if args.resume { 2 } else { 1 };
     let rate = if r.elapsed_us > 0 {
         r.handshakes_ok as f64 * 1e6 / r.elapsed_us as f64
     } else {
@@ -87,6 +102,12 @@ pub fn exec(args: &Args) -> Result<(), Failure> {
         bytes_per_pair: args.bytes,
         bytes_checked: r.bytes_checked,
         leaked,
+        resumption: r.resumption.map(|c| ResumptionJson {
+            resumed: c.resumed,
+            full_handshakes: c.full,
+            unknown: c.unknown,
+            first_resumed: c.first_resumed,
+        }),
         observed: observed.into(),
     };
     if args.json {
@@ -96,8 +117,8 @@ pub fn exec(args: &Args) -> Result<(), Failure> {
     }
     if json.handshakes_failed > 0 {
         return Err(Failure(format!(
-            "{} of {} handshakes failed",
-            json.handshakes_failed, args.count
+            "{} of {handshakes} handshakes failed",
+            json.handshakes_failed
         )));
     }
     if json.leaked > 0 {
@@ -157,8 +178,14 @@ fn print_table(j: &SelftestJson) {
         (
             "application bytes checked",
             format!(
-                "{} ({} each way per pair)",
-                j.bytes_checked, j.bytes_per_pair
+                "{} ({} each way per {})",
+                j.bytes_checked,
+                j.bytes_per_pair,
+                if j.resumption.is_some() {
+                    "handshake"
+                } else {
+                    "pair"
+                }
             ),
         ),
         ("leaked at unload", j.leaked.to_string()),
@@ -168,12 +195,32 @@ fn print_table(j: &SelftestJson) {
         .map(|(k, _)| k.chars().count())
         .max()
         .unwrap_or(0);
-    println!(
-        "ksspi self-test: {} handshakes at concurrency {}",
-        j.count, j.concurrency
-    );
+    if j.resumption.is_some() {
+        println!(
+            "ksspi self-test: {} pairs of two handshakes, the second resuming, at concurrency {}",
+            j.count, j.concurrency
+        );
+    } else {
+        println!(
+            "ksspi self-test: {} handshakes at concurrency {}",
+            j.count, j.concurrency
+        );
+    }
     for (k, v) in rows {
         println!("  {k:<width$}  {v}");
+    }
+    if let Some(c) = &j.resumption {
+        let pairs = j.count;
+        println!("  second handshakes of {pairs} pairs (client side, SECPKG_ATTR_SESSION_INFO):");
+        for (k, v) in [
+            ("resumed", c.resumed),
+            ("full (the fallback)", c.full_handshakes),
+            ("not told by the provider (any)", c.unknown),
+            ("first handshakes resumed", c.first_resumed),
+        ] {
+            // Indented two more, the values in the table's column.
+            println!("    {k:<w$}  {v}", w = width.saturating_sub(2));
+        }
     }
     print_observed(&j.observed);
 }
@@ -198,8 +245,26 @@ struct SelftestJson {
     bytes_per_pair: u32,
     bytes_checked: u64,
     leaked: u64,
+    /// A `--resume` run's counts (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resumption: Option<ResumptionJson>,
     /// The open points as the driver saw them (GET_INFO after the run).
     observed: ObservedJson,
+}
+
+/// What a `--resume` run's second handshakes did, from the client side.
+#[derive(Serialize)]
+struct ResumptionJson {
+    /// Second handshakes that resumed.
+    resumed: u64,
+    /// Second handshakes that were full (the resumption refused or nothing
+    /// offered: the fallback).
+    full_handshakes: u64,
+    /// Handshakes, first or second, whose resumption the provider did not
+    /// tell (SECPKG_ATTR_SESSION_INFO unanswered).
+    unknown: u64,
+    /// First handshakes that resumed (a session cached by an earlier run).
+    first_resumed: u64,
 }
 
 #[derive(Serialize)]
