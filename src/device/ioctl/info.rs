@@ -20,7 +20,8 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             | caps::SELFTEST
             | caps::RECORD_LAYER
             | caps::ALPN
-            | caps::CLIENT_AUTH;
+            | caps::CLIENT_AUTH
+            | caps::RESUMPTION;
         if self.config.model {
             capabilities |= caps::MODEL;
         }
