@@ -42,10 +42,12 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         let server = open.role == ksspi_abi::Role::Server;
         let auth = open.client_auth.unwrap_or(ClientAuth::NONE);
         // Resumption off (OPEN's fourth layout): a server's credentials
-        // refuse reconnects (a spec of their own, cached apart); a client's
-        // session gets a credentials handle of its own, neither found in nor
-        // kept in the cache, since Schannel's client session cache is the
-        // handle's. Older layouts: the cached handles with reconnects, as
+        // refuse reconnects (SCH_CRED_DISABLE_RECONNECTS; a spec of their
+        // own, cached apart); a client's session gets a credentials handle
+        // of its own, neither found in nor kept in the cache, since the
+        // client session cache is the handle's (the model's; for kernel
+        // Schannel unknown until a Windows run: docs/DESIGN.md, contract
+        // item 11). Older layouts: the cached handles with reconnects, as
         // before the layout existed.
         let off = open.resumption == Some(Resumption::Off);
         let private = off && !server;
