@@ -118,7 +118,10 @@ fn connect(w: &World, server_layout: Layout, client_layout: Layout) -> (Seen, Se
             break;
         }
     }
-    assert_eq!((c.0, s.0), (StepOutcome::Established, StepOutcome::Established));
+    assert_eq!(
+        (c.0, s.0),
+        (StepOutcome::Established, StepOutcome::Established)
+    );
     // What the server sent after the handshake: TLS 1.3 tickets, which the
     // client's session cache takes only through a DECRYPT.
     if !to_client.is_empty() {

@@ -73,6 +73,11 @@ impl Resumed {
 }
 
 impl Handshake {
+    /// The negotiated protocol is TLS 1.3.
+    pub fn is_tls13(&self) -> bool {
+        self.protocol & ksspi::sys::SP_PROT_TLS1_3 != 0
+    }
+
     /// "TLS 1.3", "TLS 1.2" or "unknown".
     pub fn protocol_name(&self) -> &'static str {
         use ksspi::sys::{SP_PROT_TLS1_2, SP_PROT_TLS1_3};

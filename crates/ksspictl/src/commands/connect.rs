@@ -250,9 +250,8 @@ fn connect_once(
             // credentials only once DECRYPT hands them over) and close with
             // close_notify, so both ends keep the session. A session with
             // credentials of its own (resumption off) has nothing to keep.
-            let tls13 = hs.protocol_name() == "TLS 1.3";
             let keeps = layout.resumption != Some(Resumption::Off);
-            chan.settle(tls13 && keeps, SETTLE)
+            chan.settle(hs.is_tls13() && keeps, SETTLE)
                 .map_err(|f| relay::with_asked(f, hs.certificate_requested))?;
             return Ok((hs.resumed, chan.stats));
         };
