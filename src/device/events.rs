@@ -9,7 +9,7 @@ use super::Shared;
 use crate::ntstatus::*;
 use alloc::sync::Weak;
 use core::sync::atomic::Ordering;
-use ksspi::engine::{Outcome, Platform, RecordReport, SessionEvents, StepReport};
+use ksspi::engine::{Outcome, Platform, RecordReport, Resumed, SessionEvents, StepReport};
 use ksspi::provider::SspiProvider;
 use ksspi::{Passive, SecStatus};
 use ksspi_abi::*;
@@ -63,6 +63,10 @@ pub(super) struct EntryEvents<P: SspiProvider, K: Platform, R: Request> {
     /// ([`ClientAuth`]): its harness knows [`StepReply::flags`]. An older
     /// harness's replies keep the byte 0, as it expects.
     pub(super) reports_flags: bool,
+    /// The session was opened with OPEN's fourth layout
+    /// ([`SessionOptions`]): its established reply says whether the
+    /// handshake resumed. Older layouts never see those bits.
+    pub(super) reports_resumption: bool,
     /// The engine's bound on a step's output: a STEP's output buffer holds
     /// at least that much ([`step_reply_capacity`]), which is all the room
     /// the ALPN name has after the output.
@@ -91,11 +95,7 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
             extra: report.leftover as u32,
             protocol: report.connection.map_or(0, |c| c.dwProtocol),
             cipher: report.connection.map_or(0, |c| c.aiCipher),
-            flags: if self.reports_flags && report.certificate_requested {
-                step_flags::CERTIFICATE_REQUESTED
-            } else {
-                0
-            },
+            flags: self.flags(report),
             alpn_status: 0,
             output: report.output,
             alpn: &[],
@@ -195,6 +195,25 @@ impl<P: SspiProvider, K: Platform, R: Request> SessionEvents for EntryEvents<P, 
         ) {
             device.release(credentials, &at);
         }
+    }
+}
+
+impl<P: SspiProvider, K: Platform, R: Request> EntryEvents<P, K, R> {
+    /// STEP's [`step_flags`] for `report`, only those the session's OPEN
+    /// layout lets its harness read.
+    fn flags(&self, report: &StepReport<'_>) -> u8 {
+        let mut flags = 0;
+        if self.reports_flags && report.certificate_requested {
+            flags |= step_flags::CERTIFICATE_REQUESTED;
+        }
+        if self.reports_resumption && report.outcome == Outcome::Established {
+            flags |= match report.resumed {
+                Resumed::Yes => step_flags::RESUMED,
+                Resumed::No => step_flags::FULL_HANDSHAKE,
+                Resumed::Unknown => 0,
+            };
+        }
+        flags
     }
 }
 

@@ -38,6 +38,9 @@ pub(super) struct Entry<P: SspiProvider, K: Platform, R> {
     /// The pending request is out of the entry while its reply is written
     /// into it outside the table lock (`Shared::write_reply`).
     pub(super) writing: bool,
+    /// The session was opened with OPEN's fourth layout: QUERY tells
+    /// whether its handshake resumed (an older harness reads 0 there).
+    pub(super) reports_resumption: bool,
 }
 
 impl<P: SspiProvider, K: Platform, R> Entry<P, K, R> {
@@ -192,6 +195,7 @@ mod tests {
                 reply_len: 0,
                 in_sync_call: false,
                 writing: false,
+                reports_resumption: false,
             },
         );
         id

@@ -24,9 +24,60 @@ pub struct Handshake {
     /// The protocol ALPN chose (a session opened with a list; `None`: none
     /// was negotiated).
     pub alpn: Option<Vec<u8>>,
+    /// Whether the handshake resumed a session, from the established reply's
+    /// [`step_flags`] (unknown for a session opened with an older layout).
+    pub resumed: Resumed,
+}
+
+/// Whether a handshake resumed a session, as the driver tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resumed {
+    /// An abbreviated handshake (a cached session or a ticket).
+    Yes,
+    /// A full handshake.
+    No,
+    /// Not told: the provider did not answer `SECPKG_ATTR_SESSION_INFO`, or
+    /// the driver predates resumption (OPEN's older layouts).
+    Unknown,
+}
+
+impl Resumed {
+    /// From a STEP reply's flags.
+    pub fn from_flags(flags: u8) -> Resumed {
+        if flags & step_flags::RESUMED != 0 {
+            Resumed::Yes
+        } else if flags & step_flags::FULL_HANDSHAKE != 0 {
+            Resumed::No
+        } else {
+            Resumed::Unknown
+        }
+    }
+
+    /// From QUERY's [`QueryReply::resumed`].
+    pub fn from_query(byte: u8) -> Resumed {
+        match byte {
+            resumed::RESUMED => Resumed::Yes,
+            resumed::FULL => Resumed::No,
+            _ => Resumed::Unknown,
+        }
+    }
+
+    /// "yes", "no" or "unknown".
+    pub fn word(self) -> &'static str {
+        match self {
+            Resumed::Yes => "yes",
+            Resumed::No => "no",
+            Resumed::Unknown => "unknown",
+        }
+    }
 }
 
 impl Handshake {
+    /// The negotiated protocol is TLS 1.3.
+    pub fn is_tls13(&self) -> bool {
+        self.protocol & ksspi::sys::SP_PROT_TLS1_3 != 0
+    }
+
     /// "TLS 1.3", "TLS 1.2" or "unknown".
     pub fn protocol_name(&self) -> &'static str {
         use ksspi::sys::{SP_PROT_TLS1_2, SP_PROT_TLS1_3};
@@ -73,17 +124,30 @@ fn encoded<'a, M: Message<'a>>(m: &M, extra: usize) -> Result<Vec<u8>, Failure> 
 /// was asked to use.
 const STATUS_REVISION_MISMATCH: u32 = 0xC000_0059;
 
+/// The OPEN layout [`open`] sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The client-certificate fields (`None`: OPEN's first layout).
+    pub auth: Option<ClientAuth>,
+    /// The session options (`Some`: OPEN's fourth layout).
+    pub resumption: Option<Resumption>,
+}
+
 /// Which OPEN layout to send, from GET_INFO's [`caps`]: the grown one
 /// (`Some(auth)`, which also brings [`step_flags`] back) when the driver
 /// takes it, the first one (`None`) when it does not and nothing new is
-/// asked. A driver older than a layout refuses it by its size, so when
-/// `auth` or ALPN needs one the driver lacks, the harness stops here with
-/// `STATUS_REVISION_MISMATCH` and the reason instead.
+/// asked; the fourth (session resumption `resume`, or on when `None`) when
+/// the driver has [`caps::RESUMPTION`]. A driver older than a layout refuses
+/// it by its size, so when `auth`, ALPN or an explicit `resume` needs one
+/// the driver lacks, the harness stops here with `STATUS_REVISION_MISMATCH`
+/// and the reason instead; `resume: None` (the option not given) then sends
+/// the older layout, whose sessions resume as the driver always let them.
 pub fn open_layout(
     driver: &dyn Driver,
     auth: ClientAuth,
     alpn: bool,
-) -> Result<Option<ClientAuth>, Failure> {
+    resume: Option<Resumption>,
+) -> Result<Layout, Failure> {
     let reply = call(driver, IOCTL_KSSPI_GET_INFO, &[], 256)?;
     let info = decode::<InfoReply>(&reply)
         .map_err(|e| Failure(format!("a malformed GET_INFO reply: {e:?}")))?;
@@ -98,6 +162,9 @@ pub fn open_layout(
     if alpn {
         needed.push((caps::ALPN, "ALPN", "--alpn"));
     }
+    if resume.is_some() {
+        needed.push((caps::RESUMPTION, "session resumption", "--resume"));
+    }
     for (bit, what, option) in needed {
         if info.capabilities & bit == 0 {
             let [major, minor, patch] = info.driver_version;
@@ -108,26 +175,33 @@ pub fn open_layout(
             )));
         }
     }
-    Ok((info.capabilities & caps::CLIENT_AUTH != 0).then_some(auth))
+    let resumption =
+        (info.capabilities & caps::RESUMPTION != 0).then(|| resume.unwrap_or(Resumption::On));
+    Ok(Layout {
+        // The fourth layout carries the client-certificate fields too.
+        auth: (info.capabilities & caps::CLIENT_AUTH != 0 || resumption.is_some()).then_some(auth),
+        resumption,
+    })
 }
 
 /// Open a session: a server (certificate by thumbprint in MY) or a client
-/// (target name), with `auth`'s client-certificate settings (a server's mode,
-/// a client's certificate) and an ALPN list (the wire form; check the
-/// layout from [`open_layout`]: `None` sends the first one).
+/// (target name), in `layout` (from [`open_layout`]): its client-certificate
+/// settings (a server's mode, a client's certificate; `None` sends the first
+/// layout) and session resumption, and an ALPN list (the wire form).
 pub fn open(
     driver: &dyn Driver,
     server: bool,
     thumbprint: [u8; 20],
     target: &str,
     protocols: u32,
-    auth: Option<ClientAuth>,
+    layout: Layout,
     alpn: Option<&[u8]>,
 ) -> Result<SessionId, Failure> {
     let role = if server { Role::Server } else { Role::Client };
     let req = OpenRequest {
-        client_auth: auth,
+        client_auth: layout.auth,
         alpn,
+        resumption: layout.resumption,
         ..OpenRequest::new(role, protocols, thumbprint, target.as_bytes())
     };
     let extra = target.len() + alpn.map_or(0, <[u8]>::len);
@@ -221,6 +295,7 @@ pub fn handshake(
                     // A name that did not fit beside the output comes from QUERY.
                     alpn: (step.alpn_status == 1 && !step.alpn.is_empty())
                         .then(|| step.alpn.to_vec()),
+                    resumed: Resumed::from_flags(step.flags),
                 });
             }
             StepOutcome::Failed => {
@@ -231,6 +306,7 @@ pub fn handshake(
                     cipher: 0,
                     certificate_requested: asked,
                     alpn: None,
+                    resumed: Resumed::Unknown,
                 })
             }
         }
@@ -249,6 +325,8 @@ pub struct Described {
     pub records: String,
     /// The protocol ALPN chose (`None`: none, or a session without a list).
     pub alpn: Option<Vec<u8>>,
+    /// Whether the handshake resumed, as QUERY tells it.
+    pub resumed: Resumed,
 }
 
 /// QUERY an established session.
@@ -300,6 +378,7 @@ pub fn describe(driver: &dyn Driver, session: SessionId) -> Result<Described, Fa
             q.header, q.max_message, q.trailer
         ),
         alpn: (q.alpn_status == 1).then(|| q.alpn.to_vec()),
+        resumed: Resumed::from_query(q.resumed),
     })
 }
 
@@ -572,6 +651,43 @@ impl<'a> Channel<'a> {
         }
     }
 
+    /// No conversation: read what the peer sends right after the handshake
+    /// for up to `wait` when `tickets` (TLS 1.3, whose session tickets come
+    /// after the handshake and are kept by the session's credentials only
+    /// once a DECRYPT hands them to the handshake call), until a
+    /// post-handshake message or any data arrived; then exchange
+    /// close_notify (a peer may forget a session whose connection ended
+    /// without one). Data that arrives is counted, not shown.
+    pub fn settle(&mut self, tickets: bool, wait: Duration) -> Result<(), Failure> {
+        self.sock
+            .set_nonblocking(true)
+            .map_err(|e| Failure(e.to_string()))?;
+        // Bytes that followed the handshake wait in the session.
+        self.open(&[])?;
+        let mut eof = false;
+        let deadline = std::time::Instant::now() + wait;
+        while tickets
+            && !eof
+            && !self.stats.peer_close_notify
+            && self.stats.renegotiations == 0
+            && self.stats.received == 0
+            && self.write_refused.is_none()
+            && std::time::Instant::now() < deadline
+        {
+            let wrote = self.flush_some()?;
+            if self.read_some(&mut eof)?.is_none() && !wrote {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        self.finish(wait, eof)?;
+        match &self.write_refused {
+            Some(why) if !self.stats.peer_close_notify => Err(Failure(format!(
+                "writing to the peer: {why} (it closed the connection without its close_notify)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn deliver(&mut self, sink: &mut Sink<'_>, plain: &[u8]) -> Result<bool, Failure> {
         if plain.is_empty() {
             return Ok(false);
@@ -646,15 +762,18 @@ mod alpn_version_tests {
     #[test]
     fn a_driver_older_than_alpn_is_named_with_revision_mismatch() {
         let old = Info(caps::TLS12 | caps::TLS13 | caps::RECORD_LAYER);
-        let Failure(why) = open_layout(&old, ClientAuth::NONE, true).unwrap_err();
+        let Failure(why) = open_layout(&old, ClientAuth::NONE, true, None).unwrap_err();
         assert!(why.contains("0xc0000059"), "{why}");
         assert!(why.contains("STATUS_REVISION_MISMATCH"), "{why}");
         assert!(why.contains("predates ALPN"), "{why}");
         assert!(!why.contains("  "), "one line, no runs of spaces: {why}");
         let new = Info(caps::TLS12 | caps::ALPN | caps::CLIENT_AUTH);
         assert_eq!(
-            open_layout(&new, ClientAuth::NONE, true).unwrap(),
-            Some(ClientAuth::NONE)
+            open_layout(&new, ClientAuth::NONE, true, None).unwrap(),
+            Layout {
+                auth: Some(ClientAuth::NONE),
+                resumption: None
+            }
         );
     }
 
@@ -665,10 +784,68 @@ mod alpn_version_tests {
             server_mode: ksspi_abi::ClientCertMode::Require,
             ..ClientAuth::NONE
         };
-        let Failure(why) = open_layout(&old, asks, false).unwrap_err();
+        let Failure(why) = open_layout(&old, asks, false, None).unwrap_err();
         assert!(why.contains("predates client certificates"), "{why}");
         assert!(why.contains("STATUS_REVISION_MISMATCH"), "{why}");
         // Nothing new asked: the first layout, which that driver takes.
-        assert_eq!(open_layout(&old, ClientAuth::NONE, false).unwrap(), None);
+        assert_eq!(
+            open_layout(&old, ClientAuth::NONE, false, None).unwrap(),
+            Layout {
+                auth: None,
+                resumption: None
+            }
+        );
+    }
+
+    #[test]
+    fn resumption_asked_of_an_older_driver_is_named_and_the_default_falls_back() {
+        // A driver with ALPN and client certificates, before resumption.
+        let old = Info(caps::TLS12 | caps::TLS13 | caps::ALPN | caps::CLIENT_AUTH);
+        for asked in [Resumption::On, Resumption::Off] {
+            let Failure(why) = open_layout(&old, ClientAuth::NONE, false, Some(asked)).unwrap_err();
+            assert!(why.starts_with("--resume: "), "{why}");
+            assert!(why.contains("predates session resumption"), "{why}");
+            assert!(why.contains("0xc0000059"), "{why}");
+            assert!(why.contains("STATUS_REVISION_MISMATCH"), "{why}");
+            assert!(!why.contains("  "), "one line, no runs of spaces: {why}");
+        }
+        // The option not given (its default, on): the older layout, which
+        // that driver takes.
+        assert_eq!(
+            open_layout(&old, ClientAuth::NONE, true, None).unwrap(),
+            Layout {
+                auth: Some(ClientAuth::NONE),
+                resumption: None
+            }
+        );
+        // A driver with resumption: the fourth layout, on by default.
+        let new = Info(caps::TLS12 | caps::ALPN | caps::CLIENT_AUTH | caps::RESUMPTION);
+        for (asked, sent) in [
+            (None, Resumption::On),
+            (Some(Resumption::On), Resumption::On),
+            (Some(Resumption::Off), Resumption::Off),
+        ] {
+            assert_eq!(
+                open_layout(&new, ClientAuth::NONE, false, asked).unwrap(),
+                Layout {
+                    auth: Some(ClientAuth::NONE),
+                    resumption: Some(sent)
+                },
+                "{asked:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn resumed_is_read_from_step_flags_and_query() {
+        assert_eq!(Resumed::from_flags(step_flags::RESUMED), Resumed::Yes);
+        assert_eq!(Resumed::from_flags(step_flags::FULL_HANDSHAKE), Resumed::No);
+        assert_eq!(
+            Resumed::from_flags(step_flags::CERTIFICATE_REQUESTED),
+            Resumed::Unknown
+        );
+        assert_eq!(Resumed::from_query(resumed::RESUMED), Resumed::Yes);
+        assert_eq!(Resumed::from_query(resumed::FULL), Resumed::No);
+        assert_eq!(Resumed::from_query(resumed::UNKNOWN), Resumed::Unknown);
     }
 }

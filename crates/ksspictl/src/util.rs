@@ -16,6 +16,53 @@ pub enum Tls {
     Both,
 }
 
+/// `connect --resume` and `serve --resume`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Resume {
+    /// Resume sessions where Schannel can (a client shares the driver's
+    /// cached credentials, whose session cache finds the target again; a
+    /// server's credentials allow reconnects).
+    On,
+    /// A full handshake every time.
+    Off,
+}
+
+impl Resume {
+    /// OPEN's [`ksspi_abi::Resumption`].
+    pub fn abi(self) -> ksspi_abi::Resumption {
+        match self {
+            Resume::On => ksspi_abi::Resumption::On,
+            Resume::Off => ksspi_abi::Resumption::Off,
+        }
+    }
+}
+
+/// How `connect` and `serve` print whether a handshake resumed.
+pub fn resumed_line(r: relay::Resumed) -> String {
+    format!("resumed: {}", r.word())
+}
+
+/// `connect --repeat`'s last line: how many handshakes resumed, and the
+/// fallbacks (a handshake after the first that was full: the server
+/// refused the session offered, or none was offered); handshakes whose
+/// resumption the driver did not tell are named apart.
+pub fn resumption_summary(seen: &[relay::Resumed]) -> String {
+    use relay::Resumed;
+    let resumed = seen.iter().filter(|&&r| r == Resumed::Yes).count();
+    let fallbacks = seen.iter().skip(1).filter(|&&r| r == Resumed::No).count();
+    let unknown = seen.iter().filter(|&&r| r == Resumed::Unknown).count();
+    let mut line = format!(
+        "resumed {resumed} of {} handshake{} (fallbacks: {fallbacks}",
+        seen.len(),
+        if seen.len() == 1 { "" } else { "s" }
+    );
+    if unknown > 0 {
+        line.push_str(&format!(", not told: {unknown}"));
+    }
+    line.push(')');
+    line
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum CompletionArg {
     Async,
@@ -274,6 +321,32 @@ mod tests {
         for bad in [r"\q", r"\x", r"\x4", r"\xg0", "\\", r"\é"] {
             assert!(unescape(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn the_resumption_summary_counts_resumed_and_fallbacks_after_the_first() {
+        use relay::Resumed::{No, Unknown, Yes};
+        assert_eq!(
+            resumption_summary(&[No, Yes]),
+            "resumed 1 of 2 handshakes (fallbacks: 0)"
+        );
+        // The first handshake is never a fallback, even when full.
+        assert_eq!(
+            resumption_summary(&[No, No, Yes, No]),
+            "resumed 1 of 4 handshakes (fallbacks: 2)"
+        );
+        // A first handshake that resumed (a session cached before).
+        assert_eq!(
+            resumption_summary(&[Yes, Yes]),
+            "resumed 2 of 2 handshakes (fallbacks: 0)"
+        );
+        assert_eq!(
+            resumption_summary(&[Unknown, Unknown, Unknown]),
+            "resumed 0 of 3 handshakes (fallbacks: 0, not told: 3)"
+        );
+        assert_eq!(resumed_line(Yes), "resumed: yes");
+        assert_eq!(resumed_line(No), "resumed: no");
+        assert_eq!(resumed_line(Unknown), "resumed: unknown");
     }
 
     #[test]

@@ -396,6 +396,14 @@ fn numeric_options_out_of_range_are_one_line_never_a_panic() {
             &["connect", "127.0.0.1:9", "--send", "x", "--idle", "0"],
             "--idle",
         ),
+        (&["connect", "127.0.0.1:9", "--repeat", "0"], "--repeat"),
+        (&["connect", "127.0.0.1:9", "--repeat", "101"], "--repeat"),
+        (&["connect", "127.0.0.1:9", "--repeat=-1"], "--repeat"),
+        (&["connect", "127.0.0.1:9", "--resume", "maybe"], "--resume"),
+        (
+            &["serve", "--listen", "127.0.0.1:0", "--resume", "1"],
+            "--resume",
+        ),
         (&["selftest", "--count", "0"], "--count"),
         (&["selftest", "--count", &over_count], "--count"),
         (

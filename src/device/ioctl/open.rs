@@ -41,13 +41,23 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
         }
         let server = open.role == ksspi_abi::Role::Server;
         let auth = open.client_auth.unwrap_or(ClientAuth::NONE);
+        // Resumption off (OPEN's fourth layout): a server's credentials
+        // refuse reconnects (SCH_CRED_DISABLE_RECONNECTS; a spec of their
+        // own, cached apart); a client's session gets a credentials handle
+        // of its own, neither found in nor kept in the cache, since the
+        // client session cache is the handle's (the model's; for kernel
+        // Schannel unknown until a Windows run: docs/DESIGN.md, contract
+        // item 11). Older layouts: the cached handles with reconnects, as
+        // before the layout existed.
+        let off = open.resumption == Some(Resumption::Off);
+        let private = off && !server;
         let spec = if server {
             CredentialSpec::Server {
                 thumbprint: open.thumbprint,
                 store: store_name(&open.store),
                 machine: true,
                 disabled_protocols: disabled_protocols(open.protocols, true),
-                reconnects: true,
+                reconnects: !off,
             }
         } else {
             CredentialSpec::Client {
@@ -78,6 +88,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 ClientCertMode::Require => ClientCertificates::Require,
             },
             reports_flags: open.client_auth.is_some(),
+            reports_resumption: open.resumption.is_some(),
             // The ABI checked the list (check_alpn: not empty, no empty
             // name, within MAX_ALPN_LIST); the engine's type checks again.
             alpn: match open.alpn.map(ApplicationProtocols::from_wire) {
@@ -119,20 +130,26 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                     reply_len: 0,
                     in_sync_call: false,
                     writing: false,
+                    reports_resumption: params.reports_resumption,
                 },
             );
             id
         };
         self.sessions_total.fetch_add(1, Ordering::Relaxed);
-        let cached = self.credentials.lock(&self.platform).find(&spec);
+        let cached = if private {
+            None
+        } else {
+            self.credentials.lock(&self.platform).find(&spec)
+        };
         if let Some(credentials) = cached {
             return self.opened(id, params, Ok(credentials), None);
         }
         let device = Arc::downgrade(self);
-        let keep = spec.clone();
+        // A private handle is the session's alone: released when it closes.
+        let keep = (!private).then(|| spec.clone());
         let done = Box::new(move |result: Result<Arc<Credentials<P>>, SecStatus>| {
             if let Some(device) = device.upgrade() {
-                device.opened(id, params, result, Some(keep));
+                device.opened(id, params, result, keep);
             } else if let Ok(cred) = result {
                 drop(cred); // the device is gone: the handle releases itself
             }
@@ -181,6 +198,7 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             device: Arc::downgrade(self),
             id,
             reports_flags: params.reports_flags,
+            reports_resumption: params.reports_resumption,
             max_output: self.config.limits.max_output,
         });
         let setup = SessionSetup {
@@ -257,6 +275,10 @@ pub(in crate::device) struct SessionParams {
     client_certificates: ClientCertificates,
     /// OPEN came in the grown layout: replies may carry [`step_flags`].
     reports_flags: bool,
+    /// OPEN came in its fourth layout ([`SessionOptions`]): STEP's
+    /// established reply carries [`step_flags::RESUMED`] or
+    /// [`step_flags::FULL_HANDSHAKE`], QUERY's reply [`QueryReply::resumed`].
+    reports_resumption: bool,
     /// OPEN's ALPN list (its third layout).
     alpn: Option<ApplicationProtocols>,
 }

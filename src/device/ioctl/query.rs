@@ -4,7 +4,7 @@
 use crate::device::ioctl::records::record_refusal;
 use crate::device::{FileId, Request, Shared};
 use crate::ntstatus::*;
-use ksspi::engine::{Platform, Session};
+use ksspi::engine::{Platform, Resumed, Session};
 use ksspi::provider::SspiProvider;
 use ksspi::Passive;
 use ksspi_abi::*;
@@ -61,8 +61,20 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
                 room.copy_from_slice(name);
                 let c = info.connection.unwrap_or_default();
                 let sizes = info.sizes;
+                // Sessions opened with OPEN's fourth layout only: an older
+                // harness refuses anything but 0 in that byte.
+                let reports = self
+                    .table
+                    .lock(&self.platform)
+                    .entry(id, file)
+                    .is_some_and(|e| e.reports_resumption);
                 let reply = QueryReply {
-                    resumed: 0,
+                    resumed: match info.resumed {
+                        _ if !reports => resumed::UNKNOWN,
+                        Resumed::Yes => resumed::RESUMED,
+                        Resumed::No => resumed::FULL,
+                        Resumed::Unknown => resumed::UNKNOWN,
+                    },
                     protocol: c.dwProtocol,
                     cipher: c.aiCipher,
                     cipher_strength: c.dwCipherStrength,

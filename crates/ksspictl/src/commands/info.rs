@@ -42,6 +42,8 @@ pub fn exec(args: &Args) -> Result<(), Failure> {
         (caps::SELFTEST, "selftest"),
         (caps::RECORD_LAYER, "record-layer"),
         (caps::ALPN, "alpn"),
+        (caps::CLIENT_AUTH, "client-auth"),
+        (caps::RESUMPTION, "resumption"),
     ] {
         if r.capabilities & bit != 0 {
             capabilities.push(name);

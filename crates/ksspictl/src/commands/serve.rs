@@ -3,10 +3,13 @@
 
 use crate::backend::{self, Driver, Identity};
 use crate::relay;
-use crate::util::{alpn_line, describe, parse_alpn, parse_thumbprint, protocols, AlpnList, Tls};
+use crate::util::{
+    alpn_line, describe, parse_alpn, parse_thumbprint, protocols, resumed_line, AlpnList, Resume,
+    Tls,
+};
 use crate::Failure;
 use ksspi::SecStatus;
-use ksspi_abi::{ClientAuth, ClientCertMode};
+use ksspi_abi::{ClientAuth, ClientCertMode, Resumption};
 use std::time::Duration;
 
 /// `serve --client-cert`.
@@ -69,6 +72,14 @@ pub struct Args {
     /// that apart); `require` refuses a client that sends none.
     #[arg(long = "client-cert", value_enum, default_value_t = ClientCert::Off)]
     client_cert: ClientCert,
+    /// Session resumption: `on` lets clients resume (the server's
+    /// credentials allow reconnects: session ids and TLS 1.3 tickets); `off`
+    /// sets SCH_CRED_DISABLE_RECONNECTS, so every handshake is full. Prints
+    /// "resumed: yes|no|unknown" per connection. Default: on (or, with a
+    /// driver that predates resumption, its own default); given explicitly to
+    /// such a driver, it stops with STATUS_REVISION_MISMATCH.
+    #[arg(long, value_enum, value_name = "on|off")]
+    resume: Option<Resume>,
 }
 
 /// Find the server certificate `args` names, then serve.
@@ -102,10 +113,12 @@ pub fn exec(args: &Args) -> Result<(), Failure> {
             args.once,
             args.echo,
             args.alpn.clone().map(|l| l.0),
+            args.resume.map(Resume::abi),
         )
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve(
     listen: &str,
     identity: Identity,
@@ -114,6 +127,7 @@ fn serve(
     once: bool,
     echo: bool,
     alpn: Option<Vec<u8>>,
+    resume: Option<Resumption>,
 ) -> Result<(), Failure> {
     let auth = ClientAuth {
         server_mode: mode,
@@ -123,7 +137,7 @@ fn serve(
     // handler that refers to it): one small allocation, never freed.
     let alpn: Option<&'static [u8]> = alpn.map(|list| &*Box::leak(list.into_boxed_slice()));
     let (driver, thumbprint) = backend::server(identity)?;
-    let auth = relay::open_layout(driver.as_ref(), auth, alpn.is_some())?;
+    let layout = relay::open_layout(driver.as_ref(), auth, alpn.is_some(), resume)?;
     // The driver acquires a server session's credentials at OPEN, so one
     // opened and closed here tells now, on either backend, whether the
     // certificate can be served (on Windows: whether LocalMachine\My holds
@@ -135,7 +149,7 @@ fn serve(
         thumbprint,
         "",
         protocols(tls),
-        auth,
+        layout,
         alpn,
     )
     .map_err(|Failure(why)| Failure(format!("the server certificate cannot be used: {why}")))?;
@@ -152,7 +166,7 @@ fn serve(
                           mut sock: std::net::TcpStream|
           -> Result<(), Failure> {
         let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        let session = relay::open(driver, true, thumbprint, "", protocols(tls), auth, alpn)?;
+        let session = relay::open(driver, true, thumbprint, "", protocols(tls), layout, alpn)?;
         let result = relay::handshake(driver, session, &mut sock, false);
         let hs = match result {
             Ok(hs) if hs.established => hs,
@@ -168,6 +182,7 @@ fn serve(
                 hs.protocol_name(),
                 hs.cipher_name()
             );
+            println!("{peer}: {}", resumed_line(hs.resumed));
             if alpn.is_some() {
                 let chosen = match hs.alpn.clone() {
                     Some(name) => Some(name),
