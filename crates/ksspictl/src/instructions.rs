@@ -8,6 +8,11 @@
 //! counts user-mode instructions only, so the async paths' figures hold
 //! their hand-offs' user-mode work (locks, condition variables, the work
 //! queue), not the time a thread sleeps.
+//!
+//! Resumed handshakes likewise ([`ResumedInstructionRow`]): rustls's own
+//! resumed handshakes against the engine's, each path's child process
+//! priming its cache with one full handshake first (setup, cancelled out
+//! with the rest).
 
 use crate::bench::HandshakePath;
 use crate::Failure;
@@ -23,6 +28,27 @@ const PATHS: [HandshakePath; 5] = [
     HandshakePath::IoctlSync,
     HandshakePath::IoctlAsync,
 ];
+
+/// The resumed paths, the baseline first.
+const RESUMED_PATHS: [HandshakePath; 3] = [
+    HandshakePath::RustlsResumed,
+    HandshakePath::EngineSyncResumed,
+    HandshakePath::EngineAsyncResumed,
+];
+
+/// One TLS version's instructions per resumed handshake, the engine's cost
+/// relative to rustls's own resumed handshake.
+#[derive(Serialize)]
+pub struct ResumedInstructionRow {
+    pub tls: &'static str,
+    /// Handshakes the figures are taken over (`hi - lo`).
+    pub handshakes: usize,
+    pub rustls: u64,
+    pub engine_sync: u64,
+    pub engine_async: u64,
+    pub engine_sync_cost: f64,
+    pub engine_async_cost: f64,
+}
 
 /// One TLS version's instructions per handshake, and each path's cost
 /// relative to rustls (instructions / rustls's instructions).
@@ -46,6 +72,8 @@ pub struct InstructionRow {
 #[derive(Serialize, Default)]
 pub struct Instructions {
     pub rows: Vec<InstructionRow>,
+    /// Resumed handshakes.
+    pub resumed: Vec<ResumedInstructionRow>,
     /// Set when the counts could not be taken (no valgrind).
     pub skipped: Option<String>,
 }
@@ -123,22 +151,41 @@ pub fn run(lo: usize, hi: usize, progress: &dyn Fn(&str)) -> Result<Instructions
     if let Err(reason) = valgrind() {
         return Ok(Instructions {
             rows: Vec::new(),
+            resumed: Vec::new(),
             skipped: Some(reason),
         });
     }
+    let per_handshake = |path: HandshakePath, version: Version| -> Result<u64, Failure> {
+        progress(&format!(
+            "instructions (callgrind), TLS {}, {}",
+            tls_arg(version),
+            path_arg(path)
+        ));
+        let a = count(path, version, lo)?;
+        let b = count(path, version, hi)?;
+        Ok(b.saturating_sub(a) / (hi - lo) as u64)
+    };
     let mut rows = Vec::new();
+    let mut resumed = Vec::new();
     for version in [Version::Tls12, Version::Tls13] {
         let mut per = [0u64; PATHS.len()];
         for (i, &path) in PATHS.iter().enumerate() {
-            progress(&format!(
-                "instructions (callgrind), TLS {}, {}",
-                tls_arg(version),
-                path_arg(path)
-            ));
-            let a = count(path, version, lo)?;
-            let b = count(path, version, hi)?;
-            per[i] = b.saturating_sub(a) / (hi - lo) as u64;
+            per[i] = per_handshake(path, version)?;
         }
+        let mut again = [0u64; RESUMED_PATHS.len()];
+        for (i, &path) in RESUMED_PATHS.iter().enumerate() {
+            again[i] = per_handshake(path, version)?;
+        }
+        let [rustls, engine_sync, engine_async] = again;
+        resumed.push(ResumedInstructionRow {
+            tls: tls_arg(version),
+            handshakes: hi - lo,
+            rustls,
+            engine_sync,
+            engine_async,
+            engine_sync_cost: cost(engine_sync, rustls),
+            engine_async_cost: cost(engine_async, rustls),
+        });
         let [rustls, engine_sync, engine_async, ioctl_sync, ioctl_async] = per;
         rows.push(InstructionRow {
             tls: tls_arg(version),
@@ -156,6 +203,7 @@ pub fn run(lo: usize, hi: usize, progress: &dyn Fn(&str)) -> Result<Instructions
     }
     Ok(Instructions {
         rows,
+        resumed,
         skipped: None,
     })
 }
@@ -184,6 +232,27 @@ pub fn print(i: &Instructions) {
             cell(r.engine_async, r.engine_async_cost),
             cell(r.ioctl_sync, r.ioctl_sync_cost),
             cell(r.ioctl_async, r.ioctl_async_cost),
+        );
+    }
+    if i.resumed.is_empty() {
+        return;
+    }
+    println!(
+        "\ninstructions per resumed handshake (callgrind; cost relative to rustls's own resumed \
+         handshake in brackets)"
+    );
+    println!(
+        "  {:<5} {:>11} {:>20} {:>20}",
+        "TLS", "rustls", "engine (sync)", "engine (async)"
+    );
+    for r in &i.resumed {
+        let cell = |n: u64, c: f64| format!("{n:>11} ({c:.3})");
+        println!(
+            "  {:<5} {:>11} {:>20} {:>20}",
+            r.tls,
+            r.rustls,
+            cell(r.engine_sync, r.engine_sync_cost),
+            cell(r.engine_async, r.engine_async_cost),
         );
     }
 }
