@@ -11,8 +11,9 @@
 //!
 //! Two settings of resumption, as the model's server credential has them
 //! (`schannel::session_cache`): [`Baseline::new`] for full handshakes, a
-//! server that keeps no session and a client with resumption disabled (the
-//! model's server with `SCH_CRED_DISABLE_RECONNECTS`); and
+//! client with resumption disabled and (without TLS 1.3 tickets) a server
+//! that keeps no session (the model's server with
+//! `SCH_CRED_DISABLE_RECONNECTS`); and
 //! [`Baseline::resuming`], a server that keeps TLS 1.2 sessions by id and
 //! TLS 1.3 tickets statefully (rustls's own in-memory store, bounded as the
 //! model's at [`SERVER_SESSIONS`], no ticketer) and a client with rustls's
@@ -77,10 +78,12 @@ pub struct Baseline {
 
 impl Baseline {
     /// Configs allowing only `version`, for full handshakes: the client's
-    /// resumption is disabled and the server keeps no session (the model's
-    /// server credential with `SCH_CRED_DISABLE_RECONNECTS`); the server
-    /// sends `tls13_tickets` NewSessionTickets after a TLS 1.3 handshake (the
-    /// client consumes them inside [`Baseline::handshake`]).
+    /// resumption is disabled; the server sends `tls13_tickets`
+    /// NewSessionTickets after a TLS 1.3 handshake (the client consumes them
+    /// inside [`Baseline::handshake`]) and keeps sessions only to issue them
+    /// (rustls's tickets here are stateful): with 0, it keeps nothing, as
+    /// the model's server credential with `SCH_CRED_DISABLE_RECONNECTS`
+    /// (what the bench's full handshakes use).
     pub fn new(version: Version, tls13_tickets: usize) -> Baseline {
         Baseline::build(version, tls13_tickets, false)
     }
@@ -114,7 +117,7 @@ impl Baseline {
             .with_single_cert(chain, key)
             .expect("a generated certificate is usable");
         server.send_tls13_tickets = tls13_tickets;
-        server.session_storage = if resuming {
+        server.session_storage = if resuming || tls13_tickets > 0 {
             ServerSessionMemoryCache::new(SERVER_SESSIONS)
         } else {
             Arc::new(NoServerSessionStorage {})
