@@ -708,7 +708,9 @@ pub enum HandshakePath {
 }
 
 /// `n` handshakes through `path` on this thread, after its setup (the
-/// certificates, the model, credentials), and its teardown.
+/// certificates, the model, credentials), and its teardown. The IOCTL
+/// paths print how many of them resumed (`resumed K of N`, see
+/// [`ioctl_handshakes`]) for [`crate::instructions`] to report.
 pub fn run_path(path: HandshakePath, version: Version, n: usize) -> Result<(), Failure> {
     let completion = match path {
         HandshakePath::EngineSync | HandshakePath::IoctlSync | HandshakePath::EngineSyncResumed => {
@@ -725,8 +727,10 @@ pub fn run_path(path: HandshakePath, version: Version, n: usize) -> Result<(), F
         }
         HandshakePath::IoctlSync | HandshakePath::IoctlAsync => {
             let m = model(completion, 0);
-            ioctl_handshakes(&m, n, proto_bits(version), &AtomicUsize::new(0))?;
+            let resumed = AtomicUsize::new(0);
+            ioctl_handshakes(&m, n, proto_bits(version), &resumed)?;
             finish(m)?;
+            println!("resumed {} of {n}", resumed.load(Ordering::Relaxed));
         }
         HandshakePath::RustlsResumed => {
             let base = Baseline::resuming(version, RESUMED_TLS13_TICKETS);
