@@ -4,20 +4,34 @@
 //! It uses what the model uses ([`crate::schannel`]): rustls's unbuffered API,
 //! the ring provider, a [`TestPki`] CA with a `"localhost"` leaf (the same key
 //! type), a server without client authentication that sends a chosen number
-//! of TLS 1.3 tickets, and a client with resumption disabled, SNI on and a
-//! real WebPKI verifier over a root store holding the CA. Tokens are whole
-//! flights passed in `Vec<u8>`s; nothing else (no SSPI surface, no engine, no
-//! work items) is in the loop.
+//! of TLS 1.3 tickets, and a client with SNI on and a real WebPKI verifier
+//! over a root store holding the CA. Tokens are whole flights passed in
+//! `Vec<u8>`s; nothing else (no SSPI surface, no engine, no work items) is in
+//! the loop.
+//!
+//! Two settings of resumption, as the model's server credential has them
+//! (`schannel::session_cache`): [`Baseline::new`] for full handshakes, a
+//! client with resumption disabled and (without TLS 1.3 tickets) a server
+//! that keeps no session (the model's server with
+//! `SCH_CRED_DISABLE_RECONNECTS`); and
+//! [`Baseline::resuming`], a server that keeps TLS 1.2 sessions by id and
+//! TLS 1.3 tickets statefully (rustls's own in-memory store, bounded as the
+//! model's at [`SERVER_SESSIONS`], no ticketer) and a client with rustls's
+//! in-memory session store (bounded as the model's at [`CLIENT_SERVERS`]).
 
 use crate::certs::TestPki;
+use crate::schannel::{CLIENT_SERVERS, SERVER_SESSIONS};
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::server::{
+    NoServerSessionStorage, ServerConnectionData, ServerSessionMemoryCache,
+    UnbufferedServerConnection,
+};
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus,
 };
-use rustls::{ClientConfig, ProtocolVersion, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, HandshakeKind, ProtocolVersion, RootCertStore, ServerConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,13 +72,34 @@ pub struct Baseline {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
     name: ServerName<'static>,
+    /// Sessions are kept and resumed ([`Baseline::resuming`]).
+    resuming: bool,
 }
 
 impl Baseline {
-    /// Configs allowing only `version`; the server sends `tls13_tickets`
+    /// Configs allowing only `version`, for full handshakes: the client's
+    /// resumption is disabled; the server sends `tls13_tickets`
     /// NewSessionTickets after a TLS 1.3 handshake (the client consumes them
-    /// inside [`Baseline::handshake`]).
+    /// inside [`Baseline::handshake`]) and keeps sessions only to issue them
+    /// (rustls's tickets here are stateful): with 0, it keeps nothing, as
+    /// the model's server credential with `SCH_CRED_DISABLE_RECONNECTS`
+    /// (what the bench's full handshakes use).
     pub fn new(version: Version, tls13_tickets: usize) -> Baseline {
+        Baseline::build(version, tls13_tickets, false)
+    }
+
+    /// Configs allowing only `version` that resume: the server keeps TLS 1.2
+    /// sessions by id and TLS 1.3 tickets statefully, and sends
+    /// `tls13_tickets` tickets after each TLS 1.3 handshake (resumed ones
+    /// too); the client keeps what it gets in rustls's in-memory store. The
+    /// first [`Baseline::handshake`] is full; after it, each of
+    /// [`Baseline::resumed_handshakes`] must resume (TLS 1.3: while the
+    /// client holds a ticket, so `tls13_tickets` must be at least 1).
+    pub fn resuming(version: Version, tls13_tickets: usize) -> Baseline {
+        Baseline::build(version, tls13_tickets, true)
+    }
+
+    fn build(version: Version, tls13_tickets: usize, resuming: bool) -> Baseline {
         let pki = TestPki::new("ksspi baseline CA");
         let leaf = pki.leaf(&["localhost"], false);
         let chain: Vec<CertificateDer<'static>> = leaf
@@ -82,6 +117,11 @@ impl Baseline {
             .with_single_cert(chain, key)
             .expect("a generated certificate is usable");
         server.send_tls13_tickets = tls13_tickets;
+        server.session_storage = if resuming || tls13_tickets > 0 {
+            ServerSessionMemoryCache::new(SERVER_SESSIONS)
+        } else {
+            Arc::new(NoServerSessionStorage {})
+        };
 
         let mut roots = RootCertStore::empty();
         roots
@@ -95,7 +135,11 @@ impl Baseline {
             .expect("the ring provider supports TLS 1.2 and 1.3")
             .with_webpki_verifier(verifier)
             .with_no_client_auth();
-        client.resumption = rustls::client::Resumption::disabled();
+        client.resumption = if resuming {
+            rustls::client::Resumption::in_memory_sessions(CLIENT_SERVERS)
+        } else {
+            rustls::client::Resumption::disabled()
+        };
         client.enable_sni = true;
 
         Baseline {
@@ -103,6 +147,7 @@ impl Baseline {
             server: Arc::new(server),
             client: Arc::new(client),
             name: ServerName::try_from("localhost").expect("a valid name"),
+            resuming,
         }
     }
 
@@ -122,17 +167,78 @@ impl Baseline {
         start.elapsed()
     }
 
+    /// `n` handshakes back to back on this thread, each of which must resume
+    /// (a [`Baseline::resuming`] pair after its first handshake); panics
+    /// naming the handshake that did not. Returns the elapsed time.
+    pub fn resumed_handshakes(&self, n: usize) -> Duration {
+        assert!(
+            self.resuming,
+            "baseline: resumed handshakes need Baseline::resuming"
+        );
+        let start = Instant::now();
+        for i in 0..n {
+            let (est, _) = self.run_handshake();
+            let kinds = (est.client.handshake_kind(), est.server.handshake_kind());
+            let resumed = Some(HandshakeKind::Resumed);
+            assert!(
+                kinds == (resumed, resumed),
+                "baseline: resumed handshake {} of {n} did not resume (client {:?}, server {:?})",
+                i + 1,
+                kinds.0,
+                kinds.1
+            );
+            std::hint::black_box(est);
+        }
+        start.elapsed()
+    }
+
+    /// `k` full handshakes whose ClientHellos all go out before any of them
+    /// ends, so that each is full and a [`Baseline::resuming`] client keeps
+    /// `k` TLS 1.3 tickets (one for each thread that resumes at once);
+    /// panics if one resumed.
+    pub fn prime(&self, k: usize) {
+        let started: Vec<Hello> = (0..k).map(|_| self.hello()).collect();
+        for hello in started {
+            let (est, _) = self.complete(hello);
+            assert_eq!(
+                est.client.handshake_kind(),
+                Some(HandshakeKind::Full),
+                "baseline: a priming handshake resumed"
+            );
+        }
+    }
+
     /// The handshake, and what went over the wire.
     fn run_handshake(&self) -> (Established, Wire) {
+        self.complete(self.hello())
+    }
+
+    /// Both connections and the client's ClientHello.
+    fn hello(&self) -> Hello {
         let mut client = UnbufferedClientConnection::new(self.client.clone(), self.name.clone())
             .expect("a client connection");
-        let mut server =
+        let server =
             UnbufferedServerConnection::new(self.server.clone()).expect("a server connection");
         let mut to_server = Vec::with_capacity(1024);
         let mut to_client = Vec::with_capacity(4096);
-        let mut wire = Wire::default();
-
         drive(&mut client, &mut to_client, &mut to_server); // the ClientHello
+        Hello {
+            client,
+            server,
+            to_server,
+            to_client,
+        }
+    }
+
+    /// The rest of the handshake `hello` started.
+    fn complete(&self, hello: Hello) -> (Established, Wire) {
+        let Hello {
+            mut client,
+            mut server,
+            mut to_server,
+            mut to_client,
+        } = hello;
+        let mut wire = Wire::default();
         for _ in 0..MAX_ROUNDS {
             wire.flights += usize::from(!to_server.is_empty());
             // Once the client is complete (TLS 1.3, after its Finished), what
@@ -154,6 +260,14 @@ impl Baseline {
         }
         panic!("baseline handshake: not complete after {MAX_ROUNDS} rounds");
     }
+}
+
+/// A handshake started: both connections, the ClientHello in `to_server`.
+struct Hello {
+    client: UnbufferedClientConnection,
+    server: UnbufferedServerConnection,
+    to_server: Vec<u8>,
+    to_client: Vec<u8>,
 }
 
 /// More round trips than any full handshake takes.
@@ -399,6 +513,46 @@ mod tests {
         let (_, wire) = Baseline::new(Version::Tls13, 0).run_handshake();
         assert_eq!(wire.flights, 3);
         assert_eq!(wire.after_handshake, 0);
+    }
+
+    #[test]
+    fn full_handshakes_never_resume() {
+        for version in [Version::Tls12, Version::Tls13] {
+            let base = Baseline::new(version, 1);
+            for _ in 0..3 {
+                let (est, _) = base.run_handshake();
+                assert_eq!(est.client.handshake_kind(), Some(HandshakeKind::Full));
+                assert_eq!(est.server.handshake_kind(), Some(HandshakeKind::Full));
+            }
+        }
+    }
+
+    #[test]
+    fn a_resuming_pair_resumes_after_its_first_handshake() {
+        for version in [Version::Tls12, Version::Tls13] {
+            let base = Baseline::resuming(version, 1);
+            let (est, wire) = base.run_handshake();
+            assert_eq!(est.client.handshake_kind(), Some(HandshakeKind::Full));
+            let full_flights = wire.flights;
+            assert!(base.resumed_handshakes(4) > Duration::ZERO);
+            let (est, wire) = base.run_handshake();
+            assert_eq!(est.server.handshake_kind(), Some(HandshakeKind::Resumed));
+            match version {
+                // CH; SH CCS Fin; CCS Fin.
+                Version::Tls12 => assert_eq!((full_flights, wire.flights), (4, 3)),
+                // CH; SH..Fin; Fin; the ticket, as many either way.
+                Version::Tls13 => assert_eq!((full_flights, wire.flights), (4, 4)),
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "did not resume")]
+    fn a_resumed_bench_without_tickets_fails_loudly() {
+        // TLS 1.3 without tickets: nothing to resume with.
+        let base = Baseline::resuming(Version::Tls13, 0);
+        base.handshake();
+        base.resumed_handshakes(1);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! - handshakes per second: plain rustls (unbuffered API, tokens in memory:
 //!   the baseline), the engine's sessions over the model, the device's IOCTL
 //!   path (OPEN, STEPs, CLOSE per session) and the in-driver self-test; on
-//!   one thread and on every core;
+//!   one thread and on every core; full handshakes (every path's server
+//!   keeps no session, so none resumes, and the engine's are checked to
+//!   report `Resumed::No`), and resumed ones beside them: the engine's
+//!   against rustls's own, each checked to have resumed;
 //! - the async machinery alone: continuations per second over a provider
 //!   whose calls do no cryptography, per completion mode;
 //! - record-layer throughput against rustls alone, 1 KiB and 64 KiB messages;
@@ -23,8 +26,8 @@ use crate::instructions::{self, Instructions};
 use crate::plot::{scale_png, ScalePoint};
 use crate::Failure;
 use ksspi::engine::{
-    CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome, RecordReport, Role, Session,
-    SessionEvents, SessionSetup, StepReport, Tokens,
+    CredentialSpec, EngineStats, Limits, Outcome, RecordOutcome, RecordReport, Resumed, Role,
+    Session, SessionEvents, SessionSetup, StepReport, Tokens,
 };
 use ksspi::handle::Credentials;
 use ksspi::sys::{SP_PROT_TLS1_2, SP_PROT_TLS1_3};
@@ -37,7 +40,7 @@ use ksspi_sim::null::{continuations, NullMode};
 use ksspi_sim::{CallbackIrql, Completion, CompletionPolicy, SimConfig, SimPlatform, SimProvider};
 use serde::Serialize;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -130,6 +133,8 @@ struct Waiter {
 struct Slot {
     ready: bool,
     outcome: Option<Outcome>,
+    /// The last step report's (set with `Established`).
+    resumed: Resumed,
     record: Option<RecordOutcome>,
     output: Vec<u8>,
     /// What a decrypt's plaintext was: its length, first and last byte (the
@@ -150,6 +155,7 @@ impl SessionEvents for Waiter {
     fn step_done(&self, report: &StepReport<'_>) {
         let mut s = self.state.lock().unwrap();
         s.outcome = Some(report.outcome);
+        s.resumed = report.resumed;
         s.output.clear();
         s.output.extend_from_slice(report.output);
     }
@@ -187,6 +193,12 @@ impl Waiter {
         s.outcome.take()
     }
 
+    /// What the last step report said of resumption (its `Established`
+    /// one, once the handshake is over).
+    fn resumed(&self) -> Resumed {
+        self.state.lock().unwrap().resumed
+    }
+
     fn take_record(&self, data: &mut Plaintext) -> Option<RecordOutcome> {
         let mut s = self.state.lock().unwrap();
         while !s.ready {
@@ -206,11 +218,23 @@ impl Waiter {
 }
 
 /// The model with the test PKI and credentials for both sides, acquired once.
+/// Its handshakes are full ([`EngineWorld::new`]: the server credential
+/// refuses reconnects) or resumed ([`EngineWorld::resuming`]), and each is
+/// checked to be what the world is for.
 struct EngineWorld {
     sim: SimProvider,
     server: Arc<Credentials<SimProvider>>,
     client: Arc<Credentials<SimProvider>>,
+    /// Handshakes resume (after [`EngineWorld::prime`]).
+    resuming: bool,
 }
+
+/// TLS 1.3 tickets the server sends after each handshake of the resumed
+/// bench, on both sides of it (the model's server and rustls's): one per
+/// handshake, so each resumed handshake uses one ticket and gets one.
+/// Schannel's own number is unknown until a Windows run (the model's default
+/// sends none: `SimConfig::tls13_tickets`).
+pub const RESUMED_TLS13_TICKETS: usize = 1;
 
 fn acquire(
     sim: &SimProvider,
@@ -234,12 +258,32 @@ fn disabled(version: Version) -> u32 {
 }
 
 impl EngineWorld {
+    /// Full handshakes: the server credential has `SCH_CRED_DISABLE_RECONNECTS`
+    /// (the model keeps nothing and sends no ticket), so the client, which
+    /// reuses its credentials towards "localhost", never resumes.
     fn new(completion: Completion, version: Version) -> Result<EngineWorld, Failure> {
+        EngineWorld::build(completion, version, false)
+    }
+
+    /// Resumed handshakes: one client credential, one server credential
+    /// with reconnects, [`RESUMED_TLS13_TICKETS`] tickets a TLS 1.3
+    /// handshake, which the client decrypts to keep. Needs
+    /// [`EngineWorld::prime`] before its first [`EngineWorld::pair`].
+    fn resuming(completion: Completion, version: Version) -> Result<EngineWorld, Failure> {
+        EngineWorld::build(completion, version, true)
+    }
+
+    fn build(
+        completion: Completion,
+        version: Version,
+        resuming: bool,
+    ) -> Result<EngineWorld, Failure> {
         let (store, thumb) = TestPki::new("ksspi bench CA").store(&["localhost"]);
         let sim = SimProvider::new(
             SimConfig {
                 completion: CompletionPolicy::Always(completion),
                 callback_irql: CallbackIrql::Passive,
+                tls13_tickets: if resuming { RESUMED_TLS13_TICKETS } else { 0 },
                 ..SimConfig::default()
             },
             Arc::new(store),
@@ -251,7 +295,7 @@ impl EngineWorld {
                 store: "MY".into(),
                 machine: true,
                 disabled_protocols: disabled(version),
-                reconnects: true,
+                reconnects: resuming,
             },
         )?;
         let client = acquire(
@@ -266,6 +310,7 @@ impl EngineWorld {
             sim,
             server,
             client,
+            resuming,
         })
     }
 
@@ -301,17 +346,78 @@ impl EngineWorld {
         .map_err(|e| Failure(format!("a session: {e}")))
     }
 
-    /// An established pair (and its waiters); tokens passed in memory.
+    /// An established pair (and its waiters); tokens passed in memory. Its
+    /// handshake must have been what the world is for: full (`Resumed::No`
+    /// on both sides) or, in a resuming world, resumed (`Resumed::Yes`);
+    /// anything else fails the run.
     fn pair(&self) -> Result<EnginePair, Failure> {
-        let at = passive();
+        self.handshake(if self.resuming {
+            Resumed::Yes
+        } else {
+            Resumed::No
+        })
+    }
+
+    /// `k` full handshakes whose ClientHellos all go out before any of them
+    /// ends, so that each is full and the client's cache is left `k` TLS 1.3
+    /// tickets, one for each thread that resumes at once (each resumed
+    /// handshake then takes one and gets [`RESUMED_TLS13_TICKETS`]); TLS 1.2
+    /// needs one session, which every thread reuses.
+    fn prime(&self, k: usize) -> Result<(), Failure> {
+        let started = (0..k)
+            .map(|_| self.start())
+            .collect::<Result<Vec<_>, _>>()?;
+        for hello in started {
+            self.finish(hello, Resumed::No)?.close();
+        }
+        Ok(())
+    }
+
+    /// One handshake, both sides checked to report `expect`.
+    fn handshake(&self, expect: Resumed) -> Result<EnginePair, Failure> {
+        self.finish(self.start()?, expect)
+    }
+
+    /// Both sessions, and the client's first step (its ClientHello).
+    fn start(&self) -> Result<Hello, Failure> {
         let (sw, cw) = (Arc::new(Waiter::default()), Arc::new(Waiter::default()));
         let server = self.session(true, sw.clone())?;
         let client = self.session(false, cw.clone())?;
-        let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
+        let mut to_server = Vec::new();
         client
-            .step(&[], &at)
+            .step(&[], &passive())
             .map_err(|e| Failure(format!("{e:?}")))?;
-        let mut c = cw.take(&mut to_server);
+        let c = cw.take(&mut to_server);
+        Ok(Hello {
+            pair: EnginePair {
+                server,
+                client,
+                sw,
+                cw,
+            },
+            c,
+            to_server,
+        })
+    }
+
+    /// The rest of the handshake `hello` started, both sides checked to
+    /// report `expect`; in a resuming world the client then decrypts the
+    /// server's TLS 1.3 tickets (its cache keeps them: engine_resumption.rs's
+    /// `connect` does the same).
+    fn finish(&self, hello: Hello, expect: Resumed) -> Result<EnginePair, Failure> {
+        let at = passive();
+        let Hello {
+            pair:
+                EnginePair {
+                    server,
+                    client,
+                    sw,
+                    cw,
+                },
+            mut c,
+            mut to_server,
+        } = hello;
+        let mut to_client = Vec::new();
         let mut s = None;
         for _ in 0..8 {
             if s != Some(Outcome::Established) && !to_server.is_empty() {
@@ -325,16 +431,46 @@ impl EngineWorld {
                     .step(&to_client, &at)
                     .map_err(|e| Failure(format!("{e:?}")))?;
                 c = cw.take(&mut to_server);
+                // Taken: what is left at the end is the server's after the
+                // client finished (TLS 1.3 tickets).
+                to_client.clear();
             } else {
                 to_server.clear();
             }
             if c == Some(Outcome::Established) && s == Some(Outcome::Established) {
-                return Ok(EnginePair {
+                let seen = (cw.resumed(), sw.resumed());
+                let pair = EnginePair {
                     server,
                     client,
                     sw,
                     cw,
-                });
+                };
+                if seen != (expect, expect) {
+                    pair.close();
+                    let what = if expect == Resumed::Yes {
+                        "a handshake of the resumed bench did not resume"
+                    } else {
+                        "a handshake of the full-handshake bench was not full"
+                    };
+                    return Err(Failure(format!(
+                        "{what}: the client reported {:?}, the server {:?}",
+                        seen.0, seen.1
+                    )));
+                }
+                if self.resuming && !to_client.is_empty() {
+                    pair.client
+                        .decrypt(&to_client, &at)
+                        .map_err(|e| Failure(format!("decrypting the tickets: {e:?}")))?;
+                    let mut data = Plaintext::default();
+                    match pair.cw.take_record(&mut data) {
+                        Some(RecordOutcome::Data { missing: 0 }) => {}
+                        other => {
+                            pair.close();
+                            return Err(Failure(format!("decrypting the tickets ended {other:?}")));
+                        }
+                    }
+                }
+                return Ok(pair);
             }
         }
         Err(Failure(format!("an engine handshake ended {c:?} / {s:?}")))
@@ -348,6 +484,14 @@ impl EngineWorld {
         }
         Ok(start.elapsed())
     }
+}
+
+/// A handshake started: both sessions, the client's first outcome and its
+/// ClientHello ([`EngineWorld::start`]).
+struct Hello {
+    pair: EnginePair,
+    c: Option<Outcome>,
+    to_server: Vec<u8>,
 }
 
 struct EnginePair {
@@ -415,14 +559,17 @@ impl EnginePair {
 }
 
 /// OPEN a session on the model's device: the model's certificate in MY for
-/// a server, `target` for a client.
+/// a server, `target` for a client; `resumption` `Some` is OPEN's fourth
+/// layout.
 fn open_session(
     model: &Model,
     role: ksspi_abi::Role,
     protocols: u32,
     target: &[u8],
+    resumption: Option<Resumption>,
 ) -> Result<SessionId, Failure> {
-    let req = OpenRequest::new(role, protocols, model.thumbprint, target);
+    let mut req = OpenRequest::new(role, protocols, model.thumbprint, target);
+    req.resumption = resumption;
     let reply = call(model, IOCTL_KSSPI_OPEN, &enc(&req), 64)?;
     let r = decode::<OpenReply>(&reply).map_err(|e| Failure(format!("{e:?}")))?;
     if r.status < 0 {
@@ -444,10 +591,36 @@ fn close_session(model: &Model, session: SessionId) -> Result<(), Failure> {
 
 /// Handshakes through the device's IOCTL path in-process: OPEN both sides
 /// (over the credentials the device caches after the first OPEN of each
-/// kind), STEPs, CLOSE.
-fn ioctl_handshakes(model: &Model, n: usize, protocols: u32) -> Result<Duration, Failure> {
-    let open = |role, target: &[u8]| open_session(model, role, protocols, target);
-    let step = |session, input: &[u8]| -> Result<(StepOutcome, Vec<u8>), Failure> {
+/// kind), STEPs, CLOSE. Meant to be full handshakes: the server's OPEN asks
+/// for no resumption (OPEN's fourth layout, [`Resumption::Off`]: a server
+/// credential that refuses reconnects), the client's is the first layout
+/// (the device's shared client credentials, towards "localhost"). A device
+/// that does not honour the request resumes anyway (TLS 1.2: the model's
+/// client cache finds "localhost" again); each handshake that did is
+/// counted in `resumed`, told by the step flags
+/// ([`step_flags::RESUMED`]) or, for TLS 1.2, by its shape (a resumed
+/// client is established by its second step, a full one by its third).
+fn ioctl_handshakes(
+    model: &Model,
+    n: usize,
+    protocols: u32,
+    resumed: &AtomicUsize,
+) -> Result<Duration, Failure> {
+    ioctl_run(model, n, protocols, Some(Resumption::Off), resumed)
+}
+
+/// [`ioctl_handshakes`] with the server's OPEN asking `server_resumption`
+/// (`None`: OPEN's first layout).
+fn ioctl_run(
+    model: &Model,
+    n: usize,
+    protocols: u32,
+    server_resumption: Option<Resumption>,
+    resumed: &AtomicUsize,
+) -> Result<Duration, Failure> {
+    let open =
+        |role, target: &[u8], resumption| open_session(model, role, protocols, target, resumption);
+    let step = |session, input: &[u8]| -> Result<(StepOutcome, u8, Vec<u8>), Failure> {
         let reply = call(
             model,
             IOCTL_KSSPI_STEP,
@@ -455,26 +628,34 @@ fn ioctl_handshakes(model: &Model, n: usize, protocols: u32) -> Result<Duration,
             step_reply_capacity(64 * 1024),
         )?;
         let r = decode::<StepReply>(&reply).map_err(|e| Failure(format!("{e:?}")))?;
-        Ok((r.outcome, r.output.to_vec()))
+        Ok((r.outcome, r.flags, r.output.to_vec()))
     };
     let start = Instant::now();
     for _ in 0..n {
-        let server = open(ksspi_abi::Role::Server, b"")?;
-        let client = open(ksspi_abi::Role::Client, b"localhost")?;
-        let (mut c, mut to_server) = step(client, &[])?;
+        let server = open(ksspi_abi::Role::Server, b"", server_resumption)?;
+        let client = open(ksspi_abi::Role::Client, b"localhost", None)?;
+        let (mut c, mut flags, mut to_server) = step(client, &[])?;
+        let mut client_steps = 1;
         let mut s = StepOutcome::NeedInput;
         for _ in 0..8 {
             if s != StepOutcome::Established && !to_server.is_empty() {
-                let (o, to_client) = step(server, &to_server)?;
+                let (o, f, to_client) = step(server, &to_server)?;
                 s = o;
+                flags |= f;
                 to_server.clear();
                 if c != StepOutcome::Established && !to_client.is_empty() {
-                    (c, to_server) = step(client, &to_client)?;
+                    let f;
+                    (c, f, to_server) = step(client, &to_client)?;
+                    flags |= f;
+                    client_steps += 1;
                 }
             }
         }
         if (c, s) != (StepOutcome::Established, StepOutcome::Established) {
             return Err(Failure(format!("an IOCTL handshake ended {c:?} / {s:?}")));
+        }
+        if flags & step_flags::RESUMED != 0 || (protocols == proto::TLS12 && client_steps == 2) {
+            resumed.fetch_add(1, Ordering::Relaxed);
         }
         for session in [server, client] {
             close_session(model, session)?;
@@ -517,13 +698,24 @@ pub enum HandshakePath {
     IoctlSync,
     /// The device's IOCTL path, completions on the model's threads.
     IoctlAsync,
+    /// Plain rustls, resumed handshakes (after a priming full one).
+    RustlsResumed,
+    /// The engine's sessions, resumed handshakes, synchronous completions.
+    EngineSyncResumed,
+    /// The engine's sessions, resumed handshakes, completions on the model's
+    /// threads.
+    EngineAsyncResumed,
 }
 
 /// `n` handshakes through `path` on this thread, after its setup (the
-/// certificates, the model, credentials), and its teardown.
+/// certificates, the model, credentials), and its teardown. The IOCTL
+/// paths print how many of them resumed (`resumed K of N`, see
+/// [`ioctl_handshakes`]) for [`crate::instructions`] to report.
 pub fn run_path(path: HandshakePath, version: Version, n: usize) -> Result<(), Failure> {
     let completion = match path {
-        HandshakePath::EngineSync | HandshakePath::IoctlSync => Completion::Sync,
+        HandshakePath::EngineSync | HandshakePath::IoctlSync | HandshakePath::EngineSyncResumed => {
+            Completion::Sync
+        }
         _ => Completion::Async,
     };
     match path {
@@ -535,8 +727,20 @@ pub fn run_path(path: HandshakePath, version: Version, n: usize) -> Result<(), F
         }
         HandshakePath::IoctlSync | HandshakePath::IoctlAsync => {
             let m = model(completion, 0);
-            ioctl_handshakes(&m, n, proto_bits(version))?;
+            let resumed = AtomicUsize::new(0);
+            ioctl_handshakes(&m, n, proto_bits(version), &resumed)?;
             finish(m)?;
+            println!("resumed {} of {n}", resumed.load(Ordering::Relaxed));
+        }
+        HandshakePath::RustlsResumed => {
+            let base = Baseline::resuming(version, RESUMED_TLS13_TICKETS);
+            base.prime(1);
+            base.resumed_handshakes(n);
+        }
+        HandshakePath::EngineSyncResumed | HandshakePath::EngineAsyncResumed => {
+            let world = EngineWorld::resuming(completion, version)?;
+            world.prime(1)?;
+            world.handshakes(n)?;
         }
     }
     Ok(())
@@ -627,6 +831,31 @@ struct HandshakeRow {
     ioctl_sync_ratio: f64,
     ioctl_async_ratio: f64,
     selftest_ratio: f64,
+    /// IOCTL handshakes (both completion modes, the timed rounds) that
+    /// resumed although the server's OPEN asked for none: a device that does
+    /// not honour OPEN's [`Resumption::Off`] (see [`ioctl_handshakes`]). Not
+    /// 0: the IOCTL figures are not all full handshakes.
+    ioctl_resumed: usize,
+}
+
+/// Resumed handshakes per second, the engine's against rustls's own
+/// ([`resumed_rows`]).
+#[derive(Serialize)]
+struct ResumedRow {
+    tls: &'static str,
+    threads: usize,
+    /// Rounds the figures are the medians of.
+    rounds: usize,
+    /// Resumed handshakes each path ran per round (all threads together),
+    /// each checked to have resumed.
+    handshakes_per_round: usize,
+    /// TLS 1.3 tickets the server sends after each handshake (both sides).
+    tls13_tickets: usize,
+    rustls_per_second: f64,
+    engine_sync_per_second: f64,
+    engine_async_per_second: f64,
+    engine_sync_ratio: f64,
+    engine_async_ratio: f64,
 }
 
 #[derive(Serialize)]
@@ -691,6 +920,7 @@ pub struct Report {
     /// How the host's allocator was set up ([`keep_freed_memory`]).
     allocator: &'static str,
     handshakes: Vec<HandshakeRow>,
+    resumed_handshakes: Vec<ResumedRow>,
     continuations: Vec<ContinuationRow>,
     records: Vec<RecordRow>,
     scale: Vec<ScaleRow>,
@@ -760,11 +990,13 @@ fn handshake_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<HandshakeR
             let async_model = model(Completion::Async, 0);
             // Warm up every path once (lazy statics, first allocations, the
             // device's credential cache).
+            let warm = AtomicUsize::new(0);
             base.handshakes(2);
             sync_world.handshakes(2)?;
             async_world.handshakes(2)?;
-            ioctl_handshakes(&sync_model, 2, p)?;
-            ioctl_handshakes(&async_model, 2, p)?;
+            ioctl_handshakes(&sync_model, 2, p, &warm)?;
+            ioctl_handshakes(&async_model, 2, p, &warm)?;
+            let resumed = AtomicUsize::new(0);
             // Per path, its rate in each round.
             let mut rates: [Vec<f64>; 6] = Default::default();
             for _ in 0..rounds {
@@ -772,8 +1004,8 @@ fn handshake_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<HandshakeR
                     on_threads(threads, || Ok(base.handshakes(n)))?,
                     on_threads(threads, || sync_world.handshakes(n))?,
                     on_threads(threads, || async_world.handshakes(n))?,
-                    on_threads(threads, || ioctl_handshakes(&sync_model, n, p))?,
-                    on_threads(threads, || ioctl_handshakes(&async_model, n, p))?,
+                    on_threads(threads, || ioctl_handshakes(&sync_model, n, p, &resumed))?,
+                    on_threads(threads, || ioctl_handshakes(&async_model, n, p, &resumed))?,
                 ];
                 for (r, d) in rates.iter_mut().zip(timed) {
                     r.push(rate(total, d));
@@ -804,6 +1036,71 @@ fn handshake_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<HandshakeR
                 ioctl_sync_ratio: ratio(3),
                 ioctl_async_ratio: ratio(4),
                 selftest_ratio: ratio(5),
+                ioctl_resumed: resumed.load(Ordering::Relaxed),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Resumed handshakes per second, per TLS version and thread count: the
+/// engine's (one client credential, one server credential with reconnects,
+/// towards "localhost"; TLS 1.3 with [`RESUMED_TLS13_TICKETS`] tickets the
+/// client decrypts) against rustls's own ([`Baseline::resuming`]), after
+/// priming full handshakes (one per thread); every timed handshake is
+/// checked to have resumed, and one that did not fails the run. Rounds and
+/// ratios as in [`handshake_rows`].
+fn resumed_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<ResumedRow>, Failure> {
+    let (n, rounds) = if plan.quick { (4, 1) } else { (1000, ROUNDS) };
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let mut rows = Vec::new();
+    for version in [Version::Tls12, Version::Tls13] {
+        for threads in [1, cores] {
+            if threads == cores && cores == 1 && !rows.is_empty() {
+                continue;
+            }
+            progress(&format!(
+                "resumed handshakes, TLS {}, {threads} thread(s)",
+                tls_name(version)
+            ));
+            let total = n * threads;
+            let base = Baseline::resuming(version, RESUMED_TLS13_TICKETS);
+            let sync_world = EngineWorld::resuming(Completion::Sync, version)?;
+            let async_world = EngineWorld::resuming(Completion::Async, version)?;
+            base.prime(threads);
+            sync_world.prime(threads)?;
+            async_world.prime(threads)?;
+            // Warm up (checked to resume as the timed ones are).
+            base.resumed_handshakes(2);
+            sync_world.handshakes(2)?;
+            async_world.handshakes(2)?;
+            let mut rates: [Vec<f64>; 3] = Default::default();
+            for _ in 0..rounds {
+                let timed = [
+                    on_threads(threads, || Ok(base.resumed_handshakes(n)))?,
+                    on_threads(threads, || sync_world.handshakes(n))?,
+                    on_threads(threads, || async_world.handshakes(n))?,
+                ];
+                for (r, d) in rates.iter_mut().zip(timed) {
+                    r.push(rate(total, d));
+                }
+            }
+            let ratio = |i: usize| {
+                let per_round = rates[i].iter().zip(&rates[0]).map(|(x, r)| x / r);
+                round3(median(per_round.collect()))
+            };
+            let rate_of = |i: usize| round1(median(rates[i].clone()));
+            rows.push(ResumedRow {
+                tls: tls_name(version),
+                threads,
+                rounds,
+                handshakes_per_round: total,
+                tls13_tickets: RESUMED_TLS13_TICKETS,
+                rustls_per_second: rate_of(0),
+                engine_sync_per_second: rate_of(1),
+                engine_async_per_second: rate_of(2),
+                engine_sync_ratio: ratio(1),
+                engine_async_ratio: ratio(2),
             });
         }
     }
@@ -1092,6 +1389,14 @@ fn footprint(version: Version, k: usize, limits: Limits) -> Result<(Held, Held, 
     {
         return Err(Failure("a footprint handshake did not complete".into()));
     }
+    // A fresh world whose handshakes all start before any ends: none can
+    // resume, and none did (the figures are a full handshake's).
+    if waiters
+        .iter()
+        .any(|(sw, cw)| (sw.resumed(), cw.resumed()) != (Resumed::No, Resumed::No))
+    {
+        return Err(Failure("a footprint handshake was not full".into()));
+    }
     let established = per(e0, p0, 2 * k);
     for (server, client) in &pairs {
         server.close();
@@ -1146,7 +1451,7 @@ fn memory() -> Result<MemoryRow, Failure> {
     }
     let m = model(Completion::Sync, 0);
     let device_bytes = m.device.bytes_per_session();
-    let open = || open_session(&m, ksspi_abi::Role::Server, proto::ALL, b"");
+    let open = || open_session(&m, ksspi_abi::Role::Server, proto::ALL, b"", None);
     let close = |session| close_session(&m, session);
     // The first OPEN acquires the credentials the others find cached.
     close(open()?)?;
@@ -1215,8 +1520,10 @@ pub fn run(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Report, Failure> {
         continuations = continuation_rows(plan);
     }
     let mut handshakes = Vec::new();
+    let mut resumed_handshakes = Vec::new();
     if plan.wants(Section::Handshakes) {
         handshakes = handshake_rows(plan, progress)?;
+        resumed_handshakes = resumed_rows(plan, progress)?;
     }
     let mut records = Vec::new();
     if plan.wants(Section::Records) {
@@ -1259,6 +1566,7 @@ pub fn run(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Report, Failure> {
         machine: machine(),
         allocator,
         handshakes,
+        resumed_handshakes,
         continuations,
         records,
         scale,
@@ -1322,6 +1630,36 @@ pub fn print(r: &Report) {
             cell(h.ioctl_sync_per_second, h.ioctl_sync_ratio),
             cell(h.ioctl_async_per_second, h.ioctl_async_ratio),
             cell(h.selftest_per_second, h.selftest_ratio),
+        );
+    }
+    for h in r.handshakes.iter().filter(|h| h.ioctl_resumed > 0) {
+        println!(
+            "  note: TLS {} on {} thread(s): {} of the IOCTL handshakes resumed (the device \
+             ignores OPEN's Resumption::Off): those IOCTL figures are not all full handshakes",
+            h.tls, h.threads, h.ioctl_resumed
+        );
+    }
+    if !r.resumed_handshakes.is_empty() {
+        println!(
+            "\nresumed handshakes per second, median of {} rounds (each checked to have resumed; \
+             in brackets the median ratio to rustls's own resumed handshakes; TLS 1.3: {} \
+             ticket(s) a handshake)",
+            r.resumed_handshakes[0].rounds, r.resumed_handshakes[0].tls13_tickets
+        );
+        println!(
+            "  {:<5} {:>7} {:>9} {:>16} {:>16}",
+            "TLS", "threads", "rustls", "engine (sync)", "engine (async)"
+        );
+    }
+    for h in &r.resumed_handshakes {
+        let cell = |rate: f64, ratio: f64| format!("{rate:>9.1} ({ratio:.3})");
+        println!(
+            "  {:<5} {:>7} {:>9.1} {} {}",
+            h.tls,
+            h.threads,
+            h.rustls_per_second,
+            cell(h.engine_sync_per_second, h.engine_sync_ratio),
+            cell(h.engine_async_per_second, h.engine_async_ratio),
         );
     }
     if !r.continuations.is_empty() {
@@ -1399,5 +1737,114 @@ pub fn print(r: &Report) {
     }
     if let Some(p) = &r.plot {
         println!("plot: {p}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_full_handshake_bench_runs_full_handshakes() {
+        for version in [Version::Tls12, Version::Tls13] {
+            for completion in [Completion::Sync, Completion::Async] {
+                let world = EngineWorld::new(completion, version).expect("a world");
+                for _ in 0..3 {
+                    let pair = world.pair().expect("a full handshake");
+                    let seen = (pair.cw.resumed(), pair.sw.resumed());
+                    assert_eq!(
+                        seen,
+                        (Resumed::No, Resumed::No),
+                        "{version:?} {completion:?}"
+                    );
+                    pair.close();
+                }
+            }
+            for path in [HandshakePath::EngineSync, HandshakePath::EngineAsync] {
+                run_path(path, version, 3).expect("the bench's own path");
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_handshake_that_resumed_fails_the_bench() {
+        // The bench as it was before its server refused reconnects: a
+        // server credential with reconnects, the client's reused towards
+        // "localhost": TLS 1.2's second handshake resumes.
+        let world = EngineWorld {
+            resuming: false,
+            ..EngineWorld::resuming(Completion::Sync, Version::Tls12).expect("a world")
+        };
+        world.pair().expect("the first is full").close();
+        let Err(Failure(why)) = world.pair() else {
+            panic!("the second handshake resumed and passed as full");
+        };
+        assert!(why.contains("was not full"), "{why}");
+        assert!(why.contains("Yes"), "{why}");
+    }
+
+    #[test]
+    fn the_resumed_bench_resumes_every_handshake() {
+        for version in [Version::Tls12, Version::Tls13] {
+            for completion in [Completion::Sync, Completion::Async] {
+                let world = EngineWorld::resuming(completion, version).expect("a world");
+                // Two priming handshakes at once: both full.
+                world.prime(2).expect("priming");
+                for _ in 0..4 {
+                    let pair = world.pair().expect("a resumed handshake");
+                    let seen = (pair.cw.resumed(), pair.sw.resumed());
+                    assert_eq!(
+                        seen,
+                        (Resumed::Yes, Resumed::Yes),
+                        "{version:?} {completion:?}"
+                    );
+                    pair.close();
+                }
+            }
+            for path in [
+                HandshakePath::RustlsResumed,
+                HandshakePath::EngineSyncResumed,
+                HandshakePath::EngineAsyncResumed,
+            ] {
+                run_path(path, version, 3).expect("the bench's own path");
+            }
+        }
+    }
+
+    #[test]
+    fn a_resumed_handshake_that_was_full_fails_the_bench() {
+        for version in [Version::Tls12, Version::Tls13] {
+            // Nothing primed: the first handshake cannot resume.
+            let world = EngineWorld::resuming(Completion::Sync, version).expect("a world");
+            let Err(Failure(why)) = world.pair() else {
+                panic!("{version:?}: a full handshake passed as resumed");
+            };
+            assert!(why.contains("did not resume"), "{why}");
+        }
+    }
+
+    #[test]
+    fn the_ioctl_path_counts_the_handshakes_that_resumed() {
+        let m = model(Completion::Sync, 0);
+        // The device's cached credentials with reconnects (OPEN's first
+        // layout): every TLS 1.2 handshake after the first resumes, and
+        // its shape says so.
+        let resumed = AtomicUsize::new(0);
+        ioctl_run(&m, 4, proto::TLS12, None, &resumed).expect("handshakes");
+        assert_eq!(resumed.load(Ordering::Relaxed), 3);
+        // TLS 1.3 without tickets: nothing to resume with.
+        let resumed = AtomicUsize::new(0);
+        ioctl_handshakes(&m, 4, proto::TLS13, &resumed).expect("handshakes");
+        assert_eq!(resumed.load(Ordering::Relaxed), 0);
+        // The bench's own request (the server's OPEN asks Resumption::Off):
+        // none resumed where the device honours it, all but the first where
+        // it does not yet (this branch's device ignores it).
+        let resumed = AtomicUsize::new(0);
+        let fresh = model(Completion::Sync, 0);
+        ioctl_handshakes(&fresh, 4, proto::TLS12, &resumed).expect("handshakes");
+        let n = resumed.load(Ordering::Relaxed);
+        assert!(n == 0 || n == 3, "{n} of 4 resumed");
+        finish(fresh).expect("no leak");
+        finish(m).expect("no leak");
     }
 }

@@ -8,6 +8,11 @@
 //! counts user-mode instructions only, so the async paths' figures hold
 //! their hand-offs' user-mode work (locks, condition variables, the work
 //! queue), not the time a thread sleeps.
+//!
+//! Resumed handshakes likewise ([`ResumedInstructionRow`]): rustls's own
+//! resumed handshakes against the engine's, each path's child process
+//! priming its cache with one full handshake first (setup, cancelled out
+//! with the rest).
 
 use crate::bench::HandshakePath;
 use crate::Failure;
@@ -23,6 +28,27 @@ const PATHS: [HandshakePath; 5] = [
     HandshakePath::IoctlSync,
     HandshakePath::IoctlAsync,
 ];
+
+/// The resumed paths, the baseline first.
+const RESUMED_PATHS: [HandshakePath; 3] = [
+    HandshakePath::RustlsResumed,
+    HandshakePath::EngineSyncResumed,
+    HandshakePath::EngineAsyncResumed,
+];
+
+/// One TLS version's instructions per resumed handshake, the engine's cost
+/// relative to rustls's own resumed handshake.
+#[derive(Serialize)]
+pub struct ResumedInstructionRow {
+    pub tls: &'static str,
+    /// Handshakes the figures are taken over (`hi - lo`).
+    pub handshakes: usize,
+    pub rustls: u64,
+    pub engine_sync: u64,
+    pub engine_async: u64,
+    pub engine_sync_cost: f64,
+    pub engine_async_cost: f64,
+}
 
 /// One TLS version's instructions per handshake, and each path's cost
 /// relative to rustls (instructions / rustls's instructions).
@@ -40,12 +66,20 @@ pub struct InstructionRow {
     pub engine_async_cost: f64,
     pub ioctl_sync_cost: f64,
     pub ioctl_async_cost: f64,
+    /// Of the `hi` IOCTL handshakes counted, how many resumed (a device
+    /// that ignores the server's `Resumption::Off`: see `bench.rs`'s
+    /// `ioctl_handshakes`); not 0, the IOCTL figures are not all full
+    /// handshakes.
+    pub ioctl_sync_resumed: usize,
+    pub ioctl_async_resumed: usize,
 }
 
 /// The instruction counts, or why there are none.
 #[derive(Serialize, Default)]
 pub struct Instructions {
     pub rows: Vec<InstructionRow>,
+    /// Resumed handshakes.
+    pub resumed: Vec<ResumedInstructionRow>,
     /// Set when the counts could not be taken (no valgrind).
     pub skipped: Option<String>,
 }
@@ -79,8 +113,9 @@ fn path_arg(p: HandshakePath) -> String {
 }
 
 /// The instructions callgrind counted over `n` handshakes of `path` in a
-/// child process (setup and teardown included).
-fn count(path: HandshakePath, version: Version, n: usize) -> Result<u64, Failure> {
+/// child process (setup and teardown included), and how many of them
+/// resumed where the path says (the IOCTL paths; 0 for the others).
+fn count(path: HandshakePath, version: Version, n: usize) -> Result<(u64, usize), Failure> {
     let exe = std::env::current_exe().map_err(|e| Failure(format!("current_exe: {e}")))?;
     let out = Command::new("valgrind")
         .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
@@ -97,12 +132,21 @@ fn count(path: HandshakePath, version: Version, n: usize) -> Result<u64, Failure
             stderr.lines().rev().take(5).collect::<Vec<_>>().join(" / ")
         )));
     }
-    collected(&stderr).ok_or_else(|| {
+    let total = collected(&stderr).ok_or_else(|| {
         Failure(format!(
             "no 'Collected' line in callgrind's output for {}",
             path_arg(path)
         ))
-    })
+    })?;
+    Ok((total, resumed(&String::from_utf8_lossy(&out.stdout))))
+}
+
+/// `bench-path`'s `resumed K of N` line: K (0 without one).
+fn resumed(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("resumed ")?.split(' ').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Callgrind's total: the `==PID== Collected : N` line.
@@ -123,22 +167,43 @@ pub fn run(lo: usize, hi: usize, progress: &dyn Fn(&str)) -> Result<Instructions
     if let Err(reason) = valgrind() {
         return Ok(Instructions {
             rows: Vec::new(),
+            resumed: Vec::new(),
             skipped: Some(reason),
         });
     }
+    // Per handshake, and how many of the `hi` resumed.
+    let per_handshake = |path: HandshakePath, version: Version| -> Result<(u64, usize), Failure> {
+        progress(&format!(
+            "instructions (callgrind), TLS {}, {}",
+            tls_arg(version),
+            path_arg(path)
+        ));
+        let (a, _) = count(path, version, lo)?;
+        let (b, resumed) = count(path, version, hi)?;
+        Ok((b.saturating_sub(a) / (hi - lo) as u64, resumed))
+    };
     let mut rows = Vec::new();
+    let mut resumed = Vec::new();
     for version in [Version::Tls12, Version::Tls13] {
         let mut per = [0u64; PATHS.len()];
+        let mut resumed_of = [0usize; PATHS.len()];
         for (i, &path) in PATHS.iter().enumerate() {
-            progress(&format!(
-                "instructions (callgrind), TLS {}, {}",
-                tls_arg(version),
-                path_arg(path)
-            ));
-            let a = count(path, version, lo)?;
-            let b = count(path, version, hi)?;
-            per[i] = b.saturating_sub(a) / (hi - lo) as u64;
+            (per[i], resumed_of[i]) = per_handshake(path, version)?;
         }
+        let mut again = [0u64; RESUMED_PATHS.len()];
+        for (i, &path) in RESUMED_PATHS.iter().enumerate() {
+            again[i] = per_handshake(path, version)?.0;
+        }
+        let [rustls, engine_sync, engine_async] = again;
+        resumed.push(ResumedInstructionRow {
+            tls: tls_arg(version),
+            handshakes: hi - lo,
+            rustls,
+            engine_sync,
+            engine_async,
+            engine_sync_cost: cost(engine_sync, rustls),
+            engine_async_cost: cost(engine_async, rustls),
+        });
         let [rustls, engine_sync, engine_async, ioctl_sync, ioctl_async] = per;
         rows.push(InstructionRow {
             tls: tls_arg(version),
@@ -152,10 +217,13 @@ pub fn run(lo: usize, hi: usize, progress: &dyn Fn(&str)) -> Result<Instructions
             engine_async_cost: cost(engine_async, rustls),
             ioctl_sync_cost: cost(ioctl_sync, rustls),
             ioctl_async_cost: cost(ioctl_async, rustls),
+            ioctl_sync_resumed: resumed_of[3],
+            ioctl_async_resumed: resumed_of[4],
         });
     }
     Ok(Instructions {
         rows,
+        resumed,
         skipped: None,
     })
 }
@@ -186,11 +254,42 @@ pub fn print(i: &Instructions) {
             cell(r.ioctl_async, r.ioctl_async_cost),
         );
     }
+    for r in &i.rows {
+        let resumed = r.ioctl_sync_resumed.max(r.ioctl_async_resumed);
+        if resumed > 0 {
+            println!(
+                "  note: TLS {}: {resumed} of the IOCTL path's counted handshakes resumed (the \
+                 device ignores OPEN's Resumption::Off): its IOCTL figures are not full handshakes",
+                r.tls
+            );
+        }
+    }
+    if i.resumed.is_empty() {
+        return;
+    }
+    println!(
+        "\ninstructions per resumed handshake (callgrind; cost relative to rustls's own resumed \
+         handshake in brackets)"
+    );
+    println!(
+        "  {:<5} {:>11} {:>20} {:>20}",
+        "TLS", "rustls", "engine (sync)", "engine (async)"
+    );
+    for r in &i.resumed {
+        let cell = |n: u64, c: f64| format!("{n:>11} ({c:.3})");
+        println!(
+            "  {:<5} {:>11} {:>20} {:>20}",
+            r.tls,
+            r.rustls,
+            cell(r.engine_sync, r.engine_sync_cost),
+            cell(r.engine_async, r.engine_async_cost),
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::collected;
+    use super::{collected, resumed};
 
     #[test]
     fn reads_callgrinds_total() {
@@ -199,5 +298,12 @@ mod tests {
                    ==41== I   refs:      123,456,789\n";
         assert_eq!(collected(err), Some(123_456_789));
         assert_eq!(collected("==41== I   refs: 5\n"), None);
+    }
+
+    #[test]
+    fn reads_how_many_resumed() {
+        assert_eq!(resumed("resumed 24 of 25\n"), 24);
+        assert_eq!(resumed("resumed 0 of 5\n"), 0);
+        assert_eq!(resumed(""), 0);
     }
 }

@@ -207,11 +207,53 @@ fn bench_path_runs_each_handshake_path_cleanly() {
         "engine-async",
         "ioctl-sync",
         "ioctl-async",
+        "rustls-resumed",
+        "engine-sync-resumed",
+        "engine-async-resumed",
     ] {
-        let (code, _, err) =
-            ksspictl(&["bench-path", "--path", path, "--tls", "1.3", "--count", "2"]);
-        assert_eq!(code, 0, "{path}: {err}");
+        for tls in ["1.2", "1.3"] {
+            let (code, _, err) =
+                ksspictl(&["bench-path", "--path", path, "--tls", tls, "--count", "2"]);
+            assert_eq!(code, 0, "{path} {tls}: {err}");
+        }
     }
+}
+
+#[test]
+fn bench_quick_handshakes_have_resumed_rows_beside_the_full_ones() {
+    // A handshake of the resumed rows that did not resume (or of the full
+    // rows that did) fails the run: exit 0 is the bench's own check passing.
+    let (code, out, err) = ksspictl(&["bench", "--quick", "--only", "handshakes", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let j = json(&out);
+    let full = j["handshakes"].as_array().expect("full rows");
+    let resumed = j["resumed_handshakes"].as_array().expect("resumed rows");
+    assert!(!full.is_empty(), "{j}");
+    assert_eq!(
+        resumed.len(),
+        full.len(),
+        "a resumed row beside each full one: {j}"
+    );
+    for (r, f) in resumed.iter().zip(full) {
+        assert_eq!(
+            (&r["tls"], &r["threads"]),
+            (&f["tls"], &f["threads"]),
+            "{j}"
+        );
+        assert_eq!(r["tls13_tickets"], 1, "{r}");
+        for rate in [
+            "rustls_per_second",
+            "engine_sync_per_second",
+            "engine_async_per_second",
+        ] {
+            assert!(r[rate].as_f64().unwrap() > 0.0, "{rate}: {r}");
+        }
+        assert!(r["engine_sync_ratio"].as_f64().unwrap() > 0.0, "{r}");
+        // The IOCTL path's count of handshakes that resumed is reported.
+        assert!(f["ioctl_resumed"].is_u64(), "{f}");
+    }
+    let tls: Vec<&str> = resumed.iter().map(|r| r["tls"].as_str().unwrap()).collect();
+    assert!(tls.contains(&"1.2") && tls.contains(&"1.3"), "{tls:?}");
 }
 
 #[test]

@@ -54,11 +54,11 @@ pub use handshake::Step;
 pub use records::{StreamSizes, Unsealed, MAX_PLAINTEXT};
 pub use session_cache::{lifespan, CLIENT_SERVERS, DEFAULT_LIFESPAN, SERVER_SESSIONS};
 
-use credentials::{provider, AskedFor, Kind};
+use credentials::{client_config, AskedFor, Kind};
 use ksspi::sys::*;
 use ksspi::SecStatus;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ProtocolVersion};
+use rustls::ProtocolVersion;
 use rustls_unbuffered::Conn;
 use std::sync::Arc;
 
@@ -159,6 +159,7 @@ impl Context {
         alpn: Option<&[u8]>,
     ) -> Result<Context, SecStatus> {
         let Kind::Client {
+            named,
             cache,
             protocols,
             verifier,
@@ -185,24 +186,22 @@ impl Context {
             ),
         };
         let asked = resolver.clone();
-        let mut config = ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&protocols.versions())
-            .map_err(|_| SecStatus::SEC_E_ALGORITHM_MISMATCH)?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_client_cert_resolver(asked.clone());
         // The credential's cache, found by the target name; a client
         // without one resumes nothing (super::session_cache).
-        config.resumption = if target.is_some_and(|t| !t.is_empty()) {
-            rustls::client::Resumption::store(cache.clone())
-        } else {
-            rustls::client::Resumption::disabled()
+        let has_target = target.is_some_and(|t| !t.is_empty());
+        let config = match alpn {
+            // The credential's own, made once (the same settings).
+            None if has_target => named.clone(),
+            _ => Arc::new(client_config(
+                *protocols,
+                verifier,
+                asked.clone(),
+                has_target.then(|| cache.clone()),
+                target.is_some(),
+                alpn,
+            )?),
         };
-        config.enable_sni = target.is_some();
-        if let Some(list) = alpn {
-            config.alpn_protocols = ksspi::alpn::wire_names(list).map(<[u8]>::to_vec).collect();
-        }
-        let conn = Conn::client(Arc::new(config), name).map_err(|e| map_error(&e))?;
+        let conn = Conn::client(config, name).map_err(|e| map_error(&e))?;
         let mut ctx = Context::with(conn, Some(asked));
         ctx.alpn = alpn.is_some();
         Ok(ctx)

@@ -31,6 +31,7 @@ use rustls::client::{ClientSessionStore, Tls12ClientSessionValue, Tls13ClientSes
 use rustls::pki_types::ServerName;
 use rustls::server::StoresServerSessions;
 use rustls::NamedGroup;
+use std::borrow::{Borrow, Cow};
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -91,11 +92,17 @@ impl<K: Eq + Hash + Clone, V> Expiring<K, V> {
         }
     }
 
-    /// The live entry for `key` (an expired one is dropped).
-    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+    /// The live entry for `key` (an expired one is dropped); looked up by
+    /// a borrowed form of the key, so a lookup allocates nothing.
+    fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let expired = match self.entries.get(key) {
             None => return None,
-            Some((at, _)) => at.elapsed() >= self.lifespan,
+            // A map whose entries never expire reads no clock.
+            Some((at, _)) => self.lifespan != Duration::MAX && at.elapsed() >= self.lifespan,
         };
         if expired {
             self.remove(key);
@@ -104,9 +111,16 @@ impl<K: Eq + Hash + Clone, V> Expiring<K, V> {
         self.entries.get_mut(key).map(|(_, v)| v)
     }
 
-    fn remove(&mut self, key: &K) -> Option<V> {
+    fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let (_, v) = self.entries.remove(key)?;
-        self.order.retain(|k| k != key);
+        // Each key is in the order once (a key put again was moved).
+        if let Some(at) = self.order.iter().position(|k| k.borrow() == key) {
+            self.order.remove(at);
+        }
         Some(v)
     }
 }
@@ -123,9 +137,22 @@ struct ServerData {
 /// session live for the credential's lifespan from when it was stored.
 #[derive(Debug)]
 pub(crate) struct ClientCache {
-    /// The entries per name never expire as a whole (their sessions do).
-    servers: Mutex<Expiring<ServerName<'static>, ServerData>>,
+    /// The entries per name never expire as a whole (their sessions do),
+    /// keyed by [`key`].
+    servers: Mutex<Expiring<String, ServerData>>,
     lifespan: Duration,
+}
+
+/// A target name as the cache keys it: its text, in lower case (DNS names
+/// compare without case, as rustls's `ServerName` does); borrowed when it is
+/// already lower case, so a lookup allocates nothing.
+fn key<'a>(name: &'a ServerName<'_>) -> Cow<'a, str> {
+    let text = name.to_str();
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        text
+    }
 }
 
 impl ClientCache {
@@ -142,15 +169,17 @@ impl ClientCache {
         create: bool,
         f: impl FnOnce(&mut ServerData, Duration) -> R,
     ) -> Option<R> {
+        let key = key(name);
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        let key = name.to_owned();
-        if servers.get_mut(&key).is_none() {
-            if !create {
-                return None;
-            }
-            servers.put(key.clone(), ServerData::default());
+        if let Some(data) = servers.get_mut(&*key) {
+            return Some(f(data, self.lifespan));
         }
-        servers.get_mut(&key).map(|data| f(data, self.lifespan))
+        if !create {
+            return None;
+        }
+        let key = key.into_owned();
+        servers.put(key.clone(), ServerData::default());
+        servers.get_mut(&*key).map(|data| f(data, self.lifespan))
     }
 }
 
@@ -258,7 +287,7 @@ impl StoresServerSessions for ServerCache {
             .as_ref()?
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        sessions.get_mut(&key.to_vec()).cloned()
+        sessions.get_mut(key).cloned()
     }
 
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
@@ -267,8 +296,9 @@ impl StoresServerSessions for ServerCache {
             .as_ref()?
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        sessions.get_mut(&key.to_vec())?;
-        sessions.remove(&key.to_vec())
+        // An expired one is dropped, not taken.
+        sessions.get_mut(key)?;
+        sessions.remove(key)
     }
 
     fn can_cache(&self) -> bool {
@@ -305,6 +335,18 @@ mod tests {
     fn lifespan_zero_is_ten_hours() {
         assert_eq!(lifespan(0), Duration::from_secs(36_000));
         assert_eq!(lifespan(1500), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn a_client_finds_a_target_name_whatever_its_case() {
+        let cache = ClientCache::new(DEFAULT_LIFESPAN);
+        let name = |n: &str| ServerName::try_from(n.to_string()).expect("a valid name");
+        cache.set_kx_hint(name("LocalHost"), NamedGroup::X25519);
+        assert_eq!(cache.kx_hint(&name("localhost")), Some(NamedGroup::X25519));
+        assert_eq!(cache.kx_hint(&name("LOCALHOST")), Some(NamedGroup::X25519));
+        assert_eq!(cache.kx_hint(&name("example.com")), None);
+        // One entry, not one per spelling.
+        assert_eq!(cache.servers.lock().unwrap().entries.len(), 1);
     }
 
     #[test]

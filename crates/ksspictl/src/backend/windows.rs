@@ -179,6 +179,12 @@ pub enum BenchPathName {
     IoctlSync,
     /// The IOCTL path, completions on the model's threads.
     IoctlAsync,
+    /// Plain rustls, resumed handshakes.
+    RustlsResumed,
+    /// The engine, resumed handshakes, synchronous completions.
+    EngineSyncResumed,
+    /// The engine, resumed handshakes, completions on the model's threads.
+    EngineAsyncResumed,
 }
 
 /// Refused ([`allow`]).

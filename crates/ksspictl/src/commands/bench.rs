@@ -1,6 +1,6 @@
-//! `ksspictl bench`: handshakes, continuations and records against plain
-//! rustls, scale and memory per session (model only: [`crate::backend::bench`]
-//! runs it).
+//! `ksspictl bench`: handshakes (full, and resumed against rustls's own
+//! resumed ones), continuations and records against plain rustls, scale and
+//! memory per session (model only: [`crate::backend::bench`] runs it).
 
 use crate::backend;
 use crate::util::BenchSection;
