@@ -119,6 +119,9 @@ impl System for Fake {
             .map(|(_, c, e)| (*c, e.to_string()))
             .unwrap_or((0, String::new()));
         let stdout = match action {
+            Action::Ksspictl(a) if a[0] == "selftest" && a.iter().any(|x| x == "--resume") => {
+                r#"{"handshakes_ok":400,"handshakes_failed":0,"resumption":{"resumed":100,"full_handshakes":100,"unknown":0,"first_resumed":0},"observed":{"requires_notify":"exported"}}"#.to_string()
+            }
             Action::Ksspictl(a) if a[0] == "selftest" => {
                 r#"{"handshakes_ok":200,"handshakes_failed":0,"bytes_checked":6553600,"observed":{"requires_notify":"exported"}}"#.to_string()
             }
@@ -293,6 +296,7 @@ fn the_first_phase_runs_the_suite_then_sets_the_verifier_and_stops_for_the_reboo
             "plain:info",
             "plain:selftest tls1.2",
             "plain:selftest tls1.3",
+            "plain:selftest resume",
             "plain:serve + connect",
             "plain:stress",
             "plain:remove + re-add",
@@ -323,6 +327,25 @@ fn the_first_phase_runs_the_suite_then_sets_the_verifier_and_stops_for_the_reboo
             sys.log
         );
     }
+    // The resume run, both versions alternating, its counts kept.
+    let want = args(&[
+        "selftest",
+        "--resume",
+        "--count",
+        "200",
+        "--concurrency",
+        "8",
+        "--json",
+        "--cert-thumbprint",
+        &thumb,
+    ]);
+    assert!(sys.log.contains(&Action::Ksspictl(want)), "{:?}", sys.log);
+    let resume = &run.report.steps[3];
+    assert_eq!(resume.name, "selftest resume");
+    assert_eq!(
+        resume.figures.as_ref().unwrap()["resumption"]["resumed"],
+        100
+    );
     let selftest = &run.report.steps[1];
     assert_eq!(
         selftest.observed.as_ref().unwrap()["requires_notify"],
@@ -401,9 +424,9 @@ fn resuming_after_the_reboot_runs_the_suite_under_the_verifier_and_finishes() {
         "the state file goes when the run is done"
     );
     let phases: Vec<_> = names(&done.report);
-    assert_eq!(phases.len(), 8 + 7, "{phases:?}");
+    assert_eq!(phases.len(), 9 + 8, "{phases:?}");
     assert!(
-        phases[8..].iter().all(|p| p.starts_with("verifier:")),
+        phases[9..].iter().all(|p| p.starts_with("verifier:")),
         "{phases:?}"
     );
     let stress = done
