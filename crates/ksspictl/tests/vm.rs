@@ -147,6 +147,15 @@ fn a_dry_run_runs_the_model_steps_and_writes_the_report() {
             .unwrap()
             .contains(&format!("--tls {tls}")));
     }
+    // The resume run over the model: every pair's second handshake resumed.
+    let resume = step("selftest resume");
+    assert_eq!(resume["status"], "passed", "{resume}");
+    assert_eq!(resume["figures"]["handshakes_ok"], 32, "{resume}");
+    assert_eq!(resume["figures"]["resumption"]["resumed"], 16, "{resume}");
+    assert_eq!(
+        resume["figures"]["resumption"]["full_handshakes"], 0,
+        "{resume}"
+    );
     assert_eq!(step("stress")["figures"]["balanced"], true);
     assert_eq!(step("info after")["figures"]["sessions_open"], 0);
     for name in ["serve + connect", "remove + re-add", "verifier on"] {
