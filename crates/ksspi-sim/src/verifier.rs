@@ -5,9 +5,11 @@
 //! a seeded random one in N of them ([`Verifier::fail_one_in`]).
 
 use crate::kernel::{bugcheck, Bugcheck};
+use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -73,6 +75,49 @@ impl fmt::Display for LeakReport {
     }
 }
 
+/// The hasher of the model's tables whose keys are its own: ids and fake
+/// addresses it hands out in sequence, and the addresses of buffers it
+/// allocated. No caller chooses one (a caller's handle that is not in a table
+/// is only a miss), so SipHash's defence against chosen keys buys nothing, and
+/// it was most of a lookup's cost; one multiply by an odd constant (a
+/// bijection of the key, so no two keys collide in full) spreads them over
+/// both the bits hashbrown indexes with and those it tags with.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached by integer keys; any other input still hashes.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(GOLDEN);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(GOLDEN);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// What the verifier keeps, under one lock.
+#[derive(Default)]
+struct Tracked {
+    /// Each live object by id: its tag and what it is (borrowed when that
+    /// is a literal, so tracking one allocates nothing of its own).
+    live: HashMap<u64, (Tag, Cow<'static, str>), BuildHasherDefault<IdHasher>>,
+    /// Objects ever created, by tag.
+    created: BTreeMap<Tag, u64>,
+}
+
 /// Which kinds of point low-resources simulation counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultKind {
@@ -85,7 +130,7 @@ pub enum FaultKind {
 /// Tracking and fault injection for one model instance.
 #[derive(Default)]
 pub struct Verifier {
-    live: Mutex<BTreeMap<u64, (Tag, String)>>,
+    tracked: Mutex<Tracked>,
     next_id: AtomicU64,
     points: AtomicU64,
     fail_at: AtomicU64,
@@ -94,7 +139,6 @@ pub struct Verifier {
     /// Random mode: the seed of its draws.
     seed: AtomicU64,
     injected: AtomicU64,
-    created: Mutex<BTreeMap<Tag, u64>>,
 }
 
 impl Verifier {
@@ -104,10 +148,11 @@ impl Verifier {
     }
 
     /// Track a new object; returns its id.
-    pub fn track(&self, tag: Tag, what: impl Into<String>) -> u64 {
+    pub fn track(&self, tag: Tag, what: impl Into<Cow<'static, str>>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        self.live.lock().unwrap().insert(id, (tag, what.into()));
-        *self.created.lock().unwrap().entry(tag).or_default() += 1;
+        let mut t = self.tracked.lock().unwrap();
+        t.live.insert(id, (tag, what.into()));
+        *t.created.entry(tag).or_default() += 1;
         id
     }
 
@@ -115,7 +160,8 @@ impl Verifier {
     /// free, or a foreign id) is a bugcheck.
     #[track_caller]
     pub fn untrack(&self, tag: Tag, id: u64) {
-        match self.live.lock().unwrap().remove(&id) {
+        let removed = self.tracked.lock().unwrap().live.remove(&id);
+        match removed {
             Some((t, _)) if t == tag => {}
             Some((t, what)) => bugcheck(
                 Bugcheck::BadPoolCaller,
@@ -130,14 +176,15 @@ impl Verifier {
 
     /// Whether `id` is alive with `tag`.
     pub fn is_live(&self, tag: Tag, id: u64) -> bool {
-        matches!(self.live.lock().unwrap().get(&id), Some((t, _)) if *t == tag)
+        matches!(self.tracked.lock().unwrap().live.get(&id), Some((t, _)) if *t == tag)
     }
 
     /// How many objects with `tag` are alive now.
     pub fn live_count(&self, tag: Tag) -> usize {
-        self.live
+        self.tracked
             .lock()
             .unwrap()
+            .live
             .values()
             .filter(|(t, _)| *t == tag)
             .count()
@@ -145,21 +192,31 @@ impl Verifier {
 
     /// How many objects with `tag` were ever created.
     pub fn created(&self, tag: Tag) -> u64 {
-        self.created.lock().unwrap().get(&tag).copied().unwrap_or(0)
-    }
-
-    /// Everything still alive.
-    pub fn live(&self) -> Vec<Leak> {
-        self.live
+        self.tracked
             .lock()
             .unwrap()
+            .created
+            .get(&tag)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Everything still alive, oldest first.
+    pub fn live(&self) -> Vec<Leak> {
+        let mut live: Vec<Leak> = self
+            .tracked
+            .lock()
+            .unwrap()
+            .live
             .iter()
             .map(|(id, (tag, what))| Leak {
                 tag: *tag,
                 id: *id,
-                what: what.clone(),
+                what: what.to_string(),
             })
-            .collect()
+            .collect();
+        live.sort_by_key(|l| l.id);
+        live
     }
 
     /// The unload check: `Err` with the list of what is still alive.
@@ -266,6 +323,45 @@ mod tests {
         assert!(report.to_string().contains("[SspC]"), "{report}");
         v.untrack(Tag::Credential, c);
         assert!(v.check_unload().is_ok());
+    }
+
+    #[test]
+    fn leaks_are_listed_oldest_first_and_counted_by_tag() {
+        let v = Verifier::new();
+        let ids: Vec<u64> = (0..40)
+            .map(|i| v.track(Tag::ContextBuffer, format!("buffer {i}")))
+            .collect();
+        for id in ids.iter().step_by(3) {
+            v.untrack(Tag::ContextBuffer, *id);
+        }
+        let live: Vec<u64> = v.live().iter().map(|l| l.id).collect();
+        let want: Vec<u64> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, id)| *id)
+            .collect();
+        assert_eq!(live, want);
+        assert_eq!(v.live()[0].what, "buffer 1");
+        assert_eq!(v.live_count(Tag::ContextBuffer), want.len());
+        assert_eq!(v.created(Tag::ContextBuffer), 40);
+        assert_eq!(v.created(Tag::Credential), 0);
+        assert!(v.is_live(Tag::ContextBuffer, want[0]));
+        assert!(!v.is_live(Tag::Credential, want[0]));
+        assert!(!v.is_live(Tag::ContextBuffer, ids[0]));
+    }
+
+    #[test]
+    fn the_id_hasher_keeps_distinct_keys_apart() {
+        use std::hash::BuildHasher;
+        let b = BuildHasherDefault::<IdHasher>::default();
+        let hashes: std::collections::HashSet<u64> =
+            (0..10_000usize).map(|k| b.hash_one(k)).collect();
+        assert_eq!(hashes.len(), 10_000);
+        // hashbrown tags entries with the top seven bits: sequential keys
+        // must not all share them.
+        let tags: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert!(tags.len() > 64, "{} distinct tags", tags.len());
     }
 
     #[test]

@@ -47,13 +47,16 @@ impl SimProvider {
             Ok(b) => b,
             Err(s) => return s,
         };
-        let token_in = match inputs.iter().find(|b| b.kind() == SECBUFFER_TOKEN) {
-            // SAFETY: the input token's bytes are valid until completion.
+        // Read in place, as Schannel reads its caller's token: the step
+        // copies what it keeps.
+        let token_in: &[u8] = match inputs.iter().find(|b| b.kind() == SECBUFFER_TOKEN) {
+            // SAFETY: the input token's bytes are valid until completion,
+            // and nothing writes them before the step below is done.
             Some(b) => match unsafe { edge::bytes(b) } {
-                Ok(bytes) => bytes.to_vec(),
+                Ok(bytes) => bytes,
                 Err(s) => return s,
             },
-            None => Vec::new(),
+            None => &[],
         };
         // SECBUFFER_APPLICATION_PROTOCOLS, checked on every call that has
         // one, taken by the call that creates the context.
@@ -84,10 +87,10 @@ impl SimProvider {
                 }
             }
         };
-        let step: Step = entry
+        let mut step: Step = entry
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .step(&token_in);
+            .step(token_in);
         let allocate = if server {
             req & ASC_REQ_ALLOCATE_MEMORY != 0
         } else {
@@ -100,11 +103,8 @@ impl SimProvider {
         };
         let mut status = step.status;
         // Output token (or the alert, on failure with extended errors).
-        let out_bytes: &[u8] = if status.is_error() && extended {
-            &step.alert
-        } else {
-            &step.token
-        };
+        let send_alert = status.is_error() && extended;
+        let out_bytes: &[u8] = if send_alert { &step.alert } else { &step.token };
         if let Some(buf) = outputs.iter_mut().find(|b| b.kind() == SECBUFFER_TOKEN) {
             if allocate {
                 if out_bytes.is_empty() {
@@ -115,7 +115,13 @@ impl SimProvider {
                     buf.pvBuffer = std::ptr::null_mut();
                     buf.cbBuffer = 0;
                 } else {
-                    let mut mem: Box<[u8]> = out_bytes.into();
+                    // The step's own bytes become the caller's buffer (no
+                    // second copy); the alert is still wanted below.
+                    let mut mem: Box<[u8]> = if send_alert {
+                        out_bytes.into()
+                    } else {
+                        std::mem::take(&mut step.token).into_boxed_slice()
+                    };
                     let id = self.0.verifier.track(Tag::ContextBuffer, "output token");
                     buf.pvBuffer = mem.as_mut_ptr().cast();
                     buf.cbBuffer = mem.len() as u32;

@@ -47,11 +47,10 @@ use ksspi::provider::{AsyncContextPtr, SspiProvider};
 use ksspi::sys::*;
 use ksspi::{Irql, SecStatus};
 use stats::Counters;
-use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use tables::Tables;
+use tables::{Table, Tables};
 
 /// The shared state behind a [`SimProvider`].
 pub struct Sim {
@@ -78,10 +77,10 @@ impl SimProvider {
             store,
             verifier: Verifier::new(),
             tables: Mutex::new(Tables {
-                contexts: HashMap::new(),
-                credentials: HashMap::new(),
-                security: HashMap::new(),
-                buffers: HashMap::new(),
+                contexts: Table::default(),
+                credentials: Table::default(),
+                security: Table::default(),
+                buffers: Table::default(),
             }),
             next_addr: AtomicU64::new(1),
             counters: Counters::default(),

@@ -6,11 +6,12 @@
 use super::SimProvider;
 use crate::kernel::{bugcheck, Bugcheck};
 use crate::schannel::{Context, Credential};
-use crate::verifier::Tag;
+use crate::verifier::{IdHasher, Tag};
 use ksspi::provider::AsyncContextPtr;
 use ksspi::sys::*;
 use ksspi::SecStatus;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -31,12 +32,17 @@ pub(super) struct AsyncCtx {
 /// A security context's entry: the model Schannel context, locked per call.
 pub(super) type CtxEntry = Arc<Mutex<Context>>;
 
+/// A table keyed by the model's own keys: fake addresses and ids it hands
+/// out in sequence, and the addresses of buffers it allocated (see
+/// [`IdHasher`]).
+pub(super) type Table<V> = HashMap<usize, V, BuildHasherDefault<IdHasher>>;
+
 /// Every live handle, by key.
 pub(super) struct Tables {
-    pub(super) contexts: HashMap<usize, AsyncCtx>,
-    pub(super) credentials: HashMap<usize, (u64, Arc<Credential>)>,
-    pub(super) security: HashMap<usize, (u64, CtxEntry)>,
-    pub(super) buffers: HashMap<usize, (u64, Box<[u8]>)>,
+    pub(super) contexts: Table<AsyncCtx>,
+    pub(super) credentials: Table<(u64, Arc<Credential>)>,
+    pub(super) security: Table<(u64, CtxEntry)>,
+    pub(super) buffers: Table<(u64, Box<[u8]>)>,
 }
 
 /// Where async contexts' fake addresses start (a kernel-looking range).
@@ -80,7 +86,7 @@ impl SimProvider {
     }
 
     /// A key for a new handle, and the verifier's id for it.
-    pub(super) fn new_handle(&self, tag: Tag, what: &str) -> (usize, u64) {
+    pub(super) fn new_handle(&self, tag: Tag, what: &'static str) -> (usize, u64) {
         (self.next_key(), self.0.verifier.track(tag, what))
     }
 

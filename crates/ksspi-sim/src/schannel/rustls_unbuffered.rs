@@ -385,6 +385,12 @@ fn append_in_place<E>(
 ) -> Result<(), E> {
     let at = out.len();
     let mut room = 2048;
+    if out.capacity() == 0 {
+        // A flight is a few records (ServerHello, ChangeCipherSpec,
+        // Finished): room for the next one after the first, so that it
+        // does not move what came before.
+        out.reserve(2 * room);
+    }
     loop {
         out.resize(at + room, 0);
         match f(&mut out[at..]) {

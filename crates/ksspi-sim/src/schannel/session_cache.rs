@@ -99,10 +99,13 @@ impl<K: Eq + Hash + Clone, V> Expiring<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        // A map whose entries never expire reads no clock, and looks once.
+        if self.lifespan == Duration::MAX {
+            return self.entries.get_mut(key).map(|(_, v)| v);
+        }
         let expired = match self.entries.get(key) {
             None => return None,
-            // A map whose entries never expire reads no clock.
-            Some((at, _)) => self.lifespan != Duration::MAX && at.elapsed() >= self.lifespan,
+            Some((at, _)) => at.elapsed() >= self.lifespan,
         };
         if expired {
             self.remove(key);
