@@ -75,7 +75,7 @@ fi
 NOT_INSTALLED="the ksspi driver is not installed"
 GUIDANCE="pnputil /add-driver ksspi_driver.inf /install"
 THUMB=00112233445566778899aabbccddeeff00112233
-COMPLETION_REFUSED="choose the model's behaviour; on Windows ksecdd decides how calls complete"
+COMPLETION_REFUSED="choose the model's behaviour; on Windows ksecdd and Schannel decide"
 SOAK_REFUSED="drive the model; on Windows use Driver Verifier's low-resources simulation"
 
 # name | expected exit code | text the output must contain | arguments
@@ -103,6 +103,7 @@ CASES=(
   "refused: --callback-irql|1|$COMPLETION_REFUSED|selftest --callback-irql dispatch --cert-thumbprint $THUMB"
   "refused: --no-requires-notify|1|$COMPLETION_REFUSED|selftest --no-requires-notify --cert-thumbprint $THUMB"
   "refused: --refuse-reinit-in-callback|1|$COMPLETION_REFUSED|selftest --refuse-reinit-in-callback --cert-thumbprint $THUMB"
+  "refused: --no-session-cache|1|$COMPLETION_REFUSED|selftest --no-session-cache --cert-thumbprint $THUMB"
   "refused: stress --faults|1|$SOAK_REFUSED|stress --duration 1 --faults 5"
   "refused: stress --workers|1|$SOAK_REFUSED|stress --duration 1 --workers 2"
   "refused: stress --disrupt|1|$SOAK_REFUSED|stress --duration 1 --disrupt 10"

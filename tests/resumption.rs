@@ -342,3 +342,31 @@ fn a_provider_that_does_not_tell_sets_neither_bit() {
     w.dev.unload();
     w.finish();
 }
+
+#[test]
+fn a_provider_without_a_session_cache_gives_full_handshakes_and_says_so() {
+    // The other answer to "does kernel Schannel keep sessions?": none kept,
+    // so every handshake is full, and the driver reports that, not a guess.
+    let config = SimConfig {
+        completion: CompletionPolicy::Mixed,
+        callback_irql: CallbackIrql::Mixed,
+        seed: 8,
+        tls13_tickets: 2,
+        session_cache: false,
+        ..SimConfig::default()
+    };
+    for protocols in [proto::TLS12, proto::TLS13] {
+        let (store, thumb) = TestPki::new("device CA").store(&["localhost"]);
+        let mut w = world_in(
+            &Arc::new(store),
+            thumb,
+            config.clone(),
+            DeviceConfig::default(),
+        );
+        w.protocols = protocols;
+        assert_eq!(connect(&w, ON, ON), (FULL, FULL), "{protocols}");
+        assert_eq!(connect(&w, ON, ON), (FULL, FULL), "{protocols}");
+        w.dev.unload();
+        w.finish();
+    }
+}

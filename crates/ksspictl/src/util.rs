@@ -98,6 +98,13 @@ pub struct ModelOptions {
     /// Model: SspiReinitAsyncContext is refused inside the callback.
     #[arg(long = "refuse-reinit-in-callback")]
     pub refuse_reinit_in_callback: bool,
+    /// Model: QueryContextAttributes(SECPKG_ATTR_SESSION_INFO) is refused
+    /// (resumption is then reported unknown).
+    #[arg(long = "no-session-info")]
+    pub no_session_info: bool,
+    /// Model: Schannel keeps no session cache (every handshake is full).
+    #[arg(long = "no-session-cache")]
+    pub no_session_cache: bool,
 }
 
 impl ModelOptions {
@@ -108,6 +115,8 @@ impl ModelOptions {
             || self.callback_irql.is_some()
             || self.no_requires_notify
             || self.refuse_reinit_in_callback
+            || self.no_session_info
+            || self.no_session_cache
     }
 }
 

@@ -48,6 +48,39 @@ fn selftest_resume_json_shows_every_second_handshake_resumed() {
 }
 
 #[test]
+fn the_model_s_other_answers_are_reported_as_they_are() {
+    // A kernel Schannel that keeps no sessions: every second handshake full.
+    let (code, out, err) = ksspictl(&[
+        "selftest",
+        "--resume",
+        "--json",
+        "--count",
+        "12",
+        "--no-session-cache",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j = json(&out);
+    assert_eq!(j["handshakes_ok"], 24, "{j}");
+    assert_eq!(j["resumption"]["resumed"], 0, "{j}");
+    assert_eq!(j["resumption"]["full_handshakes"], 12, "{j}");
+    assert_eq!(j["resumption"]["unknown"], 0, "{j}");
+    // One that does not answer SECPKG_ATTR_SESSION_INFO: unknown, never full.
+    let (code, out, err) = ksspictl(&[
+        "selftest",
+        "--resume",
+        "--json",
+        "--count",
+        "12",
+        "--no-session-info",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j = json(&out);
+    assert_eq!(j["resumption"]["resumed"], 0, "{j}");
+    assert_eq!(j["resumption"]["full_handshakes"], 0, "{j}");
+    assert_eq!(j["resumption"]["unknown"], 24, "{j}");
+}
+
+#[test]
 fn selftest_resume_with_bytes_checks_both_handshakes_bytes() {
     let (code, out, err) = ksspictl(&[
         "selftest", "--resume", "--json", "--count", "10", "--bytes", "20000",

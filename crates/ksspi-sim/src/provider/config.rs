@@ -90,6 +90,11 @@ pub struct SimConfig {
     /// model answers `SEC_E_UNSUPPORTED_FUNCTION` and the engine reports
     /// "resumed: unknown", never "full".
     pub session_info_answered: bool,
+    /// Open point: does kernel Schannel keep a session cache at all? When
+    /// false, no credential keeps a session (a client offers none, a server
+    /// issues no ticket and finds nothing): every handshake is full, and
+    /// the driver reports it so.
+    pub session_cache: bool,
 }
 
 impl Default for SimConfig {
@@ -103,6 +108,7 @@ impl Default for SimConfig {
             cpus: 2,
             tls13_tickets: 0,
             session_info_answered: true,
+            session_cache: true,
         }
     }
 }

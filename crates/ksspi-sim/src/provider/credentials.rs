@@ -80,6 +80,7 @@ pub(super) fn acquire(
     let sessions = Sessions {
         lifespan: lifespan(sch.session_lifespan),
         reconnects: sch.flags & SCH_CRED_DISABLE_RECONNECTS == 0,
+        keep: sim.0.config.session_cache,
     };
     let cred = match Credential::with_sessions(spec, &sim.0.store, sessions) {
         Ok(c) => Arc::new(c),

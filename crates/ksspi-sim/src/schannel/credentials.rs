@@ -114,6 +114,10 @@ pub struct Sessions {
     /// A server's reconnects (`SCH_CRED_DISABLE_RECONNECTS` clears it);
     /// ignored for a client, as Schannel documents the flag "Server only".
     pub reconnects: bool,
+    /// Whether the provider keeps sessions at all, for either role (false:
+    /// the model plays a kernel Schannel without a session cache,
+    /// `SimConfig::session_cache`).
+    pub keep: bool,
 }
 
 impl Default for Sessions {
@@ -121,6 +125,7 @@ impl Default for Sessions {
         Sessions {
             lifespan: DEFAULT_LIFESPAN,
             reconnects: true,
+            keep: true,
         }
     }
 }
@@ -139,8 +144,9 @@ pub(super) enum Kind {
         /// would cost a handshake as much again as a resumed TLS 1.2 one's
         /// whole SSPI surface (the bench's instruction counts).
         named: Arc<ClientConfig>,
-        /// The credential's session cache, by target name.
-        cache: Arc<ClientCache>,
+        /// The credential's session cache, by target name (`None`: the
+        /// provider keeps no sessions).
+        cache: Option<Arc<ClientCache>>,
         protocols: Protocols,
         verifier: Arc<dyn ServerCertVerifier>,
         lax: Arc<dyn ServerCertVerifier>,
@@ -214,7 +220,10 @@ impl Credential {
                 }
                 // One cache for both configurations: a session is the
                 // credential's, whichever way its handshake was asked.
-                let cache = Arc::new(ServerCache::new(sessions.lifespan, sessions.reconnects));
+                let cache = Arc::new(ServerCache::new(
+                    sessions.lifespan,
+                    sessions.reconnects && sessions.keep,
+                ));
                 let config = |mutual: bool| -> Result<ServerConfig, SecStatus> {
                     let builder = ServerConfig::builder_with_provider(provider())
                         .with_protocol_versions(&versions)
@@ -279,7 +288,9 @@ impl Credential {
                         )))
                     }
                 };
-                let cache = Arc::new(ClientCache::new(sessions.lifespan));
+                let cache = sessions
+                    .keep
+                    .then(|| Arc::new(ClientCache::new(sessions.lifespan)));
                 let lax: Arc<dyn ServerCertVerifier> = Arc::new(AcceptAny(provider()));
                 let resolver = Arc::new(AskedFor { identity });
                 let named = client_config(
@@ -290,7 +301,7 @@ impl Credential {
                         verifier.clone()
                     },
                     resolver.clone(),
-                    Some(cache.clone()),
+                    cache.clone(),
                     true,
                     None,
                 )?;

@@ -196,7 +196,7 @@ impl Context {
                 *protocols,
                 verifier,
                 asked.clone(),
-                has_target.then(|| cache.clone()),
+                cache.clone().filter(|_| has_target),
                 target.is_some(),
                 alpn,
             )?),

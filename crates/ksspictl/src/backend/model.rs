@@ -49,6 +49,8 @@ fn model_config(args: &ModelOptions) -> SimConfig {
         callback_irql,
         requires_notify_exported: !args.no_requires_notify,
         reinit_in_callback: !args.refuse_reinit_in_callback,
+        session_info_answered: !args.no_session_info,
+        session_cache: !args.no_session_cache,
         ..model_defaults()
     }
 }

@@ -25,9 +25,9 @@ pub const NAME: &str = "windows";
 fn refused(what: ModelOnly) -> Failure {
     let why = match what {
         ModelOnly::Completion => {
-            "--completion, --callback-irql, --no-requires-notify and \
-             --refuse-reinit-in-callback choose the model's behaviour; on Windows \
-             ksecdd decides how calls complete"
+            "--completion, --callback-irql, --no-requires-notify, \
+             --refuse-reinit-in-callback, --no-session-info and --no-session-cache \
+             choose the model's behaviour; on Windows ksecdd and Schannel decide"
         }
         ModelOnly::Soak => {
             "--faults, --workers and --disrupt drive the model; on Windows use Driver \
