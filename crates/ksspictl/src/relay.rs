@@ -124,6 +124,29 @@ fn encoded<'a, M: Message<'a>>(m: &M, extra: usize) -> Result<Vec<u8>, Failure> 
 /// was asked to use.
 const STATUS_REVISION_MISMATCH: u32 = 0xC000_0059;
 
+/// GET_INFO's reply.
+pub fn driver_info(driver: &dyn Driver) -> Result<InfoReply, Failure> {
+    let reply = call(driver, IOCTL_KSSPI_GET_INFO, &[], 256)?;
+    decode::<InfoReply>(&reply).map_err(|e| Failure(format!("a malformed GET_INFO reply: {e:?}")))
+}
+
+/// Stop with `STATUS_REVISION_MISMATCH` and the reason if the driver lacks
+/// a capability an option needs: each of `needed` is the [`caps`] bit, what
+/// it is ("session resumption") and the option that asked for it.
+pub fn require(info: &InfoReply, needed: &[(u32, &str, &str)]) -> Result<(), Failure> {
+    for &(bit, what, option) in needed {
+        if info.capabilities & bit == 0 {
+            let [major, minor, patch] = info.driver_version;
+            return Err(Failure(format!(
+                "{option}: the driver ({major}.{minor}.{patch}) predates {what}: NTSTATUS \
+                 {STATUS_REVISION_MISMATCH:#010x} (STATUS_REVISION_MISMATCH); update the \
+                 driver or leave {option} off"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The OPEN layout [`open`] sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -148,9 +171,7 @@ pub fn open_layout(
     alpn: bool,
     resume: Option<Resumption>,
 ) -> Result<Layout, Failure> {
-    let reply = call(driver, IOCTL_KSSPI_GET_INFO, &[], 256)?;
-    let info = decode::<InfoReply>(&reply)
-        .map_err(|e| Failure(format!("a malformed GET_INFO reply: {e:?}")))?;
+    let info = driver_info(driver)?;
     let mut needed = Vec::new();
     if auth != ClientAuth::NONE {
         needed.push((
@@ -165,16 +186,7 @@ pub fn open_layout(
     if resume.is_some() {
         needed.push((caps::RESUMPTION, "session resumption", "--resume"));
     }
-    for (bit, what, option) in needed {
-        if info.capabilities & bit == 0 {
-            let [major, minor, patch] = info.driver_version;
-            return Err(Failure(format!(
-                "{option}: the driver ({major}.{minor}.{patch}) predates {what}: NTSTATUS \
-                 {STATUS_REVISION_MISMATCH:#010x} (STATUS_REVISION_MISMATCH); update the \
-                 driver or leave {option} off"
-            )));
-        }
-    }
+    require(&info, &needed)?;
     let resumption =
         (info.capabilities & caps::RESUMPTION != 0).then(|| resume.unwrap_or(Resumption::On));
     Ok(Layout {
@@ -731,33 +743,41 @@ impl<'a> Channel<'a> {
     }
 }
 
+/// A driver for unit tests that answers GET_INFO with its capabilities and
+/// takes no other call (one reaching it fails the test).
+#[cfg(test)]
+pub(crate) struct InfoOnly(pub u32);
+
+#[cfg(test)]
+impl Driver for InfoOnly {
+    fn backend(&self) -> &'static str {
+        "test"
+    }
+    fn call(&self, code: u32, _: &[u8], capacity: usize) -> Result<(i32, Vec<u8>), Failure> {
+        assert_eq!(
+            code, IOCTL_KSSPI_GET_INFO,
+            "only GET_INFO may reach this driver"
+        );
+        let reply = InfoReply {
+            driver_version: [0, 1, 0],
+            capabilities: self.0,
+            ..InfoReply::default()
+        };
+        let mut out = vec![0u8; capacity];
+        let n = encode(&reply, &mut out).unwrap();
+        out.truncate(n);
+        Ok((0, out))
+    }
+    fn finish(self: Box<Self>) -> u64 {
+        0
+    }
+}
+
 #[cfg(test)]
 mod alpn_version_tests {
     use super::*;
 
-    /// A driver that answers GET_INFO with `capabilities`, and nothing else.
-    struct Info(u32);
-
-    impl Driver for Info {
-        fn backend(&self) -> &'static str {
-            "test"
-        }
-        fn call(&self, code: u32, _: &[u8], capacity: usize) -> Result<(i32, Vec<u8>), Failure> {
-            assert_eq!(code, IOCTL_KSSPI_GET_INFO);
-            let reply = InfoReply {
-                driver_version: [0, 1, 0],
-                capabilities: self.0,
-                ..InfoReply::default()
-            };
-            let mut out = vec![0u8; capacity];
-            let n = encode(&reply, &mut out).unwrap();
-            out.truncate(n);
-            Ok((0, out))
-        }
-        fn finish(self: Box<Self>) -> u64 {
-            0
-        }
-    }
+    use InfoOnly as Info;
 
     #[test]
     fn a_driver_older_than_alpn_is_named_with_revision_mismatch() {

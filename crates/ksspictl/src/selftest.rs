@@ -11,10 +11,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ksspi_abi::*;
 use std::time::Duration;
 
-/// The NTSTATUS a harness reports when the driver is older than what it
-/// was asked to use (as `relay`'s OPEN layouts do).
-const STATUS_REVISION_MISMATCH: u32 = 0xC000_0059;
-
 /// The self-test's figures and, with `resume`, what its second handshakes
 /// did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,24 +26,11 @@ pub struct Plan {
 /// Stop with `STATUS_REVISION_MISMATCH` if the driver cannot run a resume
 /// self-test (no [`caps::RESUMPTION`] in GET_INFO).
 fn check_resumption(driver: &dyn crate::backend::Driver) -> Result<(), Failure> {
-    let (status, reply) = driver.call(IOCTL_KSSPI_GET_INFO, &[], 256)?;
-    if status != 0 {
-        return Err(Failure(format!(
-            "GET_INFO before the self-test failed: {}",
-            ntstatus_name(status)
-        )));
-    }
-    let info = decode::<InfoReply>(&reply)
-        .map_err(|e| Failure(format!("a malformed GET_INFO reply: {e:?}")))?;
-    if info.capabilities & caps::RESUMPTION == 0 {
-        let [major, minor, patch] = info.driver_version;
-        return Err(Failure(format!(
-            "--resume: the driver ({major}.{minor}.{patch}) predates session resumption: \
-             NTSTATUS {STATUS_REVISION_MISMATCH:#010x} (STATUS_REVISION_MISMATCH); update the \
-             driver or leave --resume off"
-        )));
-    }
-    Ok(())
+    let info = crate::relay::driver_info(driver)?;
+    crate::relay::require(
+        &info,
+        &[(caps::RESUMPTION, "session resumption", "--resume")],
+    )
 }
 
 /// One self-test: the reply, the backend's name and what leaked at unload.
@@ -140,51 +123,24 @@ pub fn run_selftest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Driver;
-    use std::sync::Mutex;
 
-    /// A driver that answers GET_INFO with `capabilities` and records every
-    /// other call (a SELFTEST must not come).
-    struct Info(u32, Mutex<Vec<u32>>);
-
-    impl Driver for Info {
-        fn backend(&self) -> &'static str {
-            "test"
-        }
-        fn call(&self, code: u32, _: &[u8], capacity: usize) -> Result<(i32, Vec<u8>), Failure> {
-            self.1.lock().unwrap().push(code);
-            assert_eq!(code, IOCTL_KSSPI_GET_INFO);
-            let reply = InfoReply {
-                driver_version: [0, 1, 0],
-                capabilities: self.0,
-                ..InfoReply::default()
-            };
-            let mut out = vec![0u8; capacity];
-            let n = encode(&reply, &mut out).unwrap();
-            out.truncate(n);
-            Ok((0, out))
-        }
-        fn finish(self: Box<Self>) -> u64 {
-            0
-        }
-    }
+    use crate::relay::InfoOnly;
 
     #[test]
     fn a_driver_without_resumption_is_named_with_revision_mismatch_before_any_selftest() {
-        let old = Info(caps::TLS12 | caps::TLS13 | caps::SELFTEST, Mutex::default());
+        let old = InfoOnly(caps::TLS12 | caps::TLS13 | caps::SELFTEST);
         let Failure(why) = check_resumption(&old).unwrap_err();
         assert!(why.contains("0xc0000059"), "{why}");
         assert!(why.contains("STATUS_REVISION_MISMATCH"), "{why}");
         assert!(why.contains("predates session resumption"), "{why}");
         assert!(!why.contains("  "), "one line, no runs of spaces: {why}");
-        assert_eq!(*old.1.lock().unwrap(), [IOCTL_KSSPI_GET_INFO]);
-        let new = Info(caps::SELFTEST | caps::RESUMPTION, Mutex::default());
+        let new = InfoOnly(caps::SELFTEST | caps::RESUMPTION);
         check_resumption(&new).unwrap();
     }
 
     #[test]
     fn run_selftest_stops_before_the_selftest_on_an_older_driver() {
-        let old = Info(caps::SELFTEST, Mutex::default());
+        let old = InfoOnly(caps::SELFTEST);
         let target = Target {
             driver: Box::new(old),
             thumbprint: [1; 20],
