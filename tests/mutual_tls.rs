@@ -252,3 +252,122 @@ fn an_unknown_client_thumbprint_fails_open_and_the_cache_keeps_identities_apart(
     w.wait_sessions_gone();
     w.finish();
 }
+
+/// OPEN with resumption on (OPEN's fourth layout) and the client-certificate
+/// fields: the session, and whether its handshake resumed (STEP's flags).
+fn open_resuming(w: &World, file: FileId, role: Role, auth: ClientAuth) -> SessionId {
+    let req = OpenRequest {
+        client_auth: Some(auth),
+        resumption: Some(Resumption::On),
+        ..OpenRequest::new(
+            role,
+            w.protocols,
+            w.thumb,
+            if role == Role::Client {
+                b"localhost"
+            } else {
+                b""
+            },
+        )
+    };
+    let (st, reply) = w.call(file, IOCTL_KSSPI_OPEN, &enc(&req), 64);
+    assert_eq!(st, STATUS_SUCCESS);
+    let open = decode::<OpenReply>(&reply).unwrap();
+    assert_eq!(open.status, 0);
+    open.session
+}
+
+/// One connection with resumption on: (client resumed, server resumed,
+/// whether the server saw a client certificate), the TLS 1.3 tickets taken
+/// by the client.
+fn connect_resuming(w: &World, client_thumb: [u8; 20], mode: ClientCertMode) -> (u8, u8, bool) {
+    let file = w.dev.open_file();
+    let server = open_resuming(
+        w,
+        file,
+        Role::Server,
+        ClientAuth {
+            server_mode: mode,
+            ..ClientAuth::NONE
+        },
+    );
+    let client = open_resuming(
+        w,
+        file,
+        Role::Client,
+        with_certificate(client_thumb).unwrap(),
+    );
+    let tickets = try_establish(w, file, server, client)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{mode:?}: the handshake failed"));
+    if !tickets.is_empty() {
+        let (data, outcome, _) = w.unseal(file, client, &tickets, tickets.len());
+        assert_eq!((data.len(), outcome), (0, RecordOutcome::Data));
+    }
+    let resumed = |session| {
+        let (st, reply) = w.call(
+            file,
+            IOCTL_KSSPI_QUERY,
+            &enc(&QueryRequest { session }),
+            QUERY_REPLY_CAPACITY,
+        );
+        assert_eq!(st, STATUS_SUCCESS);
+        decode::<QueryReply>(&reply).unwrap().resumed
+    };
+    let seen = (
+        resumed(client),
+        resumed(server),
+        peer_of(w, file, server).0 > 0,
+    );
+    assert_eq!(w.close(file, client), STATUS_SUCCESS);
+    assert_eq!(w.close(file, server), STATUS_SUCCESS);
+    assert_eq!(w.wait_sessions_gone(), 0);
+    seen
+}
+
+#[test]
+fn a_session_made_without_a_client_certificate_is_not_resumed_by_a_server_that_asks() {
+    // A client with a certificate meets a server that ignores client
+    // certificates (its session has none), then servers that request and
+    // require one: those must not resume the certificate-less session (they
+    // would see no certificate, and Require would fail a client that has
+    // one), so they get full handshakes with the certificate; each mode
+    // resumes its own sessions afterwards.
+    for (protocols, name) in VERSIONS {
+        // Two TLS 1.3 tickets per handshake, as Schannel sends.
+        let mut w = world_with(CompletionPolicy::Mixed, 2, DeviceConfig::default());
+        w.protocols = protocols;
+        let leaf = TestPki::new("client CA").leaf(&["client.example"], false);
+        let thumb = w
+            .sim
+            .store()
+            .add_identity("MY", leaf.chain_der, leaf.key_der)
+            .unwrap();
+        let full = resumed::FULL;
+        let again = resumed::RESUMED;
+        assert_eq!(
+            connect_resuming(&w, thumb, ClientCertMode::Ignore),
+            (full, full, false),
+            "{name}"
+        );
+        assert_eq!(
+            connect_resuming(&w, thumb, ClientCertMode::Ignore),
+            (again, again, false),
+            "{name}: the ignoring server's own sessions resume"
+        );
+        for mode in [ClientCertMode::Require, ClientCertMode::Request] {
+            assert_eq!(
+                connect_resuming(&w, thumb, mode),
+                (full, full, true),
+                "{name} {mode:?}: a full handshake, the certificate seen"
+            );
+            assert_eq!(
+                connect_resuming(&w, thumb, mode),
+                (again, again, true),
+                "{name} {mode:?}: its own session resumes, the certificate kept"
+            );
+        }
+        w.dev.unload();
+        w.finish();
+    }
+}

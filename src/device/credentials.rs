@@ -8,7 +8,7 @@ use super::Shared;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use ksspi::engine::{release_credentials, CredentialSpec, Platform};
+use ksspi::engine::{release_credentials, ClientCertificates, CredentialSpec, Platform};
 use ksspi::handle::Credentials;
 use ksspi::provider::SspiProvider;
 use ksspi::Passive;
@@ -19,18 +19,31 @@ use ksspi::Passive;
 /// credentials here starts its session at once. Bounded (oldest out first);
 /// emptied at unload, after which nothing is added.
 pub(super) struct CredentialCache<P: SspiProvider> {
-    pub(super) entries: Vec<(CredentialSpec, Arc<Credentials<P>>)>,
+    pub(super) entries: Vec<(CacheKey, Arc<Credentials<P>>)>,
     pub(super) closed: bool,
+}
+
+/// What the cache finds a handle by: its parameters and what the sessions
+/// on it ask of client certificates (a server's; a client's is always
+/// `Ignore`). Schannel resumes a session by the credentials it was made
+/// with; a server session that asks for a client certificate (`Request`,
+/// `Require`) would otherwise resume a session made without one by a
+/// session that did not ask (`Ignore`), and see no certificate: a handle per
+/// mode keeps each mode's sessions apart (docs/DESIGN.md, contract item 11).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct CacheKey {
+    pub(super) spec: CredentialSpec,
+    pub(super) client_certificates: ClientCertificates,
 }
 
 /// How many credentials handles the device keeps.
 pub const CREDENTIAL_CACHE: usize = 8;
 
 impl<P: SspiProvider> CredentialCache<P> {
-    pub(super) fn find(&self, spec: &CredentialSpec) -> Option<Arc<Credentials<P>>> {
+    pub(super) fn find(&self, key: &CacheKey) -> Option<Arc<Credentials<P>>> {
         self.entries
             .iter()
-            .find(|(s, _)| s == spec)
+            .find(|(k, _)| k == key)
             .map(|(_, c)| c.clone())
     }
 
@@ -39,18 +52,18 @@ impl<P: SspiProvider> CredentialCache<P> {
     /// to be dropped outside the lock.
     pub(super) fn insert(
         &mut self,
-        spec: CredentialSpec,
+        key: CacheKey,
         credentials: Arc<Credentials<P>>,
-    ) -> Option<(CredentialSpec, Arc<Credentials<P>>)> {
-        if self.closed || self.entries.iter().any(|(s, _)| *s == spec) {
-            return Some((spec, credentials));
+    ) -> Option<(CacheKey, Arc<Credentials<P>>)> {
+        if self.closed || self.entries.iter().any(|(k, _)| *k == key) {
+            return Some((key, credentials));
         }
         let evicted = if self.entries.len() == CREDENTIAL_CACHE {
             Some(self.entries.remove(0))
         } else {
             None
         };
-        self.entries.push((spec, credentials));
+        self.entries.push((key, credentials));
         evicted
     }
 }

@@ -845,6 +845,26 @@ mod tests {
             ..reply
         };
         check(&resumed, &enc(&resumed));
+        // Both at once, or either before the handshake ends: refused.
+        for (outcome, flags) in [
+            (
+                StepOutcome::Established,
+                step_flags::RESUMED | step_flags::FULL_HANDSHAKE,
+            ),
+            (StepOutcome::NeedInput, step_flags::RESUMED),
+            (StepOutcome::Failed, step_flags::FULL_HANDSHAKE),
+        ] {
+            let bad = StepReply {
+                outcome,
+                flags,
+                ..reply
+            };
+            assert_eq!(
+                decode::<StepReply>(&enc(&bad)),
+                Err(DecodeError::BadField),
+                "{outcome:?} {flags}"
+            );
+        }
     }
 
     #[test]

@@ -749,6 +749,14 @@ impl<'a> Message<'a> for StepReply<'a> {
         if flags & !step_flags::ALL != 0 {
             return Err(DecodeError::Reserved);
         }
+        // Resumed and full at once, or either before the handshake ends:
+        // not a reply a driver sends.
+        let told = flags & (step_flags::RESUMED | step_flags::FULL_HANDSHAKE);
+        if told == step_flags::RESUMED | step_flags::FULL_HANDSHAKE
+            || (told != 0 && outcome != StepOutcome::Established)
+        {
+            return Err(DecodeError::BadField);
+        }
         let alpn_status = r.u8()?;
         let alpn_len = usize::from(r.u8()?);
         if alpn_status > 1 || (alpn_status == 0 && alpn_len != 0) {

@@ -3,6 +3,7 @@
 //! and OPEN completed with its id ([`Shared::opened`]), or the slot given
 //! back ([`Shared::open_failed`]).
 
+use crate::device::credentials::CacheKey;
 use crate::device::events::EntryEvents;
 use crate::device::table::{Entry, Phase};
 use crate::device::{complete_with, FileId, Request, Shared};
@@ -136,17 +137,24 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
             id
         };
         self.sessions_total.fetch_add(1, Ordering::Relaxed);
+        // Found by the parameters and the sessions' client-certificate mode
+        // (CacheKey: a handle per mode keeps sessions made without a client
+        // certificate from being resumed by sessions that ask for one).
+        let key = CacheKey {
+            spec: spec.clone(),
+            client_certificates: params.client_certificates,
+        };
         let cached = if private {
             None
         } else {
-            self.credentials.lock(&self.platform).find(&spec)
+            self.credentials.lock(&self.platform).find(&key)
         };
         if let Some(credentials) = cached {
             return self.opened(id, params, Ok(credentials), None);
         }
         let device = Arc::downgrade(self);
         // A private handle is the session's alone: released when it closes.
-        let keep = (!private).then(|| spec.clone());
+        let keep = (!private).then_some(key);
         let done = Box::new(move |result: Result<Arc<Credentials<P>>, SecStatus>| {
             if let Some(device) = device.upgrade() {
                 device.opened(id, params, result, keep);
@@ -169,23 +177,23 @@ impl<P: SspiProvider, K: Platform, R: Request> Shared<P, K, R> {
 
     /// The credentials for session `id` arrived (or did not), or were found
     /// in the cache: make the session and complete OPEN. Newly acquired ones
-    /// are kept for later OPENs under `spec`. At PASSIVE_LEVEL.
+    /// are kept for later OPENs under `key`. At PASSIVE_LEVEL.
     pub(in crate::device) fn opened(
         self: &Arc<Self>,
         id: SessionId,
         params: SessionParams,
         result: Result<Arc<Credentials<P>>, SecStatus>,
-        spec: Option<CredentialSpec>,
+        key: Option<CacheKey>,
     ) {
         let credentials = match result {
             Ok(c) => c,
             Err(status) => return self.open_failed(id, status),
         };
-        if let Some(spec) = spec {
+        if let Some(key) = key {
             let unwanted = self
                 .credentials
                 .lock(&self.platform)
-                .insert(spec, credentials.clone());
+                .insert(key, credentials.clone());
             if let Some((_, old)) = unwanted {
                 self.let_go(old); // outside the lock: it may release a handle
             }

@@ -218,13 +218,17 @@ impl Credential {
                 if versions.is_empty() {
                     return Err(SecStatus::SEC_E_ALGORITHM_MISMATCH);
                 }
-                // One cache for both configurations: a session is the
-                // credential's, whichever way its handshake was asked.
-                let cache = Arc::new(ServerCache::new(
-                    sessions.lifespan,
-                    sessions.reconnects && sessions.keep,
-                ));
+                // A cache per configuration: a session made without asking
+                // for a client certificate is never resumed by a context
+                // that asks for one (`ASC_REQ_MUTUAL_AUTH`), which would see
+                // no certificate (rustls resumes without looking at client
+                // authentication). What Schannel does there is unknown until
+                // a Windows run; the device keeps a handle per mode anyway.
                 let config = |mutual: bool| -> Result<ServerConfig, SecStatus> {
+                    let cache = Arc::new(ServerCache::new(
+                        sessions.lifespan,
+                        sessions.reconnects && sessions.keep,
+                    ));
                     let builder = ServerConfig::builder_with_provider(provider())
                         .with_protocol_versions(&versions)
                         .map_err(|_| SecStatus::SEC_E_ALGORITHM_MISMATCH)?;
@@ -249,7 +253,7 @@ impl Credential {
                         .map_err(|_| SecStatus::SEC_E_NO_CREDENTIALS)?;
                     // A server without reconnects issues no ticket either.
                     config.send_tls13_tickets = if cache.reconnects() { tls13_tickets } else { 0 };
-                    config.session_storage = cache.clone();
+                    config.session_storage = cache;
                     Ok(config)
                 };
                 Kind::Server {
