@@ -982,6 +982,45 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The (TLS version, threads) points of the handshake tables: one thread,
+/// and every core when there is more than one.
+fn points() -> Vec<(Version, usize)> {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let mut out = Vec::new();
+    for version in [Version::Tls12, Version::Tls13] {
+        out.push((version, 1));
+        if cores > 1 {
+            out.push((version, cores));
+        }
+    }
+    out
+}
+
+/// Each of `N` paths' rate in each round; path 0 (rustls) is what the
+/// ratios are to.
+struct Rates<const N: usize>([Vec<f64>; N]);
+
+impl<const N: usize> Rates<N> {
+    fn new() -> Self {
+        Rates(std::array::from_fn(|_| Vec::new()))
+    }
+
+    fn push(&mut self, path: usize, rate: f64) {
+        self.0[path].push(rate);
+    }
+
+    /// The path's median rate.
+    fn rate(&self, path: usize) -> f64 {
+        round1(median(self.0[path].clone()))
+    }
+
+    /// The median of the path's per-round ratios to path 0.
+    fn ratio(&self, path: usize) -> f64 {
+        let per_round = self.0[path].iter().zip(&self.0[0]).map(|(x, r)| x / r);
+        round3(median(per_round.collect()))
+    }
+}
+
 /// Handshakes per second of every path, per TLS version and thread count.
 /// The paths take turns in [`ROUNDS`] rounds of `n` handshakes per thread
 /// each; a row gives each path's median rate and the median of its per-round
@@ -989,75 +1028,64 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// path rather than in one path's only measurement.
 fn handshake_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<HandshakeRow>, Failure> {
     let (n, rounds) = if plan.quick { (4, 1) } else { (300, ROUNDS) };
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let mut rows = Vec::new();
-    for version in [Version::Tls12, Version::Tls13] {
-        for threads in [1, cores] {
-            if threads == cores && cores == 1 && !rows.is_empty() {
-                continue;
+    for (version, threads) in points() {
+        progress(&format!(
+            "handshakes, TLS {}, {threads} thread(s)",
+            tls_name(version)
+        ));
+        let p = proto_bits(version);
+        let total = n * threads;
+        let base = Baseline::new(version, 0);
+        let sync_world = EngineWorld::new(Completion::Sync, version)?;
+        let async_world = EngineWorld::new(Completion::Async, version)?;
+        let sync_model = model(Completion::Sync, 0);
+        let async_model = model(Completion::Async, 0);
+        // Warm up every path once (lazy statics, first allocations, the
+        // device's credential cache).
+        let warm = AtomicUsize::new(0);
+        base.handshakes(2);
+        sync_world.handshakes(2)?;
+        async_world.handshakes(2)?;
+        ioctl_handshakes(&sync_model, 2, p, &warm)?;
+        ioctl_handshakes(&async_model, 2, p, &warm)?;
+        let resumed = AtomicUsize::new(0);
+        let mut rates = Rates::<6>::new();
+        for _ in 0..rounds {
+            let timed = [
+                on_threads(threads, || Ok(base.handshakes(n)))?,
+                on_threads(threads, || sync_world.handshakes(n))?,
+                on_threads(threads, || async_world.handshakes(n))?,
+                on_threads(threads, || ioctl_handshakes(&sync_model, n, p, &resumed))?,
+                on_threads(threads, || ioctl_handshakes(&async_model, n, p, &resumed))?,
+            ];
+            for (i, d) in timed.into_iter().enumerate() {
+                rates.push(i, rate(total, d));
             }
-            progress(&format!(
-                "handshakes, TLS {}, {threads} thread(s)",
-                tls_name(version)
-            ));
-            let p = proto_bits(version);
-            let total = n * threads;
-            let base = Baseline::new(version, 0);
-            let sync_world = EngineWorld::new(Completion::Sync, version)?;
-            let async_world = EngineWorld::new(Completion::Async, version)?;
-            let sync_model = model(Completion::Sync, 0);
-            let async_model = model(Completion::Async, 0);
-            // Warm up every path once (lazy statics, first allocations, the
-            // device's credential cache).
-            let warm = AtomicUsize::new(0);
-            base.handshakes(2);
-            sync_world.handshakes(2)?;
-            async_world.handshakes(2)?;
-            ioctl_handshakes(&sync_model, 2, p, &warm)?;
-            ioctl_handshakes(&async_model, 2, p, &warm)?;
-            let resumed = AtomicUsize::new(0);
-            // Per path, its rate in each round.
-            let mut rates: [Vec<f64>; 6] = Default::default();
-            for _ in 0..rounds {
-                let timed = [
-                    on_threads(threads, || Ok(base.handshakes(n)))?,
-                    on_threads(threads, || sync_world.handshakes(n))?,
-                    on_threads(threads, || async_world.handshakes(n))?,
-                    on_threads(threads, || ioctl_handshakes(&sync_model, n, p, &resumed))?,
-                    on_threads(threads, || ioctl_handshakes(&async_model, n, p, &resumed))?,
-                ];
-                for (r, d) in rates.iter_mut().zip(timed) {
-                    r.push(rate(total, d));
-                }
-                let st = selftest(&async_model, total as u32, threads as u32, p)?;
-                rates[5].push(round1(total as f64 * 1e6 / st.elapsed_us.max(1) as f64));
-            }
-            finish(sync_model)?;
-            finish(async_model)?;
-            let ratio = |i: usize| {
-                let per_round = rates[i].iter().zip(&rates[0]).map(|(x, r)| x / r);
-                round3(median(per_round.collect()))
-            };
-            let rate_of = |i: usize| round1(median(rates[i].clone()));
-            rows.push(HandshakeRow {
-                tls: tls_name(version),
-                threads,
-                rounds,
-                handshakes_per_round: total,
-                rustls_per_second: rate_of(0),
-                engine_sync_per_second: rate_of(1),
-                engine_async_per_second: rate_of(2),
-                ioctl_sync_per_second: rate_of(3),
-                ioctl_async_per_second: rate_of(4),
-                selftest_per_second: rate_of(5),
-                engine_sync_ratio: ratio(1),
-                engine_async_ratio: ratio(2),
-                ioctl_sync_ratio: ratio(3),
-                ioctl_async_ratio: ratio(4),
-                selftest_ratio: ratio(5),
-                ioctl_resumed: resumed.load(Ordering::Relaxed),
-            });
+            let st = selftest(&async_model, total as u32, threads as u32, p)?;
+            rates.push(5, round1(total as f64 * 1e6 / st.elapsed_us.max(1) as f64));
         }
+        finish(sync_model)?;
+        finish(async_model)?;
+        let (ratio, rate_of) = (|i| rates.ratio(i), |i| rates.rate(i));
+        rows.push(HandshakeRow {
+            tls: tls_name(version),
+            threads,
+            rounds,
+            handshakes_per_round: total,
+            rustls_per_second: rate_of(0),
+            engine_sync_per_second: rate_of(1),
+            engine_async_per_second: rate_of(2),
+            ioctl_sync_per_second: rate_of(3),
+            ioctl_async_per_second: rate_of(4),
+            selftest_per_second: rate_of(5),
+            engine_sync_ratio: ratio(1),
+            engine_async_ratio: ratio(2),
+            ioctl_sync_ratio: ratio(3),
+            ioctl_async_ratio: ratio(4),
+            selftest_ratio: ratio(5),
+            ioctl_resumed: resumed.load(Ordering::Relaxed),
+        });
     }
     Ok(rows)
 }
@@ -1071,57 +1099,47 @@ fn handshake_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<HandshakeR
 /// ratios as in [`handshake_rows`].
 fn resumed_rows(plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<ResumedRow>, Failure> {
     let (n, rounds) = if plan.quick { (4, 1) } else { (1000, ROUNDS) };
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let mut rows = Vec::new();
-    for version in [Version::Tls12, Version::Tls13] {
-        for threads in [1, cores] {
-            if threads == cores && cores == 1 && !rows.is_empty() {
-                continue;
+    for (version, threads) in points() {
+        progress(&format!(
+            "resumed handshakes, TLS {}, {threads} thread(s)",
+            tls_name(version)
+        ));
+        let total = n * threads;
+        let base = Baseline::resuming(version, RESUMED_TLS13_TICKETS);
+        let sync_world = EngineWorld::resuming(Completion::Sync, version)?;
+        let async_world = EngineWorld::resuming(Completion::Async, version)?;
+        base.prime(threads);
+        sync_world.prime(threads)?;
+        async_world.prime(threads)?;
+        // Warm up (checked to resume as the timed ones are).
+        base.resumed_handshakes(2);
+        sync_world.handshakes(2)?;
+        async_world.handshakes(2)?;
+        let mut rates = Rates::<3>::new();
+        for _ in 0..rounds {
+            let timed = [
+                on_threads(threads, || Ok(base.resumed_handshakes(n)))?,
+                on_threads(threads, || sync_world.handshakes(n))?,
+                on_threads(threads, || async_world.handshakes(n))?,
+            ];
+            for (i, d) in timed.into_iter().enumerate() {
+                rates.push(i, rate(total, d));
             }
-            progress(&format!(
-                "resumed handshakes, TLS {}, {threads} thread(s)",
-                tls_name(version)
-            ));
-            let total = n * threads;
-            let base = Baseline::resuming(version, RESUMED_TLS13_TICKETS);
-            let sync_world = EngineWorld::resuming(Completion::Sync, version)?;
-            let async_world = EngineWorld::resuming(Completion::Async, version)?;
-            base.prime(threads);
-            sync_world.prime(threads)?;
-            async_world.prime(threads)?;
-            // Warm up (checked to resume as the timed ones are).
-            base.resumed_handshakes(2);
-            sync_world.handshakes(2)?;
-            async_world.handshakes(2)?;
-            let mut rates: [Vec<f64>; 3] = Default::default();
-            for _ in 0..rounds {
-                let timed = [
-                    on_threads(threads, || Ok(base.resumed_handshakes(n)))?,
-                    on_threads(threads, || sync_world.handshakes(n))?,
-                    on_threads(threads, || async_world.handshakes(n))?,
-                ];
-                for (r, d) in rates.iter_mut().zip(timed) {
-                    r.push(rate(total, d));
-                }
-            }
-            let ratio = |i: usize| {
-                let per_round = rates[i].iter().zip(&rates[0]).map(|(x, r)| x / r);
-                round3(median(per_round.collect()))
-            };
-            let rate_of = |i: usize| round1(median(rates[i].clone()));
-            rows.push(ResumedRow {
-                tls: tls_name(version),
-                threads,
-                rounds,
-                handshakes_per_round: total,
-                tls13_tickets: RESUMED_TLS13_TICKETS,
-                rustls_per_second: rate_of(0),
-                engine_sync_per_second: rate_of(1),
-                engine_async_per_second: rate_of(2),
-                engine_sync_ratio: ratio(1),
-                engine_async_ratio: ratio(2),
-            });
         }
+        let (ratio, rate_of) = (|i| rates.ratio(i), |i| rates.rate(i));
+        rows.push(ResumedRow {
+            tls: tls_name(version),
+            threads,
+            rounds,
+            handshakes_per_round: total,
+            tls13_tickets: RESUMED_TLS13_TICKETS,
+            rustls_per_second: rate_of(0),
+            engine_sync_per_second: rate_of(1),
+            engine_async_per_second: rate_of(2),
+            engine_sync_ratio: ratio(1),
+            engine_async_ratio: ratio(2),
+        });
     }
     Ok(rows)
 }
