@@ -89,15 +89,7 @@ fn run(w: &World, file: FileId, server: SessionId, client: SessionId) -> Ran {
 
 /// The server's view of its peer: how many certificates, and the leaf.
 fn peer_of(w: &World, file: FileId, session: SessionId) -> (u32, Vec<u8>) {
-    let (st, reply) = w.call(
-        file,
-        IOCTL_KSSPI_QUERY,
-        &enc(&QueryRequest { session }),
-        QUERY_REPLY_CAPACITY,
-    );
-    assert_eq!(st, STATUS_SUCCESS);
-    let q = decode::<QueryReply>(&reply).unwrap();
-    (q.peer_certificates, q.leaf.to_vec())
+    w.query(file, session, |q| (q.peer_certificates, q.leaf.to_vec()))
 }
 
 /// A world whose model store also holds a client certificate (issued by a
@@ -304,21 +296,10 @@ fn connect_resuming(w: &World, client_thumb: [u8; 20], mode: ClientCertMode) -> 
         let (data, outcome, _) = w.unseal(file, client, &tickets, tickets.len());
         assert_eq!((data.len(), outcome), (0, RecordOutcome::Data));
     }
-    let resumed = |session| {
-        let (st, reply) = w.call(
-            file,
-            IOCTL_KSSPI_QUERY,
-            &enc(&QueryRequest { session }),
-            QUERY_REPLY_CAPACITY,
-        );
-        assert_eq!(st, STATUS_SUCCESS);
-        decode::<QueryReply>(&reply).unwrap().resumed
-    };
-    let seen = (
-        resumed(client),
-        resumed(server),
-        peer_of(w, file, server).0 > 0,
-    );
+    let client_resumed = w.query(file, client, |q| q.resumed);
+    let (server_resumed, saw_certificate) =
+        w.query(file, server, |q| (q.resumed, q.peer_certificates > 0));
+    let seen = (client_resumed, server_resumed, saw_certificate);
     assert_eq!(w.close(file, client), STATUS_SUCCESS);
     assert_eq!(w.close(file, server), STATUS_SUCCESS);
     assert_eq!(w.wait_sessions_gone(), 0);

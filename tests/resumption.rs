@@ -65,16 +65,10 @@ const NOTHING: Seen = Seen {
 };
 
 fn query_resumed(w: &World, file: FileId, session: SessionId) -> u8 {
-    let (st, reply) = w.call(
-        file,
-        IOCTL_KSSPI_QUERY,
-        &enc(&QueryRequest { session }),
-        QUERY_REPLY_CAPACITY,
-    );
-    assert_eq!(st, STATUS_SUCCESS);
-    let q = decode::<QueryReply>(&reply).unwrap();
-    assert_ne!(q.protocol, 0);
-    q.resumed
+    w.query(file, session, |q| {
+        assert_ne!(q.protocol, 0);
+        q.resumed
+    })
 }
 
 /// One connection through the device: a server and a client session opened

@@ -251,6 +251,23 @@ impl World {
         (status, open)
     }
 
+    /// QUERY `session`, which must succeed; `read` sees the decoded reply.
+    pub fn query<T>(
+        &self,
+        file: FileId,
+        session: SessionId,
+        read: impl FnOnce(&QueryReply<'_>) -> T,
+    ) -> T {
+        let (st, reply) = self.call(
+            file,
+            IOCTL_KSSPI_QUERY,
+            &enc(&QueryRequest { session }),
+            QUERY_REPLY_CAPACITY,
+        );
+        assert_eq!(st, STATUS_SUCCESS);
+        read(&decode::<QueryReply>(&reply).unwrap())
+    }
+
     pub fn step(&self, file: FileId, session: SessionId, input: &[u8]) -> (NtStatus, Vec<u8>) {
         let req = StepRequest { session, input };
         self.call(
