@@ -1671,8 +1671,9 @@ pub fn print(r: &Report) {
     }
     for h in r.handshakes.iter().filter(|h| h.ioctl_resumed > 0) {
         println!(
-            "  note: TLS {} on {} thread(s): {} of the IOCTL handshakes resumed (the device \
-             ignores OPEN's Resumption::Off): those IOCTL figures are not all full handshakes",
+            "  note: TLS {} on {} thread(s): {} of the IOCTL handshakes resumed although the \
+             server's OPEN asked for Resumption::Off: those IOCTL figures are not all full \
+             handshakes",
             h.tls, h.threads, h.ioctl_resumed
         );
     }

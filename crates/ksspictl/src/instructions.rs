@@ -258,8 +258,9 @@ pub fn print(i: &Instructions) {
         let resumed = r.ioctl_sync_resumed.max(r.ioctl_async_resumed);
         if resumed > 0 {
             println!(
-                "  note: TLS {}: {resumed} of the IOCTL path's counted handshakes resumed (the \
-                 device ignores OPEN's Resumption::Off): its IOCTL figures are not full handshakes",
+                "  note: TLS {}: {resumed} of the IOCTL path's counted handshakes resumed although \
+                 the server's OPEN asked for Resumption::Off: its IOCTL figures are not full \
+                 handshakes",
                 r.tls
             );
         }
