@@ -29,46 +29,38 @@ pub struct Handshake {
     pub resumed: Resumed,
 }
 
-/// Whether a handshake resumed a session, as the driver tells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resumed {
-    /// An abbreviated handshake (a cached session or a ticket).
-    Yes,
-    /// A full handshake.
-    No,
-    /// Not told: the provider did not answer `SECPKG_ATTR_SESSION_INFO`, or
-    /// the driver predates resumption (OPEN's older layouts).
-    Unknown,
+/// Whether a handshake resumed a session: the engine's own answer
+/// (`SECPKG_ATTR_SESSION_INFO`), as the driver tells it over the IOCTLs
+/// (`Unknown` also for a driver that predates resumption: OPEN's older
+/// layouts).
+pub use ksspi::engine::Resumed;
+
+/// From a STEP reply's flags.
+pub fn resumed_from_flags(flags: u8) -> Resumed {
+    if flags & step_flags::RESUMED != 0 {
+        Resumed::Yes
+    } else if flags & step_flags::FULL_HANDSHAKE != 0 {
+        Resumed::No
+    } else {
+        Resumed::Unknown
+    }
 }
 
-impl Resumed {
-    /// From a STEP reply's flags.
-    pub fn from_flags(flags: u8) -> Resumed {
-        if flags & step_flags::RESUMED != 0 {
-            Resumed::Yes
-        } else if flags & step_flags::FULL_HANDSHAKE != 0 {
-            Resumed::No
-        } else {
-            Resumed::Unknown
-        }
+/// From QUERY's [`QueryReply::resumed`].
+pub fn resumed_from_query(byte: u8) -> Resumed {
+    match byte {
+        resumed::RESUMED => Resumed::Yes,
+        resumed::FULL => Resumed::No,
+        _ => Resumed::Unknown,
     }
+}
 
-    /// From QUERY's [`QueryReply::resumed`].
-    pub fn from_query(byte: u8) -> Resumed {
-        match byte {
-            resumed::RESUMED => Resumed::Yes,
-            resumed::FULL => Resumed::No,
-            _ => Resumed::Unknown,
-        }
-    }
-
-    /// "yes", "no" or "unknown".
-    pub fn word(self) -> &'static str {
-        match self {
-            Resumed::Yes => "yes",
-            Resumed::No => "no",
-            Resumed::Unknown => "unknown",
-        }
+/// "yes", "no" or "unknown".
+pub fn resumed_word(r: Resumed) -> &'static str {
+    match r {
+        Resumed::Yes => "yes",
+        Resumed::No => "no",
+        Resumed::Unknown => "unknown",
     }
 }
 
@@ -307,7 +299,7 @@ pub fn handshake(
                     // A name that did not fit beside the output comes from QUERY.
                     alpn: (step.alpn_status == 1 && !step.alpn.is_empty())
                         .then(|| step.alpn.to_vec()),
-                    resumed: Resumed::from_flags(step.flags),
+                    resumed: resumed_from_flags(step.flags),
                 });
             }
             StepOutcome::Failed => {
@@ -390,7 +382,7 @@ pub fn describe(driver: &dyn Driver, session: SessionId) -> Result<Described, Fa
             q.header, q.max_message, q.trailer
         ),
         alpn: (q.alpn_status == 1).then(|| q.alpn.to_vec()),
-        resumed: Resumed::from_query(q.resumed),
+        resumed: resumed_from_query(q.resumed),
     })
 }
 
@@ -858,14 +850,14 @@ mod alpn_version_tests {
 
     #[test]
     fn resumed_is_read_from_step_flags_and_query() {
-        assert_eq!(Resumed::from_flags(step_flags::RESUMED), Resumed::Yes);
-        assert_eq!(Resumed::from_flags(step_flags::FULL_HANDSHAKE), Resumed::No);
+        assert_eq!(resumed_from_flags(step_flags::RESUMED), Resumed::Yes);
+        assert_eq!(resumed_from_flags(step_flags::FULL_HANDSHAKE), Resumed::No);
         assert_eq!(
-            Resumed::from_flags(step_flags::CERTIFICATE_REQUESTED),
+            resumed_from_flags(step_flags::CERTIFICATE_REQUESTED),
             Resumed::Unknown
         );
-        assert_eq!(Resumed::from_query(resumed::RESUMED), Resumed::Yes);
-        assert_eq!(Resumed::from_query(resumed::FULL), Resumed::No);
-        assert_eq!(Resumed::from_query(resumed::UNKNOWN), Resumed::Unknown);
+        assert_eq!(resumed_from_query(resumed::RESUMED), Resumed::Yes);
+        assert_eq!(resumed_from_query(resumed::FULL), Resumed::No);
+        assert_eq!(resumed_from_query(resumed::UNKNOWN), Resumed::Unknown);
     }
 }

@@ -39,7 +39,7 @@ impl Resume {
 
 /// How `connect` and `serve` print whether a handshake resumed.
 pub fn resumed_line(r: relay::Resumed) -> String {
-    format!("resumed: {}", r.word())
+    format!("resumed: {}", relay::resumed_word(r))
 }
 
 /// `connect --repeat`'s last line: how many handshakes resumed, and the
